@@ -1,0 +1,346 @@
+"""The work queue in PostgreSQL: batches, the files in them, and claims with leases.
+
+A claim takes the oldest claimable job of a running batch with `FOR UPDATE SKIP LOCKED`, so any
+number of claimers on any number of hosts never get the same file. A claim carries a lease; the
+claiming node renews it while it works, and a job whose lease ran out (its node died) is claimable
+again, until it has been tried `max_attempts` times.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg.rows import class_row
+
+from voxdock.storage.database import Database
+
+BATCH_STATES = ("running", "paused", "cancelled")
+
+
+class BatchNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file found on disk, ready to be registered as a source."""
+
+    path: str
+    size_bytes: int
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    job_id: int
+    batch_id: int
+    source_id: int
+    path: str
+    content_hash: str | None
+    attempts: int
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    batch_id: int
+    queued: int
+    skipped: int
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    id: int
+    name: str
+    state: str
+    created_at: datetime
+    total: int
+    queued: int
+    claimed: int
+    done: int
+    failed: int
+    skipped: int
+    audio_seconds_done: float
+    audio_seconds_total: float | None
+
+
+@dataclass(frozen=True)
+class JobRow:
+    job_id: int
+    source_id: int
+    path: str
+    state: str
+    attempts: int
+    last_error: str | None
+    claimed_by: str | None
+    duration_s: float | None
+    segment_count: int
+
+
+def create_batch(
+    db: Database, name: str, *, options: dict[str, Any] | None = None, created_by: str | None = None
+) -> int:
+    """Make a batch; a name already taken gets a numeric suffix (`name-2`, ...)."""
+    with db.connection() as conn, conn.transaction():
+        candidate, n = name, 1
+        while True:
+            row = conn.execute(
+                "INSERT INTO batches (name, options, created_by) VALUES (%s, %s, %s)"
+                " ON CONFLICT (name) DO NOTHING RETURNING id",
+                (candidate, json.dumps(options or {}), created_by),
+            ).fetchone()
+            if row is not None:
+                return int(row[0])
+            n += 1
+            candidate = f"{name}-{n}"
+
+
+def find_batch(db: Database, name_or_id: str | int) -> int:
+    with db.connection() as conn:
+        if isinstance(name_or_id, int) or str(name_or_id).isdigit():
+            row = conn.execute("SELECT id FROM batches WHERE id = %s", (int(name_or_id),)).fetchone()
+        else:
+            row = conn.execute("SELECT id FROM batches WHERE name = %s", (name_or_id,)).fetchone()
+    if row is None:
+        raise BatchNotFound(f"no batch named {name_or_id!r}")
+    return int(row[0])
+
+
+def register_sources(db: Database, files: Sequence[FileEntry]) -> list[int]:
+    """Upsert sources by path; a file whose content changed goes back to 'new'. Returns ids in order."""
+    if not files:
+        return []
+    with db.connection() as conn, conn.transaction():
+        ids = []
+        for entry in files:
+            row = conn.execute(
+                "INSERT INTO sources (path, size_bytes, content_hash) VALUES (%s, %s, %s)"
+                " ON CONFLICT (path) DO UPDATE SET size_bytes = excluded.size_bytes,"
+                " content_hash = excluded.content_hash,"
+                " status = CASE WHEN sources.content_hash IS DISTINCT FROM excluded.content_hash"
+                "   THEN 'new' ELSE sources.status END,"
+                " updated_at = now()"
+                " RETURNING id",
+                (entry.path, entry.size_bytes, entry.content_hash),
+            ).fetchone()
+            assert row is not None
+            ids.append(int(row[0]))
+    return ids
+
+
+def enqueue(
+    db: Database,
+    batch_id: int,
+    source_ids: Sequence[int],
+    *,
+    skip_existing: bool = True,
+    options: dict[str, Any] | None = None,
+) -> EnqueueResult:
+    """Queue sources in a batch. With skip_existing, a source whose content (hash) is already
+    stored by a finished source is entered as 'skipped' instead, so a re-run does no work."""
+    queued = skipped = 0
+    payload = json.dumps(options or {})
+    with db.connection() as conn, conn.transaction():
+        for source_id in source_ids:
+            reason = None
+            if skip_existing:
+                hit = conn.execute(
+                    "SELECT d.path FROM sources s JOIN sources d"
+                    " ON d.content_hash = s.content_hash AND d.status = 'done'"
+                    " WHERE s.id = %s AND s.content_hash IS NOT NULL"
+                    " ORDER BY (d.id = s.id) DESC LIMIT 1",
+                    (source_id,),
+                ).fetchone()
+                if hit is not None:
+                    reason = f"already stored (same content as {hit[0]})"
+            state = "skipped" if reason else "queued"
+            row = conn.execute(
+                "INSERT INTO jobs (batch_id, source_id, state, last_error, options, finished_at)"
+                " VALUES (%s, %s, %s, %s, %s, CASE WHEN %s = 'skipped' THEN now() END)"
+                " ON CONFLICT (batch_id, source_id) DO NOTHING RETURNING id",
+                (batch_id, source_id, state, reason, payload, state),
+            ).fetchone()
+            if row is None:
+                continue
+            if reason:
+                skipped += 1
+            else:
+                queued += 1
+    return EnqueueResult(batch_id=batch_id, queued=queued, skipped=skipped)
+
+
+_CLAIM_SQL = """
+WITH candidate AS (
+    SELECT j.id FROM jobs j JOIN batches b ON b.id = j.batch_id
+    WHERE b.state = 'running'
+      AND (j.state = 'queued' OR (j.state = 'claimed' AND j.lease_expires_at < now()))
+      AND j.attempts < %(max_attempts)s
+    ORDER BY j.id
+    LIMIT 1
+    FOR UPDATE OF j SKIP LOCKED
+), claimed AS (
+    UPDATE jobs j
+    SET state = 'claimed', claimed_by = %(node)s, attempts = j.attempts + 1, started_at = now(),
+        lease_expires_at = now() + make_interval(secs => %(lease)s), last_error = NULL
+    FROM candidate WHERE j.id = candidate.id
+    RETURNING j.id, j.batch_id, j.source_id, j.attempts, j.options
+)
+UPDATE sources s SET status = 'processing', updated_at = now()
+FROM claimed WHERE s.id = claimed.source_id
+RETURNING claimed.id, claimed.batch_id, claimed.source_id, s.path, s.content_hash, claimed.attempts,
+          claimed.options
+"""
+
+
+def claim_next(db: Database, node_id: str, *, lease_seconds: float, max_attempts: int) -> ClaimedJob | None:
+    """Claim the oldest claimable file of a running batch, or None when there is none."""
+    with db.connection() as conn, conn.transaction():
+        row = conn.execute(
+            _CLAIM_SQL, {"node": node_id, "lease": float(lease_seconds), "max_attempts": max_attempts}
+        ).fetchone()
+    if row is None:
+        return None
+    return ClaimedJob(
+        job_id=int(row[0]),
+        batch_id=int(row[1]),
+        source_id=int(row[2]),
+        path=str(row[3]),
+        content_hash=row[4],
+        attempts=int(row[5]),
+        options=dict(row[6] or {}),
+    )
+
+
+def renew_leases(db: Database, node_id: str, job_ids: Iterable[int], *, lease_seconds: float) -> int:
+    ids = list(job_ids)
+    if not ids:
+        return 0
+    with db.connection() as conn, conn.transaction():
+        cur = conn.execute(
+            "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => %s)"
+            " WHERE id = ANY(%s) AND claimed_by = %s AND state = 'claimed'",
+            (float(lease_seconds), ids, node_id),
+        )
+        return cur.rowcount
+
+
+def fail_abandoned(db: Database, *, max_attempts: int) -> int:
+    """Jobs whose lease ran out after their last allowed attempt fail for good, with a reason."""
+    with db.connection() as conn, conn.transaction():
+        cur = conn.execute(
+            "WITH gone AS ("
+            "  UPDATE jobs SET state = 'failed', finished_at = now(),"
+            "   last_error = format('abandoned: its node stopped renewing the lease %%s times', attempts)"
+            "  WHERE state = 'claimed' AND lease_expires_at < now() AND attempts >= %s"
+            "  RETURNING source_id, last_error)"
+            " UPDATE sources s SET status = 'failed', error = gone.last_error, updated_at = now()"
+            " FROM gone WHERE s.id = gone.source_id",
+            (max_attempts,),
+        )
+        return cur.rowcount
+
+
+def complete_job(db: Database, job_id: int, node_id: str) -> None:
+    with db.connection() as conn, conn.transaction():
+        conn.execute(
+            "UPDATE jobs SET state = 'done', finished_at = now(), lease_expires_at = NULL, last_error = NULL"
+            " WHERE id = %s AND claimed_by = %s",
+            (job_id, node_id),
+        )
+
+
+def fail_job(db: Database, job_id: int, source_id: int, error: str) -> None:
+    """Record a failure on the job and its source. Segments stored earlier stay as they were."""
+    with db.connection() as conn, conn.transaction():
+        conn.execute(
+            "UPDATE jobs SET state = 'failed', finished_at = now(), lease_expires_at = NULL, last_error = %s"
+            " WHERE id = %s",
+            (error, job_id),
+        )
+        conn.execute(
+            "UPDATE sources SET status = 'failed', error = %s, updated_at = now() WHERE id = %s",
+            (error, source_id),
+        )
+
+
+def requeue_job(db: Database, job_id: int, source_id: int) -> None:
+    """Give a claimed job back (a graceful stop); the attempt does not count against it."""
+    with db.connection() as conn, conn.transaction():
+        conn.execute(
+            "UPDATE jobs SET state = 'queued', claimed_by = NULL, lease_expires_at = NULL,"
+            " attempts = greatest(attempts - 1, 0), started_at = NULL WHERE id = %s AND state = 'claimed'",
+            (job_id,),
+        )
+        conn.execute(
+            "UPDATE sources SET status = CASE WHEN segment_count > 0 THEN 'done' ELSE 'new' END,"
+            " updated_at = now() WHERE id = %s AND status = 'processing'",
+            (source_id,),
+        )
+
+
+def set_batch_state(db: Database, batch_id: int, state: str) -> None:
+    if state not in BATCH_STATES:
+        raise ValueError(f"batch state must be one of {BATCH_STATES}, not {state!r}")
+    with db.connection() as conn, conn.transaction():
+        cur = conn.execute(
+            "UPDATE batches SET state = %s, updated_at = now() WHERE id = %s", (state, batch_id)
+        )
+        if cur.rowcount == 0:
+            raise BatchNotFound(f"no batch with id {batch_id}")
+
+
+def batch_state(db: Database, batch_id: int) -> str:
+    with db.connection() as conn:
+        row = conn.execute("SELECT state FROM batches WHERE id = %s", (batch_id,)).fetchone()
+    if row is None:
+        raise BatchNotFound(f"no batch with id {batch_id}")
+    return str(row[0])
+
+
+_PROGRESS_SQL = """
+SELECT b.id, b.name, b.state, b.created_at,
+       count(j.id) AS total,
+       count(*) FILTER (WHERE j.state = 'queued') AS queued,
+       count(*) FILTER (WHERE j.state = 'claimed') AS claimed,
+       count(*) FILTER (WHERE j.state = 'done') AS done,
+       count(*) FILTER (WHERE j.state = 'failed') AS failed,
+       count(*) FILTER (WHERE j.state = 'skipped') AS skipped,
+       coalesce(sum(s.duration_s) FILTER (WHERE j.state = 'done'), 0) AS audio_seconds_done,
+       sum(s.duration_s) AS audio_seconds_total
+FROM batches b
+LEFT JOIN jobs j ON j.batch_id = b.id
+LEFT JOIN sources s ON s.id = j.source_id
+WHERE (%(ids)s::bigint[] IS NULL OR b.id = ANY(%(ids)s::bigint[]))
+GROUP BY b.id
+ORDER BY b.id DESC
+LIMIT %(limit)s
+"""
+
+
+def batch_progress(
+    db: Database, batch_ids: Sequence[int] | None = None, *, limit: int = 50
+) -> list[BatchProgress]:
+    with db.connection() as conn, conn.cursor(row_factory=class_row(BatchProgress)) as cur:
+        return cur.execute(
+            _PROGRESS_SQL, {"ids": list(batch_ids) if batch_ids is not None else None, "limit": limit}
+        ).fetchall()
+
+
+def batch_jobs(db: Database, batch_id: int, *, limit: int = 500) -> list[JobRow]:
+    with db.connection() as conn, conn.cursor(row_factory=class_row(JobRow)) as cur:
+        return cur.execute(
+            "SELECT j.id AS job_id, j.source_id, s.path, j.state, j.attempts, j.last_error, j.claimed_by,"
+            " s.duration_s, s.segment_count"
+            " FROM jobs j JOIN sources s ON s.id = j.source_id WHERE j.batch_id = %s"
+            " ORDER BY (j.state = 'failed') DESC, j.id LIMIT %s",
+            (batch_id, limit),
+        ).fetchall()
+
+
+def record_duration(db: Database, source_id: int, duration_s: float) -> None:
+    with db.connection() as conn, conn.transaction():
+        conn.execute("UPDATE sources SET duration_s = %s WHERE id = %s", (duration_s, source_id))

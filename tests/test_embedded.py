@@ -1,0 +1,133 @@
+"""The embedded server: shared by several voxdock processes, stopped when the last one leaves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.slow
+
+HOLDER = """
+import sys, time, pathlib
+from voxdock.storage.database import Database
+db = Database.open(None, pathlib.Path(sys.argv[1]))
+with db.connection() as conn:
+    conn.execute("CREATE TABLE IF NOT EXISTS t (x int)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.commit()
+print("ready", flush=True)
+stop = pathlib.Path(sys.argv[2])
+while not stop.exists():
+    time.sleep(0.05)
+with db.connection() as conn:  # the server must still be up after the other process left
+    print("rows", conn.execute("SELECT count(*) FROM t").fetchone()[0], flush=True)
+db.close()
+"""
+
+
+def env_for(data_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["VOXDOCK_DATA_DIR"] = str(data_dir)
+    env.pop("DATABASE_URL", None)
+    return env
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    pidfile = data_dir / "pg18" / "postmaster.pid"
+    if not pidfile.exists():
+        return None
+    return int(pidfile.read_text().splitlines()[0])
+
+
+def wait_gone(pid: int, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_two_processes_share_the_store_and_the_last_one_stops_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    stop = tmp_path / "stop"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(data), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env_for(data),
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "ready"
+    server = postmaster_pid(data)
+    assert server is not None and psutil.pid_exists(server)
+
+    # A second voxdock process (the CLI) uses the same embedded server and leaves it running.
+    status = subprocess.run(
+        [sys.executable, "-m", "voxdock", "db", "status"],
+        env=env_for(data),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert status.returncode == 0, status.stderr
+    assert "embedded PostgreSQL" in status.stdout
+    assert postmaster_pid(data) == server and psutil.pid_exists(server)
+
+    stop.touch()
+    out, _ = holder.communicate(timeout=60)
+    assert "rows 1" in out
+    assert holder.returncode == 0
+    assert wait_gone(server), "the embedded server outlived its last user"
+
+
+def test_concurrent_first_start_on_a_fresh_directory(tmp_path: Path) -> None:
+    data = tmp_path / "fresh"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "voxdock", "db", "migrate"],
+            env=env_for(data),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    results = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    outputs = "".join(out for out, _ in results)
+    assert outputs.count("applied migration 0001 initial") == 1
+    assert outputs.count("schema is up to date") == 1
+
+
+def test_a_crashed_process_does_not_keep_the_server_alive(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    crashed = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(data), str(tmp_path / "never")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env_for(data),
+    )
+    assert crashed.stdout is not None and crashed.stdout.readline().strip() == "ready"
+    crashed.kill()  # no atexit: its handle stays in the list
+    crashed.wait()
+    server = postmaster_pid(data)
+    assert server is not None
+    handles = json.loads((data / "pg18" / ".handle_pids.json").read_text())
+    assert crashed.pid in handles
+    result = subprocess.run(
+        [sys.executable, "-m", "voxdock", "db", "status"],
+        env=env_for(data),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert wait_gone(server), "a dead process's handle kept the embedded server running"

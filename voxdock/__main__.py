@@ -1,0 +1,3 @@
+from voxdock.cli import main
+
+main()

