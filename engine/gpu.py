@@ -1,0 +1,97 @@
+"""GPU telemetry from NVML (nvidia-ml-py), sampled in the background.
+
+On a machine without an NVIDIA GPU or driver, `available` is False and nothing is logged: a CPU host
+is a normal place to run, not an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections import deque
+
+from voxdock.engine.metrics import GpuSnapshot
+
+log = logging.getLogger(__name__)
+HISTORY = 300  # samples kept per device (5 minutes at the default interval)
+
+
+class GpuMonitor:
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._latest: list[GpuSnapshot] = []
+        self._history: dict[int, deque[GpuSnapshot]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._nvml = None
+        self._handles: list[object] = []
+        self.available = self._init()
+
+    def _init(self) -> bool:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            count = pynvml.nvmlDeviceGetCount()
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+        except Exception:  # no library, no driver, no device: all mean "no GPU" here
+            return False
+        self._nvml = pynvml
+        return bool(self._handles)
+
+    def start(self) -> None:
+        if not self.available or self._thread is not None:
+            return
+        self.sample()
+        self._thread = threading.Thread(target=self._run, name="voxdock-gpu", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def sample(self) -> list[GpuSnapshot]:
+        nvml = self._nvml
+        if nvml is None:
+            return []
+        samples = []
+        for index, handle in enumerate(self._handles):
+            try:
+                util = nvml.nvmlDeviceGetUtilizationRates(handle)
+                mem = nvml.nvmlDeviceGetMemoryInfo(handle)
+                name = nvml.nvmlDeviceGetName(handle)
+            except Exception as exc:  # a device that stops answering is reported once per sample
+                log.debug("NVML query failed for GPU %d: %s", index, exc)
+                continue
+            samples.append(
+                GpuSnapshot(
+                    index=index,
+                    name=name.decode() if isinstance(name, bytes) else str(name),
+                    utilization_pct=float(util.gpu),
+                    memory_used_mb=mem.used / 2**20,
+                    memory_total_mb=mem.total / 2**20,
+                )
+            )
+        with self._lock:
+            self._latest = samples
+            for s in samples:
+                self._history.setdefault(s.index, deque(maxlen=HISTORY)).append(s)
+        return samples
+
+    def latest(self) -> list[GpuSnapshot]:
+        with self._lock:
+            return list(self._latest)
+
+    def history(self, index: int) -> list[GpuSnapshot]:
+        with self._lock:
+            return list(self._history.get(index, ()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        if self._nvml is not None:
+            with contextlib.suppress(Exception):
+                self._nvml.nvmlShutdown()

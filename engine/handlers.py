@@ -1,0 +1,236 @@
+"""What each stage does to a file. The runtime (engine/runtime.py) supplies threads and queues.
+
+decode -> vad -> asr -> diarize (fast path, diarization, speaker assignment) -> voice -> text -> store
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from voxdock.engine.decode import SAMPLE_RATE, DecodeError, decode_file
+from voxdock.engine.diarization import Diarizer
+from voxdock.engine.fbank import fbank
+from voxdock.engine.loader import LoadedModels
+from voxdock.engine.oom import AdaptiveBatch, FaultInjector
+from voxdock.engine.runtime import FileFailed
+from voxdock.engine.segmenting import SINGLE_SPEAKER, assign_speakers, words_to_segments
+from voxdock.engine.vad import detect_speech
+from voxdock.engine.voice import window_features
+from voxdock.engine.work import FileWork, Segment
+from voxdock.storage.database import Database
+from voxdock.storage.segments import ModelSet, SegmentRecord, SourceOutcome, replace_segments
+
+log = logging.getLogger(__name__)
+
+# A segment's own voice embedding uses at most this much of its middle: CAM++ cost grows with
+# length and a speaker's voice is clear well before that.
+VOICE_CLIP_MAX_S = 8.0
+# Window embeddings from diarization count for a segment when the window lies inside it (this slack).
+WINDOW_SLACK_S = 0.15
+
+
+@dataclass
+class Tunables:
+    """Knobs read by handlers at each file; changed live by the engine's control API."""
+
+    asr_beam_size: int
+    fast_path_threshold: float
+
+
+class StageHandlers:
+    def __init__(
+        self,
+        *,
+        models: LoadedModels,
+        diarizer: Diarizer,
+        db: Database,
+        node_id: str,
+        tunables: Tunables,
+        batches: dict[str, AdaptiveBatch],
+        faults: FaultInjector,
+        model_set: ModelSet,
+        on_stored: Callable[[FileWork, int], None],
+    ) -> None:
+        self.models = models
+        self.diarizer = diarizer
+        self.db = db
+        self.node_id = node_id
+        self.tunables = tunables
+        self.batches = batches
+        self.faults = faults
+        self.model_set = model_set
+        self.on_stored = on_stored
+
+    # --- embedding calls shared by stages (batched, OOM-adaptive) -------------------------------
+    def embed_windows(self, features: Sequence[np.ndarray]) -> np.ndarray:
+        """CAM++ embeddings for diarization and the fast path, at the diarize stage's batch size."""
+        return self._embed_voice(features, self.batches["diarize"], "diarize")
+
+    def _embed_voice(self, features: Sequence[np.ndarray], batch: AdaptiveBatch, stage: str) -> np.ndarray:
+        def run(chunk: Sequence[np.ndarray]) -> list[np.ndarray]:
+            self.faults.check(stage, len(chunk))
+            return list(self.models.voice.embed_features(chunk))
+
+        out = batch.map(list(features), run)
+        return np.stack(out) if out else np.zeros((0, 192), np.float32)
+
+    # --- stages --------------------------------------------------------------------------------
+    def decode(self, work: FileWork) -> None:
+        try:
+            audio = decode_file(work.path)
+        except DecodeError as exc:
+            raise FileFailed(str(exc)) from None
+        work.samples = audio.samples
+        work.duration_s = audio.duration_s
+
+    def vad(self, work: FileWork) -> None:
+        assert work.samples is not None
+        work.speech = detect_speech(work.samples)
+
+    def asr(self, work: FileWork) -> None:
+        assert work.samples is not None
+        samples, speech = work.samples, work.speech
+
+        def run(batch_size: int) -> list:  # type: ignore[type-arg]
+            self.faults.check("asr", batch_size)
+            words, _language = self.models.asr.transcribe(
+                samples, speech, batch_size=batch_size, beam_size=self.tunables.asr_beam_size
+            )
+            return words
+
+        work.segments = words_to_segments(self.batches["asr"].call(run))
+
+    def diarize(self, work: FileWork) -> None:
+        assert work.samples is not None
+        if not work.segments:
+            work.speaker_count = 0
+            return
+        options = work.speakers
+        if options.num_speakers == 1 or options.max_speakers == 1:
+            work.diarizer = "none (one speaker given)"
+            work.segments = assign_speakers(work.segments, None)
+            work.speaker_count = 1
+            return
+        may_skip = options.num_speakers is None and (options.min_speakers or 1) < 2
+        if may_skip:
+            from voxdock.engine import fastpath
+
+            windows = fastpath.choose_windows(work.speech, work.duration_s)
+            if windows:
+                feats = window_features(fbank(work.samples, mean_normalise=False), windows)
+                decision = fastpath.decide(self.embed_windows(feats), self.tunables.fast_path_threshold)
+                work.fast_path_similarity = decision.similarity
+                if decision.monologue:
+                    work.fast_path = True
+                    work.diarizer = "none (fast path)"
+                    work.segments = assign_speakers(work.segments, None)
+                    work.speaker_count = 1
+                    return
+        work.fast_path = False
+        result = self.diarizer.diarize(
+            work.samples,
+            work.speech,
+            num_speakers=options.num_speakers,
+            min_speakers=options.min_speakers,
+            max_speakers=options.max_speakers,
+        )
+        work.diarizer = self.diarizer.name
+        work.segments = assign_speakers(work.segments, result.turns)
+        if result.window_embeddings is not None and len(result.windows):
+            _reuse_window_embeddings(
+                work.segments, result.windows, result.window_embeddings, result.window_speakers
+            )
+        work.speaker_count = len({s.speaker for s in work.segments if s.speaker}) or None
+
+    def voice(self, works: list[FileWork]) -> None:
+        """Voice embeddings for segments diarization did not cover, batched across files."""
+        units: list[tuple[Segment, np.ndarray]] = []
+        for work in works:
+            assert work.samples is not None
+            for seg in work.segments:
+                if seg.voice_embedding is None:
+                    units.append((seg, _voice_clip(work.samples, seg)))
+        units.sort(key=lambda u: u[1].shape[0])  # similar lengths batch with little padding
+        if units:
+            embeddings = self._embed_voice([fbank(clip) for _, clip in units], self.batches["voice"], "voice")
+            for (seg, _), emb in zip(units, embeddings, strict=True):
+                seg.voice_embedding = emb
+        for work in works:
+            work.release_audio()
+
+    def text(self, works: list[FileWork]) -> None:
+        segments = [seg for work in works for seg in work.segments]
+        if not segments:
+            return
+
+        def run(chunk: Sequence[Segment]) -> list[np.ndarray]:
+            self.faults.check("text", len(chunk))
+            return list(self.models.text.encode([s.text for s in chunk]))
+
+        for seg, emb in zip(segments, self.batches["text"].map(segments, run), strict=True):
+            seg.text_embedding = emb
+
+    def store(self, work: FileWork) -> None:
+        records = [
+            SegmentRecord(
+                start_s=s.start,
+                end_s=s.end,
+                text=s.text,
+                speaker=s.speaker,
+                text_embedding=s.text_embedding,
+                voice_embedding=s.voice_embedding,
+            )
+            for s in work.segments
+        ]
+        outcome = SourceOutcome(
+            duration_s=work.duration_s,
+            content_hash=work.job.content_hash,
+            speaker_count=work.speaker_count,
+            fast_path=work.fast_path,
+            node_id=self.node_id,
+        )
+        written = replace_segments(self.db, work.job.source_id, records, self.model_set, outcome)
+        self.on_stored(work, written)
+
+
+def count_segments(work: FileWork) -> int:
+    return len(work.segments)
+
+
+def count_voice_units(work: FileWork) -> int:
+    return sum(1 for s in work.segments if s.voice_embedding is None)
+
+
+def _voice_clip(samples: np.ndarray, seg: Segment) -> np.ndarray:
+    start, end = seg.start, seg.end
+    if end - start > VOICE_CLIP_MAX_S:
+        middle = (start + end) / 2
+        start, end = middle - VOICE_CLIP_MAX_S / 2, middle + VOICE_CLIP_MAX_S / 2
+    a = max(0, int(start * SAMPLE_RATE))
+    b = min(samples.shape[0], max(a + 400, int(end * SAMPLE_RATE)))
+    return samples[a:b]
+
+
+def _reuse_window_embeddings(
+    segments: Sequence[Segment],
+    windows: Sequence[tuple[float, float]],
+    embeddings: np.ndarray,
+    window_speakers: Sequence[str],
+) -> None:
+    """A segment's voice embedding is the mean of the diarizer's windows inside it of its speaker."""
+    starts = np.array([w[0] for w in windows])
+    ends = np.array([w[1] for w in windows])
+    speakers = np.array(window_speakers)
+    for seg in segments:
+        inside = (starts >= seg.start - WINDOW_SLACK_S) & (ends <= seg.end + WINDOW_SLACK_S)
+        if seg.speaker is not None and len(speakers) == len(starts):
+            inside &= speakers == seg.speaker
+        if inside.any():
+            seg.voice_embedding = embeddings[inside].mean(axis=0).astype(np.float32)
+
+
+__all__ = ["SINGLE_SPEAKER", "StageHandlers", "Tunables", "count_segments", "count_voice_units"]

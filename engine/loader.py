@@ -1,0 +1,111 @@
+"""Loading the models a plan names, on the configured device, offline."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from voxdock.engine.asr import AsrModel
+from voxdock.engine.models import ModelPlan
+from voxdock.engine.text_embed import TextEncoder
+from voxdock.engine.voice import VoiceEncoder
+
+log = logging.getLogger(__name__)
+
+ASR_PARALLEL_MAX = 4
+
+# Nothing may reach a model hub at run time, and progress bars would scribble over the console.
+for _name, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+
+def resolve_device(setting: str) -> str:
+    if setting in ("cpu", "cuda"):
+        return setting
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return "cpu"
+
+
+def resolve_compute_type(setting: str, device: str) -> str:
+    if setting != "auto":
+        return setting
+    return "float16" if device == "cuda" else "int8"
+
+
+@dataclass
+class LoadedModels:
+    device: str
+    compute_type: str
+    asr: AsrModel
+    voice: VoiceEncoder
+    text: TextEncoder
+    names: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _quiet_transformers() -> None:
+    try:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+    except Exception:  # pragma: no cover - best effort
+        pass
+
+
+def load_models(
+    plan: ModelPlan,
+    *,
+    device_setting: str,
+    compute_type_setting: str,
+    asr_workers: int,
+    progress: Callable[[str], None] | None = None,
+) -> LoadedModels:
+    """Load ASR, voice and text models (diarizers are built by the engine around the voice model)."""
+    say = progress or (lambda _m: None)
+    missing = plan.missing()
+    if missing:
+        from voxdock.engine.models import ModelNotFound
+
+        raise ModelNotFound("; ".join(f"{m.stage} model {m.name!r} not found: {m.note}" for m in missing))
+    device = resolve_device(device_setting)
+    compute_type = resolve_compute_type(compute_type_setting, device)
+    _quiet_transformers()
+    cpus = os.cpu_count() or 1
+    say(f"loading ASR {plan.asr.name} ({plan.asr.origin}) on {device}/{compute_type}")
+    asr = AsrModel(
+        plan.asr.require(),
+        device=device,
+        compute_type=compute_type,
+        # CTranslate2 threads per transcription, and how many transcriptions it runs side by side
+        # (replicas share the weights); ASR_WORKERS can be raised at run time up to that many.
+        cpu_threads=max(1, cpus // max(1, asr_workers)),
+        workers=max(asr_workers, ASR_PARALLEL_MAX),
+    )
+    say(f"loading voice model {plan.voice.name} ({plan.voice.origin})")
+    voice = VoiceEncoder(plan.voice.require(), device=device)
+    say(f"loading text model {plan.text.name} ({plan.text.origin})")
+    text = TextEncoder(plan.text.require(), device=device)
+    names = {
+        "asr": plan.asr.name,
+        "vad": plan.vad.name,
+        "diarization": plan.diarization.name,
+        "voice": plan.voice.name,
+        "text": plan.text.name,
+    }
+    notes = [plan.diarization.note] if plan.diarization.note else []
+    return LoadedModels(
+        device=device, compute_type=compute_type, asr=asr, voice=voice, text=text, names=names, notes=notes
+    )

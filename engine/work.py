@@ -1,0 +1,79 @@
+"""What travels through the pipeline: one FileWork per claimed file, filled in stage by stage."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from voxdock.storage.jobs import ClaimedJob
+
+
+@dataclass(frozen=True)
+class Word:
+    start: float
+    end: float
+    text: str
+    probability: float
+
+
+@dataclass
+class Segment:
+    start: float
+    end: float
+    text: str
+    words: list[Word] = field(default_factory=list)
+    speaker: str | None = None
+    voice_embedding: np.ndarray | None = None
+    text_embedding: np.ndarray | None = None
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class SpeakerOptions:
+    """What the operator knows about the speakers of a file (ingest --speakers / --min/--max-speakers)."""
+
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> SpeakerOptions:
+        def get(name: str) -> int | None:
+            value = options.get(name)
+            return int(value) if value is not None else None
+
+        return cls(get("num_speakers"), get("min_speakers"), get("max_speakers"))
+
+
+@dataclass
+class FileWork:
+    job: ClaimedJob
+    claimed_at: float = field(default_factory=time.monotonic)
+    stage: str = "claimed"  # the stage working on it (or last to), for progress displays
+    samples: np.ndarray | None = None  # 16 kHz mono float32, shared by every stage
+    duration_s: float = 0.0
+    speech: list[tuple[float, float]] = field(default_factory=list)  # VAD regions, seconds
+    segments: list[Segment] = field(default_factory=list)
+    fast_path: bool | None = None
+    fast_path_similarity: float | None = None
+    speaker_count: int | None = None
+    diarizer: str = ""
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return self.job.path
+
+    @property
+    def speakers(self) -> SpeakerOptions:
+        return SpeakerOptions.from_options(self.job.options)
+
+    def release_audio(self) -> None:
+        """Drop the decoded audio once no later stage needs it (long files are large)."""
+        self.samples = None

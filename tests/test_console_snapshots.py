@@ -1,0 +1,66 @@
+"""Snapshot tests of the console's screens in fixed states (pytest-textual-snapshot).
+
+The states are real engine/store data classes with fixed values (tests/console_states.py); the
+pilot tests in test_console.py drive the console over a live engine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from console_states import FrozenBackend, state
+from textual.pilot import Pilot
+
+from voxdock.tui.app import VoxdockConsole
+
+
+def console(name: str, tmp_path: Path) -> VoxdockConsole:
+    return VoxdockConsole(FrozenBackend(state(name)), refresh_s=60.0, prefs_path=tmp_path / "prefs.json",
+                          show_clock=False)
+
+
+async def settled(pilot: Pilot, *keys: str) -> None:
+    app = pilot.app
+    assert isinstance(app, VoxdockConsole)
+    for _ in range(100):
+        if app.applied_at is not None:
+            break
+        await pilot.pause(0.05)
+    assert app.applied_at is not None, "the first snapshot never reached the screen"
+    if keys:
+        await pilot.press(*keys)
+    await pilot.pause()
+    await pilot.wait_for_scheduled_animations()
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "keys"),
+    [
+        ("running-no-gpu", (100, 30), ()),
+        ("running-no-gpu", (80, 24), ()),
+        ("paused", (100, 30), ()),
+        ("failed-file", (100, 30), ("l", "down")),
+        ("gpu", (140, 40), ()),
+    ],
+    ids=["running-100x30", "running-80x24", "paused", "failed-file", "gpu-140x40"],
+)
+def test_dashboard(snap_compare, tmp_path: Path, name: str, size: tuple[int, int], keys: tuple[str, ...]) -> None:
+    async def before(pilot: Pilot) -> None:
+        await settled(pilot, *keys)
+
+    assert snap_compare(console(name, tmp_path), terminal_size=size, run_before=before)
+
+
+def test_help_screen(snap_compare, tmp_path: Path) -> None:
+    async def before(pilot: Pilot) -> None:
+        await settled(pilot, "question_mark")
+
+    assert snap_compare(console("running-no-gpu", tmp_path), terminal_size=(100, 30), run_before=before)
+
+
+def test_tune_dialog_fits_80x24(snap_compare, tmp_path: Path) -> None:
+    async def before(pilot: Pilot) -> None:
+        await settled(pilot, "w")
+
+    assert snap_compare(console("running-no-gpu", tmp_path), terminal_size=(80, 24), run_before=before)

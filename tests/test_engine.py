@@ -1,0 +1,361 @@
+"""The whole pipeline on real models, real audio and the real embedded store."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import MEDIA, wait_for_batch
+
+from voxdock.engine.engine import Engine
+from voxdock.engine.oom import FaultInjector, InjectedFault, ctranslate2_oom, torch_oom
+from voxdock.evaluation import Turn, diarization_error_rate, read_rttm, word_error_rate
+from voxdock.storage import jobs
+from voxdock.storage.database import Database
+
+pytestmark = [pytest.mark.models, pytest.mark.slow]
+
+# tiny.en on espeak-ng voices; the fixtures measured 0-6% when they were made.
+WER_BOUND = 0.10
+DER_BOUND = 0.10  # 0.25 s collar, on what the engine stored
+
+
+def stored_segments(db: Database, path: Path) -> list[tuple]:
+    with db.connection() as conn:
+        return conn.execute(
+            "SELECT g.seq, g.start_s, g.end_s, g.text, g.speaker, g.text_embedding, g.voice_embedding"
+            " FROM segments g JOIN sources s ON s.id = g.source_id WHERE s.path = %s ORDER BY g.seq",
+            (str(path.resolve()),),
+        ).fetchall()
+
+
+def source_row(db: Database, path: Path) -> tuple:
+    with db.connection() as conn:
+        row = conn.execute(
+            "SELECT status, error, segment_count, fast_path, speaker_count FROM sources WHERE path = %s",
+            (str(path.resolve()),),
+        ).fetchone()
+    assert row is not None, f"{path} not registered"
+    return row
+
+
+def copy_media(tmp_path: Path, *names: str) -> list[Path]:
+    out = []
+    for name in names:
+        target = tmp_path / "media" / name
+        target.parent.mkdir(exist_ok=True)
+        shutil.copy(MEDIA / name, target)
+        for ref in (".txt", ".rttm"):
+            if (MEDIA / name).with_suffix(ref).exists():
+                shutil.copy((MEDIA / name).with_suffix(ref), target.with_suffix(ref))
+        out.append(target)
+    return out
+
+
+def test_transcripts_speakers_and_vectors(
+    make_engine: Callable[..., Engine], db: Database, tmp_path: Path
+) -> None:
+    files = copy_media(
+        tmp_path, "dialogue_2spk.wav", "dialogue_3spk.flac", "monologue.ogg", "monologue_video.mp4"
+    )
+    engine = make_engine()
+    submission = engine.submit(files)
+    engine.start()
+    progress = wait_for_batch(engine, submission.batch_id)
+    assert (progress.done, progress.failed) == (4, 0)
+
+    for path in files:
+        rows = stored_segments(db, path)
+        assert rows, f"no segments for {path.name}"
+        text = " ".join(r[3] for r in rows)
+        wer = word_error_rate(path.with_suffix(".txt").read_text(), text)
+        assert wer <= WER_BOUND, f"{path.name}: WER {wer:.1%}"
+        for r in rows:  # both vectors, of the configured sizes, on every segment
+            assert r[5] is not None and r[5].to_numpy().shape == (384,)
+            assert r[6] is not None and r[6].to_numpy().shape == (192,)
+            assert np.isclose(np.linalg.norm(r[5].to_numpy()), 1.0, atol=1e-3)
+
+    dialogue = files[0]
+    hypothesis = [Turn(r[1], r[2], r[4]) for r in stored_segments(db, dialogue)]
+    der = diarization_error_rate(read_rttm(dialogue.with_suffix(".rttm")), hypothesis, collar=0.25)
+    assert der.hypothesis_speakers == 2
+    assert der.der <= DER_BOUND, f"DER {der.der:.1%}"
+
+    status = {p.name: source_row(db, p) for p in files}
+    assert status["dialogue_2spk.wav"][3] is False  # diarized
+    assert status["dialogue_3spk.flac"][3] is False
+    assert status["monologue.ogg"][3] is True  # fast path
+    assert status["monologue_video.mp4"][3] is True
+    snap = engine.snapshot()
+    assert snap.totals.fast_path_skips == 2
+    assert snap.totals.files_done == 4
+    assert all(s.rtf_run is not None and s.rtf_run > 0 for s in snap.stages)
+    assert snap.totals.hours_per_hour and snap.totals.hours_per_hour > 1
+
+
+def make_bad_inputs(folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    bad = {
+        "empty": folder / "empty.wav",
+        "truncated": folder / "truncated.wav",
+        "text": folder / "notes.wav",
+        "no_audio": folder / "video_no_audio.mp4",
+        "missing": folder / "missing.mp3",
+        "silence": folder / "silence.wav",
+        "good": folder / "good.ogg",
+    }
+    bad["empty"].write_bytes(b"")
+    whole = (MEDIA / "dialogue_2spk.wav").read_bytes()
+    bad["truncated"].write_bytes(whole[: len(whole) // 3])
+    bad["text"].write_text("this is a text file, not audio\n" * 20)
+    shutil.copy(MEDIA / "video_no_audio.mp4", bad["no_audio"])
+    shutil.copy(MEDIA / "silence.wav", bad["silence"])
+    shutil.copy(MEDIA / "monologue.ogg", bad["good"])
+    return bad
+
+
+def test_bad_inputs_fail_alone_with_clear_reasons(
+    make_engine: Callable[..., Engine], db: Database, tmp_path: Path
+) -> None:
+    bad = make_bad_inputs(tmp_path / "in")
+    engine = make_engine()
+    submission = engine.submit(list(bad.values()))
+    engine.start()
+    progress = wait_for_batch(engine, submission.batch_id)
+    rows = {Path(r.path).name: r for r in jobs.batch_jobs(db, submission.batch_id)}
+    expected = {
+        "empty.wav": "decode: empty file (0 bytes)",
+        "truncated.wav": "decode: truncated WAV",
+        "notes.wav": "decode: not an audio or video file",
+        "video_no_audio.mp4": "decode: no audio track",
+        "missing.mp3": "decode: file not found",
+    }
+    for name, reason in expected.items():
+        assert rows[name].state == "failed", name
+        assert (rows[name].last_error or "").startswith(reason), rows[name].last_error
+        assert stored_segments(db, bad["empty"].parent / name) == []
+        status, error, *_ = source_row(db, bad["empty"].parent / name)
+        assert status == "failed" and error == rows[name].last_error
+    assert rows["silence.wav"].state == "done" and rows["silence.wav"].segment_count == 0
+    assert rows["good.ogg"].state == "done" and rows["good.ogg"].segment_count > 0
+    assert (progress.done, progress.failed) == (2, 5)
+    failed_events = [e for e in engine.events.recent() if e.kind == "failed"]
+    assert len(failed_events) == 5 and all(e.path for e in failed_events)
+
+
+def test_a_bad_reprocess_leaves_stored_segments_intact(
+    make_engine: Callable[..., Engine], db: Database, tmp_path: Path
+) -> None:
+    (path,) = copy_media(tmp_path, "monologue_video.mp4")
+    engine = make_engine()
+    first = engine.submit([path])
+    engine.start()
+    wait_for_batch(engine, first.batch_id)
+    before = [(r[0], r[3]) for r in stored_segments(db, path)]
+    assert before
+    path.write_bytes(path.read_bytes()[:2000])  # the file is damaged on disk; its content hash changes
+    second = engine.submit([path])
+    engine.restrict_to_batches([second.batch_id])
+    progress = wait_for_batch(engine, second.batch_id)
+    assert progress.failed == 1
+    assert [(r[0], r[3]) for r in stored_segments(db, path)] == before
+
+
+def test_unreadable_file_reports_permission_denied(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    locked = tmp_path / "locked.wav"
+    shutil.copy(MEDIA / "silence.wav", locked)
+    locked.chmod(0o000)
+    code = (
+        "from voxdock.engine.decode import decode_file, DecodeError\n"
+        f"try:\n    decode_file({str(locked)!r})\nexcept DecodeError as e:\n    print(e)\n"
+    )
+    # root reads anything: run the decode as an unprivileged user (the embedded server's account).
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    tmp_path.chmod(0o755)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, user=user, timeout=60
+    )
+    assert result.stdout.strip() == "permission denied", result.stderr
+
+
+def test_rerun_skips_and_no_skip_existing_replaces_exactly(
+    make_engine: Callable[..., Engine], db: Database, tmp_path: Path
+) -> None:
+    files = copy_media(tmp_path, "monologue.ogg", "monologue_video.mp4")
+    engine = make_engine()
+    first = engine.submit(files)
+    engine.start()
+    wait_for_batch(engine, first.batch_id)
+    before = {p.name: stored_segments(db, p) for p in files}
+    asr_items = engine.snapshot().stage("asr").items
+
+    rerun = engine.submit(files)
+    assert (rerun.queued, rerun.skipped) == (0, 2)
+    progress = wait_for_batch(engine, rerun.batch_id)
+    assert progress.skipped == 2
+    assert engine.snapshot().stage("asr").items == asr_items  # no work done
+
+    forced = engine.submit(files, skip_existing=False)
+    assert forced.queued == 2
+    wait_for_batch(engine, forced.batch_id)
+    assert engine.snapshot().stage("asr").items == asr_items + 2
+    with db.connection() as conn:
+        total = conn.execute("SELECT count(*) FROM segments").fetchone()[0]
+    for p in files:
+        after = stored_segments(db, p)
+        assert [r[:5] for r in after] == [r[:5] for r in before[p.name]]  # same segmentation, replaced
+    assert total == sum(len(v) for v in before.values())  # no duplicates
+
+
+def test_pause_starts_no_new_file_and_resume_finishes(
+    make_engine: Callable[..., Engine], db: Database, tmp_path: Path
+) -> None:
+    files = [tmp_path / f"copy{i}.ogg" for i in range(6)]
+    for i, f in enumerate(files):  # distinct content so none is skipped as a duplicate
+        f.write_bytes((MEDIA / "monologue.ogg").read_bytes())
+        with f.open("ab") as handle:
+            handle.write(bytes([i]))
+    engine = make_engine(decode_workers=1, asr_workers=1)
+    submission = engine.submit(files)
+    engine.pause(submission.batch_id)
+    engine.start(wait=True)
+    time.sleep(2.0)
+    assert jobs.batch_progress(db, [submission.batch_id])[0].claimed == 0
+    assert engine.files_in_flight() == 0
+    assert jobs.batch_state(db, submission.batch_id) == "paused"
+
+    engine.resume(submission.batch_id)
+    deadline = time.monotonic() + 60
+    while jobs.batch_progress(db, [submission.batch_id])[0].done < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    engine.pause(submission.batch_id)
+    while engine.files_in_flight() and time.monotonic() < deadline + 60:
+        time.sleep(0.1)  # in-flight files finish
+    paused_at = jobs.batch_progress(db, [submission.batch_id])[0]
+    assert paused_at.claimed == 0 and paused_at.done >= 1 and paused_at.queued >= 1
+    time.sleep(2.0)
+    still = jobs.batch_progress(db, [submission.batch_id])[0]
+    assert (still.done, still.queued) == (paused_at.done, paused_at.queued)
+
+    engine.resume(submission.batch_id)
+    progress = wait_for_batch(engine, submission.batch_id)
+    assert progress.done == 6
+
+
+def test_workers_and_batch_size_change_while_running(
+    make_engine: Callable[..., Engine], db: Database, tmp_path: Path
+) -> None:
+    faults = FaultInjector()  # injects nothing; records each model call's batch size
+    engine = make_engine(faults=faults, asr_workers=1, text_embedding_batch_size=64)
+    engine.start(wait=True)
+
+    def live_threads(stage: str) -> int:
+        return sum(
+            1 for t in threading.enumerate() if t.name.startswith(f"voxdock-{stage}-") and t.is_alive()
+        )
+
+    assert live_threads("asr") == 1
+    engine.set_workers("asr", 3)
+    assert engine.snapshot().stage("asr").workers == 3
+    deadline = time.monotonic() + 2.0
+    while live_threads("asr") != 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert live_threads("asr") == 3
+    engine.set_workers("asr", 1)
+    deadline = time.monotonic() + 2.0
+    while live_threads("asr") != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert live_threads("asr") == 1, "surplus workers did not retire within 2 s"
+
+    engine.set_batch_size("text", 3)
+    assert engine.snapshot().stage("text").batch_size == 3
+    (path,) = copy_media(tmp_path, "dialogue_3spk.flac")
+    submission = engine.submit([path])
+    progress = wait_for_batch(engine, submission.batch_id)
+    assert progress.done == 1
+    rows = stored_segments(db, path)
+    assert len(rows) > 3
+    assert max(faults.batch_sizes["text"]) == 3  # the new size was used
+    assert all(r[5] is not None for r in rows)
+
+    with pytest.raises(ValueError, match="between 1 and"):
+        engine.set_workers("asr", 0)
+    with pytest.raises(ValueError, match="no batch size"):
+        engine.set_batch_size("decode", 4)
+    with pytest.raises(ValueError, match="no stage named"):
+        engine.set_workers("nonsense", 2)
+    assert engine.snapshot().stage("asr").workers == 1
+
+
+def test_out_of_memory_halves_the_batch_and_loses_nothing(
+    make_engine: Callable[..., Engine], db: Database, tmp_path: Path
+) -> None:
+    faults = FaultInjector()
+    # The "GPU" fits at most 4 texts, 2 voices and ASR batches of 2: larger batches raise the real types.
+    faults.add(InjectedFault("text", error=torch_oom, when=lambda n: n > 4, remaining=None))
+    faults.add(InjectedFault("voice", error=torch_oom, when=lambda n: n > 2, remaining=None))
+    faults.add(InjectedFault("asr", error=ctranslate2_oom, when=lambda n: n > 2, remaining=None))
+    engine = make_engine(
+        faults=faults, text_embedding_batch_size=32, voice_enrollment_batch_size=16, asr_batch_size=8
+    )
+    files = copy_media(tmp_path, "dialogue_3spk.flac", "monologue.ogg")
+    submission = engine.submit(files)
+    engine.start()
+    progress = wait_for_batch(engine, submission.batch_id)
+    assert (progress.done, progress.failed) == (2, 0)
+    snap = engine.snapshot()
+    for stage, fits in (("text", 4), ("voice", 2), ("asr", 2)):
+        s = snap.stage(stage)
+        assert s.oom_backoffs >= 1, stage
+        assert s.batch_size_now is not None and s.batch_size_now <= fits, stage
+        assert s.batch_size_now >= 1
+    for path in files:
+        rows = stored_segments(db, path)
+        assert rows and all(r[5] is not None and r[6] is not None for r in rows)
+    assert [e for e in engine.events.recent() if "out of GPU memory" in e.message]
+
+
+def test_stop_requeue_gives_files_back(
+    make_engine: Callable[..., Engine], db: Database, tmp_path: Path
+) -> None:
+    files = copy_media(tmp_path, "dialogue_2spk.wav", "dialogue_3spk.flac", "monologue.ogg")
+    engine = make_engine()
+    submission = engine.submit(files)
+    engine.start(wait=True)
+    deadline = time.monotonic() + 30
+    while engine.files_in_flight() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.files_in_flight() > 0
+    assert engine.stop(mode="requeue", timeout=60)
+    progress = jobs.batch_progress(db, [submission.batch_id])[0]
+    assert progress.claimed == 0
+    assert progress.queued + progress.done == 3 and progress.queued >= 1
+    with db.connection() as conn:
+        processing = conn.execute("SELECT count(*) FROM sources WHERE status = 'processing'").fetchone()[0]
+    assert processing == 0
+
+
+def test_stop_finish_completes_in_flight_files(
+    make_engine: Callable[..., Engine], db: Database, tmp_path: Path
+) -> None:
+    files = copy_media(tmp_path, "monologue.ogg", "monologue_video.mp4")
+    engine = make_engine()
+    submission = engine.submit(files)
+    engine.start(wait=True)
+    deadline = time.monotonic() + 30
+    while engine.files_in_flight() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    held = engine.files_in_flight()
+    assert held > 0
+    assert engine.stop(mode="finish", timeout=120)
+    progress = jobs.batch_progress(db, [submission.batch_id])[0]
+    assert progress.claimed == 0 and progress.done >= held

@@ -1,0 +1,307 @@
+"""The console's panels. Each renders from a ConsoleData and touches only cells that changed, so a
+steady screen costs few bytes per second over SSH."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Label, RichLog, Sparkline, Static
+
+from voxdock.engine.events import EngineEvent
+from voxdock.engine.metrics import EngineSnapshot, GpuSnapshot
+from voxdock.formatting import estimate_eta, fmt_duration, fmt_mb, fmt_rtf, text_bar
+from voxdock.tui.backend import ConsoleData
+
+Cell = str | Text
+
+
+def sync_table(table: DataTable, rows: Sequence[tuple[str, Sequence[Cell]]]) -> None:
+    """Make `table` show `rows` (key, cells): update changed cells in place; rebuild only when the set
+    or order of rows changed, keeping the cursor on the same key."""
+    keys = [key for key, _ in rows]
+    current = [str(row_key.value) for row_key in table.rows]
+    columns = list(table.columns)
+    if keys != current:
+        cursor_key = current[table.cursor_row] if current and 0 <= table.cursor_row < len(current) else None
+        table.clear()
+        for key, cells in rows:
+            table.add_row(*cells, key=key)
+        if cursor_key in keys:
+            table.move_cursor(row=keys.index(cursor_key), animate=False)
+        return
+    for key, cells in rows:
+        for column_key, value in zip(columns, cells, strict=True):
+            if table.get_cell(key, column_key) != value:
+                table.update_cell(key, column_key, value)
+
+
+class StageTable(DataTable):
+    """One row per stage; the bottleneck is marked with ▶ and bold (not by colour alone)."""
+
+    COLUMNS = (
+        ("stage", "stage"),
+        ("rtf_now", "RTF now"),
+        ("rtf_run", "RTF run"),
+        ("queue", "queue"),
+        ("workers", "workers"),
+        ("batch", "batch"),
+        ("items", "items"),
+        ("errors", "err"),
+        ("oom", "OOM"),
+    )
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.zebra_stripes = False
+        for key, label in self.COLUMNS:
+            self.add_column(label, key=key)
+
+    def show(self, snapshot: EngineSnapshot) -> None:
+        rows = []
+        for s in snapshot.stages:
+            name = Text(
+                ("▶ " if s.bottleneck else "  ") + s.name, style="bold reverse" if s.bottleneck else ""
+            )
+            if s.batch_size is None:
+                batch = "-"
+            elif s.batch_size_now is not None and s.batch_size_now < s.batch_size:
+                batch = f"{s.batch_size_now}/{s.batch_size}"
+            else:
+                batch = str(s.batch_size)
+            rows.append(
+                (
+                    s.name,
+                    (
+                        name,
+                        fmt_rtf(s.rtf_now),
+                        fmt_rtf(s.rtf_run),
+                        str(s.queue_depth),
+                        f"{s.workers_busy}/{s.workers}",
+                        batch,
+                        str(s.items),
+                        Text(str(s.errors), style="bold" if s.errors else ""),
+                        Text(str(s.oom_backoffs), style="bold" if s.oom_backoffs else ""),
+                    ),
+                )
+            )
+        sync_table(self, rows)
+
+
+class Totals(Static):
+    """Throughput, totals, and what is in flight."""
+
+    def show(self, data: ConsoleData) -> None:
+        t = data.snapshot.totals
+        now = f"{t.hours_per_hour_now:.1f}" if t.hours_per_hour_now else "-"
+        run = f"{t.hours_per_hour:.1f}" if t.hours_per_hour else "-"
+        lines = [
+            f"[b]throughput[/] {now} h/h now · {run} h/h run · audio {fmt_duration(t.audio_s_done)}",
+            f"[b]files[/] {t.files_done} done · {t.files_failed} failed · {t.files_skipped} skipped · "
+            f"{t.files_in_flight} in flight",
+            f"[b]segments[/] {t.segments_written} · [b]fast path[/] {t.fast_path_skips} skipped "
+            f"(threshold {data.snapshot.fast_path_threshold:.3f})",
+        ]
+        if data.error:
+            lines.append(f"[b reverse] store unreachable [/] {data.error}")
+        self.update("\n".join(lines))
+
+
+class GpuRow(Horizontal):
+    def __init__(self, index: int) -> None:
+        super().__init__(id=f"gpu-{index}", classes="gpu-row")
+        self.index = index
+
+    def compose(self) -> ComposeResult:
+        yield Label("", classes="gpu-label")
+        yield Sparkline([], classes="gpu-util")
+        yield Label("", classes="gpu-mem-label")
+        yield Sparkline([], classes="gpu-mem")
+
+    def show(self, latest: GpuSnapshot, history: Sequence[GpuSnapshot]) -> None:
+        self.query_one(".gpu-label", Label).update(f"GPU{latest.index} {latest.utilization_pct:3.0f}%")
+        self.query_one(".gpu-util", Sparkline).data = [h.utilization_pct for h in history] or [0.0]
+        self.query_one(".gpu-mem-label", Label).update(
+            f"VRAM {fmt_mb(latest.memory_used_mb)}/{fmt_mb(latest.memory_total_mb)}"
+        )
+        self.query_one(".gpu-mem", Sparkline).data = [h.memory_used_mb for h in history] or [0.0]
+
+
+class GpuPanel(Vertical):
+    """Per device utilisation and VRAM with the last minutes as sparklines; one line when no GPU."""
+
+    def compose(self) -> ComposeResult:
+        yield Label("GPU: waiting for the first sample", id="gpu-none")
+
+    def show(self, data: ConsoleData) -> None:
+        snapshot = data.snapshot
+        none = self.query_one("#gpu-none", Label)
+        if not snapshot.gpu_available:
+            none.update("no GPU: running on CPU")
+            none.display = True
+            self.set_class(True, "no-gpu")
+            return
+        none.display = not snapshot.gpus
+        self.set_class(False, "no-gpu")
+        for gpu in snapshot.gpus:
+            rows = self.query(f"#gpu-{gpu.index}")
+            row = rows.first(GpuRow) if rows else None
+            history = data.gpu_history.get(gpu.index, [gpu])
+            if row is None:
+                row = GpuRow(gpu.index)
+                self.mount(row)
+                self.call_after_refresh(row.show, gpu, history)  # once its children exist
+                continue
+            row.show(gpu, history)
+
+
+class BatchTable(DataTable):
+    COLUMNS = (
+        ("id", "id"),
+        ("name", "batch"),
+        ("state", "state"),
+        ("progress", "progress"),
+        ("done", "done"),
+        ("failed", "failed"),
+        ("skipped", "skip"),
+        ("left", "left"),
+        ("eta", "ETA"),
+    )
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        for key, label in self.COLUMNS:
+            self.add_column(label, key=key)
+
+    def selected_batch(self) -> int | None:
+        if not self.row_count or self.cursor_row < 0:
+            return None
+        key = list(self.rows)[self.cursor_row].value
+        return int(key) if key is not None else None
+
+    def show(self, data: ConsoleData) -> None:
+        totals = data.snapshot.totals
+        pace = totals.hours_per_hour_now or totals.hours_per_hour
+        rows = []
+        for b in data.batches:
+            finished = b.done + b.failed + b.skipped
+            fraction = finished / b.total if b.total else 0.0
+            left = b.queued + b.claimed
+            state = b.state if left or b.state != "running" else "done"
+            eta = fmt_duration(estimate_eta(left, b.done, b.audio_seconds_done, pace)) if left else ""
+            rows.append(
+                (
+                    str(b.id),
+                    (
+                        str(b.id),
+                        b.name,
+                        Text(state, style="bold" if state == "paused" else ""),
+                        f"{text_bar(fraction, 10)} {fraction:4.0%}",
+                        str(b.done),
+                        Text(str(b.failed), style="bold" if b.failed else ""),
+                        str(b.skipped),
+                        str(left),
+                        eta,
+                    ),
+                )
+            )
+        sync_table(self, rows)
+
+
+class FileTable(DataTable):
+    COLUMNS = (
+        ("file", "file"),
+        ("state", "state"),
+        ("audio", "audio"),
+        ("segments", "segs"),
+        ("attempts", "tries"),
+        ("reason", "reason"),
+    )
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        for key, label in self.COLUMNS:
+            self.add_column(label, key=key)
+
+    def show(self, data: ConsoleData) -> None:
+        stage_of = dict(data.in_flight)
+        rows = []
+        for f in data.files:
+            state = f.state
+            if f.state == "claimed":
+                state = f"{stage_of.get(f.path, 'claimed')}…"
+            rows.append(
+                (
+                    str(f.job_id),
+                    (
+                        Path(f.path).name,
+                        Text(state, style="bold" if f.state == "failed" else ""),
+                        fmt_duration(f.duration_s) if f.duration_s else "",
+                        str(f.segment_count) if f.state == "done" else "",
+                        str(f.attempts),
+                        f.last_error or "",
+                    ),
+                )
+            )
+        sync_table(self, rows)
+
+    def selected_reason(self, data: ConsoleData) -> str | None:
+        if not self.row_count or self.cursor_row < 0 or self.cursor_row >= len(data.files):
+            return None
+        row = data.files[self.cursor_row]
+        return f"{row.path}: {row.last_error}" if row.last_error else row.path
+
+
+class NodeTable(DataTable):
+    COLUMNS = (
+        ("node", "node"),
+        ("state", "state"),
+        ("seen", "seen"),
+        ("hph", "h/h"),
+        ("done", "done"),
+        ("failed", "failed"),
+        ("flight", "in flight"),
+    )
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        for key, label in self.COLUMNS:
+            self.add_column(label, key=key)
+
+    def show(self, data: ConsoleData) -> None:
+        rows = []
+        for n in data.nodes:
+            totals = n.metrics.get("totals", {}) if isinstance(n.metrics, dict) else {}
+            hph = totals.get("hours_per_hour")
+            me = " (this)" if n.id == data.snapshot.node_id else ""
+            rows.append(
+                (
+                    n.id,
+                    (
+                        n.id + me,
+                        n.state,
+                        f"{n.seconds_since_heartbeat:.0f}s ago",
+                        f"{hph:.1f}" if hph else "-",
+                        str(totals.get("files_done", 0)),
+                        str(totals.get("files_failed", 0)),
+                        str(totals.get("files_in_flight", 0)),
+                    ),
+                )
+            )
+        sync_table(self, rows)
+
+
+class LogPane(RichLog):
+    """Engine events, newest at the bottom; warnings and errors stand out by a marker, not only colour."""
+
+    def add(self, events: Sequence[EngineEvent]) -> None:
+        for event in events:
+            stamp = time.strftime("%H:%M:%S", time.localtime(event.at))
+            marker, style = (
+                ("✗", "bold") if event.level >= 40 else ("!", "bold") if event.level >= 30 else ("·", "")
+            )
+            self.write(Text.assemble((f"{stamp} ", "dim"), (f"{marker} ", style), (event.message, style)))

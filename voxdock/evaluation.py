@@ -1,0 +1,121 @@
+"""Scoring against references: word error rate and diarization error rate (DER).
+
+Used by the tests and the benchmarks, on what the engine stored.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+_PUNCT = re.compile(r"[^\w\s']")
+
+
+def normalise_words(text: str) -> list[str]:
+    text = text.lower().replace("-", " ")
+    return [w.strip("'") for w in _PUNCT.sub(" ", text).split() if w.strip("'")]
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level Levenshtein distance over the reference length (lowercase, no punctuation)."""
+    ref, hyp = normalise_words(reference), normalise_words(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    previous = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        current = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
+        previous = current
+    return previous[-1] / len(ref)
+
+
+@dataclass(frozen=True)
+class Turn:
+    start: float
+    end: float
+    speaker: str
+
+
+def read_rttm(path: str | Path) -> list[Turn]:
+    turns = []
+    for line in Path(path).read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 8 and parts[0] == "SPEAKER":
+            start, duration = float(parts[3]), float(parts[4])
+            turns.append(Turn(start, start + duration, parts[7]))
+    return turns
+
+
+@dataclass(frozen=True)
+class DerResult:
+    der: float
+    miss: float
+    false_alarm: float
+    confusion: float
+    reference_speech_s: float
+    reference_speakers: int
+    hypothesis_speakers: int
+
+
+def _frames(turns: Sequence[Turn], speakers: list[str], n: int, step: float) -> np.ndarray:
+    grid = np.zeros((n, len(speakers)), dtype=bool)
+    index = {s: i for i, s in enumerate(speakers)}
+    for t in turns:
+        a, b = round(t.start / step), round(t.end / step)
+        grid[max(a, 0) : max(min(b, n), 0), index[t.speaker]] = True
+    return grid
+
+
+def diarization_error_rate(
+    reference: Sequence[Turn], hypothesis: Sequence[Turn], *, collar: float = 0.25, step: float = 0.01
+) -> DerResult:
+    """DER with overlap scored (NIST-style): (miss + false alarm + confusion) / reference speech.
+
+    `collar` seconds either side of every reference boundary are not scored. Speakers are mapped
+    one-to-one to maximise agreement (Hungarian assignment).
+    """
+    end = max([t.end for t in reference] + [t.end for t in hypothesis] + [0.0])
+    n = int(np.ceil(end / step)) + 1
+    ref_spk = sorted({t.speaker for t in reference})
+    hyp_spk = sorted({t.speaker for t in hypothesis})
+    ref = _frames(reference, ref_spk, n, step)
+    hyp = _frames(hypothesis, hyp_spk, n, step)
+    scored = np.ones(n, dtype=bool)
+    if collar > 0:
+        c = round(collar / step)
+        for t in reference:
+            for edge in (t.start, t.end):
+                e = round(edge / step)
+                scored[max(e - c, 0) : min(e + c, n)] = False
+    ref, hyp = ref[scored], hyp[scored]
+    if ref_spk and hyp_spk:
+        overlap = ref.T.astype(np.int64) @ hyp.astype(np.int64)  # (ref, hyp) co-active frames
+        rows, cols = linear_sum_assignment(-overlap)
+        mapped = np.zeros_like(ref)
+        for r, h in zip(rows, cols, strict=True):
+            mapped[:, r] = hyp[:, h]
+    else:
+        mapped = np.zeros_like(ref)
+    n_ref = ref.sum(axis=1)
+    n_hyp = hyp.sum(axis=1)
+    n_correct = (ref & mapped).sum(axis=1)
+    total = float(n_ref.sum())
+    miss = float(np.maximum(n_ref - n_hyp, 0).sum())
+    false_alarm = float(np.maximum(n_hyp - n_ref, 0).sum())
+    confusion = float((np.minimum(n_ref, n_hyp) - n_correct).sum())
+    denom = total if total > 0 else 1.0
+    return DerResult(
+        der=(miss + false_alarm + confusion) / denom,
+        miss=miss / denom,
+        false_alarm=false_alarm / denom,
+        confusion=confusion / denom,
+        reference_speech_s=total * step,
+        reference_speakers=len(ref_spk),
+        hypothesis_speakers=len(hyp_spk),
+    )

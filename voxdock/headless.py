@@ -1,0 +1,194 @@
+"""`voxdock ingest`: the engine without the console, with rich progress bars and a summary."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
+from rich.table import Table
+from rich.text import Text
+
+from voxdock.engine.engine import Engine
+from voxdock.engine.events import EngineEvent
+from voxdock.engine.metrics import EngineSnapshot
+from voxdock.formatting import estimate_eta, fmt_duration, fmt_rtf
+from voxdock.storage import jobs
+from voxdock.storage.jobs import BatchProgress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestOutcome:
+    batch: BatchProgress
+    failures: list[jobs.JobRow]
+    snapshot: EngineSnapshot
+    wall_s: float
+    interrupted: bool
+
+
+def batch_eta(progress: BatchProgress, snapshot: EngineSnapshot) -> float | None:
+    pace = snapshot.totals.hours_per_hour_now or snapshot.totals.hours_per_hour
+    return estimate_eta(progress.queued + progress.claimed, progress.done, progress.audio_seconds_done, pace)
+
+
+class IngestDisplay:
+    """Overall bar with RTF and ETA, and a line per file in flight with the stage it is at."""
+
+    def __init__(self, console: Console, engine: Engine, batch_id: int, total: int) -> None:
+        self.console = console
+        self.engine = engine
+        self.batch_id = batch_id
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[detail]}"),
+            console=console,
+            transient=False,
+        )
+        self.task = self.progress.add_task("files", total=max(total, 1), detail="loading models…")
+
+    def render(self, progress: BatchProgress, snapshot: EngineSnapshot) -> Group:
+        finished = progress.done + progress.failed + progress.skipped
+        totals = snapshot.totals
+        e2e = totals.active_wall_s / totals.audio_s_done if totals.audio_s_done else None
+        detail = (
+            f"RTF {fmt_rtf(e2e)} · {totals.hours_per_hour or 0:.1f} h/h · ETA "
+            f"{fmt_duration(batch_eta(progress, snapshot))} · {totals.segments_written} segments"
+            if snapshot.state == "running"
+            else snapshot.state + "…"
+        )
+        if progress.failed:
+            detail += f" · [red]{progress.failed} failed[/]"
+        self.progress.update(self.task, completed=finished, total=max(progress.total, 1), detail=detail)
+        lines = [self.progress.get_renderable()]
+        for work in sorted(self.engine.in_flight_files(), key=lambda w: w.claimed_at)[:8]:
+            elapsed = time.monotonic() - work.claimed_at
+            length = f"{work.duration_s:.0f} s audio" if work.duration_s else ""
+            lines.append(
+                Text(
+                    f"  {work.stage:<8} {Path(work.path).name}  {length}  {elapsed:.0f}s",
+                    style="dim",
+                    overflow="ellipsis",
+                    no_wrap=True,
+                )
+            )
+        return Group(*lines)
+
+
+def run_ingest(
+    engine: Engine, batch_id: int, total: int, console: Console, *, quiet: bool = False
+) -> IngestOutcome:
+    """Run the engine until the batch is finished; Ctrl-C re-queues in-flight files and pauses it."""
+    db = engine.db
+    interrupted = threading.Event()
+
+    def on_interrupt(_sig: int, _frame: FrameType | None) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    # Events are shown above the bars; the engine's log would repeat them on stderr.
+    logging.getLogger("voxdock.engine").setLevel(logging.ERROR)
+    unsubscribe = engine.events.subscribe(lambda e: _print_event(console, e) if not quiet else None)
+    start = time.monotonic()
+    display = IngestDisplay(console, engine, batch_id, total)
+    progress = jobs.batch_progress(db, [batch_id])[0]
+    try:
+        engine.start()
+        with Live(
+            display.render(progress, engine.snapshot()),
+            console=console,
+            refresh_per_second=4,
+            transient=False,
+            redirect_stderr=False,
+        ) as live:
+            while True:
+                progress = jobs.batch_progress(db, [batch_id])[0]
+                snapshot = engine.snapshot()
+                live.update(display.render(progress, snapshot))
+                if engine.state == "failed":
+                    break
+                if progress.queued + progress.claimed == 0 and engine.files_in_flight() == 0:
+                    break
+                if interrupted.is_set():
+                    console.print(
+                        "[yellow]interrupted: re-queuing the files in flight and pausing the batch…"
+                    )
+                    jobs.set_batch_state(db, batch_id, "paused")
+                    break
+                time.sleep(0.25)
+        console.print()
+        engine.stop(mode="requeue" if interrupted.is_set() else "finish", timeout=60)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        unsubscribe()
+    progress = jobs.batch_progress(db, [batch_id])[0]
+    failures = [row for row in jobs.batch_jobs(db, batch_id) if row.state == "failed"]
+    return IngestOutcome(
+        progress, failures, engine.snapshot(), time.monotonic() - start, interrupted.is_set()
+    )
+
+
+def _print_event(console: Console, event: EngineEvent) -> None:
+    if event.kind == "failed":
+        console.print(f"[red]✗[/] {event.message}", highlight=False, soft_wrap=True)
+    elif event.kind in ("tuning", "engine") and event.level >= logging.WARNING:
+        console.print(f"[yellow]![/] {event.message}", highlight=False, soft_wrap=True)
+
+
+def summary_tables(outcome: IngestOutcome) -> list[Table]:
+    snap = outcome.snapshot
+    stages = Table(title="per-stage real-time factor (processing s / audio s)", title_justify="left")
+    for column in ("stage", "RTF", "audio", "busy", "items", "errors", "workers", "batch", "OOM backoffs"):
+        stages.add_column(column, justify="left" if column == "stage" else "right")
+    for s in snap.stages:
+        stages.add_row(
+            s.name,
+            fmt_rtf(s.rtf_run),
+            fmt_duration(s.audio_s),
+            f"{s.busy_s:.1f} s",
+            str(s.items),
+            str(s.errors),
+            str(s.workers),
+            str(s.batch_size or "-"),
+            str(s.oom_backoffs),
+        )
+    t = snap.totals
+    p = outcome.batch
+    totals = Table(show_header=False, box=None, title=f"batch {p.name}", title_justify="left")
+    totals.add_column(style="bold")
+    totals.add_column()
+    e2e = t.active_wall_s / t.audio_s_done if t.audio_s_done else None
+    totals.add_row(
+        "files",
+        f"{p.done} done, {p.failed} failed, {p.skipped} skipped (already stored)"
+        + (f", {p.queued + p.claimed} left" if p.queued + p.claimed else ""),
+    )
+    totals.add_row(
+        "audio",
+        f"{fmt_duration(t.audio_s_done)} in {fmt_duration(outcome.wall_s)} wall "
+        f"(end-to-end RTF {fmt_rtf(e2e)}, {t.hours_per_hour or 0:.1f} h of audio per hour)",
+    )
+    totals.add_row("segments", f"{t.segments_written} written")
+    totals.add_row("fast path", f"{t.fast_path_skips} file(s) skipped diarization as monologues")
+    tables = [stages, totals]
+    if outcome.failures:
+        failed = Table(title="failures", title_justify="left", title_style="bold red")
+        failed.add_column("file", overflow="fold")
+        failed.add_column("reason", overflow="fold")
+        for row in outcome.failures:
+            failed.add_row(row.path, row.last_error or "?")
+        tables.append(failed)
+    return tables
