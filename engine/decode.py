@@ -86,6 +86,8 @@ def decode_file(path: str | Path) -> DecodedAudio:
         raise DecodeError("empty file (0 bytes)")
     try:
         shortfall = _wav_shortfall(file, size)
+    except PermissionError:
+        raise DecodeError("permission denied") from None
     except OSError as exc:
         raise DecodeError(f"cannot read: {exc.strerror or exc}") from None
     if shortfall is not None:

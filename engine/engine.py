@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 STAGES = ("decode", "vad", "asr", "diarize", "voice", "text", "store")
 BATCHED_STAGES = ("asr", "diarize", "voice", "text")
 HEARTBEAT_S = 2.0
+BATCH_STATE_TTL_S = 0.5
 METRICS_EVERY_S = 5.0
 
 
@@ -100,6 +101,7 @@ class Engine:
         self._shutting_down = False
         self._ready = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._batch_states: dict[int, tuple[str, float]] = {}
         self.tunables = Tunables(
             asr_beam_size=settings.asr_beam_size,
             fast_path_threshold=initial_fast_path_threshold(settings, plan.voice.name),
@@ -281,6 +283,7 @@ class Engine:
                 outbox["decode"],
                 workers=workers["decode"],
                 handle=handlers.decode,
+                gate=self._may_start,
             ),
             "vad": Stage(
                 "vad", self, inboxes["vad"], outbox["vad"], workers=workers["vad"], handle=handlers.vad
@@ -352,16 +355,37 @@ class Engine:
 
         return SenkoDiarizer(embed)
 
+    def _may_start(self, work: FileWork) -> bool:
+        """A claimed file starts only while its batch is running (another node may have paused it)."""
+        batch = work.job.batch_id
+        now = time.monotonic()
+        cached = self._batch_states.get(batch)
+        if cached is None or now - cached[1] > BATCH_STATE_TTL_S:
+            try:
+                state = jobs.batch_state(self.db, batch)
+            except Exception:
+                state = cached[0] if cached else "running"
+            self._batch_states[batch] = (state, now)
+            cached = self._batch_states[batch]
+        return cached[0] == "running"
+
     def max_in_flight(self) -> int:
-        """Files held at once: enough to keep every worker busy, few enough to bound decoded audio."""
+        """Files held at once: two per ASR worker (one transcribing, one ready) and two on their way
+        through the faster stages. More would only hold decoded audio in memory and keep files from
+        other nodes and from a pause."""
         if not self.stages:
             return 1
-        return sum(stage.workers for stage in self.stages.values()) + 2
+        return 2 * self.stages["asr"].workers + 2
 
     def _claim_loop(self) -> None:
         stage = self.stages["decode"]
         while not self._shutting_down:
-            if not self._claiming.is_set() or self.files_in_flight() >= self.max_in_flight():
+            # Claim lazily: only when decoding has room, so a pause finds few files claimed and unstarted.
+            if (
+                not self._claiming.is_set()
+                or self.files_in_flight() >= self.max_in_flight()
+                or stage.inbox.qsize() >= stage.workers
+            ):
                 self._wake.wait(0.25)
                 self._wake.clear()
                 continue
@@ -503,12 +527,14 @@ class Engine:
 
     def pause(self, batch_id: int) -> None:
         jobs.set_batch_state(self.db, batch_id, "paused")
+        self._batch_states.pop(batch_id, None)
         self.events.emit(
             EngineEvent("batch", f"batch {batch_id} paused (in-flight files finish)", batch_id=batch_id)
         )
 
     def resume(self, batch_id: int) -> None:
         jobs.set_batch_state(self.db, batch_id, "running")
+        self._batch_states.pop(batch_id, None)
         self.events.emit(EngineEvent("batch", f"batch {batch_id} resumed", batch_id=batch_id))
         self._wake.set()
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from voxdock.engine import fastpath
 from voxdock.engine.decode import SAMPLE_RATE, DecodeError, decode_file
 from voxdock.engine.diarization import Diarizer
 from voxdock.engine.fbank import fbank
@@ -19,7 +20,6 @@ from voxdock.engine.oom import AdaptiveBatch, FaultInjector
 from voxdock.engine.runtime import FileFailed
 from voxdock.engine.segmenting import SINGLE_SPEAKER, assign_speakers, words_to_segments
 from voxdock.engine.vad import detect_speech
-from voxdock.engine.voice import window_features
 from voxdock.engine.work import FileWork, Segment
 from voxdock.storage.database import Database
 from voxdock.storage.segments import ModelSet, SegmentRecord, SourceOutcome, replace_segments
@@ -117,19 +117,19 @@ class StageHandlers:
             return
         may_skip = options.num_speakers is None and (options.min_speakers or 1) < 2
         if may_skip:
-            from voxdock.engine import fastpath
-
-            windows = fastpath.choose_windows(work.speech, work.duration_s)
-            if windows:
-                feats = window_features(fbank(work.samples, mean_normalise=False), windows)
-                decision = fastpath.decide(self.embed_windows(feats), self.tunables.fast_path_threshold)
+            decision = fastpath.check(
+                work.samples, work.speech, self.embed_windows, self.tunables.fast_path_threshold
+            )
+            if decision.similarity == decision.similarity:  # measured (not nan)
                 work.fast_path_similarity = decision.similarity
-                if decision.monologue:
-                    work.fast_path = True
-                    work.diarizer = "none (fast path)"
-                    work.segments = assign_speakers(work.segments, None)
-                    work.speaker_count = 1
-                    return
+            # Only a measured match skips diarization: a file too short to measure costs little to
+            # diarize, and a short exchange between two people must not lose its speakers.
+            if decision.monologue and decision.reason == "similar":
+                work.fast_path = True
+                work.diarizer = "none (fast path)"
+                work.segments = assign_speakers(work.segments, None)
+                work.speaker_count = 1
+                return
         work.fast_path = False
         result = self.diarizer.diarize(
             work.samples,

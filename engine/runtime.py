@@ -63,6 +63,7 @@ class Stage:
         units: Callable[[FileWork], int] | None = None,
         batch: AdaptiveBatch | None = None,
         on_finished: Callable[[FileWork], None] | None = None,
+        gate: Callable[[FileWork], bool] | None = None,
     ) -> None:
         if (handle is None) == (handle_many is None):
             raise ValueError("a stage has exactly one of handle / handle_many")
@@ -76,6 +77,7 @@ class Stage:
         self._handle_many = handle_many
         self._units = units or (lambda _w: 1)
         self._on_finished = on_finished
+        self._gate = gate  # False: the file must not start here (its batch was paused): give it back
         self._lock = threading.Lock()
         self._target = 0
         self._alive = 0
@@ -143,6 +145,14 @@ class Stage:
                 for work in works:
                     self.ctx.requeue(work)
                 continue
+            if self._gate is not None:
+                allowed = [w for w in works if self._gate(w)]
+                for work in works:
+                    if work not in allowed:
+                        self.ctx.requeue(work)
+                works = allowed
+                if not works:
+                    continue
             self._process(works)
 
     def _take(self) -> list[FileWork]:

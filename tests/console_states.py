@@ -27,67 +27,174 @@ def stages(*, oom: bool = False) -> list[StageSnapshot]:
         ("store", 0.001, 0, 1, None, None),
     ]
     return [
-        StageSnapshot(name=name, rtf_now=rtf, rtf_run=rtf * 1.1, audio_s=5400.0, busy_s=5400.0 * rtf, items=120,
-                      errors=1 if name == "decode" else 0, queue_depth=queue, workers=workers,
-                      workers_busy=min(workers, queue), batch_size=batch, batch_size_now=now,
-                      oom_backoffs=2 if oom and name == "voice" else 0, bottleneck=(name == "asr"))
+        StageSnapshot(
+            name=name,
+            rtf_now=rtf,
+            rtf_run=rtf * 1.1,
+            audio_s=5400.0,
+            busy_s=5400.0 * rtf,
+            items=120,
+            errors=1 if name == "decode" else 0,
+            queue_depth=queue,
+            workers=workers,
+            workers_busy=min(workers, queue),
+            batch_size=batch,
+            batch_size_now=now,
+            oom_backoffs=2 if oom and name == "voice" else 0,
+            bottleneck=(name == "asr"),
+        )
         for name, rtf, queue, workers, batch, now in rows
     ]
 
 
 def snapshot(*, gpus: list[GpuSnapshot] | None = None, oom: bool = False) -> EngineSnapshot:
     return EngineSnapshot(
-        taken_at=0.0, node_id="gpu-a-1f2e3d", state="running", stages=stages(oom=oom),
-        totals=Totals(files_done=118, files_failed=1, files_skipped=12, files_in_flight=3, segments_written=4213,
-                      fast_path_skips=41, audio_s_done=5400.0, active_wall_s=480.0, hours_per_hour=11.3,
-                      hours_per_hour_now=12.1),
-        gpus=gpus or [], gpu_available=bool(gpus), models={"asr": "tiny.en"}, fast_path_threshold=0.6,
+        taken_at=0.0,
+        node_id="gpu-a-1f2e3d",
+        state="running",
+        stages=stages(oom=oom),
+        totals=Totals(
+            files_done=118,
+            files_failed=1,
+            files_skipped=12,
+            files_in_flight=3,
+            segments_written=4213,
+            fast_path_skips=41,
+            audio_s_done=5400.0,
+            active_wall_s=480.0,
+            hours_per_hour=11.3,
+            hours_per_hour_now=12.1,
+        ),
+        gpus=gpus or [],
+        gpu_available=bool(gpus),
+        models={"asr": "tiny.en"},
+        fast_path_threshold=0.6,
     )
 
 
 def batches(*, paused: bool = False, failed: bool = False) -> list[BatchProgress]:
     return [
-        BatchProgress(id=3, name="archive-2019", state="paused" if paused else "running", created_at=T0, total=250,
-                      queued=120, claimed=3, done=120 - (1 if failed else 0), failed=1 if failed else 0, skipped=6,
-                      audio_seconds_done=5200.0, audio_seconds_total=None),
-        BatchProgress(id=2, name="interviews", state="running", created_at=T0, total=12, queued=0, claimed=0,
-                      done=6, failed=0, skipped=6, audio_seconds_done=200.0, audio_seconds_total=200.0),
+        BatchProgress(
+            id=3,
+            name="archive-2019",
+            state="paused" if paused else "running",
+            created_at=T0,
+            total=250,
+            queued=120,
+            claimed=3,
+            done=120 - (1 if failed else 0),
+            failed=1 if failed else 0,
+            skipped=6,
+            audio_seconds_done=5200.0,
+            audio_seconds_total=None,
+        ),
+        BatchProgress(
+            id=2,
+            name="interviews",
+            state="running",
+            created_at=T0,
+            total=12,
+            queued=0,
+            claimed=0,
+            done=6,
+            failed=0,
+            skipped=6,
+            audio_seconds_done=200.0,
+            audio_seconds_total=200.0,
+        ),
     ]
 
 
 def files(*, failed: bool = False) -> list[JobRow]:
     rows = [
-        JobRow(job_id=11, source_id=11, path="/archive/2019/tape-0012.wav", state="claimed", attempts=1,
-               last_error=None, claimed_by="gpu-a-1f2e3d", duration_s=None, segment_count=0),
-        JobRow(job_id=10, source_id=10, path="/archive/2019/tape-0011.mp4", state="done", attempts=1,
-               last_error=None, claimed_by="gpu-a-1f2e3d", duration_s=1834.0, segment_count=412),
-        JobRow(job_id=12, source_id=12, path="/archive/2019/tape-0013.flac", state="queued", attempts=0,
-               last_error=None, claimed_by=None, duration_s=None, segment_count=0),
+        JobRow(
+            job_id=11,
+            source_id=11,
+            path="/archive/2019/tape-0012.wav",
+            state="claimed",
+            attempts=1,
+            last_error=None,
+            claimed_by="gpu-a-1f2e3d",
+            duration_s=None,
+            segment_count=0,
+        ),
+        JobRow(
+            job_id=10,
+            source_id=10,
+            path="/archive/2019/tape-0011.mp4",
+            state="done",
+            attempts=1,
+            last_error=None,
+            claimed_by="gpu-a-1f2e3d",
+            duration_s=1834.0,
+            segment_count=412,
+        ),
+        JobRow(
+            job_id=12,
+            source_id=12,
+            path="/archive/2019/tape-0013.flac",
+            state="queued",
+            attempts=0,
+            last_error=None,
+            claimed_by=None,
+            duration_s=None,
+            segment_count=0,
+        ),
     ]
     if failed:
-        rows.insert(0, JobRow(job_id=9, source_id=9, path="/archive/2019/tape-0010.wav", state="failed", attempts=1,
-                              last_error="decode: truncated WAV: the header declares 96,000,000 bytes of audio but "
-                                         "only 31,457,280 are present",
-                              claimed_by="gpu-a-1f2e3d", duration_s=None, segment_count=0))
+        rows.insert(
+            0,
+            JobRow(
+                job_id=9,
+                source_id=9,
+                path="/archive/2019/tape-0010.wav",
+                state="failed",
+                attempts=1,
+                last_error="decode: truncated WAV: the header declares 96,000,000 bytes of audio but "
+                "only 31,457,280 are present",
+                claimed_by="gpu-a-1f2e3d",
+                duration_s=None,
+                segment_count=0,
+            ),
+        )
     return rows
 
 
 def nodes() -> list[NodeRow]:
-    return [NodeRow(id="gpu-a-1f2e3d", hostname="gpu-a", pid=4242, version="0.1.0", state="running", started_at=T0,
-                    heartbeat_at=T0, seconds_since_heartbeat=2.0,
-                    metrics={"totals": {"hours_per_hour": 11.3, "files_done": 118, "files_failed": 1,
-                                        "files_in_flight": 3}})]
+    return [
+        NodeRow(
+            id="gpu-a-1f2e3d",
+            hostname="gpu-a",
+            pid=4242,
+            version="0.1.0",
+            state="running",
+            started_at=T0,
+            heartbeat_at=T0,
+            seconds_since_heartbeat=2.0,
+            metrics={
+                "totals": {"hours_per_hour": 11.3, "files_done": 118, "files_failed": 1, "files_in_flight": 3}
+            },
+        )
+    ]
 
 
 def gpu_history() -> dict[int, list[GpuSnapshot]]:
-    samples = [GpuSnapshot(0, "NVIDIA H100", u, 30000.0 + 200 * i, 81559.0)
-               for i, u in enumerate([35, 60, 88, 92, 95, 90, 97, 99, 94, 91, 96, 98])]
+    samples = [
+        GpuSnapshot(0, "NVIDIA H100", u, 30000.0 + 200 * i, 81559.0)
+        for i, u in enumerate([35, 60, 88, 92, 95, 90, 97, 99, 94, 91, 96, 98])
+    ]
     return {0: samples}
 
 
 def state(name: str) -> ConsoleData:
-    base = ConsoleData(snapshot=snapshot(), batches=batches(), files=files(), selected_batch=3, nodes=nodes(),
-                       in_flight=[("/archive/2019/tape-0012.wav", "asr")])
+    base = ConsoleData(
+        snapshot=snapshot(),
+        batches=batches(),
+        files=files(),
+        selected_batch=3,
+        nodes=nodes(),
+        in_flight=[("/archive/2019/tape-0012.wav", "asr")],
+    )
     if name == "running-no-gpu":
         return base
     if name == "paused":

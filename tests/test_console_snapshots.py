@@ -16,8 +16,9 @@ from voxdock.tui.app import VoxdockConsole
 
 
 def console(name: str, tmp_path: Path) -> VoxdockConsole:
-    return VoxdockConsole(FrozenBackend(state(name)), refresh_s=60.0, prefs_path=tmp_path / "prefs.json",
-                          show_clock=False)
+    return VoxdockConsole(
+        FrozenBackend(state(name)), refresh_s=60.0, prefs_path=tmp_path / "prefs.json", show_clock=False
+    )
 
 
 async def settled(pilot: Pilot, *keys: str) -> None:
@@ -45,7 +46,9 @@ async def settled(pilot: Pilot, *keys: str) -> None:
     ],
     ids=["running-100x30", "running-80x24", "paused", "failed-file", "gpu-140x40"],
 )
-def test_dashboard(snap_compare, tmp_path: Path, name: str, size: tuple[int, int], keys: tuple[str, ...]) -> None:
+def test_dashboard(
+    snap_compare, tmp_path: Path, name: str, size: tuple[int, int], keys: tuple[str, ...]
+) -> None:
     async def before(pilot: Pilot) -> None:
         await settled(pilot, *keys)
 

@@ -221,7 +221,7 @@ class VoxdockConsole(App[None]):
             return
         self._control(f"batch {batch} resumed", lambda: self.backend.resume(batch))
 
-    def _workers(self, stage: str) -> int | None:
+    def _stage_workers(self, stage: str) -> int | None:
         if self.data is None:
             return None
         for s in self.data.snapshot.stages:
@@ -236,7 +236,7 @@ class VoxdockConsole(App[None]):
         self._change_asr_workers(-1)
 
     def _change_asr_workers(self, delta: int) -> None:
-        current = self._workers("asr")
+        current = self._stage_workers("asr")
         if current is None:
             self.notify("the engine is still loading", severity="warning")
             return

@@ -63,10 +63,11 @@ class Settings(BaseSettings):
     )
     storage_workers: int = Field(default=1, ge=1, le=64, description="workers writing segments")
     fast_path_threshold: float | None = Field(
-        default=0.434,
+        default=None,
         ge=0.0,
         le=1.0,
-        description="min cosine between voice windows for a file to count as a monologue",
+        description="min cosine between voice windows for a file to count as a monologue; "
+        "unset = the value calibrated for the voice-embedding model",
     )
 
     # --- models
