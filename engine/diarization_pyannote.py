@@ -53,8 +53,15 @@ class PyannoteDiarizer:
         if not speech:
             return DiarizationResult(turns=[])
         waveform = self._torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).unsqueeze(0)
-        kwargs = {k: v for k, v in {"num_speakers": num_speakers, "min_speakers": min_speakers,
-                                    "max_speakers": max_speakers}.items() if v is not None}
+        kwargs = {
+            k: v
+            for k, v in {
+                "num_speakers": num_speakers,
+                "min_speakers": min_speakers,
+                "max_speakers": max_speakers,
+            }.items()
+            if v is not None
+        }
         output = self.pipeline({"waveform": waveform, "sample_rate": 16000}, **kwargs)
         annotation = getattr(output, "speaker_diarization", output)  # pyannote 4 wraps the annotation
         turns = [
