@@ -219,8 +219,9 @@ class Engine:
                     asr_workers=self.settings.asr_workers,
                     progress=lambda m: self.events.emit(EngineEvent("engine", m)),
                 )
-            for note in self.models.notes:
-                self.events.emit(EngineEvent("engine", note, logging.WARNING))
+            for choice in self.plan.all():
+                if choice.note:  # e.g. pyannote asked for but unavailable: say which backend runs
+                    self.events.emit(EngineEvent("engine", f"{choice.stage}: {choice.note}", logging.WARNING))
             self._build_stages(self.models)
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"

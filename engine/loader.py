@@ -52,7 +52,6 @@ class LoadedModels:
     voice: VoiceEncoder
     text: TextEncoder
     names: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
 
 
 def _quiet_transformers() -> None:
@@ -105,7 +104,6 @@ def load_models(
         "voice": plan.voice.name,
         "text": plan.text.name,
     }
-    notes = [plan.diarization.note] if plan.diarization.note else []
     return LoadedModels(
-        device=device, compute_type=compute_type, asr=asr, voice=voice, text=text, names=names, notes=notes
+        device=device, compute_type=compute_type, asr=asr, voice=voice, text=text, names=names
     )

@@ -17,8 +17,10 @@ PAUSE_S = 0.8  # a silence this long ends a segment
 MAX_SEGMENT_S = 20.0
 SENTENCE_END = (".", "?", "!", "…")
 SINGLE_SPEAKER = "SPEAKER_00"
-# A lone word whose speaker differs from both neighbours (who agree) is diarization jitter if shorter.
+# A run of words shorter than this, given to another speaker than its neighbours, is diarization
+# jitter; at a segment's edge, unless that speaker's turns cover every word of it almost fully.
 JITTER_WORD_S = 0.6
+CERTAIN_COVER = 0.8
 
 
 def words_to_segments(words: Sequence[Word]) -> list[Segment]:
@@ -58,15 +60,45 @@ def _talk_time(turns: Sequence[SpeakerTurn], start: float, end: float) -> dict[s
     return talk
 
 
-def _word_speaker(word: Word, turns: Sequence[SpeakerTurn]) -> str:
-    talk = _talk_time(turns, word.start, max(word.end, word.start + 0.01))
+def _word_speaker(word: Word, turns: Sequence[SpeakerTurn]) -> tuple[str, float]:
+    """The speaker of a word and how much of the word their turns cover (0..1)."""
+    end = max(word.end, word.start + 0.01)
+    talk = _talk_time(turns, word.start, end)
     if talk:
-        return max(talk.items(), key=lambda kv: kv[1])[0]
+        speaker, seconds = max(talk.items(), key=lambda kv: kv[1])
+        return speaker, seconds / (end - word.start)
     mid = (word.start + word.end) / 2
     nearest = min(
         turns, key=lambda t: 0.0 if t.start <= mid <= t.end else min(abs(t.start - mid), abs(t.end - mid))
     )
-    return nearest.speaker
+    return nearest.speaker, 0.0
+
+
+def _smooth(words: Sequence[Word], labels: list[str], cover: list[float]) -> list[str]:
+    """Relabel runs too short to be a turn: inside another speaker's words always, at a segment's
+    edge unless diarization covers them well. Turn edges jitter by a few hundred ms (1.5 s embedding
+    windows), and a split must not follow that jitter."""
+    while True:
+        runs: list[tuple[int, int]] = []  # [start, end) index ranges of equal labels
+        start = 0
+        for i in range(1, len(labels) + 1):
+            if i == len(labels) or labels[i] != labels[start]:
+                runs.append((start, i))
+                start = i
+        if len(runs) < 2:
+            return labels
+        for r, (a, b) in enumerate(runs):
+            if words[b - 1].end - words[a].start >= JITTER_WORD_S:
+                continue
+            neighbours = [runs[x] for x in (r - 1, r + 1) if 0 <= x < len(runs)]
+            inside = len(neighbours) == 2 and labels[neighbours[0][0]] == labels[neighbours[1][0]]
+            if not inside and min(cover[a:b]) >= CERTAIN_COVER:
+                continue  # at a segment's edge, a well-covered short run is a real change
+            na, _ = max(neighbours, key=lambda run: words[run[1] - 1].end - words[run[0]].start)
+            labels[a:b] = [labels[na]] * (b - a)
+            break
+        else:
+            return labels
 
 
 def assign_speakers(segments: Sequence[Segment], turns: Sequence[SpeakerTurn] | None) -> list[Segment]:
@@ -82,11 +114,8 @@ def assign_speakers(segments: Sequence[Segment], turns: Sequence[SpeakerTurn] | 
             seg.speaker = max(talk.items(), key=lambda kv: kv[1])[0] if talk else None
             out.append(seg)
             continue
-        labels = [_word_speaker(w, turns) for w in seg.words]
-        for i in range(1, len(labels) - 1):
-            w = seg.words[i]
-            if labels[i - 1] == labels[i + 1] != labels[i] and w.end - w.start < JITTER_WORD_S:
-                labels[i] = labels[i - 1]
+        scored = [_word_speaker(w, turns) for w in seg.words]
+        labels = _smooth(seg.words, [spk for spk, _ in scored], [cov for _, cov in scored])
         run_start = 0
         for i in range(1, len(labels) + 1):
             if i == len(labels) or labels[i] != labels[run_start]:

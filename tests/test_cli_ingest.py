@@ -1,0 +1,71 @@
+"""`voxdock ingest` as an operator runs it: progress, summary, exit codes, re-runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import MEDIA
+
+pytestmark = [pytest.mark.slow, pytest.mark.models]
+
+
+def ingest(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VOXDOCK_DATA_DIR": str(data), "COLUMNS": "160", "HF_HUB_OFFLINE": "1"}
+    env.pop("DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "voxdock", "ingest", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+def test_ingest_summary_exit_codes_and_reruns(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(MEDIA / "monologue_video.mp4", inbox / "talk.mp4")
+    (inbox / "notes.wav").write_text("not audio at all\n")
+    data = tmp_path / "data"
+
+    first = ingest(data, str(inbox), "--batch", "first")
+    assert first.returncode == 1, first.stdout + first.stderr  # one file failed
+    out = first.stdout
+    assert "batch first: 2 file(s) to process" in out
+    assert "per-stage real-time factor" in out and "asr" in out
+    assert "1 done, 1 failed, 0 skipped" in out
+    assert "notes.wav" in out and "not an audio or video file" in out
+    assert "Traceback" not in first.stderr
+
+    again = ingest(data, str(inbox / "talk.mp4"), "--batch", "again")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "0 file(s) to process, 1 already stored" in again.stdout
+    assert "0 done, 0 failed, 1 skipped" in again.stdout
+
+    forced = ingest(data, str(inbox / "talk.mp4"), "--no-skip-existing", "--speakers", "1")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert "1 done, 0 failed, 0 skipped" in forced.stdout
+
+    status = subprocess.run(
+        [sys.executable, "-m", "voxdock", "db", "status"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VOXDOCK_DATA_DIR": str(data)},
+        timeout=120,
+    )
+    assert status.returncode == 0
+    assert "batches 3" in " ".join(status.stdout.split())
+
+
+def test_ingest_with_nothing_to_do_says_so(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no media here\n")
+    result = ingest(tmp_path / "data", str(empty))
+    assert result.returncode == 1
+    assert "no media files found" in result.stderr
