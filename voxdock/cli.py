@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -70,6 +71,14 @@ def model_plan(settings: Settings):  # type: ignore[no-untyped-def]
         diarization_backend=settings.diarization_backend,
         models_dir=settings.models_dir,
     )
+
+
+def require_models(settings: Settings):  # type: ignore[no-untyped-def]
+    """The model plan, or exit naming each missing model and what to install or where to put it."""
+    plan = model_plan(settings)
+    if plan.missing():
+        raise fail("; ".join(f"{m.stage} model {m.name!r} not found: {m.note}" for m in plan.missing()))
+    return plan
 
 
 def migrate_or_exit(db, settings: Settings) -> list:  # type: ignore[no-untyped-def,type-arg]
@@ -206,9 +215,7 @@ def ingest(
     settings = settings_or_exit()
     setup_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
     _terminate_cleanly()
-    plan = model_plan(settings)
-    if plan.missing():
-        raise fail("; ".join(f"{m.stage} model {m.name!r} not found: {m.note}" for m in plan.missing()))
+    plan = require_models(settings)
     options = {
         k: v
         for k, v in {
@@ -263,9 +270,7 @@ def console(
     settings = settings_or_exit()
     log_file = setup_file_logging(settings)
     _terminate_cleanly()
-    plan = model_plan(settings)
-    if plan.missing():
-        raise fail("; ".join(f"{m.stage} model {m.name!r} not found: {m.note}" for m in plan.missing()))
+    plan = require_models(settings)
     with open_store(settings) as db:
         engine = Engine(settings, db, plan)
         if paths:
@@ -357,16 +362,14 @@ def worker() -> None:
     settings = settings_or_exit()
     setup_logging(settings.log_level)
     _terminate_cleanly()
-    plan = model_plan(settings)
-    if plan.missing():
-        raise fail("; ".join(f"{m.stage} model {m.name!r} not found: {m.note}" for m in plan.missing()))
+    plan = require_models(settings)
     with open_store(settings) as db:
         engine = Engine(settings, db, plan)
         engine.start()
         out.print(f"node {engine.node_id} working on {settings.masked_database_url()}; Ctrl-C to stop")
         try:
             while engine.state not in ("failed", "stopped"):
-                signal.pause() if hasattr(signal, "pause") else None
+                time.sleep(1.0)
         except (KeyboardInterrupt, SystemExit):
             out.print("finishing the files in flight (Ctrl-C again to re-queue them)…")
             try:

@@ -16,9 +16,55 @@ from scipy.optimize import linear_sum_assignment
 _PUNCT = re.compile(r"[^\w\s']")
 
 
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def number_words(n: int) -> list[str]:
+    """0..999999 spelled out the way the references write them ("twenty five", "one hundred")."""
+    if n < 20:
+        return [_ONES[n]]
+    if n < 100:
+        return [_TENS[n // 10]] + ([_ONES[n % 10]] if n % 10 else [])
+    if n < 1000:
+        return [_ONES[n // 100], "hundred"] + (number_words(n % 100) if n % 100 else [])
+    if n < 1_000_000:
+        return [*number_words(n // 1000), "thousand"] + (number_words(n % 1000) if n % 1000 else [])
+    return [str(n)]
+
+
 def normalise_words(text: str) -> list[str]:
+    """Lowercase words without punctuation, digits spelled out (Whisper writes 5, references five)."""
     text = text.lower().replace("-", " ")
-    return [w.strip("'") for w in _PUNCT.sub(" ", text).split() if w.strip("'")]
+    words: list[str] = []
+    for word in _PUNCT.sub(" ", text).split():
+        word = word.strip("'")
+        if word.isdigit():
+            words.extend(number_words(int(word)))
+        elif word:
+            words.append(word)
+    return words
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
