@@ -246,6 +246,7 @@ def main() -> None:
         t0 = time.perf_counter()
         models = load_models(
             plan,
+            cache_dir=tmp / "cache",
             device_setting=settings.compute_device,
             compute_type_setting=settings.compute_type,
             asr_workers=settings.asr_workers,

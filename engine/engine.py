@@ -217,6 +217,7 @@ class Engine:
                     device_setting=self.settings.compute_device,
                     compute_type_setting=self.settings.compute_type,
                     asr_workers=self.settings.asr_workers,
+                    cache_dir=self.settings.voxdock_data_dir.expanduser() / "cache",
                     progress=lambda m: self.events.emit(EngineEvent("engine", m)),
                 )
             for choice in self.plan.all():
@@ -478,7 +479,10 @@ class Engine:
         found = discover(paths)
         name = batch_name or time.strftime("batch-%Y%m%d-%H%M%S")
         batch_id = jobs.create_batch(self.db, name, options=options or {}, created_by=self.node_id)
-        source_ids = jobs.register_sources(self.db, found.files)
+        # Largest first: a long file started last would run alone at the end while the other workers
+        # idle (longest-processing-time-first scheduling); the claim order follows the queue order.
+        files = sorted(found.files, key=lambda f: f.size_bytes, reverse=True)
+        source_ids = jobs.register_sources(self.db, files)
         result = jobs.enqueue(self.db, batch_id, source_ids, skip_existing=skip_existing, options=options)
         stored_name = next((b.name for b in jobs.batch_progress(self.db, [batch_id])), name)
         self.counters.files_skipped_add(result.skipped)

@@ -209,10 +209,10 @@ def count_voice_units(work: FileWork) -> int:
 
 
 def _voice_clip(samples: np.ndarray, seg: Segment) -> np.ndarray:
-    """The middle of a segment, at most VOICE_CLIP_MAX_S long, its length snapped down to the grid."""
-    length = min(seg.end - seg.start, VOICE_CLIP_MAX_S)
-    if length >= VOICE_CLIP_GRID_S:
-        length = VOICE_CLIP_GRID_S * int(length / VOICE_CLIP_GRID_S)
+    """The middle of a segment, 0.5 s to VOICE_CLIP_MAX_S long, its length snapped down to the grid."""
+    # A very short segment borrows audio around it: a voice needs about half a second to show.
+    length = max(min(seg.end - seg.start, VOICE_CLIP_MAX_S), VOICE_CLIP_GRID_S)
+    length = VOICE_CLIP_GRID_S * int(length / VOICE_CLIP_GRID_S)
     middle = (seg.start + seg.end) / 2
     a = max(0, int((middle - length / 2) * SAMPLE_RATE))
     b = min(samples.shape[0], max(a + 400, a + int(length * SAMPLE_RATE)))

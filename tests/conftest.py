@@ -84,8 +84,14 @@ def plan() -> ModelPlan:
 
 
 @pytest.fixture(scope="session")
-def models(plan: ModelPlan) -> LoadedModels:
-    return load_models(plan, device_setting="cpu", compute_type_setting="auto", asr_workers=2)
+def models(plan: ModelPlan, tmp_path_factory: pytest.TempPathFactory) -> LoadedModels:
+    return load_models(
+        plan,
+        device_setting="cpu",
+        compute_type_setting="auto",
+        asr_workers=2,
+        cache_dir=tmp_path_factory.mktemp("model-cache"),
+    )
 
 
 @pytest.fixture

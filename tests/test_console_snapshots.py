@@ -41,7 +41,7 @@ async def settled(pilot: Pilot, *keys: str) -> None:
         ("running-no-gpu", (100, 30), ()),
         ("running-no-gpu", (80, 24), ()),
         ("paused", (100, 30), ()),
-        ("failed-file", (100, 30), ("l", "down")),
+        ("failed-file", (100, 30), ("l",)),
         ("gpu", (140, 40), ()),
     ],
     ids=["running-100x30", "running-80x24", "paused", "failed-file", "gpu-140x40"],

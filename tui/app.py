@@ -29,6 +29,7 @@ from voxdock.tui.widgets import BatchTable, FileTable, GpuPanel, LogPane, NodeTa
 
 CONTROL_ACTIONS = frozenset({"pause", "resume", "asr_more", "asr_less", "tune", "threshold", "add_path"})
 NARROW_BELOW = 120  # columns: under this the side panel moves under the stage table
+WIDE_FROM = 150  # columns: from this the log also shows beside the batches
 
 
 class VoxdockConsole(App[None]):
@@ -89,27 +90,32 @@ class VoxdockConsole(App[None]):
                 side.border_title = "throughput"
                 yield Totals(id="totals")
                 yield GpuPanel(id="gpu")
-        with TabbedContent(id="bottom", initial="batches"):
-            with TabPane("Batches", id="batches"):
-                yield BatchTable(id="batch-table")
-            with TabPane("Files", id="files"):
-                yield FileTable(id="file-table")
-            with TabPane("Log", id="log"):
-                yield LogPane(id="log-pane", max_lines=2000, wrap=False, markup=False)
-            with TabPane("Nodes", id="nodes"):
-                yield NodeTable(id="node-table")
+        with Horizontal(id="bottom-row"):
+            with TabbedContent(id="bottom", initial="batches"):
+                with TabPane("Batches", id="batches"):
+                    yield BatchTable(id="batch-table")
+                with TabPane("Files", id="files"):
+                    yield FileTable(id="file-table")
+                with TabPane("Log", id="log"):
+                    yield LogPane(id="log-pane", max_lines=2000, wrap=False, markup=False)
+                with TabPane("Nodes", id="nodes"):
+                    yield NodeTable(id="node-table")
+            side_log = LogPane(id="side-log", max_lines=2000, wrap=False, markup=False)
+            side_log.border_title = "log"
+            yield side_log
         yield Static("", id="detail")
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = "starting…" + (" · read-only" if self.readonly else "")
-        self.set_class(self.size.width < NARROW_BELOW, "narrow")
+        self.on_resize()
         self.query_one(StageTable).focus()
         self.set_interval(self.refresh_s, self.request_refresh)
         self.request_refresh()
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < NARROW_BELOW, "narrow")
+        self.set_class(self.size.width >= WIDE_FROM, "wide")
 
     def watch_theme(self, theme: str) -> None:
         prefs = load_prefs(self.prefs_path)
@@ -140,7 +146,8 @@ class VoxdockConsole(App[None]):
     def _apply(self, data: ConsoleData | None, events: list[Any]) -> None:
         self._gathering = False
         if events:
-            self.query_one(LogPane).add(events)
+            for pane in self.query(LogPane):
+                pane.add(events)
         if data is None:
             return
         self.data = data
@@ -304,6 +311,8 @@ class VoxdockConsole(App[None]):
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+        focus = {"batches": BatchTable, "files": FileTable, "log": LogPane, "nodes": NodeTable}[tab]
+        self.query_one(f"#{tab}").query_one(focus).focus()  # arrows now move in what is shown
 
     def action_next_theme(self) -> None:
         names = [t.name for t in THEMES] + sorted(
