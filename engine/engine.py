@@ -30,7 +30,7 @@ from voxdock.engine.loader import LoadedModels, load_models
 from voxdock.engine.metrics import EngineCounters, EngineSnapshot, mark_bottleneck
 from voxdock.engine.models import ModelPlan
 from voxdock.engine.oom import AdaptiveBatch, FaultInjector
-from voxdock.engine.runtime import Stage
+from voxdock.engine.runtime import Stage, lower_thread_priority
 from voxdock.engine.work import FileWork
 from voxdock.settings import Settings
 from voxdock.storage import jobs, nodes
@@ -205,7 +205,11 @@ class Engine:
         return self.state == "running"
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
-        thread = threading.Thread(target=target, name=f"voxdock-{name}", daemon=True)
+        def run() -> None:
+            lower_thread_priority()  # before the loader starts the model libraries' thread pools
+            target()
+
+        thread = threading.Thread(target=run, name=f"voxdock-{name}", daemon=True)
         self._threads.append(thread)
         thread.start()
 

@@ -11,7 +11,9 @@ so both changes take effect well within a second, and no file is dropped or hand
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -25,6 +27,10 @@ from voxdock.engine.work import FileWork
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2  # how often an idle worker looks at its inbox, retirement and stop flags
+# Engine threads run at a lower CPU priority than the thread that creates the engine (the console's
+# UI thread), so a saturated machine still answers a key press at once. Native threads that the
+# model libraries start from an engine thread inherit it.
+ENGINE_NICE = 10
 LINGER_S = 0.1  # how long a batched stage waits for more files to fill a batch
 MAX_WORKERS = 64
 
@@ -137,6 +143,7 @@ class Stage:
             return False
 
     def _run(self) -> None:
+        lower_thread_priority()
         while not self._retire_if_surplus():
             works = self._take()
             if not works:
@@ -229,6 +236,13 @@ class Stage:
                 return
             except queue.Full:
                 continue
+
+
+def lower_thread_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux threads have their own nice value)."""
+    # Not Linux, or not allowed: run at normal priority.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ENGINE_NICE)
 
 
 def _one_line(exc: BaseException) -> str:

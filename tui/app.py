@@ -18,14 +18,23 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import Footer, Header, TabbedContent, TabPane
 
 from voxdock.engine.engine import BATCHED_STAGES
 from voxdock.themes import DEFAULT_THEME, THEMES, console_css_path
 from voxdock.tui.backend import ConsoleBackend, ConsoleData
 from voxdock.tui.prefs import default_prefs_path, load_prefs, save_prefs
 from voxdock.tui.screens import AddPathScreen, HelpScreen, QuitScreen, ThresholdScreen, TuneScreen
-from voxdock.tui.widgets import BatchTable, FileTable, GpuPanel, LogPane, NodeTable, StageTable, Totals
+from voxdock.tui.widgets import (
+    BatchTable,
+    FileTable,
+    GpuPanel,
+    LogPane,
+    NodeTable,
+    Quiet,
+    StageTable,
+    Totals,
+)
 
 CONTROL_ACTIONS = frozenset({"pause", "resume", "asr_more", "asr_less", "tune", "threshold", "add_path"})
 NARROW_BELOW = 120  # columns: under this the side panel moves under the stage table
@@ -60,7 +69,7 @@ class VoxdockConsole(App[None]):
         readonly: bool = False,
         prefs_path: Path | None = None,
         clock: Callable[[], float] = time.time,
-        show_clock: bool = True,
+        show_clock: bool = False,
     ) -> None:
         super().__init__()
         self.backend = backend
@@ -103,7 +112,7 @@ class VoxdockConsole(App[None]):
             side_log = LogPane(id="side-log", max_lines=2000, wrap=False, markup=False)
             side_log.border_title = "log"
             yield side_log
-        yield Static("", id="detail")
+        yield Quiet("", id="detail")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -167,18 +176,18 @@ class VoxdockConsole(App[None]):
         self.applied_at = self.clock()
 
     def _show_detail(self) -> None:
-        detail = self.query_one("#detail", Static)
+        detail = self.query_one("#detail", Quiet)
         if self.data is None:
             return
         tabs = self.query_one(TabbedContent)
         if tabs.active == "files":
             reason = self.query_one(FileTable).selected_reason(self.data)
-            detail.update(reason or "")
+            detail.show_text(reason or "")
         elif self.data.in_flight:
             names = ", ".join(f"{Path(p).name} ({s})" for p, s in self.data.in_flight[:4])
-            detail.update(f"in flight: {names}")
+            detail.show_text(f"in flight: {names}")
         else:
-            detail.update("idle: add a path with [b]a[/]" if not self.readonly else "idle")
+            detail.show_text("idle: add a path with [b]a[/]" if not self.readonly else "idle")
 
     @on(BatchTable.RowHighlighted, "#batch-table")
     def _batch_highlighted(self, event: BatchTable.RowHighlighted) -> None:

@@ -10,7 +10,9 @@ from pathlib import Path
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Label, RichLog, Sparkline, Static
+from textual.widgets.data_table import ColumnKey, RowKey
 
 from voxdock.engine.events import EngineEvent
 from voxdock.engine.metrics import EngineSnapshot, GpuSnapshot
@@ -18,6 +20,24 @@ from voxdock.formatting import estimate_eta, fmt_duration, fmt_mb, fmt_rtf, text
 from voxdock.tui.backend import ConsoleData
 
 Cell = str | Text
+
+
+def _set_cell(table: DataTable, row_key: str, column_key: ColumnKey, value: Cell) -> None:
+    """Change one cell and repaint only that cell.
+
+    DataTable.update_cell repaints the whole table, so a stage table whose RTF cells change every
+    second sent every line of it down the SSH link each second. This writes the cell and refreshes
+    its region alone; a value wider than its column goes through update_cell to resize it.
+    """
+    column = table.columns[column_key]
+    width = value.cell_len if isinstance(value, Text) else len(str(value))
+    data = getattr(table, "_data", None)
+    if width > column.content_width or data is None or not hasattr(table, "_update_count"):
+        table.update_cell(row_key, column_key, value, update_width=True)
+        return
+    data[RowKey(row_key)][column_key] = value
+    table._update_count += 1  # invalidates the table's cached row renders
+    table.refresh_coordinate(Coordinate(table.get_row_index(row_key), table.get_column_index(column_key)))
 
 
 def sync_table(table: DataTable, rows: Sequence[tuple[str, Sequence[Cell]]]) -> None:
@@ -37,7 +57,7 @@ def sync_table(table: DataTable, rows: Sequence[tuple[str, Sequence[Cell]]]) -> 
     for key, cells in rows:
         for column_key, value in zip(columns, cells, strict=True):
             if table.get_cell(key, column_key) != value:
-                table.update_cell(key, column_key, value)
+                _set_cell(table, key, column_key, value)
 
 
 class StageTable(DataTable):
@@ -92,7 +112,18 @@ class StageTable(DataTable):
         sync_table(self, rows)
 
 
-class Totals(Static):
+class Quiet(Static):
+    """A Static that repaints only when its text changes: every repaint goes down the SSH link."""
+
+    _shown: str | None = None
+
+    def show_text(self, text: str) -> None:
+        if text != self._shown:
+            self._shown = text
+            self.update(text)
+
+
+class Totals(Quiet):
     """Throughput, totals, and what is in flight."""
 
     def show(self, data: ConsoleData) -> None:
@@ -108,7 +139,7 @@ class Totals(Static):
         ]
         if data.error:
             lines.append(f"[b reverse] store unreachable [/] {data.error}")
-        self.update("\n".join(lines))
+        self.show_text("\n".join(lines))
 
 
 class GpuRow(Horizontal):
@@ -135,17 +166,18 @@ class GpuPanel(Vertical):
     """Per device utilisation and VRAM with the last minutes as sparklines; one line when no GPU."""
 
     def compose(self) -> ComposeResult:
-        yield Label("GPU: waiting for the first sample", id="gpu-none")
+        yield Quiet("GPU: waiting for the first sample", id="gpu-none")
 
     def show(self, data: ConsoleData) -> None:
         snapshot = data.snapshot
-        none = self.query_one("#gpu-none", Label)
+        none = self.query_one("#gpu-none", Quiet)
         if not snapshot.gpu_available:
-            none.update("no GPU: running on CPU")
-            none.display = True
-            self.set_class(True, "no-gpu")
+            none.show_text("no GPU: running on CPU")
+            if not self.has_class("no-gpu"):
+                self.set_class(True, "no-gpu")
             return
-        none.display = not snapshot.gpus
+        if none.display == bool(snapshot.gpus):
+            none.display = not snapshot.gpus
         self.set_class(False, "no-gpu")
         for gpu in snapshot.gpus:
             rows = self.query(f"#gpu-{gpu.index}")
