@@ -61,6 +61,16 @@ def test_ingest_summary_exit_codes_and_reruns(tmp_path: Path) -> None:
     assert status.returncode == 0
     assert "batches 3" in " ".join(status.stdout.split())
 
+    found = subprocess.run(
+        [sys.executable, "-m", "voxdock", "search", "will it rain, should I take an umbrella", "-n", "1"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "VOXDOCK_DATA_DIR": str(data), "COLUMNS": "200"},
+    )
+    assert found.returncode == 0, found.stderr
+    assert "talk.mp4" in found.stdout and "umbrella" in found.stdout.lower()
+
 
 def test_ingest_with_nothing_to_do_says_so(tmp_path: Path) -> None:
     empty = tmp_path / "empty"

@@ -253,6 +253,45 @@ def ingest(
             raise typer.Exit(1)
 
 
+@app.command("search")
+def search(
+    query: Annotated[str, typer.Argument(help="What was said, in your own words.")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000)] = 10,
+    path: Annotated[str | None, typer.Option("--path", help="Only files whose path contains this.")] = None,
+) -> None:
+    """Find stored segments by meaning (text embeddings, nearest first)."""
+    from voxdock.engine.loader import resolve_device
+    from voxdock.engine.text_embed import TextEncoder
+    from voxdock.formatting import fmt_duration
+    from voxdock.storage.search import search_text
+
+    settings = settings_or_exit()
+    setup_logging("WARNING")
+    plan = model_plan(settings)
+    if not plan.text.found:
+        raise fail(f"text model {plan.text.name!r} not found: {plan.text.note}")
+    with open_store(settings) as db:
+        encoder = TextEncoder(plan.text.require(), device=resolve_device(settings.compute_device))
+        hits = search_text(db, encoder.encode([query])[0], limit=limit, path_contains=path)
+    if not hits:
+        out.print(
+            "no segments stored yet" if path is None else f"nothing stored under paths containing {path!r}"
+        )
+        raise typer.Exit(1)
+    table = Table(title=f"segments nearest to {query!r}", title_justify="left")
+    for column in ("score", "file", "at", "speaker", "text"):
+        table.add_column(column, overflow="fold")
+    for hit in hits:
+        table.add_row(
+            f"{hit.similarity:.2f}",
+            Path(hit.path).name,
+            fmt_duration(hit.start_s),
+            hit.speaker or "",
+            hit.text,
+        )
+    out.print(table)
+
+
 @app.command("console")
 def console(
     paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders to queue as a batch.")] = None,
