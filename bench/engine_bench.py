@@ -31,7 +31,7 @@ from pathlib import Path
 
 from voxdock.engine.discovery import discover
 from voxdock.engine.engine import Engine
-from voxdock.engine.handlers import StageHandlers
+from voxdock.engine.handlers import BatchedEmbedder, StageHandlers
 from voxdock.engine.loader import LoadedModels, load_models
 from voxdock.engine.models import resolve_models, vector_spec
 from voxdock.engine.oom import AdaptiveBatch, FaultInjector
@@ -129,8 +129,9 @@ def run_baseline(settings: Settings, db: Database, models: LoadedModels, paths: 
         "voice": AdaptiveBatch(1),
         "text": AdaptiveBatch(1),
     }
-    holder: list[StageHandlers] = []
-    diarizer = SenkoDiarizer(lambda feats: holder[0].embed_windows(feats))
+    faults = FaultInjector()
+    embed = BatchedEmbedder(models.voice, batches["diarize"], faults, "diarize")
+    diarizer = SenkoDiarizer(embed)
     model_set = ModelSet(models.names["asr"], diarizer.name, models.names["voice"], models.names["text"])
     handlers = StageHandlers(
         models=models,
@@ -139,11 +140,11 @@ def run_baseline(settings: Settings, db: Database, models: LoadedModels, paths: 
         node_id="baseline",
         tunables=Tunables(settings.asr_beam_size, threshold),
         batches=batches,
-        faults=FaultInjector(),
+        faults=faults,
         model_set=model_set,
         on_stored=lambda w, n: None,
+        window_embedder=embed,
     )
-    holder.append(handlers)
     found = discover(paths)
     batch = jobs.create_batch(db, "baseline")
     jobs.enqueue(db, batch, jobs.register_sources(db, found.files), skip_existing=False)

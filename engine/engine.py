@@ -25,7 +25,13 @@ from voxdock.engine.diarization import Diarizer
 from voxdock.engine.discovery import discover
 from voxdock.engine.events import EngineEvent, EventHub
 from voxdock.engine.gpu import GpuMonitor
-from voxdock.engine.handlers import StageHandlers, Tunables, count_segments, count_voice_units
+from voxdock.engine.handlers import (
+    BatchedEmbedder,
+    StageHandlers,
+    Tunables,
+    count_segments,
+    count_voice_units,
+)
 from voxdock.engine.loader import LoadedModels, load_models
 from voxdock.engine.metrics import EngineCounters, EngineSnapshot, mark_bottleneck
 from voxdock.engine.models import ModelPlan
@@ -78,7 +84,6 @@ class Engine:
         models: LoadedModels | None = None,
         only_batches: Sequence[int] | None = None,
         faults: FaultInjector | None = None,
-        diarizer_factory: Callable[[Callable[..., Any]], Diarizer] | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -92,7 +97,6 @@ class Engine:
         self.state = "created"
         self.error: str | None = None
         self._only_batches = list(only_batches) if only_batches is not None else None
-        self._diarizer_factory = diarizer_factory
         self._lock = threading.Lock()
         self._in_flight: dict[int, FileWork] = {}
         self._claiming = threading.Event()
@@ -113,7 +117,6 @@ class Engine:
             "text": AdaptiveBatch(settings.text_embedding_batch_size, self._backoff_hook("text")),
         }
         self.stages: dict[str, Stage] = {}
-        self._handlers: StageHandlers | None = None
 
     # --- context for stages --------------------------------------------------------------------
     @property
@@ -243,11 +246,7 @@ class Engine:
         self._claim_loop()
 
     def _build_stages(self, models: LoadedModels) -> None:
-        handlers_ref: list[StageHandlers] = []
-
-        def embed(features: Any) -> Any:
-            return handlers_ref[0].embed_windows(features)
-
+        embed = BatchedEmbedder(models.voice, self.adaptive_batches["diarize"], self.faults, "diarize")
         diarizer = self._make_diarizer(embed)
         model_set = ModelSet(
             asr=models.names["asr"],
@@ -265,9 +264,8 @@ class Engine:
             faults=self.faults,
             model_set=model_set,
             on_stored=self._stored,
+            window_embedder=embed,
         )
-        handlers_ref.append(handlers)
-        self._handlers = handlers
         s = self.settings
         workers = {
             "decode": s.decode_workers,
@@ -304,9 +302,7 @@ class Engine:
         for stage in self.stages.values():
             stage.start()
 
-    def _make_diarizer(self, embed: Callable[..., Any]) -> Diarizer:
-        if self._diarizer_factory is not None:
-            return self._diarizer_factory(embed)
+    def _make_diarizer(self, embed: BatchedEmbedder) -> Diarizer:
         if self.plan.diarization.name.startswith("pyannote/") and self.plan.diarization.path is not None:
             try:
                 from voxdock.engine.diarization_pyannote import PyannoteDiarizer

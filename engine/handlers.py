@@ -20,6 +20,7 @@ from voxdock.engine.oom import AdaptiveBatch, FaultInjector
 from voxdock.engine.runtime import FileFailed
 from voxdock.engine.segmenting import SINGLE_SPEAKER, assign_speakers, words_to_segments
 from voxdock.engine.vad import detect_speech
+from voxdock.engine.voice import EMBEDDING_DIM, VoiceEncoder
 from voxdock.engine.work import FileWork, Segment
 from voxdock.storage.database import Database
 from voxdock.storage.segments import ModelSet, SegmentRecord, SourceOutcome, replace_segments
@@ -44,6 +45,25 @@ class Tunables:
     fast_path_threshold: float
 
 
+class BatchedEmbedder:
+    """CAM++ calls at a stage's adaptive batch size (halved on GPU out-of-memory), through the fault
+    injector. The diarizer, the fast path and the voice stage each embed through one of these."""
+
+    def __init__(self, voice: VoiceEncoder, batch: AdaptiveBatch, faults: FaultInjector, stage: str) -> None:
+        self.voice = voice
+        self.batch = batch
+        self.faults = faults
+        self.stage = stage
+
+    def __call__(self, features: Sequence[np.ndarray]) -> np.ndarray:
+        def run(chunk: Sequence[np.ndarray]) -> list[np.ndarray]:
+            self.faults.check(self.stage, len(chunk))
+            return list(self.voice.embed_features(chunk))
+
+        out = self.batch.map(list(features), run)
+        return np.stack(out) if out else np.zeros((0, EMBEDDING_DIM), np.float32)
+
+
 class StageHandlers:
     def __init__(
         self,
@@ -57,8 +77,11 @@ class StageHandlers:
         faults: FaultInjector,
         model_set: ModelSet,
         on_stored: Callable[[FileWork, int], None],
+        window_embedder: BatchedEmbedder,
     ) -> None:
         self.models = models
+        self.embed_windows = window_embedder  # the diarizer's own, shared with the fast path
+        self.embed_segments = BatchedEmbedder(models.voice, batches["voice"], faults, "voice")
         self.diarizer = diarizer
         self.db = db
         self.node_id = node_id
@@ -67,19 +90,6 @@ class StageHandlers:
         self.faults = faults
         self.model_set = model_set
         self.on_stored = on_stored
-
-    # --- embedding calls shared by stages (batched, OOM-adaptive) -------------------------------
-    def embed_windows(self, features: Sequence[np.ndarray]) -> np.ndarray:
-        """CAM++ embeddings for diarization and the fast path, at the diarize stage's batch size."""
-        return self._embed_voice(features, self.batches["diarize"], "diarize")
-
-    def _embed_voice(self, features: Sequence[np.ndarray], batch: AdaptiveBatch, stage: str) -> np.ndarray:
-        def run(chunk: Sequence[np.ndarray]) -> list[np.ndarray]:
-            self.faults.check(stage, len(chunk))
-            return list(self.models.voice.embed_features(chunk))
-
-        out = batch.map(list(features), run)
-        return np.stack(out) if out else np.zeros((0, 192), np.float32)
 
     # --- stages --------------------------------------------------------------------------------
     def decode(self, work: FileWork) -> None:
@@ -159,7 +169,7 @@ class StageHandlers:
                     units.append((seg, _voice_clip(work.samples, seg)))
         units.sort(key=lambda u: u[1].shape[0])  # similar lengths batch with little padding
         if units:
-            embeddings = self._embed_voice([fbank(clip) for _, clip in units], self.batches["voice"], "voice")
+            embeddings = self.embed_segments([fbank(clip) for _, clip in units])
             for (seg, _), emb in zip(units, embeddings, strict=True):
                 seg.voice_embedding = emb
         for work in works:
