@@ -1,33 +1,49 @@
-"""Speaker clustering of window embeddings (CAM++ space), with a calibrated speaker-count estimate.
+"""Speaker clustering of window embeddings, with a calibrated speaker-count estimate.
 
-Input: one embedding per analysis window, in time order, and optionally the id of the speech region
-(a stretch of speech between pauses) each window lies in. Output: one label per window, 0..k-1,
-numbered by first appearance.
+Input: one embedding per analysis window, in time order, in one or two views (CAM++, and GE2E from
+engine/speaker_ge2e.py when available), and optionally the id of the speech region (a stretch of
+speech between pauses) each window lies in. Output: one label per window, 0..k-1, numbered by first
+appearance.
 
 How it works:
 
-1. Embeddings are L2-normalised and *centred on the file's mean*. Voices in one recording share a
-   lot (channel, language, synthesis engine): subtracting the mean removes that common part and turns
-   small differences between similar voices into large angles. With CAM++ on two similar espeak
-   voices the raw cosine is 0.78 within a speaker and 0.72 across; centred it is +0.1 vs -0.15.
-2. For every candidate count k (1..max) two partitions are built in the centred space, spectral
-   clustering on a k-nearest-neighbour pruned affinity (normalised Laplacian) and average-linkage
-   agglomeration, each polished by nearest-centroid reassignment; the one with the tighter clusters
-   is kept.
+1. The clustering space: each view's embeddings are L2-normalised and *centred on the file's mean*.
+   Voices in one recording share a lot (channel, language, synthesis engine): subtracting the mean
+   removes that common part and turns small differences between similar voices into large angles.
+   With two views, the centred vectors are concatenated with weights (`FUSED_CAM_WEIGHT` for CAM++,
+   the rest for GE2E), so that the similarity of two windows is the weighted mean of their centred
+   cosines in the two views. The two models fail on different voice pairs: on the calibration
+   conversations the best partition at the true speaker count was wrong on 5 % of the speech
+   time (worst file 29 %) with CAM++ alone and 1.4 % (worst 12 %) fused.
+2. For every candidate count k (1..max), candidate partitions: spectral clustering on a
+   k-nearest-neighbour pruned affinity (normalised Laplacian), average-linkage agglomeration, and
+   `KMEANS_RESTARTS` k-means++ seedings (fixed random seed); each is polished by nearest-centroid
+   reassignment, and the one with the tightest clusters is kept. (CAM++ alone keeps the first two,
+   as its rule was calibrated with them.)
 3. The count grows from 1 while the next partition still looks like different voices: for its two
    closest speakers, the mean cross-pair cosine over the geometric mean of their mean within-pair
-   cosines (raw CAM++ space; unbiased by cluster size) is below `split_confident`, or below
-   `split_threshold` *and* the smallest speaker holds enough windows *and* the split follows the
-   pauses (at least `min_consistency` of the windows agree with the majority label of their speech
-   region: one voice per stretch of speech is what a conversation looks like, a content-driven split
-   of one voice is not); no cluster may be tiny.
-   The thresholds were calibrated on synthetic conversations and monologues (seeds kept apart from
-   the reported ones) and the real pyannote sample; see bench/diarization_eval.py.
+   cosines (raw space of each view, averaged over the views; unbiased by cluster size) is below
+   `split_confident` with at least `confident_min_windows` windows in the smallest speaker, or below
+   `split_threshold` *and* the smallest speaker holds enough windows (`min_share_factor / k` of them,
+   and `min_evidence_windows`) *and* the split follows the pauses (at least `min_consistency` of the
+   windows agree with the majority label of their speech region: one voice per stretch of speech is
+   what a conversation looks like, a content-driven split of one voice is not); no cluster may be
+   tiny. There is one rule per set of views (`CAM_RULE`, `FUSED_RULE`), calibrated on synthetic
+   conversations and monologues (seeds kept apart from the reported ones) and the real recordings;
+   see bench/diarization_eval.py --calibration.
 4. A known count (`num_speakers`) or bounds (`min_speakers` / `max_speakers`) replace the estimate
    exactly (capped at the number of windows).
 
-`smooth_labels` then re-segments the windows with a Viterbi pass over speaker centroids with a
-switching penalty, which removes isolated one-window flips.
+Long recordings: the spectral step is cubic and the similarity matrix quadratic in the number of
+windows (about 6000 an hour of speech). Above `MAX_CLUSTER_POINTS` windows, candidate partitions are
+built on chunks of consecutive windows (their mean in the clustering space; neighbours merge most
+similar first, inside a speech region before across a pause), and each window takes its chunk's
+label before the nearest-centroid polish; the stopping rule still judges windows (the closest-pair
+ratio on an evenly spaced sample of about `MAX_DIAGNOSTIC_WINDOWS`, with windows of every speaker).
+Clustering then costs about the same for an hour as for ten minutes.
+
+`smooth_labels` then re-segments the windows with a Viterbi pass over speaker centroids (in the same
+space) with a switching penalty, which removes isolated one-window flips.
 """
 
 from __future__ import annotations
@@ -39,25 +55,40 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
-# Calibrated on CAM++ 1.5 s windows (bench/diarization_eval.py, calibration seeds).
-SPLIT_CONFIDENT = 0.80  # closest pair ratio below this: different speakers, whatever the timing
-SPLIT_THRESHOLD = 0.94  # below this, different speakers when the split follows the pauses...
-MIN_CONSISTENCY = 0.85
-MIN_SHARE_FACTOR = 0.5  # ... and the smallest speaker has at least 0.5/k of the windows
-MIN_EVIDENCE_WINDOWS = 15  # ... and at least 15 windows (about 9 s of speech)
+
+@dataclass(frozen=True)
+class StoppingRule:
+    """When the partition into k speakers is accepted over k - 1 (see the module's docstring)."""
+
+    split_confident: float  # closest-pair ratio below this: different speakers, whatever the timing...
+    confident_min_windows: int  # ... if the smallest speaker has this many windows
+    split_threshold: float  # below this, different speakers when the split follows the pauses...
+    min_consistency: float
+    min_share_factor: float  # ... and the smallest speaker has at least this / k of the windows
+    min_evidence_windows: int  # ... and at least this many windows (0.6 s each)
+
+
+# Calibrated on 1.5 s windows every 0.6 s (bench/diarization_eval.py --calibration: dialogue seeds
+# 101-104, monologue seeds 301-308, the real single-speaker recordings; reported seeds 201/202, 401-408).
+CAM_RULE = StoppingRule(0.80, 3, 0.94, 0.85, 0.5, 15)  # CAM++ alone
+FUSED_RULE = StoppingRule(0.85, 6, 0.945, 0.80, 0.4, 10)  # CAM++ and GE2E
+FUSED_CAM_WEIGHT = 0.3  # CAM++'s share of the fused similarity (GE2E has the rest)
 MIN_CLUSTER_WINDOWS = 3
 MIN_CLUSTER_SHARE = 0.04
 MAX_SPEAKERS = 8
 PRUNE_SHARE = 0.25  # spectral affinity keeps each window's nearest quarter
-REFINE_ROUNDS = 10
+REFINE_ROUNDS = 20
+KMEANS_RESTARTS = 20
 SWITCH_PENALTY = 0.15  # Viterbi cost of a speaker change inside one speech region
+MAX_CLUSTER_POINTS = 1500  # above this many windows, partitions are built on chunks of windows
+MAX_DIAGNOSTIC_WINDOWS = 2000  # the closest-pair ratio is judged on at most this many windows
 
 
 @dataclass
 class ClusteringResult:
     labels: np.ndarray
     num_speakers: int
-    # Per candidate k >= 2: (closest-centroid cosine, region consistency, smallest cluster share).
+    # Per candidate k >= 2: (closest-pair ratio, region consistency, smallest cluster share).
     diagnostics: dict[int, tuple[float, float, float]] = field(default_factory=dict)
 
 
@@ -77,7 +108,13 @@ def relabel_by_first_appearance(labels: np.ndarray) -> np.ndarray:
 
 
 def _centroids(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    return normalise(np.stack([x[labels == c].mean(axis=0) for c in range(k)]))
+    return normalise(_one_hot(labels, k) @ x)  # the direction of the sum is the direction of the mean
+
+
+def _one_hot(labels: np.ndarray, k: int) -> np.ndarray:
+    out = np.zeros((k, labels.shape[0]))
+    out[labels, np.arange(labels.shape[0])] = 1.0
+    return out
 
 
 def _refine(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -88,6 +125,31 @@ def _refine(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
             break
         labels = new
     return labels
+
+
+def _polish(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray | None:
+    """Nearest-centroid reassignment until stable; None if a cluster empties."""
+    for _ in range(REFINE_ROUNDS):
+        new = np.argmax(x @ _centroids(x, labels, k).T, axis=1)
+        if len(np.unique(new)) < k:
+            return None
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    return labels
+
+
+def _diagnostic_sample(labels: np.ndarray, k: int) -> np.ndarray:
+    """At most about `MAX_DIAGNOSTIC_WINDOWS` windows spread evenly over the file, with windows of
+    every speaker (a small one could otherwise be missed)."""
+    n = labels.shape[0]
+    per_speaker = MAX_DIAGNOSTIC_WINDOWS // (4 * k)
+    parts = [np.linspace(0, n - 1, MAX_DIAGNOSTIC_WINDOWS - k * per_speaker).round().astype(np.int64)]
+    for c in range(k):
+        members = np.flatnonzero(labels == c)
+        spread = np.linspace(0, members.size - 1, min(per_speaker, members.size)).astype(np.int64)
+        parts.append(members[spread])
+    return np.unique(np.concatenate(parts))
 
 
 def _objective(x: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -169,65 +231,166 @@ def _bounds(n: int, num: int | None, lo: int | None, hi: int | None) -> tuple[in
     return min(low, high), high
 
 
+def speaker_space(views: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
+    """Unit rows: each view normalised, centred on its mean, normalised again, scaled by the square
+    root of its weight (weights sum to 1), and concatenated. Dot products are weighted mean cosines."""
+    if weights is None:
+        weights = [1.0 / len(views)] * len(views)
+    total = float(sum(weights))
+    parts = []
+    for view, weight in zip(views, weights, strict=True):
+        x = normalise(np.asarray(view, dtype=np.float64))
+        parts.append(np.sqrt(weight / total) * normalise(x - x.mean(axis=0)))
+    return normalise(np.concatenate(parts, axis=1))
+
+
+def _views(
+    embeddings: np.ndarray, second: np.ndarray | None, cam_weight: float
+) -> tuple[list[np.ndarray], list[float]]:
+    if second is None or len(second) != len(embeddings):
+        return [np.asarray(embeddings)], [1.0]
+    return [np.asarray(embeddings), np.asarray(second)], [cam_weight, 1.0 - cam_weight]
+
+
+def _kmeanspp_partitions(x: np.ndarray, k: int, restarts: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Nearest-seed partitions from k-means++ seedings (cosine distance) of the rows of `x`."""
+    n = x.shape[0]
+    out = []
+    for _ in range(restarts):
+        seeds = [int(rng.integers(n))]
+        for _ in range(1, k):
+            dist = np.maximum(1.0 - np.max(x @ x[seeds].T, axis=1), 0.0)
+            total = float(dist.sum())
+            seeds.append(int(rng.choice(n, p=dist / total)) if total > 0 else int(rng.integers(n)))
+        out.append(np.argmax(x @ x[seeds].T, axis=1))
+    return out
+
+
+def _chunks(z: np.ndarray, groups: np.ndarray | None, max_points: int) -> np.ndarray | None:
+    """Chunk id of each window (runs of consecutive windows), at most `max_points` chunks, or None
+    when there are few enough windows to cluster one by one.
+
+    Neighbouring chunks merge in rounds, most similar pairs first and pairs inside one speech region
+    before pairs across a pause, so a chunk rarely mixes two voices."""
+    n = z.shape[0]
+    if n <= max_points:
+        return None
+    chunk_of = np.arange(n)
+    sums = np.asarray(z, dtype=np.float64)
+    region = None if groups is None else np.asarray(groups)
+    while sums.shape[0] > max_points:
+        count = sums.shape[0]
+        unit = normalise(sums)
+        score = np.sum(unit[:-1] * unit[1:], axis=1)
+        if region is not None:
+            score = score + 2.0 * (region[:-1] == region[1:])  # same region first
+        taken = np.zeros(count, dtype=bool)
+        starts = np.ones(count, dtype=np.int64)  # 1 where a new chunk starts
+        need = count - max_points
+        for i in np.argsort(-score, kind="stable").tolist():
+            if need == 0:
+                break
+            if not taken[i] and not taken[i + 1]:
+                taken[i] = taken[i + 1] = True
+                starts[i + 1] = 0
+                need -= 1
+        new_id = np.cumsum(starts) - 1
+        chunk_of = new_id[chunk_of]
+        sums = _one_hot(new_id, int(new_id[-1]) + 1) @ sums
+        if region is not None:
+            region = region[starts.astype(bool)]
+    return chunk_of
+
+
+def _chunk_means(z: np.ndarray, chunk_of: np.ndarray) -> np.ndarray:
+    return normalise(_one_hot(chunk_of, int(chunk_of.max()) + 1) @ z)
+
+
 def cluster_speakers(
     embeddings: np.ndarray,
     groups: Sequence[int] | np.ndarray | None = None,
     *,
+    second: np.ndarray | None = None,
     num_speakers: int | None = None,
     min_speakers: int | None = None,
     max_speakers: int | None = None,
-    split_confident: float = SPLIT_CONFIDENT,
-    split_threshold: float = SPLIT_THRESHOLD,
-    min_consistency: float = MIN_CONSISTENCY,
+    rule: StoppingRule | None = None,
+    cam_weight: float = FUSED_CAM_WEIGHT,
+    max_points: int = MAX_CLUSTER_POINTS,
 ) -> ClusteringResult:
-    """Cluster window embeddings into speakers; `groups` is the speech-region id of each window."""
+    """Cluster window embeddings into speakers; `groups` is the speech-region id of each window and
+    `second` an optional second view (one row per window, e.g. GE2E) fused with the first."""
     n = int(embeddings.shape[0])
     if n == 0:
         return ClusteringResult(np.zeros(0, dtype=np.int64), 0)
     low, high = _bounds(n, num_speakers, min_speakers, max_speakers)
     if n == 1 or high == 1:
         return ClusteringResult(np.zeros(n, dtype=np.int64), 1)
-    x = normalise(np.asarray(embeddings, dtype=np.float64))
-    centred = normalise(x - x.mean(axis=0))
+    views, weights = _views(embeddings, second, cam_weight)
+    if rule is None:
+        rule = FUSED_RULE if len(views) > 1 else CAM_RULE
+    z = speaker_space(views, weights)
     group_ids = None if groups is None else np.asarray(groups)
-    sim = np.clip(centred @ centred.T, -1.0, 1.0)
-    raw_sim = x @ x.T
-    max_k = high
+    chunk_of = _chunks(z, group_ids, max_points)
+    points = z if chunk_of is None else _chunk_means(z, chunk_of)
+    sim = np.clip(points @ points.T, -1.0, 1.0)
+    raw = [normalise(np.asarray(v, dtype=np.float64)) for v in views]
+    raw_sims = [r @ r.T for r in raw] if n <= MAX_DIAGNOSTIC_WINDOWS else None
+    max_k = min(high, points.shape[0])
     spectral = _spectral_partitions(sim, max_k)
     tree = linkage(squareform(np.clip(1.0 - sim, 0.0, None), checks=False), method="average")
+    rng = np.random.default_rng(0)
 
     partitions: dict[int, np.ndarray] = {1: np.zeros(n, dtype=np.int64)}
     diagnostics: dict[int, tuple[float, float, float]] = {}
     for k in range(2, max_k + 1):
-        best: np.ndarray | None = None
-        best_score = -np.inf
-        for cand in (spectral[k], fcluster(tree, t=k, criterion="maxclust") - 1):
+        scored: list[tuple[float, int, np.ndarray]] = []
+        candidates = [spectral[k], fcluster(tree, t=k, criterion="maxclust") - 1]
+        if len(views) > 1:  # CAM_RULE was calibrated on the first two kinds alone
+            candidates += _kmeanspp_partitions(points, k, KMEANS_RESTARTS, rng)
+        for order, cand in enumerate(candidates):
             cand = np.asarray(cand, dtype=np.int64)
             if len(np.unique(cand)) != k:
                 continue
-            cand = _refine(centred, cand, k)
+            cand = np.unique(cand, return_inverse=True)[1].astype(np.int64)
+            cand = _refine(points, cand, k)
             if len(np.unique(cand)) != k:
                 continue
-            score = _objective(centred, cand, k)
-            if score > best_score:
-                best, best_score = cand, score
+            scored.append((-_objective(points, cand, k), order, cand))
+        scored.sort(key=lambda item: item[:2])  # tightest first; ties keep the candidates' order
+        best: np.ndarray | None = None
+        for _, _, cand in scored:
+            if chunk_of is None:
+                best = cand
+                break
+            # Each window takes its chunk's label, then nearest-centroid rounds per window. A cluster
+            # the windows leave empty was made of chunks that mix voices, not of a speaker.
+            best = _polish(z, cand[chunk_of], k)
+            if best is not None:
+                break
         if best is None:
             break
         partitions[k] = best
         share = float(np.bincount(best, minlength=k).min()) / n
-        diagnostics[k] = (_closest_pair(raw_sim, best, k), _region_consistency(best, group_ids), share)
+        if raw_sims is not None:
+            closest = float(np.mean([_closest_pair(r, best, k) for r in raw_sims]))
+        else:
+            sample = _diagnostic_sample(best, k)
+            closest = float(np.mean([_closest_pair(r[sample] @ r[sample].T, best[sample], k) for r in raw]))
+        diagnostics[k] = (closest, _region_consistency(best, group_ids), share)
 
     def looks_split(k: int) -> bool:
         closest, consistency, share = diagnostics[k]
-        if share * n < MIN_CLUSTER_WINDOWS or share < MIN_CLUSTER_SHARE:
+        smallest = share * n
+        if smallest < MIN_CLUSTER_WINDOWS or share < MIN_CLUSTER_SHARE:
             return False
-        if closest < split_confident:
+        if closest < rule.split_confident and smallest >= rule.confident_min_windows:
             return True
         return (
-            closest < split_threshold
-            and consistency >= min_consistency
-            and share >= MIN_SHARE_FACTOR / k
-            and share * n >= MIN_EVIDENCE_WINDOWS
+            closest < rule.split_threshold
+            and consistency >= rule.min_consistency
+            and share >= rule.min_share_factor / k
+            and smallest >= rule.min_evidence_windows
         )
 
     available = sorted(partitions)
@@ -249,19 +412,21 @@ def smooth_labels(
     labels: np.ndarray,
     groups: Sequence[int] | np.ndarray | None = None,
     *,
+    second: np.ndarray | None = None,
     penalty: float = SWITCH_PENALTY,
+    cam_weight: float = FUSED_CAM_WEIGHT,
 ) -> np.ndarray:
     """Re-segment: Viterbi over the windows (time order) with per-speaker centroid scores.
 
     A change of speaker inside one speech region costs `penalty` (cosine units); across a pause it
     is free. The speaker set is kept (a speaker is never dropped: if it would vanish the input labels
-    are returned).
+    are returned). Scores are in the clustering space (both views when `second` is given).
     """
     k = int(labels.max()) + 1 if labels.size else 0
     if k <= 1 or labels.size < 3:
         return labels
-    x = normalise(np.asarray(embeddings, dtype=np.float64))
-    centred = normalise(x - x.mean(axis=0))
+    views, weights = _views(embeddings, second, cam_weight)
+    centred = speaker_space(views, weights)
     scores = centred @ _centroids(centred, labels, k).T  # (n, k)
     n = scores.shape[0]
     group_ids = np.zeros(n, dtype=np.int64) if groups is None else np.asarray(groups)

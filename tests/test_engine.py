@@ -408,7 +408,8 @@ def test_pyannote_asked_for_but_unavailable_fails_over_to_senko(db: Database, mo
         diarizers = conn.execute(
             "SELECT DISTINCT m.diarizer FROM segments s JOIN model_sets m ON m.id = s.model_set_id"
         ).fetchall()
-    assert diarizers == [("senko",)]
+    # "senko+ge2e" when the second speaker view (resemblyzer) is installed, as it is here.
+    assert len(diarizers) == 1 and diarizers[0][0].startswith("senko")
 
 
 def test_two_engines_share_one_store_and_split_the_work(

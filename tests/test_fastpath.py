@@ -11,11 +11,13 @@ import pytest
 from voxdock.engine.fastpath import (
     CALIBRATED_THRESHOLDS,
     FALLBACK_THRESHOLD,
+    FUSED_MODEL_KEY,
     MIN_SPEECH_S,
     check,
     decide,
     default_threshold,
     pick_windows,
+    second_view,
 )
 from voxdock.engine.models import VOICE_MODEL_NAME
 
@@ -24,11 +26,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_thresholds_per_voice_model() -> None:
-    cam = default_threshold(VOICE_MODEL_NAME)
-    assert cam == CALIBRATED_THRESHOLDS[VOICE_MODEL_NAME]
+    expected = FUSED_MODEL_KEY if second_view() is not None else VOICE_MODEL_NAME
+    assert default_threshold(VOICE_MODEL_NAME) == CALIBRATED_THRESHOLDS[expected]
     # different CAM++ voices score ~0.65-0.8: the operators' 0.434 would skip conversations
-    assert cam > 0.75
+    assert CALIBRATED_THRESHOLDS[VOICE_MODEL_NAME] > 0.75
+    assert CALIBRATED_THRESHOLDS[FUSED_MODEL_KEY] > 0.75
     assert default_threshold("some-other-model") == FALLBACK_THRESHOLD
+
+
+def test_fused_score_weighs_both_views() -> None:
+    rng = np.random.default_rng(1)
+    windows = [(float(i), float(i) + 3.0) for i in range(4)]
+    cam = rng.standard_normal(192) + 0.05 * rng.standard_normal((4, 192))  # one voice in CAM++
+    ge2e = rng.standard_normal((4, 256))  # unrelated in GE2E
+    alone = decide(cam, windows, 0.8)
+    fused = decide(cam, windows, 0.8, second=ge2e, cam_weight=0.5)
+    assert alone.monologue and alone.views == "cam++"
+    assert not fused.monologue and fused.views == "cam++ + ge2e"
+    assert fused.similarity < 0.6 < alone.similarity
 
 
 def test_windows_spread_over_speech() -> None:
@@ -94,6 +109,15 @@ def test_monologues_take_the_fast_path(embed, name: str) -> None:
     decision = check(samples, speech, embed, default_threshold(VOICE_MODEL_NAME))
     assert decision.monologue, decision
     assert decision.reason == "similar" and len(decision.windows) >= 2
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("name", ["monologue.ogg", "dialogue_2spk.wav"])
+def test_cam_only_fallback_keeps_its_own_threshold(embed, name: str) -> None:
+    samples, speech = _load(name)
+    decision = check(samples, speech, embed, CALIBRATED_THRESHOLDS[VOICE_MODEL_NAME], use_second_view=False)
+    assert decision.views == "cam++"
+    assert decision.monologue == name.startswith("monologue")
 
 
 @pytest.mark.models
