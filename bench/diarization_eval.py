@@ -13,8 +13,8 @@ engine's Silero VAD (computed once per file for ASR too) is timed separately and
 are warmed up on a short clip first, and each file is timed `--repeat` times, alternating ours and
 senko's, keeping each one's fastest (the machine is shared: single timings wander by 2x). Then the
 fast-path decision and score of every conversation and monologue with the calibrated threshold, and
-the CAM++-only score beside it. Monologue recall counts files with enough speech to measure (6 s):
-shorter ones are always diarized by the engine (`reason == "short"`).
+the CAM++-only score beside it. A monologue counts as taken when the engine would skip diarization:
+a measured match, or a file too short for the diarizer ever to find two speakers in it.
 
 Files: ../shared/eval (real/pyannote_sample, the two synth dialogues, the real single-speaker
 recordings), the project's fixtures and examples, and a generated set written by
@@ -264,13 +264,21 @@ def main() -> int:
             samples = decode_file(path).samples
             speech = engine_speech(samples)
             t = time.perf_counter()
-            decision = check(samples, speech, embed, threshold, use_second_view=not args.cam_only)
+            decision = check(
+                samples,
+                speech,
+                embed,
+                threshold,
+                use_second_view=not args.cam_only,
+                can_split=ours.can_find_two_speakers,
+            )
             fp_s = time.perf_counter() - t
             cam_only = check(samples, speech, embed, cam_threshold, use_second_view=False)
             fast.append(
                 {
                     "file": path.stem,
                     "kind": kind,
+                    "skips_diarization": decision.skips_diarization,
                     "monologue": decision.monologue,
                     "similarity": decision.similarity,
                     "reason": decision.reason,
@@ -292,14 +300,13 @@ def main() -> int:
         "fast_path_views": fast_views,
         "fast_path_threshold": threshold,
         "fast_path_conversations_skipped": sum(
-            f["reason"] == "similar" for f in fast if f["kind"] == "conversation"
+            f["skips_diarization"] for f in fast if f["kind"] == "conversation"
         ),
+        "fast_path_monologues_taken": f"{sum(f['skips_diarization'] for f in mono)}/{len(mono)}",
         "fast_path_highest_conversation_score": max(conv_scores) if conv_scores else None,
         "fast_path_margin": threshold - max(conv_scores) if conv_scores else None,
         "fast_path_monologues_taken_measured": f"{sum(f['reason'] == 'similar' for f in measured)}"
         f"/{len(measured)}",
-        "fast_path_monologues_monologue_all": f"{sum(f['monologue'] for f in mono)}/{len(mono)}"
-        " (files under 6 s of speech count as monologue=True but the engine diarizes them)",
         "fast_path_cam_only_threshold": cam_threshold,
         "fast_path_cam_only_highest_conversation_score": max(cam_conv_scores) if cam_conv_scores else None,
         "fast_path_cam_only_monologues_taken_measured": f"{sum(f['cam_monologue'] for f in measured)}"
@@ -316,7 +323,7 @@ def main() -> int:
     print()
     for f in fast:
         print(
-            f"fast path {f['kind']:12s} {f['file']:24s} monologue={f['monologue']!s:5s} "
+            f"fast path {f['kind']:12s} {f['file']:24s} skips={f['skips_diarization']!s:5s} "
             f"similarity={fmt(f['similarity'])} ({f['reason']})"
         )
     print(json.dumps(summary, indent=2))
@@ -345,13 +352,13 @@ def main() -> int:
         )
     lines += ["", "Summary:", ""] + [f"- {k}: {v}" for k, v in summary.items()] + ["", "Fast path:", ""]
     lines += [
-        "| file | kind | monologue | reason | similarity | CAM++-only similarity |",
+        "| file | kind | skips diarization | reason | similarity | CAM++-only similarity |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for f in fast:
         lines.append(
-            f"| {f['file']} | {f['kind']} | {f['monologue']} | {f['reason']} | {fmt(f['similarity'])} | "
-            f"{fmt(f['cam_similarity'])} |"
+            f"| {f['file']} | {f['kind']} | {f['skips_diarization']} | {f['reason']} | "
+            f"{fmt(f['similarity'])} | {fmt(f['cam_similarity'])} |"
         )
     (args.out / "diarization.md").write_text("\n".join(lines) + "\n")
     if args.keep is None:

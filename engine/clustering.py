@@ -92,6 +92,12 @@ class ClusteringResult:
     diagnostics: dict[int, tuple[float, float, float]] = field(default_factory=dict)
 
 
+def min_windows_for_two_speakers(rule: StoppingRule) -> int:
+    """Fewer windows than this can never be split by `rule` (each speaker needs enough evidence)."""
+    per_speaker = max(MIN_CLUSTER_WINDOWS, min(rule.confident_min_windows, rule.min_evidence_windows))
+    return 2 * per_speaker
+
+
 def normalise(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)

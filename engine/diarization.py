@@ -41,6 +41,11 @@ class DiarizationResult:
 class Diarizer(Protocol):
     name: str
 
+    def can_find_two_speakers(self, samples: np.ndarray, speech: list[tuple[float, float]]) -> bool:
+        """Whether diarizing this file could find more than one speaker at all (False lets the
+        engine skip it: the answer would be one speaker anyway)."""
+        ...
+
     def diarize(
         self,
         samples: np.ndarray,

@@ -34,7 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-from voxdock.engine.clustering import cluster_speakers, smooth_labels
+from voxdock.engine.clustering import (
+    CAM_RULE,
+    FUSED_RULE,
+    cluster_speakers,
+    min_windows_for_two_speakers,
+    smooth_labels,
+)
 from voxdock.engine.diarization import DiarizationResult, SpeakerTurn
 from voxdock.engine.fbank import fbank
 from voxdock.engine.speaker_ge2e import Ge2eEncoder, load_ge2e
@@ -48,6 +54,7 @@ SHIFT_S = 0.6
 MIN_WINDOW_S = 0.1  # shorter speech regions carry no usable voice evidence
 BRIDGE_GAP_S = 1.0  # same-speaker turns closer than this are joined
 EMBED_CHUNK = 64
+SHORT_SPEECH_S = 30.0  # below this much speech, check whether two speakers could be found at all
 
 # Fine VAD (inside the engine's regions).
 VAD_CHUNK = 512  # Silero's 32 ms frame at 16 kHz
@@ -209,6 +216,17 @@ class SenkoDiarizer:
     def second_encoder(self) -> Ge2eEncoder | None:
         """The GE2E encoder (shared by the process), or None when disabled or not installed."""
         return load_ge2e(self._models_dir) if self._second_view else None
+
+    def can_find_two_speakers(self, samples: np.ndarray, speech: Sequence[tuple[float, float]]) -> bool:
+        """False when the file has too few analysis windows for the speaker-count rule ever to
+        split them: diarizing it would give one speaker whatever it holds. Only files with under
+        `SHORT_SPEECH_S` of speech are planned (the fine VAD) to check; longer ones always can."""
+        total = sum(max(0.0, float(b) - float(a)) for a, b in speech)
+        if total >= SHORT_SPEECH_S:
+            return True
+        windows, _ = self.plan(np.asarray(samples, dtype=np.float32).reshape(-1), speech)
+        rule = FUSED_RULE if self.second_encoder is not None else CAM_RULE
+        return len(windows) >= min_windows_for_two_speakers(rule)
 
     # The steps, public so that benchmarks can time and cache them separately.
     def plan(

@@ -26,10 +26,13 @@ the least uniform monologues (0.78 vs 0.72-0.90 fused), so with a margin the fas
 two thirds of the monologues it can measure, not 90 %; the diarizer, which sees every window and
 centres them on the file's mean, does separate them.
 
-Very short files: with less than `MIN_SPEECH_S` of speech (two windows' worth) there is no room for
-two independent windows; such a file is treated as a monologue (`monologue=True`, `similarity=nan`,
-`reason="short"`): diarizing a few seconds gives at most a turn or two, and its voice embedding is
-computed per segment anyway. No speech at all gives `reason="no speech"`, also monologue.
+Short files: when the diarizer says it could not find two speakers in the file at all (too few
+analysis windows for its speaker-count rule: `Diarizer.can_find_two_speakers`, passed to `check` as
+`can_split`), the fast path is taken without measuring (`reason="too short for two speakers"`):
+diarizing would give one speaker whatever the file holds, so skipping it loses nothing. Otherwise,
+with less than `MIN_SPEECH_S` of speech (two windows' worth) there is no room for two independent
+windows: `reason="short"`, not measured, and the engine diarizes. No speech at all gives
+`reason="no speech"`. `FastPathDecision.skips_diarization` says whether the engine skips.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ SAMPLE_RATE = 16000
 WINDOW_COUNT = 6
 WINDOW_S = 3.0
 MIN_SPEECH_S = 2 * WINDOW_S
+SIMILAR = "similar"
+TOO_SHORT = "too short for two speakers"
 # The operators' value, kept for models we have not measured.
 FALLBACK_THRESHOLD = 0.434
 
@@ -93,6 +98,11 @@ class FastPathDecision:
     threshold: float = math.nan
     reason: str = ""
     views: str = ""  # "cam++" or "cam++ + ge2e"
+
+    @property
+    def skips_diarization(self) -> bool:
+        """A measured match, or a file the diarizer could not split anyway."""
+        return self.monologue and self.reason in (SIMILAR, TOO_SHORT)
 
 
 def speech_seconds(speech: Sequence[tuple[float, float]]) -> float:
@@ -159,7 +169,7 @@ def decide(
         views = "cam++ + ge2e"
     lowest = float(sim[np.triu_indices(len(sim), 1)].min())
     monologue = lowest >= threshold
-    reason = "similar" if monologue else "dissimilar"
+    reason = SIMILAR if monologue else "dissimilar"
     return FastPathDecision(monologue, lowest, windows, threshold, reason, views)
 
 
@@ -177,8 +187,12 @@ def check(
     *,
     use_second_view: bool = True,
     models_dir: Path | None = None,
+    can_split: Callable[[np.ndarray, Sequence[tuple[float, float]]], bool] | None = None,
 ) -> FastPathDecision:
-    """Pick the windows, embed them with `embed` (and GE2E when installed), decide."""
+    """Pick the windows, embed them with `embed` (and GE2E when installed), decide. `can_split`
+    (the diarizer's `can_find_two_speakers`) is asked first: a file it could not split is taken."""
+    if can_split is not None and speech and not can_split(samples, speech):
+        return FastPathDecision(True, math.nan, [], threshold, TOO_SHORT)
     duration = samples.shape[0] / SAMPLE_RATE
     windows = pick_windows(speech, duration)
     if not windows:

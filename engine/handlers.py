@@ -139,14 +139,15 @@ class StageHandlers:
                 self.embed_windows,
                 self.tunables.fast_path_threshold,
                 models_dir=self.models_dir,
+                can_split=self.diarizer.can_find_two_speakers,
             )
             if decision.similarity == decision.similarity:  # measured (not nan)
                 work.fast_path_similarity = decision.similarity
-            # Only a measured match skips diarization: a file too short to measure costs little to
-            # diarize, and a short exchange between two people must not lose its speakers.
-            if decision.monologue and decision.reason == "similar":
+            # A measured match, or a file the diarizer could not split anyway. A file merely too
+            # short to measure is diarized: a short exchange between two people keeps its speakers.
+            if decision.skips_diarization:
                 work.fast_path = True
-                work.diarizer = "none (fast path)"
+                work.diarizer = f"none (fast path: {decision.reason})"
                 work.segments = assign_speakers(work.segments, None)
                 work.speaker_count = 1
                 return

@@ -187,7 +187,7 @@ def resolve_speaker_aid(models_dir: Path) -> ModelChoice:
             MODEL_NAME,
             None,
             "missing",
-            note="optional: pip install resemblyzer==0.1.4, or put pretrained.pt under "
+            note="optional: pip install --no-deps resemblyzer==0.1.4, or put pretrained.pt under "
             f"{models_dir / 'resemblyzer'}/; diarization then uses CAM++ alone",
         )
     local = models_dir in weights.parents

@@ -204,8 +204,8 @@ def load_ge2e(models_dir: Path | None = None) -> Ge2eEncoder | None:
         weights = find_weights(models_dir)
         if weights is None:
             log.warning(
-                "GE2E speaker weights not found (pip install resemblyzer==0.1.4, or put pretrained.pt "
-                "under pretrained_models/resemblyzer/): diarization uses CAM++ alone"
+                "GE2E speaker weights not found (pip install --no-deps resemblyzer==0.1.4, or put "
+                "pretrained.pt under pretrained_models/resemblyzer/): diarization uses CAM++ alone"
             )
         else:
             try:

@@ -230,8 +230,7 @@ def test_ge2e_is_thread_safe_and_batch_independent() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     encoder = speaker_ge2e.load_ge2e()
-    if encoder is None:
-        pytest.skip("resemblyzer (GE2E weights) not installed")
+    assert encoder is not None, "GE2E weights missing: scripts/setup installs resemblyzer (--no-deps)"
     samples, _ = _load("dialogue_2spk.wav")
     spans = [(0.5, 2.0), (3.0, 4.5), (5.0, 9.0), (9.0, 9.05)]
     alone = np.stack([encoder.embed_spans(samples, [span])[0] for span in spans])
@@ -256,3 +255,22 @@ def test_very_short_audio(diarizer: SenkoDiarizer) -> None:
     clip = samples[16000 : 16000 + 8000]  # half a second inside the first turn
     result = diarizer.diarize(clip, [(0.0, 0.5)])
     assert len(result.speakers) <= 1
+
+
+@pytest.mark.models
+@pytest.mark.slow
+def test_files_it_cannot_split_are_told_apart_from_those_it_can(diarizer: SenkoDiarizer) -> None:
+    """`can_find_two_speakers` lets the engine skip diarization on a file the diarizer could only
+    call one speaker: it must say False only when diarizing really gives one speaker, and True on a
+    conversation long enough to split."""
+    samples, speech = _load("dialogue_2spk.wav")
+    assert diarizer.can_find_two_speakers(samples, speech)
+    answers = []
+    for seconds in (1.0, 2.0, 4.0, 8.0, 12.0, 20.0):
+        clip = samples[: int(seconds * 16000)]
+        clip_speech = [(a, min(b, seconds)) for a, b in speech if a < seconds]
+        can = diarizer.can_find_two_speakers(clip, clip_speech)
+        answers.append(can)
+        if not can:
+            assert len(diarizer.diarize(clip, clip_speech).speakers) <= 1, seconds
+    assert not answers[0] and answers[-1]  # one second cannot be split; twenty (four turns) can

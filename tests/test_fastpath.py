@@ -13,6 +13,7 @@ from voxdock.engine.fastpath import (
     FALLBACK_THRESHOLD,
     FUSED_MODEL_KEY,
     MIN_SPEECH_S,
+    TOO_SHORT,
     check,
     decide,
     default_threshold,
@@ -63,6 +64,22 @@ def test_short_and_silent_files_take_the_fast_path() -> None:
     assert short.monologue and math.isnan(short.similarity) and short.reason == "short"
     silent = decide(None, [], 0.8, speech_s=0.0)
     assert silent.monologue and silent.reason == "no speech"
+
+
+def test_a_file_the_diarizer_cannot_split_skips_without_measuring() -> None:
+    def no_embedding(_features):  # neither path may spend time embedding windows
+        raise AssertionError("embedded")
+
+    samples = np.zeros(16000 * 20, dtype=np.float32)
+    speech = [(1.0, 4.0)]
+    taken = check(samples, speech, no_embedding, 0.8, can_split=lambda _s, _r: False)
+    assert taken.reason == TOO_SHORT and taken.skips_diarization and math.isnan(taken.similarity)
+    # The diarizer could split it but it is too short to measure: diarized, not skipped.
+    short = check(samples, speech, no_embedding, 0.8, can_split=lambda _s, _r: True)
+    assert short.reason == "short" and not short.skips_diarization
+    # No speech: nothing to ask the diarizer.
+    silent = check(samples, [], no_embedding, 0.8, can_split=lambda _s, _r: False)
+    assert silent.reason == "no speech" and not silent.skips_diarization
 
 
 def test_decision_uses_the_least_similar_pair() -> None:
