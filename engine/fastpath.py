@@ -22,9 +22,9 @@ CAM++ every conversation scores above it. `default_threshold` answers for the sc
 compute (fused when GE2E loads); a threshold set by an operator applies to that same score.
 
 The limit: two similar espeak voices (en-us+m3 / en-gb+f2) in a 2-speaker dialogue score as high as
-the least uniform monologues (0.78 vs 0.72-0.90 fused), so with a margin the fast path takes about
-two thirds of the monologues it can measure, not 90 %; the diarizer, which sees every window and
-centres them on the file's mean, does separate them.
+the least uniform monologues (0.78 vs 0.72-0.90 fused), so with a margin the measured check takes 8
+of the 10 reported monologues long enough to measure and 3 of the 8 calibration ones; the diarizer,
+which sees every window and centres them on the file's mean, does separate those voices.
 
 Short files: when the diarizer says it could not find two speakers in the file at all (too few
 analysis windows for its speaker-count rule: `Diarizer.can_find_two_speakers`, passed to `check` as
