@@ -14,7 +14,9 @@ On the same files with the same loaded models, in one process:
 
 Prints per-stage RTF, end-to-end RTF and hours of audio per hour for the engine, the baseline's time,
 the ratios (baseline / engine, engine / ASR alone), whether transcripts are identical, and WER / DER
-of what the engine stored against the references. Results go to bench/results/engine.json.
+of what the engine stored against the references (DER of the speaker turns the stored segments make:
+one speaker's consecutive segments joined across pauses under 1 s, as the references mark turns;
+`der_segments_raw` scores the segments as they are). Results go to bench/results/engine.json.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from voxdock.engine.loader import LoadedModels, load_models
 from voxdock.engine.models import resolve_models, vector_spec
 from voxdock.engine.oom import AdaptiveBatch, FaultInjector
 from voxdock.engine.work import FileWork
-from voxdock.evaluation import Turn, diarization_error_rate, read_rttm, word_error_rate
+from voxdock.evaluation import Turn, diarization_error_rate, read_rttm, turns_from_segments, word_error_rate
 from voxdock.settings import Settings, load_settings
 from voxdock.storage import jobs, nodes
 from voxdock.storage.database import Database
@@ -218,8 +220,18 @@ def quality(stored: dict[str, list]) -> list[dict]:  # type: ignore[type-arg]
         ref_rttm = p.with_suffix(".rttm")
         if ref_rttm.exists():
             hyp = [Turn(s[2], s[3], s[1] or "?") for s in segs]
-            der = diarization_error_rate(read_rttm(ref_rttm), hyp, collar=0.25)
-            row["der"] = round(der.der, 4)
+            ref = read_rttm(ref_rttm)
+            turns = turns_from_segments(hyp)
+            der = diarization_error_rate(ref, turns, collar=0.25)
+            raw = diarization_error_rate(ref, hyp, collar=0.25)
+            row["der"] = round(der.der, 4)  # turns: same-speaker segments joined across pauses < 1 s
+            row["der_no_collar"] = round(diarization_error_rate(ref, turns, collar=0).der, 4)
+            row["der_segments_raw"] = round(raw.der, 4)  # every pause between segments counted as miss
+            row["miss"], row["false_alarm"], row["confusion"] = (
+                round(der.miss, 4),
+                round(der.false_alarm, 4),
+                round(der.confusion, 4),
+            )
             row["speakers"] = f"{der.hypothesis_speakers}/{der.reference_speakers}"
         report.append(row)
     return report

@@ -14,7 +14,7 @@ from conftest import MEDIA, wait_for_batch
 
 from voxdock.engine.engine import Engine
 from voxdock.engine.oom import FaultInjector, InjectedFault, ctranslate2_oom, torch_oom
-from voxdock.evaluation import Turn, diarization_error_rate, read_rttm, word_error_rate
+from voxdock.evaluation import Turn, diarization_error_rate, read_rttm, turns_from_segments, word_error_rate
 from voxdock.storage import jobs
 from voxdock.storage.database import Database
 
@@ -81,7 +81,7 @@ def test_transcripts_speakers_and_vectors(
             assert np.isclose(np.linalg.norm(r[5].to_numpy()), 1.0, atol=1e-3)
 
     dialogue = files[0]
-    hypothesis = [Turn(r[1], r[2], r[4]) for r in stored_segments(db, dialogue)]
+    hypothesis = turns_from_segments([Turn(r[1], r[2], r[4]) for r in stored_segments(db, dialogue)])
     der = diarization_error_rate(read_rttm(dialogue.with_suffix(".rttm")), hypothesis, collar=0.25)
     assert der.hypothesis_speakers == 2
     assert der.der <= DER_BOUND, f"DER {der.der:.1%}"

@@ -88,6 +88,21 @@ class Turn:
     speaker: str
 
 
+def turns_from_segments(segments: Sequence[Turn], bridge_gap: float = 1.0) -> list[Turn]:
+    """Speaker turns from stored segments (time order): consecutive segments of one speaker join
+    across pauses shorter than `bridge_gap` s. Reference RTTMs mark a speaker's turn through its
+    short pauses, while ASR segments stop at them; scored raw, every such pause counts as missed
+    speech although nobody else spoke in it."""
+    out: list[Turn] = []
+    for seg in sorted(segments, key=lambda t: t.start):
+        last = out[-1] if out else None
+        if last is not None and last.speaker == seg.speaker and seg.start - last.end < bridge_gap:
+            out[-1] = Turn(last.start, max(last.end, seg.end), last.speaker)
+        else:
+            out.append(seg)
+    return out
+
+
 def read_rttm(path: str | Path) -> list[Turn]:
     turns = []
     for line in Path(path).read_text().splitlines():
