@@ -123,26 +123,17 @@ def _one_hot(labels: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _refine(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Nearest-centroid reassignment (spherical k-means) that never empties a cluster."""
-    for _ in range(REFINE_ROUNDS):
-        new = np.argmax(x @ _centroids(x, labels, k).T, axis=1)
-        if len(np.unique(new)) < k or np.array_equal(new, labels):
-            break
-        labels = new
-    return labels
-
-
-def _polish(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray | None:
-    """Nearest-centroid reassignment until stable; None if a cluster empties."""
+def _refine(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, bool]:
+    """Nearest-centroid reassignment (spherical k-means) that never empties a cluster: it stops
+    before a round that would. Returns the labels and whether it had to stop for that reason."""
     for _ in range(REFINE_ROUNDS):
         new = np.argmax(x @ _centroids(x, labels, k).T, axis=1)
         if len(np.unique(new)) < k:
-            return None
+            return labels, True
         if np.array_equal(new, labels):
             break
         labels = new
-    return labels
+    return labels, False
 
 
 def _diagnostic_sample(labels: np.ndarray, k: int) -> np.ndarray:
@@ -359,9 +350,7 @@ def cluster_speakers(
             if len(np.unique(cand)) != k:
                 continue
             cand = np.unique(cand, return_inverse=True)[1].astype(np.int64)
-            cand = _refine(points, cand, k)
-            if len(np.unique(cand)) != k:
-                continue
+            cand, _ = _refine(points, cand, k)
             scored.append((-_objective(points, cand, k), order, cand))
         scored.sort(key=lambda item: item[:2])  # tightest first; ties keep the candidates' order
         best: np.ndarray | None = None
@@ -371,8 +360,9 @@ def cluster_speakers(
                 break
             # Each window takes its chunk's label, then nearest-centroid rounds per window. A cluster
             # the windows leave empty was made of chunks that mix voices, not of a speaker.
-            best = _polish(z, cand[chunk_of], k)
-            if best is not None:
+            polished, emptied = _refine(z, cand[chunk_of], k)
+            if not emptied:
+                best = polished
                 break
         if best is None:
             break
