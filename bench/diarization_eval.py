@@ -18,11 +18,12 @@ a measured match, or a file too short for the diarizer ever to find two speakers
 
 Files: ../shared/eval (real/pyannote_sample, the two synth dialogues, the real single-speaker
 recordings), the project's fixtures and examples, and a generated set written by
-/work/shared/eval/make_dialogue.py (espeak-ng + sox) into a temporary folder with fixed seeds: held-out
-seeds 201 and 202 for 2, 3 and 4 speakers, with and without overlap (--overlap-prob 0.25), 120 s
-each, and monologues in eight voices (seeds 401-408, 60 s). The diarization and fast-path thresholds
-were calibrated on other seeds (101-104 dialogues of 90 s, 301-308 monologues of 45 s), which
-`--calibration` adds to the run.
+/work/shared/eval/make_dialogue.py (espeak-ng + sox) into a temporary folder with fixed seeds (see
+`generated_specs`): held-out seeds 201 and 202 for 2, 3 and 4 speakers, with and without overlap
+(--overlap-prob 0.25), 120 s each, 701-714 (2 speakers of 40-112 s, 3 speakers of 90 s), and
+monologues in eight voices (seeds 401-408, 60 s; 721-736, 35-125 s). The diarizer's rule was
+calibrated on seeds 101-104 (dialogues of 90 s) and 301-308 (monologues of 45 s), the fast path on
+those and 501-510, 521-528 (dialogues), 501-508, 601-608 (monologues): `--calibration` adds them.
 
 Writes <out>/diarization.json (everything) and <out>/diarization.md (the tables).
 """
@@ -66,12 +67,15 @@ NOTES = [
     "both views (mean-centred, 0.3 CAM++ / 0.7 GE2E) with k-means++ restarts beside spectral and",
     "agglomerative partitions, a speaker-count rule calibrated for the fused views (`FUSED_RULE`), Viterbi",
     "smoothing. Without the resemblyzer package it runs on CAM++ alone with the earlier rule (`--cam-only`",
-    "measures that mode). Fast path: 6 x 3 s windows, lowest pairwise similarity with CAM++ and GE2E",
-    "cosines averaged, threshold 0.80 (CAM++ alone: 0.78); a file with too few windows for the diarizer's",
-    "speaker-count rule ever to split it skips diarization unmeasured ('too short for two speakers').",
-    "Calibration: `python bench/diarization_eval.py",
-    "--calibration --out <dir>` adds dialogue seeds 101-104 and monologue seeds 301-308; the rules and",
-    "thresholds were chosen on those, the seeds below (201/202, 401-408) were kept apart. Times: fastest of",
+    "measures that mode). Fast path: the diarizer's speech regions cut into spans of 1-6 s (at most 60),",
+    "each embedded whole with CAM++ and GE2E, split into the two most different groups; the score is that",
+    "split's closest-pair ratio (0.3 CAM++ / 0.7 GE2E), a monologue at or above 0.945 (CAM++ alone: 0.965);",
+    "a file with too few windows for the diarizer's speaker-count rule ever to split it skips diarization",
+    "unmeasured ('too short for two speakers'). Calibration: `python bench/diarization_eval.py",
+    "--calibration --out <dir>` adds dialogue seeds 101-104 and monologue seeds 301-308 (the diarizer's",
+    "rule was chosen on those) and 501-510, 521-528 / 501-508, 601-608 (with the former, the fast path's",
+    "spans and threshold); the seeds below (201/202, 701-714, 401-408, 721-736) were kept apart. Times:",
+    "fastest of",
     "`--repeat` runs each, ours and senko's alternating; `RTF` counts diarization only (the engine's VAD",
     "is shared with ASR).",
 ]
@@ -84,28 +88,48 @@ class Spec:
 
 
 def generated_specs(calibration: bool) -> tuple[list[Spec], list[Spec]]:
+    """Conversations and monologues to generate. Reported: seeds 201/202 (2-4 speakers, with and
+    without overlap, 120 s), 701-714 (2 speakers of 40-112 s, every other one with overlap; 3 speakers,
+    90 s) and monologues 401-408 (60 s) and 721-736 (35-125 s). Calibration adds seeds 101-104 (90 s),
+    501-510 and 521-528 (2 speakers, 60 s; 521-528 with other voice pairs) and monologues 301-308
+    (45 s), 501-508 (90 s) and 601-608 (35 s)."""
     convs: list[Spec] = []
     monos: list[Spec] = []
+
+    def conv(name: str, speakers: int, seconds: int, seed: int, *extra: str) -> None:
+        args = ["--speakers", str(speakers), "--seconds", str(seconds), "--seed", str(seed), *extra]
+        convs.append(Spec(name, args))
+
+    def mono(seed: int, seconds: int, voice: str) -> None:
+        args = ["--speakers", "1", "--seconds", str(seconds), "--seed", str(seed), "--voices", voice]
+        monos.append(Spec(f"gen_mono_s{seed}", args))
+
+    overlap = ("--overlap-prob", "0.25")
     sets = [(201, 120), (202, 120)] + ([(101, 90), (102, 90), (103, 90), (104, 90)] if calibration else [])
     for seed, seconds in sets:
         for speakers in (2, 3, 4):
-            base = ["--speakers", str(speakers), "--seconds", str(seconds), "--seed", str(seed)]
-            convs.append(Spec(f"gen_d{speakers}_s{seed}", base))
-            convs.append(Spec(f"gen_d{speakers}o_s{seed}", [*base, "--overlap-prob", "0.25"]))
-    mono_sets = [(400, 60)] + ([(300, 45)] if calibration else [])
-    for offset, seconds in mono_sets:
-        for i, voice in enumerate(VOICES, 1):
-            args = [
-                "--speakers",
-                "1",
-                "--seconds",
-                str(seconds),
-                "--seed",
-                str(offset + i),
-                "--voices",
-                voice,
-            ]
-            monos.append(Spec(f"gen_mono_s{offset + i}", args))
+            conv(f"gen_d{speakers}_s{seed}", speakers, seconds, seed)
+            conv(f"gen_d{speakers}o_s{seed}", speakers, seconds, seed, *overlap)
+    for seed in range(701, 711):
+        conv(f"gen_d2_s{seed}", 2, 40 + 8 * (seed - 701), seed, *(overlap if seed % 2 else ()))
+    for seed in range(711, 715):
+        conv(f"gen_d3_s{seed}", 3, 90, seed)
+    for i, voice in enumerate(VOICES):
+        mono(401 + i, 60, voice)
+    for i in range(16):
+        mono(721 + i, 35 + 6 * i, VOICES[(3 * i) % len(VOICES)])
+    if calibration:
+        for seed in range(501, 511):
+            conv(f"gen_d2_s{seed}", 2, 60, seed)
+        for seed in range(501, 506):
+            conv(f"gen_d2o_s{seed}", 2, 60, seed, *overlap)
+        for i in range(8):
+            pair = f"{VOICES[i]},{VOICES[(i + 1) % len(VOICES)]}"
+            conv(f"gen_d2v_s{521 + i}", 2, 60, 521 + i, "--voices", pair)
+        for i, voice in enumerate(VOICES):
+            mono(301 + i, 45, voice)
+            mono(501 + i, 90, voice)
+            mono(601 + i, 35, VOICES[(i + 3) % len(VOICES)])
     return convs, monos
 
 
@@ -266,16 +290,17 @@ def main() -> int:
             samples = decode_file(path).samples
             speech = engine_speech(samples)
             t = time.perf_counter()
+            regions = ours.speech_regions(samples, speech)
             decision = check(
                 samples,
-                speech,
+                regions,
                 embed,
                 threshold,
                 use_second_view=not args.cam_only,
-                can_split=ours.can_find_two_speakers,
+                can_split=ours.can_find_two_speakers(regions),
             )
             fp_s = time.perf_counter() - t
-            cam_only = check(samples, speech, embed, cam_threshold, use_second_view=False)
+            cam_only = check(samples, regions, embed, cam_threshold, use_second_view=False)
             fast.append(
                 {
                     "file": path.stem,

@@ -443,3 +443,9 @@ def smooth_labels(
     if len(np.unique(path)) < k:
         return labels
     return path
+
+
+def closest_pair_ratio(view: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """`_closest_pair` on one view's raw cosines (rows normalised here)."""
+    unit = normalise(np.asarray(view, dtype=np.float64))
+    return _closest_pair(unit @ unit.T, labels, k)

@@ -41,9 +41,16 @@ class DiarizationResult:
 class Diarizer(Protocol):
     name: str
 
-    def can_find_two_speakers(self, samples: np.ndarray, speech: list[tuple[float, float]]) -> bool:
-        """Whether diarizing this file could find more than one speaker at all (False lets the
-        engine skip it: the answer would be one speaker anyway)."""
+    def speech_regions(
+        self, samples: np.ndarray, speech: list[tuple[float, float]]
+    ) -> list[tuple[float, float]]:
+        """The speech regions (seconds) this diarizer works on, from the engine's VAD regions: the
+        fast path compares voices over them, and `diarize` takes them back to avoid redoing them."""
+        ...
+
+    def can_find_two_speakers(self, regions: list[tuple[float, float]]) -> bool:
+        """Whether diarizing speech in these `speech_regions` could find more than one speaker at all
+        (False lets the engine skip it: the answer would be one speaker anyway)."""
         ...
 
     def diarize(
@@ -51,9 +58,11 @@ class Diarizer(Protocol):
         samples: np.ndarray,
         speech: list[tuple[float, float]],
         *,
+        regions: list[tuple[float, float]] | None = None,
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
     ) -> DiarizationResult:
-        """Who spoke when in 16 kHz mono `samples`, given its VAD speech regions (seconds)."""
+        """Who spoke when in 16 kHz mono `samples`, given its VAD speech regions (seconds) and,
+        when the caller has them, its own `speech_regions` of them."""
         ...

@@ -41,7 +41,13 @@ class PyannoteDiarizer:
         self.pipeline.to(torch.device(device))
         self.name = f"pyannote/{snapshot.name}"
 
-    def can_find_two_speakers(self, samples: np.ndarray, speech: list[tuple[float, float]]) -> bool:
+    def speech_regions(
+        self, samples: np.ndarray, speech: list[tuple[float, float]]
+    ) -> list[tuple[float, float]]:
+        """pyannote finds speech itself: the engine's regions serve the fast path unchanged."""
+        return list(speech)
+
+    def can_find_two_speakers(self, regions: list[tuple[float, float]]) -> bool:
         """pyannote has no minimum we could compute: it is always asked."""
         return True
 
@@ -50,6 +56,7 @@ class PyannoteDiarizer:
         samples: np.ndarray,
         speech: list[tuple[float, float]],
         *,
+        regions: list[tuple[float, float]] | None = None,
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,

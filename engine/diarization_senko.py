@@ -15,8 +15,12 @@
    its weights are installed; without them the diarizer runs on CAM++ alone, with a warning. GE2E
    costs about a fifth of CAM++'s time and tells apart voices CAM++ merges (bench/results).
 5. Clustering (engine/clustering.py) on both views: the speaker count from a calibrated stopping
-   rule (one per set of views), or the operator's count / bounds; then a Viterbi re-segmentation
-   removes one-window flips.
+   rule (one per set of views), or the operator's count / bounds. An estimated count is then checked
+   on whole sentences (engine/spans.py: the fine regions cut into 1-6 s spans, each embedded whole):
+   while two of the speakers sound like one voice there (the closest pair's span ratio at or above
+   the one-voice ratio), the count steps down. 1.5 s windows sometimes split one voice by what is
+   said; on the calibration and held-out files this check undid every such split seen (six files)
+   and merged no two real speakers. A Viterbi re-segmentation then removes one-window flips.
 6. Turns: consecutive windows with one label join; where windows with different labels overlap, the
    boundary goes to the midpoint of the overlap; same-speaker turns less than `BRIDGE_GAP_S` apart
    are joined (pauses inside a speaker's turn count as that speaker's speech, as references mark
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +48,7 @@ from voxdock.engine.clustering import (
 )
 from voxdock.engine.diarization import DiarizationResult, SpeakerTurn
 from voxdock.engine.fbank import fbank
+from voxdock.engine.spans import MIN_SPANS, pick_spans, same_voice_pair, span_features
 from voxdock.engine.speaker_ge2e import Ge2eEncoder, load_ge2e
 from voxdock.engine.voice import window_features
 
@@ -54,7 +60,6 @@ SHIFT_S = 0.6
 MIN_WINDOW_S = 0.1  # shorter speech regions carry no usable voice evidence
 BRIDGE_GAP_S = 1.0  # same-speaker turns closer than this are joined
 EMBED_CHUNK = 64
-SHORT_SPEECH_S = 30.0  # below this much speech, check whether two speakers could be found at all
 
 # Fine VAD (inside the engine's regions).
 VAD_CHUNK = 512  # Silero's 32 ms frame at 16 kHz
@@ -183,6 +188,15 @@ def turns_from_windows(
     return [SpeakerTurn(float(s), float(e), str(spk)) for s, e, spk in merged]
 
 
+@dataclass
+class SpanVoices:
+    """Whole-sentence spans (engine/spans.py) and their embeddings in both views."""
+
+    spans: list[tuple[float, float]]
+    embeddings: np.ndarray
+    second: np.ndarray | None
+
+
 def speaker_name(index: int) -> str:
     return f"SPEAKER_{index:02d}"
 
@@ -217,28 +231,35 @@ class SenkoDiarizer:
         """The GE2E encoder (shared by the process), or None when disabled or not installed."""
         return load_ge2e(self._models_dir) if self._second_view else None
 
-    def can_find_two_speakers(self, samples: np.ndarray, speech: Sequence[tuple[float, float]]) -> bool:
-        """False when the file has too few analysis windows for the speaker-count rule ever to
-        split them: diarizing it would give one speaker whatever it holds. Only files with under
-        `SHORT_SPEECH_S` of speech are planned (the fine VAD) to check; longer ones always can."""
-        total = sum(max(0.0, float(b) - float(a)) for a, b in speech)
-        if total >= SHORT_SPEECH_S:
-            return True
-        windows, _ = self.plan(np.asarray(samples, dtype=np.float32).reshape(-1), speech)
-        rule = FUSED_RULE if self.second_encoder is not None else CAM_RULE
-        return len(windows) >= min_windows_for_two_speakers(rule)
-
-    # The steps, public so that benchmarks can time and cache them separately.
-    def plan(
+    def speech_regions(
         self, samples: np.ndarray, speech: Sequence[tuple[float, float]]
-    ) -> tuple[list[tuple[float, float]], list[int]]:
-        """Analysis windows (seconds) and their speech-region ids."""
+    ) -> list[tuple[float, float]]:
+        """The fine speech regions inside the engine's (one region rarely holds two voices)."""
         duration = samples.shape[0] / SAMPLE_RATE
         regions = [(max(0.0, float(a)), min(duration, float(b))) for a, b in speech]
         regions = [(a, b) for a, b in sorted(regions) if b > a]
         if self._fine_vad and regions:
-            fine = refine_speech(samples, regions)
+            fine = refine_speech(np.asarray(samples, dtype=np.float32).reshape(-1), regions)
             regions = fine or regions
+        return regions
+
+    def can_find_two_speakers(self, regions: Sequence[tuple[float, float]]) -> bool:
+        """False when these `speech_regions` give too few analysis windows for the speaker-count
+        rule ever to split them: diarizing would give one speaker whatever the file holds."""
+        rule = FUSED_RULE if self.second_encoder is not None else CAM_RULE
+        return len(make_windows(regions)) >= min_windows_for_two_speakers(rule)
+
+    # The steps, public so that benchmarks can time and cache them separately.
+    def plan(
+        self,
+        samples: np.ndarray,
+        speech: Sequence[tuple[float, float]],
+        regions: Sequence[tuple[float, float]] | None = None,
+    ) -> tuple[list[tuple[float, float]], list[int]]:
+        """Analysis windows (seconds) and their speech-region ids (`regions`: `speech_regions`, when
+        the caller already has them)."""
+        if regions is None:
+            regions = self.speech_regions(samples, speech)
         pairs = make_windows_with_regions(regions)
         return [w for w, _ in pairs], [r for _, r in pairs]
 
@@ -268,6 +289,7 @@ class SenkoDiarizer:
         embeddings: np.ndarray,
         *,
         second: np.ndarray | None = None,
+        spans: SpanVoices | None = None,
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
@@ -280,7 +302,16 @@ class SenkoDiarizer:
             min_speakers=min_speakers,
             max_speakers=max_speakers,
         )
-        labels = smooth_labels(embeddings, result.labels, regions, second=second)
+        labels = result.labels
+        # Two speakers that sound like one voice on whole sentences are one voice split by content:
+        # step the count down (never below min_speakers) until every pair differs.
+        count, lowest = result.num_speakers, max(1, min_speakers or 1)
+        while spans is not None and num_speakers is None and count > lowest:
+            if not same_voice_pair(spans.spans, spans.embeddings, spans.second, windows, labels):
+                break
+            count -= 1
+            labels = cluster_speakers(embeddings, regions, second=second, num_speakers=count).labels
+        labels = smooth_labels(embeddings, labels, regions, second=second)
         labels = _renumber_by_talk_time(labels, windows)
         names = [speaker_name(int(label)) for label in labels]
         turns = turns_from_windows(windows, names)
@@ -293,25 +324,41 @@ class SenkoDiarizer:
         samples: np.ndarray,
         speech: list[tuple[float, float]],
         *,
+        regions: list[tuple[float, float]] | None = None,
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
     ) -> DiarizationResult:
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-        windows, regions = self.plan(samples, speech)
+        if regions is None:
+            regions = self.speech_regions(samples, speech)
+        windows, region_ids = self.plan(samples, speech, regions)
         if not windows:
             return DiarizationResult(turns=[])
         embeddings = self.embed_windows(samples, windows)
         second = self.embed_second(samples, windows)
+        voices = self.embed_spans(samples, regions) if num_speakers is None else None
         return self.assign(
             windows,
-            regions,
+            region_ids,
             embeddings,
             second=second,
+            spans=voices,
             num_speakers=num_speakers,
             min_speakers=min_speakers,
             max_speakers=max_speakers,
         )
+
+    def embed_spans(self, samples: np.ndarray, regions: Sequence[tuple[float, float]]) -> SpanVoices | None:
+        """Whole-sentence spans of the regions with their CAM++ (and GE2E) embeddings, for the check
+        of the speaker count; None when there are too few spans to check anything."""
+        spans = pick_spans(regions, samples.shape[0] / SAMPLE_RATE)
+        if len(spans) < MIN_SPANS:
+            return None
+        embeddings = np.asarray(self._embed(span_features(samples, spans)), dtype=np.float32)
+        encoder = self.second_encoder
+        second = encoder.embed_spans(samples, spans) if encoder is not None else None
+        return SpanVoices(spans, embeddings, second)
 
 
 def _renumber_by_talk_time(labels: np.ndarray, windows: Sequence[tuple[float, float]]) -> np.ndarray:

@@ -131,15 +131,16 @@ class StageHandlers:
             work.segments = assign_speakers(work.segments, None)
             work.speaker_count = 1
             return
+        regions = self.diarizer.speech_regions(work.samples, work.speech)
         may_skip = options.num_speakers is None and (options.min_speakers or 1) < 2
         if may_skip:
             decision = fastpath.check(
                 work.samples,
-                work.speech,
+                regions,
                 self.embed_windows,
                 self.tunables.fast_path_threshold,
                 models_dir=self.models_dir,
-                can_split=self.diarizer.can_find_two_speakers,
+                can_split=self.diarizer.can_find_two_speakers(regions),
             )
             if decision.similarity == decision.similarity:  # measured (not nan)
                 work.fast_path_similarity = decision.similarity
@@ -155,6 +156,7 @@ class StageHandlers:
         result = self.diarizer.diarize(
             work.samples,
             work.speech,
+            regions=regions,
             num_speakers=options.num_speakers,
             min_speakers=options.min_speakers,
             max_speakers=options.max_speakers,

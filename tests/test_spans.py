@@ -1,0 +1,49 @@
+"""Whole-sentence spans: the speaker-count check the diarizer runs on them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from voxdock.engine.spans import MIN_SPANS, labels_of_spans, same_voice_pair
+
+
+def _voices(rng: np.random.Generator, groups: list[int], dim: int) -> np.ndarray:
+    centres = rng.standard_normal((len(groups), dim))
+    return np.concatenate(
+        [c + 0.3 * rng.standard_normal((n, dim)) for c, n in zip(centres, groups, strict=True)]
+    )
+
+
+SPANS = [(2.0 * i, 2.0 * i + 1.8) for i in range(10)]
+WINDOWS = [(0.6 * i, 0.6 * i + 1.5) for i in range(32)]
+
+
+def test_spans_take_the_label_covering_most_of_them() -> None:
+    labels = np.array([0] * 16 + [1] * 16)  # windows 0-15 start before 9.6 s
+    spans = labels_of_spans(SPANS, WINDOWS, labels)
+    assert spans.tolist()[:4] == [0, 0, 0, 0] and spans.tolist()[-4:] == [1, 1, 1, 1]
+    assert labels_of_spans([(100.0, 102.0)], WINDOWS, labels).tolist() == [-1]  # no window there
+
+
+def test_one_voice_cut_in_two_is_found_and_two_voices_are_not() -> None:
+    rng = np.random.default_rng(3)
+    labels = np.array([0] * 16 + [1] * 16)
+    one_voice = _voices(rng, [10], 192), _voices(rng, [10], 256)
+    assert same_voice_pair(SPANS, one_voice[0], one_voice[1], WINDOWS, labels)
+    two_voices = _voices(rng, [5, 5], 192), _voices(rng, [5, 5], 256)
+    assert not same_voice_pair(SPANS, two_voices[0], two_voices[1], WINDOWS, labels)
+    # CAM++ alone has its own, stricter ratio; one voice still reads as one
+    assert same_voice_pair(SPANS, one_voice[0], None, WINDOWS, labels)
+
+
+def test_no_evidence_keeps_the_speakers() -> None:
+    rng = np.random.default_rng(4)
+    labels = np.array([0] * 16 + [1] * 16)
+    few = SPANS[: MIN_SPANS - 1]
+    cam, ge2e = _voices(rng, [len(few)], 192), _voices(rng, [len(few)], 256)
+    assert not same_voice_pair(few, cam, ge2e, WINDOWS, labels)
+    # a third speaker with no span of its own: nothing to compare it on
+    three = labels.copy()
+    three[5] = 2
+    cam, ge2e = _voices(rng, [10], 192), _voices(rng, [10], 256)
+    assert not same_voice_pair(SPANS, cam, ge2e, WINDOWS, three)
