@@ -15,6 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
+from voxdock.engine.spans import SpanVoices
+
 log = logging.getLogger(__name__)
 
 
@@ -59,10 +61,12 @@ class Diarizer(Protocol):
         speech: list[tuple[float, float]],
         *,
         regions: list[tuple[float, float]] | None = None,
+        voices: SpanVoices | None = None,
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
     ) -> DiarizationResult:
         """Who spoke when in 16 kHz mono `samples`, given its VAD speech regions (seconds) and,
-        when the caller has them, its own `speech_regions` of them."""
+        when the caller has them, its own `speech_regions` of them and the fast path's embedded
+        spans of those (`voices`)."""
         ...

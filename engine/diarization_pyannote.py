@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from voxdock.engine.diarization import DiarizationResult, SpeakerTurn
+from voxdock.engine.spans import SpanVoices
 
 
 class PyannoteUnavailable(RuntimeError):
@@ -57,6 +58,7 @@ class PyannoteDiarizer:
         speech: list[tuple[float, float]],
         *,
         regions: list[tuple[float, float]] | None = None,
+        voices: SpanVoices | None = None,
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,

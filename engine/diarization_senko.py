@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +47,7 @@ from voxdock.engine.clustering import (
 )
 from voxdock.engine.diarization import DiarizationResult, SpeakerTurn
 from voxdock.engine.fbank import fbank
-from voxdock.engine.spans import MIN_SPANS, pick_spans, same_voice_pair, span_features
+from voxdock.engine.spans import SpanVoices, embed_voices, same_voice_pair
 from voxdock.engine.speaker_ge2e import Ge2eEncoder, load_ge2e
 from voxdock.engine.voice import window_features
 
@@ -188,15 +187,6 @@ def turns_from_windows(
     return [SpeakerTurn(float(s), float(e), str(spk)) for s, e, spk in merged]
 
 
-@dataclass
-class SpanVoices:
-    """Whole-sentence spans (engine/spans.py) and their embeddings in both views."""
-
-    spans: list[tuple[float, float]]
-    embeddings: np.ndarray
-    second: np.ndarray | None
-
-
 def speaker_name(index: int) -> str:
     return f"SPEAKER_{index:02d}"
 
@@ -250,16 +240,8 @@ class SenkoDiarizer:
         return len(make_windows(regions)) >= min_windows_for_two_speakers(rule)
 
     # The steps, public so that benchmarks can time and cache them separately.
-    def plan(
-        self,
-        samples: np.ndarray,
-        speech: Sequence[tuple[float, float]],
-        regions: Sequence[tuple[float, float]] | None = None,
-    ) -> tuple[list[tuple[float, float]], list[int]]:
-        """Analysis windows (seconds) and their speech-region ids (`regions`: `speech_regions`, when
-        the caller already has them)."""
-        if regions is None:
-            regions = self.speech_regions(samples, speech)
+    def plan(self, regions: Sequence[tuple[float, float]]) -> tuple[list[tuple[float, float]], list[int]]:
+        """Analysis windows (seconds) over `speech_regions` and the index of the region of each."""
         pairs = make_windows_with_regions(regions)
         return [w for w, _ in pairs], [r for _, r in pairs]
 
@@ -289,7 +271,7 @@ class SenkoDiarizer:
         embeddings: np.ndarray,
         *,
         second: np.ndarray | None = None,
-        spans: SpanVoices | None = None,
+        voices: SpanVoices | None = None,
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
@@ -306,8 +288,8 @@ class SenkoDiarizer:
         # Two speakers that sound like one voice on whole sentences are one voice split by content:
         # step the count down (never below min_speakers) until every pair differs.
         count, lowest = result.num_speakers, max(1, min_speakers or 1)
-        while spans is not None and num_speakers is None and count > lowest:
-            if not same_voice_pair(spans.spans, spans.embeddings, spans.second, windows, labels):
+        while voices is not None and num_speakers is None and count > lowest:
+            if not same_voice_pair(voices.spans, voices.embeddings, voices.second, windows, labels):
                 break
             count -= 1
             labels = cluster_speakers(embeddings, regions, second=second, num_speakers=count).labels
@@ -325,6 +307,7 @@ class SenkoDiarizer:
         speech: list[tuple[float, float]],
         *,
         regions: list[tuple[float, float]] | None = None,
+        voices: SpanVoices | None = None,
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
@@ -332,33 +315,23 @@ class SenkoDiarizer:
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         if regions is None:
             regions = self.speech_regions(samples, speech)
-        windows, region_ids = self.plan(samples, speech, regions)
+        windows, region_ids = self.plan(regions)
         if not windows:
             return DiarizationResult(turns=[])
         embeddings = self.embed_windows(samples, windows)
         second = self.embed_second(samples, windows)
-        voices = self.embed_spans(samples, regions) if num_speakers is None else None
+        if voices is None and num_speakers is None:
+            voices = embed_voices(samples, regions, self._embed, self.second_encoder)
         return self.assign(
             windows,
             region_ids,
             embeddings,
             second=second,
-            spans=voices,
+            voices=voices,
             num_speakers=num_speakers,
             min_speakers=min_speakers,
             max_speakers=max_speakers,
         )
-
-    def embed_spans(self, samples: np.ndarray, regions: Sequence[tuple[float, float]]) -> SpanVoices | None:
-        """Whole-sentence spans of the regions with their CAM++ (and GE2E) embeddings, for the check
-        of the speaker count; None when there are too few spans to check anything."""
-        spans = pick_spans(regions, samples.shape[0] / SAMPLE_RATE)
-        if len(spans) < MIN_SPANS:
-            return None
-        embeddings = np.asarray(self._embed(span_features(samples, spans)), dtype=np.float32)
-        encoder = self.second_encoder
-        second = encoder.embed_spans(samples, spans) if encoder is not None else None
-        return SpanVoices(spans, embeddings, second)
 
 
 def _renumber_by_talk_time(labels: np.ndarray, windows: Sequence[tuple[float, float]]) -> np.ndarray:

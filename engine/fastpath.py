@@ -52,9 +52,8 @@ from voxdock.engine.spans import (
     MIN_SPANS,
     ONE_VOICE_RATIO,
     ONE_VOICE_RATIO_CAM_ONLY,
-    SAMPLE_RATE,
-    pick_spans,
-    span_features,
+    SpanVoices,
+    embed_voices,
     split_ratio,
 )
 from voxdock.engine.speaker_ge2e import MODEL_NAME as GE2E_MODEL_NAME
@@ -104,6 +103,7 @@ class FastPathDecision:
     threshold: float = math.nan
     reason: str = ""
     views: str = ""  # "cam++" or "cam++ + ge2e"
+    voices: SpanVoices | None = None  # the embedded spans, handed on to the diarizer
 
     @property
     def skips_diarization(self) -> bool:
@@ -152,10 +152,10 @@ def check(
     when installed), decide. A file the diarizer could not split (`can_split` False) is taken."""
     if regions and not can_split:
         return FastPathDecision(True, math.nan, [], threshold, TOO_SHORT)
-    spans = pick_spans(regions, samples.shape[0] / SAMPLE_RATE)
-    if len(spans) < MIN_SPANS:
-        return decide(None, spans, threshold, speech_s=speech_seconds(regions))
-    embeddings = np.asarray(embed(span_features(samples, spans)))
     encoder = second_view(models_dir) if use_second_view else None
-    second = encoder.embed_spans(samples, spans) if encoder is not None else None
-    return decide(embeddings, spans, threshold, second=second)
+    voices = embed_voices(samples, regions, embed, encoder)
+    if voices is None:
+        return decide(None, [], threshold, speech_s=speech_seconds(regions))
+    decision = decide(voices.embeddings, voices.spans, threshold, second=voices.second)
+    decision.voices = voices
+    return decision

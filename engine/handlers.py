@@ -133,6 +133,7 @@ class StageHandlers:
             return
         regions = self.diarizer.speech_regions(work.samples, work.speech)
         may_skip = options.num_speakers is None and (options.min_speakers or 1) < 2
+        voices = None  # spans the fast path embedded, reused by the diarizer's count check
         if may_skip:
             decision = fastpath.check(
                 work.samples,
@@ -142,6 +143,7 @@ class StageHandlers:
                 models_dir=self.models_dir,
                 can_split=self.diarizer.can_find_two_speakers(regions),
             )
+            voices = decision.voices
             if decision.similarity == decision.similarity:  # measured (not nan)
                 work.fast_path_similarity = decision.similarity
             # A measured match, or a file the diarizer could not split anyway. A file merely too
@@ -157,6 +159,7 @@ class StageHandlers:
             work.samples,
             work.speech,
             regions=regions,
+            voices=voices,
             num_speakers=options.num_speakers,
             min_speakers=options.min_speakers,
             max_speakers=options.max_speakers,

@@ -12,7 +12,9 @@ scored at most 0.938, the halves of one voice at least 0.947.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -50,6 +52,35 @@ def span_features(samples: np.ndarray, spans: Sequence[tuple[float, float]]) -> 
     return [
         fbank(samples[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)], mean_normalise=True) for a, b in spans
     ]
+
+
+class SecondView(Protocol):
+    def embed_spans(self, samples: np.ndarray, spans: Sequence[tuple[float, float]]) -> np.ndarray: ...
+
+
+@dataclass
+class SpanVoices:
+    """Whole-sentence spans and their embeddings: CAM++ and, when installed, GE2E."""
+
+    spans: list[tuple[float, float]]
+    embeddings: np.ndarray
+    second: np.ndarray | None
+
+
+def embed_voices(
+    samples: np.ndarray,
+    regions: Sequence[tuple[float, float]],
+    embed: Callable[[Sequence[np.ndarray]], np.ndarray],
+    second_view: SecondView | None,
+) -> SpanVoices | None:
+    """The spans of `regions` embedded with `embed` (CAM++) and `second_view` (GE2E) when given;
+    None when there are fewer than `MIN_SPANS` of them to compare."""
+    spans = pick_spans(regions, samples.shape[0] / SAMPLE_RATE)
+    if len(spans) < MIN_SPANS:
+        return None
+    embeddings = np.asarray(embed(span_features(samples, spans)), dtype=np.float32)
+    second = second_view.embed_spans(samples, spans) if second_view is not None else None
+    return SpanVoices(spans, embeddings, second)
 
 
 def split_ratio(
