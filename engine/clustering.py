@@ -90,6 +90,9 @@ class ClusteringResult:
     num_speakers: int
     # Per candidate k >= 2: (closest-pair ratio, region consistency, smallest cluster share).
     diagnostics: dict[int, tuple[float, float, float]] = field(default_factory=dict)
+    # The best partition found for every candidate count (labels numbered by first appearance), so
+    # that a later check can move to another count without clustering again.
+    partitions: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def min_windows_for_two_speakers(rule: StoppingRule) -> int:
@@ -399,8 +402,9 @@ def cluster_speakers(
                 break
             k = kk
         k = min(max(k, low), max(available))
-    labels = relabel_by_first_appearance(partitions[k])
-    return ClusteringResult(labels, len(np.unique(labels)), diagnostics)
+    relabelled = {kk: relabel_by_first_appearance(p) for kk, p in partitions.items()}
+    labels = relabelled[k]
+    return ClusteringResult(labels, len(np.unique(labels)), diagnostics, relabelled)
 
 
 def smooth_labels(

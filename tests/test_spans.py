@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from voxdock.engine.spans import MIN_SPANS, labels_of_spans, same_voice_pair
+from voxdock.engine.spans import (
+    MIN_SPANS,
+    NEW_SPEAKER_SPANS,
+    distinct_voices,
+    labels_of_spans,
+    same_voice_pair,
+)
 
 
 def _voices(rng: np.random.Generator, groups: list[int], dim: int) -> np.ndarray:
@@ -47,3 +53,18 @@ def test_no_evidence_keeps_the_speakers() -> None:
     three[5] = 2
     cam, ge2e = _voices(rng, [10], 192), _voices(rng, [10], 256)
     assert not same_voice_pair(SPANS, cam, ge2e, WINDOWS, three)
+
+
+def test_a_left_out_speaker_is_added_only_on_clear_evidence() -> None:
+    rng = np.random.default_rng(5)
+    labels = np.array([0] * 16 + [1] * 16)
+    two_voices = _voices(rng, [5, 5], 192), _voices(rng, [5, 5], 256)
+    assert distinct_voices(SPANS, two_voices[0], two_voices[1], WINDOWS, labels)
+    one_voice = _voices(rng, [10], 192), _voices(rng, [10], 256)
+    assert not distinct_voices(SPANS, one_voice[0], one_voice[1], WINDOWS, labels)
+    # two voices, but the new speaker speaks in fewer than NEW_SPEAKER_SPANS sentences
+    short = labels.copy()
+    short[: 32 - 3 * (NEW_SPEAKER_SPANS - 1)] = 0  # speaker 1 keeps the last few windows only
+    held = np.bincount(labels_of_spans(SPANS, WINDOWS, short), minlength=2)[1]
+    assert 0 < held < NEW_SPEAKER_SPANS
+    assert not distinct_voices(SPANS, two_voices[0], two_voices[1], WINDOWS, short)
