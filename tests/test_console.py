@@ -19,6 +19,7 @@ from voxdock.storage.database import Database
 from voxdock.tui.app import CONTROL_ACTIONS, VoxdockConsole
 from voxdock.tui.backend import EngineBackend
 from voxdock.tui.screens import QuitScreen, TuneScreen
+from voxdock.tui.widgets import StageTable
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
@@ -236,6 +237,25 @@ def test_add_a_path_from_the_console_and_see_it_start(
     asyncio.run(run(app, body))
     (batch,) = [b for b in jobs.batch_progress(db) if b.name == "dropped"]
     assert batch.done == 1
+
+
+def test_data_arriving_while_the_console_closes_is_dropped(
+    make_engine: Callable[..., Engine], tmp_path: Path
+) -> None:
+    """A refresh that ends while the console is closing finds its widgets gone: it must be dropped,
+    not crash the console on its way out (seen when both cores were busy)."""
+    engine = make_engine()
+    engine.start(wait=True)
+    console = console_for(engine, tmp_path)
+
+    async def close_then_deliver(pilot: Pilot) -> None:
+        data = console.data
+        await console.query_one(StageTable).remove()
+        console._apply(data, [])  # what the gather worker's call_from_thread runs
+        await pilot.pause()
+        assert console.data is data
+
+    asyncio.run(run(console, close_then_deliver))
 
 
 def test_theme_switch_is_remembered(make_engine: Callable[..., Engine], tmp_path: Path) -> None:

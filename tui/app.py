@@ -17,6 +17,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
@@ -154,6 +155,10 @@ class VoxdockConsole(App[None]):
 
     def _apply(self, data: ConsoleData | None, events: list[Any]) -> None:
         self._gathering = False
+        try:
+            stages = self.query_one(StageTable)
+        except NoMatches:  # a gather that ended while the console closed: nothing left to draw on
+            return
         if events:
             for pane in self.query(LogPane):
                 pane.add(events)
@@ -166,7 +171,7 @@ class VoxdockConsole(App[None]):
         device = "GPU" if snap.gpu_available else "CPU"
         readonly = " · read-only" if self.readonly else ""
         self.sub_title = f"node {snap.node_id} · {snap.state} · {device}{readonly}"
-        self.query_one(StageTable).show(snap)
+        stages.show(snap)
         self.query_one(Totals).show(data)
         self.query_one(GpuPanel).show(data)
         self.query_one(BatchTable).show(data)
