@@ -164,6 +164,20 @@ def batched(embed, size: int = 64):
     return run
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces this run (where the generated files were kept does not matter)."""
+    parts = [COMMAND.rsplit(" --out", 1)[0]]
+    if args.calibration:
+        parts.append("--calibration")
+    if args.cam_only:
+        parts.append("--cam-only")
+    if args.repeat != 2:
+        parts.append(f"--repeat {args.repeat}")
+    out = args.out.resolve()
+    parts.append(f"--out {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return " ".join(parts)
+
+
 def fmt(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
@@ -321,7 +335,7 @@ def main() -> int:
     mono = [f for f in fast if f["kind"] == "monologue"]
     measured = [f for f in mono if f["reason"] in ("similar", "dissimilar")]
     summary = {
-        "command": COMMAND + (" --calibration" if args.calibration else ""),
+        "command": command_line(args),
         "machine": f"{platform.machine()} {os.cpu_count()} cores, torch threads {torch_threads}",
         "generation_s": round(gen_s, 1),
         "diarizer_views": views,
