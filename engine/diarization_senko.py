@@ -25,7 +25,8 @@
    or more sentences), the count steps up: the windows' rule wants enough windows of every speaker
    and leaves out one who speaks little (a 4-speaker calibration file, 9 windows of 92). On all
    calibration and reported files, this added that speaker and no other; no monologue gained one.
-   A Viterbi re-segmentation then removes one-window flips.
+   With two speakers, the labels are the most distinct of the equally tight two-way partitions
+   (engine/clustering.py, `distinct_two`). A Viterbi re-segmentation then removes one-window flips.
 6. Turns: consecutive windows with one label join; where windows with different labels overlap, the
    boundary goes to the midpoint of the overlap; same-speaker turns less than `BRIDGE_GAP_S` apart
    are joined (pauses inside a speaker's turn count as that speaker's speech, as references mark
@@ -292,6 +293,8 @@ class SenkoDiarizer:
             max_speakers=max_speakers,
         )
         labels = self._check_count(result, windows, voices, num_speakers, min_speakers, max_speakers)
+        if int(labels.max(initial=0)) == 1 and result.distinct_two is not None:
+            labels = result.distinct_two  # two speakers: of equally tight splits, the most distinct
         labels = smooth_labels(embeddings, labels, regions, second=second)
         labels = _renumber_by_talk_time(labels, windows)
         names = [speaker_name(int(label)) for label in labels]

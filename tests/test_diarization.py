@@ -67,6 +67,14 @@ def test_clustering_finds_separated_speakers(k: int) -> None:
     assert _same_partition(result.labels, truth)
 
 
+def test_two_speakers_offer_their_most_distinct_split() -> None:
+    emb, truth = _blobs(2, 40, spread=0.08, seed=2)
+    groups = np.arange(truth.size) // 5
+    result = cluster_speakers(emb, groups, second=emb[:, ::-1].copy())
+    assert result.distinct_two is not None and _same_partition(result.distinct_two, truth)
+    assert cluster_speakers(emb, groups, max_points=20).distinct_two is None  # chunked: not offered
+
+
 def test_long_recordings_cluster_on_chunks_with_the_same_answer() -> None:
     """Above `max_points` windows the partitions are built on chunks of windows (cubic cost
     otherwise): the count and the partition of every window must not change."""
