@@ -221,6 +221,11 @@ def _closest_pair(sim: np.ndarray, labels: np.ndarray, k: int) -> float:
     return best
 
 
+def _mean_closest_pair(raw_sims: Sequence[np.ndarray], labels: np.ndarray, k: int) -> float:
+    """`_closest_pair` averaged over the views' raw similarity matrices."""
+    return float(np.mean([_closest_pair(r, labels, k) for r in raw_sims]))
+
+
 def _most_distinct(
     scored: Sequence[tuple[float, int, np.ndarray]], raw_sims: Sequence[np.ndarray], n: int
 ) -> np.ndarray | None:
@@ -235,7 +240,7 @@ def _most_distinct(
             break
         if np.bincount(cand, minlength=2).min() < MIN_CLUSTER_WINDOWS:
             continue
-        ratio = float(np.mean([_closest_pair(r, cand, 2) for r in raw_sims]))
+        ratio = _mean_closest_pair(raw_sims, cand, 2)
         if ratio < best_ratio:
             best, best_ratio = cand, ratio
     return best
@@ -405,7 +410,7 @@ def cluster_speakers(
             distinct_two = _most_distinct(scored, raw_sims, n)
         share = float(np.bincount(best, minlength=k).min()) / n
         if raw_sims is not None:
-            closest = float(np.mean([_closest_pair(r, best, k) for r in raw_sims]))
+            closest = _mean_closest_pair(raw_sims, best, k)
         else:
             sample = _diagnostic_sample(best, k)
             closest = float(np.mean([_closest_pair(r[sample] @ r[sample].T, best[sample], k) for r in raw]))

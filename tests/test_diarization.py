@@ -154,32 +154,19 @@ def test_a_quiet_speaker_with_its_own_voice_on_sentences_is_added() -> None:
     cam, ge2e, windows, regions, voices, truth = _quiet_fourth_speaker(span_voice_of_fourth=3)
     assert cluster_speakers(cam, regions, second=ge2e).num_speakers == 3  # the windows' rule
     diarizer = SenkoDiarizer(lambda feats: np.zeros((len(feats), 192), np.float32))
+
+    def speakers_found(**bounds: int) -> int:
+        found = diarizer.assign(windows, regions, cam, second=ge2e, voices=voices, **bounds)
+        return len(set(found.window_speakers))
+
     found = diarizer.assign(windows, regions, cam, second=ge2e, voices=voices)
     assert _same_partition(np.unique(found.window_speakers, return_inverse=True)[1], truth)
     # an operator's count or bound is never overruled
-    assert (
-        len(
-            set(
-                diarizer.assign(
-                    windows, regions, cam, second=ge2e, voices=voices, num_speakers=3
-                ).window_speakers
-            )
-        )
-        == 3
-    )
-    assert (
-        len(
-            set(
-                diarizer.assign(
-                    windows, regions, cam, second=ge2e, voices=voices, max_speakers=3
-                ).window_speakers
-            )
-        )
-        == 3
-    )
+    assert speakers_found(num_speakers=3) == 3
+    assert speakers_found(max_speakers=3) == 3
     # the same windows, but the fourth's sentences sound like the third: not added
     cam, ge2e, windows, regions, voices, truth = _quiet_fourth_speaker(span_voice_of_fourth=2)
-    assert len(set(diarizer.assign(windows, regions, cam, second=ge2e, voices=voices).window_speakers)) == 3
+    assert speakers_found() == 3
 
 
 def test_speaker_space_is_a_weighted_mean_of_centred_cosines() -> None:
