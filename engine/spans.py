@@ -7,7 +7,8 @@ into speakers, the closest pair's mean similarity across the two over the geomet
 similarity within (each view's raw cosines, weighted as in the clustering space). Measured on the
 calibration files (bench/diarization_eval.py --calibration, CAM++ and GE2E): two different voices
 scored at most 0.938, the halves of one voice at least 0.947. The diarizer steps its count down when
-a pair reaches the one-voice ratio, and up only on the stronger evidence of `distinct_voices`.
+a pair reaches the one-voice ratio (or CAM++ alone is sure, see `CAM_SURE_RATIO`), and up only on the
+stronger evidence of `distinct_voices`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ MAX_SPANS = 60  # the most spans embedded per file (about two to six minutes of 
 MIN_SPANS = 4  # fewer give no reliable comparison
 ONE_VOICE_RATIO = 0.945  # a split scoring at least this is one voice cut in two (CAM++ and GE2E)
 ONE_VOICE_RATIO_CAM_ONLY = 0.965  # CAM++ alone: voices up to 0.955, halves of one voice from 0.90
+# GE2E can split one voice by what it says (gen_d2_s706: a voice's questions apart from the rest, GE2E
+# 0.915, CAM++ 0.977). With three or more speakers found, CAM++ this sure of one voice outvotes it:
+# distinct voices scored at most 0.959 on CAM++ there. Not between two speakers: two voices reached
+# 0.966 on CAM++ there, and merging them would call a conversation a monologue.
+CAM_SURE_RATIO = 0.97
 # A speaker the windows' count rule left out is added only on stronger evidence than the one-voice
 # ratio: a wide margin from the lowest one-voice split measured (0.947), each speaker in 3+ sentences.
 DISTINCT_RATIO = 0.93
@@ -116,6 +122,22 @@ def labels_of_spans(
     return out
 
 
+def _spans_by_speaker(
+    spans: Sequence[tuple[float, float]],
+    windows: Sequence[tuple[float, float]],
+    window_labels: np.ndarray,
+    min_spans_each: int,
+) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """The spans that have a speaker (mask), their speakers and the count, or None without evidence:
+    fewer than `MIN_SPANS` such spans, or a speaker with fewer than `min_spans_each` of its own."""
+    labels = labels_of_spans(spans, windows, window_labels)
+    keep = labels >= 0
+    k = int(window_labels.max()) + 1 if window_labels.size else 0
+    if keep.sum() < MIN_SPANS or k < 2 or np.bincount(labels[keep], minlength=k).min() < min_spans_each:
+        return None
+    return keep, labels[keep], k
+
+
 def _closest_pair_on_spans(
     spans: Sequence[tuple[float, float]],
     embeddings: np.ndarray,
@@ -124,15 +146,13 @@ def _closest_pair_on_spans(
     window_labels: np.ndarray,
     min_spans_each: int,
 ) -> float | None:
-    """The windows' speakers' closest-pair `split_ratio` on the spans, or None without evidence:
-    fewer than `MIN_SPANS` spans, or a speaker with fewer than `min_spans_each` spans of its own."""
-    labels = labels_of_spans(spans, windows, window_labels)
-    keep = labels >= 0
-    k = int(window_labels.max()) + 1 if window_labels.size else 0
-    if keep.sum() < MIN_SPANS or k < 2 or np.bincount(labels[keep], minlength=k).min() < min_spans_each:
+    """The windows' speakers' closest-pair `split_ratio` on the spans, or None without evidence."""
+    found = _spans_by_speaker(spans, windows, window_labels, min_spans_each)
+    if found is None:
         return None
+    keep, labels, _ = found
     second_kept = None if second is None else np.asarray(second)[keep]
-    return split_ratio(np.asarray(embeddings)[keep], labels[keep], second=second_kept)
+    return split_ratio(np.asarray(embeddings)[keep], labels, second=second_kept)
 
 
 def same_voice_pair(
@@ -143,11 +163,19 @@ def same_voice_pair(
     window_labels: np.ndarray,
 ) -> bool:
     """Whether the windows' speakers include two that sound like one voice on whole spans: the
-    closest pair scores at least the one-voice ratio. False without evidence (fewer than `MIN_SPANS`
-    spans, or a speaker that holds no span of its own)."""
-    ratio = _closest_pair_on_spans(spans, embeddings, second, windows, window_labels, 1)
-    threshold = ONE_VOICE_RATIO if second is not None else ONE_VOICE_RATIO_CAM_ONLY
-    return ratio is not None and ratio >= threshold
+    closest pair scores at least the one-voice ratio, or, among three or more speakers, CAM++ alone
+    is sure of it (`CAM_SURE_RATIO`). False without evidence (fewer than `MIN_SPANS` spans, or a
+    speaker that holds no span of its own)."""
+    found = _spans_by_speaker(spans, windows, window_labels, 1)
+    if found is None:
+        return False
+    keep, labels, k = found
+    cam = np.asarray(embeddings)[keep]
+    if second is None:
+        return split_ratio(cam, labels) >= ONE_VOICE_RATIO_CAM_ONLY
+    if split_ratio(cam, labels, second=np.asarray(second)[keep]) >= ONE_VOICE_RATIO:
+        return True
+    return k >= 3 and split_ratio(cam, labels) >= CAM_SURE_RATIO
 
 
 def distinct_voices(

@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from voxdock.engine.spans import (
+    CAM_SURE_RATIO,
     MIN_SPANS,
     NEW_SPEAKER_SPANS,
+    ONE_VOICE_RATIO,
     distinct_voices,
     labels_of_spans,
     same_voice_pair,
+    split_ratio,
 )
 
 
@@ -40,6 +43,25 @@ def test_one_voice_cut_in_two_is_found_and_two_voices_are_not() -> None:
     assert not same_voice_pair(SPANS, two_voices[0], two_voices[1], WINDOWS, labels)
     # CAM++ alone has its own, stricter ratio; one voice still reads as one
     assert same_voice_pair(SPANS, one_voice[0], None, WINDOWS, labels)
+
+
+def test_cam_sure_of_one_voice_outvotes_ge2e_only_among_three_or_more() -> None:
+    rng = np.random.default_rng(6)
+    three = np.array([0] * 11 + [1] * 11 + [2] * 10)
+    by_span = labels_of_spans(SPANS, WINDOWS, three)
+    assert set(by_span.tolist()) == {0, 1, 2}
+    # CAM++ hears speakers 0 and 2 as one voice, GE2E hears three voices
+    cam_centres = rng.standard_normal((2, 192))[[0, 1, 0]]
+    cam = cam_centres[by_span] + 0.3 * rng.standard_normal((len(SPANS), 192))
+    ge2e = _voices(rng, np.bincount(by_span).tolist(), 256)
+    assert split_ratio(cam, by_span) >= CAM_SURE_RATIO
+    assert split_ratio(cam, by_span, second=ge2e) < ONE_VOICE_RATIO
+    assert same_voice_pair(SPANS, cam, ge2e, WINDOWS, three)
+    # the same disagreement between two speakers keeps both (merging would make a monologue)
+    two = np.array([0] * 16 + [1] * 16)
+    one_cam, two_ge2e = _voices(rng, [10], 192), _voices(rng, [5, 5], 256)
+    assert split_ratio(one_cam, labels_of_spans(SPANS, WINDOWS, two)) >= CAM_SURE_RATIO
+    assert not same_voice_pair(SPANS, one_cam, two_ge2e, WINDOWS, two)
 
 
 def test_no_evidence_keeps_the_speakers() -> None:
