@@ -30,7 +30,7 @@ MAX_SPANS = 60  # the most spans embedded per file (about two to six minutes of 
 MIN_SPANS = 4  # fewer give no reliable comparison
 ONE_VOICE_RATIO = 0.945  # a split scoring at least this is one voice cut in two (CAM++ and GE2E)
 ONE_VOICE_RATIO_CAM_ONLY = 0.965  # CAM++ alone: voices up to 0.955, halves of one voice from 0.90
-# GE2E can split one voice by what it says (gen_d2_s706: a voice's questions apart from the rest, GE2E
+# GE2E can split one voice by what it says (gen_d2_s706: mostly a voice's questions apart, GE2E
 # 0.915, CAM++ 0.977). With three or more speakers found, CAM++ this sure of one voice outvotes it:
 # distinct voices scored at most 0.959 on CAM++ there. Not between two speakers: two voices reached
 # 0.966 on CAM++ there, and merging them would call a conversation a monologue.
