@@ -138,23 +138,6 @@ def _spans_by_speaker(
     return keep, labels[keep], k
 
 
-def _closest_pair_on_spans(
-    spans: Sequence[tuple[float, float]],
-    embeddings: np.ndarray,
-    second: np.ndarray | None,
-    windows: Sequence[tuple[float, float]],
-    window_labels: np.ndarray,
-    min_spans_each: int,
-) -> float | None:
-    """The windows' speakers' closest-pair `split_ratio` on the spans, or None without evidence."""
-    found = _spans_by_speaker(spans, windows, window_labels, min_spans_each)
-    if found is None:
-        return None
-    keep, labels, _ = found
-    second_kept = None if second is None else np.asarray(second)[keep]
-    return split_ratio(np.asarray(embeddings)[keep], labels, second=second_kept)
-
-
 def same_voice_pair(
     spans: Sequence[tuple[float, float]],
     embeddings: np.ndarray,
@@ -188,5 +171,8 @@ def distinct_voices(
     """Whether every pair of the windows' speakers is clearly two voices on whole spans: the closest
     pair scores below `DISTINCT_RATIO`, and every speaker holds at least `NEW_SPEAKER_SPANS` spans.
     Needs both views (CAM++ alone scores two voices as high as one voice's halves)."""
-    ratio = _closest_pair_on_spans(spans, embeddings, second, windows, window_labels, NEW_SPEAKER_SPANS)
-    return ratio is not None and ratio < DISTINCT_RATIO
+    found = _spans_by_speaker(spans, windows, window_labels, NEW_SPEAKER_SPANS)
+    if found is None:
+        return False
+    keep, labels, _ = found
+    return split_ratio(np.asarray(embeddings)[keep], labels, second=np.asarray(second)[keep]) < DISTINCT_RATIO
