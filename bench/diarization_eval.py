@@ -20,11 +20,13 @@ Files: ../shared/eval (real/pyannote_sample, the two synth dialogues, the real s
 recordings), the project's fixtures and examples, and a generated set written by
 /work/shared/eval/make_dialogue.py (espeak-ng + sox) into a temporary folder with fixed seeds (see
 `generated_specs`): held-out seeds 201 and 202 for 2, 3 and 4 speakers, with and without overlap
-(--overlap-prob 0.25), 120 s each, 801-818 (2 speakers of 40-112 s, 3 speakers of 90 s, 4 of 120 s),
-and monologues in eight voices (seeds 401-408, 60 s; 721-736, 35-125 s). The diarizer's rule was
+(--overlap-prob 0.25), 120 s each, 801-818 and 901-918 (2 speakers of 40-112 s, 3 speakers of 90 s,
+4 of 120 s), and monologues in eight voices (seeds 401-408, 60 s; 721-736, 35-125 s). The diarizer's rule was
 calibrated on seeds 101-104 (dialogues of 90 s) and 301-308 (monologues of 45 s), the fast path on
 those and 501-510, 521-528 (dialogues), 501-508, 601-608 (monologues); seeds 701-714 were reported
-until gen_d2_s706 shaped a rule. `--calibration` adds all of them.
+until gen_d2_s706 shaped a rule; the short-pause smoothing was chosen on the calibration files after
+gen_d2_s805 showed the errors it removes, and 901-918 were added after it. `--calibration` adds all
+of them.
 
 Writes <out>/diarization.json (everything) and <out>/diarization.md (the tables).
 """
@@ -69,7 +71,9 @@ NOTES = [
     "agglomerative partitions, a speaker-count rule calibrated for the fused views (`FUSED_RULE`), the",
     "count then checked on whole-sentence spans (down while two speakers score as one voice, >= 0.945,",
     "or among 3+ speakers CAM++ alone >= 0.97; else up while the next count's speakers are clearly",
-    "distinct, < 0.93 with 3+ spans each), Viterbi smoothing. Without the resemblyzer package it runs on",
+    "distinct, < 0.93 with 3+ spans each), Viterbi smoothing (windows weigh by their length; a change of",
+    "speaker costs 0.15 inside a speech region, 0.25 across a pause under 0.2 s, nothing across a longer",
+    "one). Without the resemblyzer package it runs on",
     "CAM++ alone with the earlier rule (`--cam-only` measures that mode). Fast path: the diarizer's",
     "speech regions cut into spans of 1-6 s (at most 60), each embedded whole with CAM++ and GE2E, split",
     "into the two most different groups; the score is that split's closest-pair ratio (0.3 CAM++ / 0.7",
@@ -79,8 +83,9 @@ NOTES = [
     "seeds 101-104 and monologue seeds 301-308 (the diarizer's rule was chosen on those), 501-510,",
     "521-528 / 501-508, 601-608 (with the former, the fast path's spans and threshold) and 701-714 (held",
     "out until gen_d2_s706 shaped the CAM++-sure merge, `CAM_SURE_RATIO`); the seeds below (201/202,",
-    "801-818, 401-408, 721-736) were kept apart. Times: fastest of `--repeat` runs each, ours and",
-    "senko's alternating; `RTF` counts diarization only (the engine's VAD is shared with ASR).",
+    "801-818, 901-918, 401-408, 721-736) were kept apart (901-918 added after the short-pause",
+    "smoothing). Times: fastest of `--repeat` runs each, ours and senko's alternating; `RTF` counts",
+    "diarization only (the engine's VAD is shared with ASR).",
 ]
 
 
@@ -93,7 +98,8 @@ class Spec:
 def generated_specs(calibration: bool) -> tuple[list[Spec], list[Spec]]:
     """Conversations and monologues to generate. Reported: seeds 201/202 (2-4 speakers, with and
     without overlap, 120 s), 801-818 (2 speakers of 40-112 s, every other one with overlap; 3 speakers
-    of 90 s and 4 of 120 s, half with overlap) and monologues 401-408 (60 s) and 721-736 (35-125 s).
+    of 90 s and 4 of 120 s, half with overlap), 901-918 (the same shapes) and monologues 401-408 (60 s)
+    and 721-736 (35-125 s).
     Calibration adds seeds 101-104 (90 s), 501-510 and 521-528 (2 speakers, 60 s; 521-528 with other
     voice pairs), 701-714 (reported until gen_d2_s706 shaped `CAM_SURE_RATIO`) and monologues 301-308
     (45 s), 501-508 (90 s) and 601-608 (35 s)."""
@@ -128,6 +134,7 @@ def generated_specs(calibration: bool) -> tuple[list[Spec], list[Spec]]:
             conv(f"gen_d{speakers}_s{seed}", speakers, seconds, seed)
             conv(f"gen_d{speakers}o_s{seed}", speakers, seconds, seed, *overlap)
     run_of_seeds(801, with_four=True)
+    run_of_seeds(901, with_four=True)  # added with the short-pause smoothing, which never saw them
     for i, voice in enumerate(VOICES):
         mono(401 + i, 60, voice)
     for i in range(16):

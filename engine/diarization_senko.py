@@ -26,7 +26,8 @@
    and leaves out one who speaks little (a 4-speaker calibration file, 9 windows of 92). On all
    calibration and reported files, this added that speaker and no other; no monologue gained one.
    With two speakers, the labels are the most distinct of the equally tight two-way partitions
-   (engine/clustering.py, `distinct_two`). A Viterbi re-segmentation then removes one-window flips.
+   (engine/clustering.py, `distinct_two`). A Viterbi re-segmentation then removes one-window flips
+   and keeps a short phrase after a pause under 0.2 s with its turn (each window weighs by its length).
 6. Turns: consecutive windows with one label join; where windows with different labels overlap, the
    boundary goes to the midpoint of the overlap; same-speaker turns less than `BRIDGE_GAP_S` apart
    are joined (pauses inside a speaker's turn count as that speaker's speech, as references mark
@@ -295,7 +296,7 @@ class SenkoDiarizer:
         labels = self._check_count(result, windows, voices, num_speakers, min_speakers, max_speakers)
         if int(labels.max(initial=0)) == 1 and result.distinct_two is not None:
             labels = result.distinct_two  # two speakers: of equally tight splits, the most distinct
-        labels = smooth_labels(embeddings, labels, regions, second=second)
+        labels = smooth_labels(embeddings, labels, regions, second=second, times=windows)
         labels = _renumber_by_talk_time(labels, windows)
         names = [speaker_name(int(label)) for label in labels]
         turns = turns_from_windows(windows, names)

@@ -137,9 +137,11 @@ def _quiet_fourth_speaker(
         return (centres[truth] + 0.3 * rng.standard_normal((truth.size, dim))).astype(np.float32)
 
     cam, ge2e = view(192), view(256)
-    windows = [(0.6 * i, 0.6 * i + 1.5) for i in range(truth.size)]
-    spans = [(24.0 * s + 2 + 5 * j, 24.0 * s + 4 + 5 * j) for s in range(3) for j in range(4)]
-    spans += [(73.2 + 1.1 * j, 74.1 + 1.1 * j) for j in range(4)]
+    # speech regions of four windows (3.3 s) with 0.7 s pauses between them
+    starts = [4.0 * (i // 4) + 0.6 * (i % 4) for i in range(truth.size)]
+    windows = [(t, t + 1.5) for t in starts]
+    spans = [(40.0 * s + 2 + 8 * j, 40.0 * s + 4 + 8 * j) for s in range(3) for j in range(4)]
+    spans += [(120.2, 121.1), (121.5, 122.4), (124.2, 125.1), (125.5, 126.4)]
     owner = np.array([0] * 4 + [1] * 4 + [2] * 4 + [span_voice_of_fourth] * 4)
 
     def span_view(dim: int) -> np.ndarray:
@@ -190,6 +192,37 @@ def test_smoothing_removes_a_one_window_flip() -> None:
     noisy[7] = 1 - noisy[7]
     groups = np.arange(truth.size) // 5
     assert np.array_equal(smooth_labels(emb, noisy, groups), truth)
+
+
+def _turn_with_a_short_phrase(pause: float) -> tuple[np.ndarray, np.ndarray, list, list[int]]:
+    """Speaker 0 talks (two regions of five 1.5 s windows with a 0.7 s phrase between them, `pause`
+    seconds of silence either side of it), then speaker 1. The phrase's one window leans slightly
+    towards speaker 1, as espeak's questions do."""
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((2, 192))
+    labels, times, groups = [], [], []
+    t = 0.0
+    for region, (speaker, count, length) in enumerate([(0, 5, 1.5), (0, 1, 0.7), (0, 5, 1.5), (1, 6, 1.5)]):
+        for i in range(count):
+            times.append((t + 0.6 * i, t + 0.6 * i + length))
+            labels.append(speaker)
+            groups.append(region)
+        t = times[-1][1] + pause
+    emb = centres[labels] + 0.3 * rng.standard_normal((len(labels), 192))
+    emb[5] = 0.47 * centres[0] + 0.53 * centres[1] + 0.3 * rng.standard_normal(192)
+    return emb.astype(np.float32), np.array(labels), times, groups
+
+
+def test_a_short_phrase_after_a_short_pause_stays_with_its_turn() -> None:
+    emb, truth, times, groups = _turn_with_a_short_phrase(pause=0.1)
+    # Without times every pause is a free change of speaker: the phrase goes to speaker 1.
+    assert smooth_labels(emb, truth, groups)[5] == 1
+    assert np.array_equal(smooth_labels(emb, truth, groups, times=times), truth)
+
+
+def test_a_short_phrase_after_a_long_pause_goes_where_its_voice_is() -> None:
+    emb, truth, times, groups = _turn_with_a_short_phrase(pause=0.6)
+    assert smooth_labels(emb, truth, groups, times=times)[5] == 1
 
 
 def _refuse(_: Sequence[np.ndarray]) -> np.ndarray:
