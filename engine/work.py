@@ -50,6 +50,18 @@ class SpeakerOptions:
 
         return cls(get("num_speakers"), get("min_speakers"), get("max_speakers"))
 
+    def describe(self) -> str:
+        """For listings: "auto" when nothing is known, else "2", "2-4", ">= 2" or "<= 3"."""
+        if self.num_speakers is not None:
+            return str(self.num_speakers)
+        if self.min_speakers is not None and self.max_speakers is not None:
+            return f"{self.min_speakers}-{self.max_speakers}"
+        if self.min_speakers is not None:
+            return f">= {self.min_speakers}"
+        if self.max_speakers is not None:
+            return f"<= {self.max_speakers}"
+        return "auto"
+
 
 @dataclass
 class FileWork:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -66,6 +66,7 @@ class BatchProgress:
     skipped: int
     audio_seconds_done: float
     audio_seconds_total: float | None
+    options: dict[str, Any] = field(default_factory=dict)  # what the batch was submitted with
 
 
 @dataclass(frozen=True)
@@ -322,7 +323,8 @@ SELECT b.id, b.name, b.state, b.created_at,
        count(*) FILTER (WHERE j.state = 'failed') AS failed,
        count(*) FILTER (WHERE j.state = 'skipped') AS skipped,
        coalesce(sum(s.duration_s) FILTER (WHERE j.state = 'done'), 0) AS audio_seconds_done,
-       sum(s.duration_s) AS audio_seconds_total
+       sum(s.duration_s) AS audio_seconds_total,
+       b.options
 FROM batches b
 LEFT JOIN jobs j ON j.batch_id = b.id
 LEFT JOIN sources s ON s.id = j.source_id

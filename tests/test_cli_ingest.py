@@ -92,9 +92,18 @@ def test_submit_then_pause_and_resume_a_batch_from_the_command_line(tmp_path: Pa
     queued = voxdock("submit", str(MEDIA / "monologue.ogg"), str(MEDIA / "silence.wav"), "--batch", "nightly")
     assert queued.returncode == 0, queued.stderr
     assert "batch nightly: 2 file(s) queued" in queued.stdout
+    interviews = voxdock(
+        "submit", str(MEDIA / "dialogue_2spk.wav"), "--batch", "interviews", "--speakers", "2"
+    )
+    assert interviews.returncode == 0, interviews.stderr
+    conflict = voxdock(
+        "submit", str(MEDIA / "dialogue_2spk.wav"), "--min-speakers", "3", "--max-speakers", "2"
+    )
+    assert conflict.returncode == 2 and "--min-speakers is larger than --max-speakers" in conflict.stderr
     assert voxdock("batch", "pause", "nightly").returncode == 0
     listing = " ".join(voxdock("batch", "list").stdout.split())
-    assert "nightly │ paused │ 2 │ 0 │ 0 │ 0 │ 2" in listing
+    assert "nightly │ paused │ 2 │ 0 │ 0 │ 0 │ 2 │ 00:00 │ auto" in listing
+    assert "interviews │ running │ 1 │ 0 │ 0 │ 0 │ 1 │ 00:00 │ 2" in listing
     assert voxdock("batch", "resume", "nightly").returncode == 0
     assert "nightly │ running" in " ".join(voxdock("batch", "list").stdout.split())
     missing = voxdock("batch", "pause", "no-such-batch")

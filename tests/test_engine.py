@@ -98,6 +98,30 @@ def test_transcripts_speakers_and_vectors(
     assert snap.totals.hours_per_hour and snap.totals.hours_per_hour > 1
 
 
+def test_known_speaker_counts_travel_with_the_batch(
+    make_engine: Callable[..., Engine], db: Database, tmp_path: Path
+) -> None:
+    """`--speakers` / `--min-speakers` are batch options: stored with the jobs, honoured by the node
+    that claims them (the first test finds three speakers in dialogue_3spk and skips the monologue)."""
+    three, mono = copy_media(tmp_path, "dialogue_3spk.flac", "monologue.ogg")
+    engine = make_engine()
+    told_two = engine.submit([three], options={"num_speakers": 2})
+    at_least_two = engine.submit([mono], options={"min_speakers": 2})
+    assert job_options(db, told_two.batch_id) == [{"num_speakers": 2}]
+    engine.start()
+    for submission in (told_two, at_least_two):
+        progress = wait_for_batch(engine, submission.batch_id)
+        assert (progress.done, progress.failed) == (1, 0)
+    assert len({r[4] for r in stored_segments(db, three)}) == 2
+    assert source_row(db, three)[4] == 2
+    assert source_row(db, mono)[3] is False  # never the fast path when two speakers are promised
+
+
+def job_options(db: Database, batch_id: int) -> list[dict]:
+    with db.connection() as conn:
+        return [r[0] for r in conn.execute("SELECT options FROM jobs WHERE batch_id = %s", (batch_id,))]
+
+
 def make_bad_inputs(folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     bad = {

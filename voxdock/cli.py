@@ -197,6 +197,30 @@ def models_cmd() -> None:
         raise typer.Exit(1)
 
 
+# What the operator knows about the speakers: stored with the batch and honoured by every node.
+SpeakersOption = Annotated[
+    int | None, typer.Option("--speakers", min=1, help="Known number of speakers in every file.")
+]
+MinSpeakersOption = Annotated[
+    int | None, typer.Option("--min-speakers", min=1, help="At least this many speakers per file.")
+]
+MaxSpeakersOption = Annotated[
+    int | None, typer.Option("--max-speakers", min=1, help="At most this many speakers per file.")
+]
+
+
+def speaker_options(
+    speakers: int | None, min_speakers: int | None, max_speakers: int | None
+) -> dict[str, int]:
+    """The batch options for the speaker flags (only those given); a usage error when they conflict."""
+    if min_speakers and max_speakers and min_speakers > max_speakers:
+        raise fail("--min-speakers is larger than --max-speakers")
+    if speakers and (min_speakers or max_speakers):
+        raise fail("give either --speakers or --min-speakers/--max-speakers, not both")
+    given = {"num_speakers": speakers, "min_speakers": min_speakers, "max_speakers": max_speakers}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 @app.command("ingest")
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (folders are searched for media).")],
@@ -208,11 +232,9 @@ def ingest(
             help="Skip files whose content is already stored (default), or reprocess and replace.",
         ),
     ] = True,
-    speakers: Annotated[
-        int | None, typer.Option("--speakers", min=1, help="Known number of speakers.")
-    ] = None,
-    min_speakers: Annotated[int | None, typer.Option("--min-speakers", min=1)] = None,
-    max_speakers: Annotated[int | None, typer.Option("--max-speakers", min=1)] = None,
+    speakers: SpeakersOption = None,
+    min_speakers: MinSpeakersOption = None,
+    max_speakers: MaxSpeakersOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
 ) -> None:
     """Process files headless: find media under PATHS, run them as a batch, print a summary.
@@ -222,21 +244,11 @@ def ingest(
     from voxdock.engine.engine import Engine
     from voxdock.headless import run_ingest, summary_tables
 
-    if min_speakers and max_speakers and min_speakers > max_speakers:
-        raise fail("--min-speakers is larger than --max-speakers")
+    options = speaker_options(speakers, min_speakers, max_speakers)
     settings = settings_or_exit()
     setup_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
     _terminate_cleanly()
     plan = require_models(settings)
-    options = {
-        k: v
-        for k, v in {
-            "num_speakers": speakers,
-            "min_speakers": min_speakers,
-            "max_speakers": max_speakers,
-        }.items()
-        if v is not None
-    }
     with open_store(settings) as db:
         engine = Engine(settings, db, plan)
         submission = engine.submit(paths, batch_name=batch, skip_existing=skip_existing, options=options)
@@ -312,12 +324,16 @@ def console(
     ] = 1.0,
     readonly: Annotated[bool, typer.Option("--readonly", help="Hide and disable every control.")] = False,
     batch: Annotated[str | None, typer.Option("--batch", help="Name for the batch of PATHS.")] = None,
+    speakers: SpeakersOption = None,
+    min_speakers: MinSpeakersOption = None,
+    max_speakers: MaxSpeakersOption = None,
 ) -> None:
     """Open the operator console over an in-process engine (quit with q)."""
     from voxdock.engine.engine import Engine
     from voxdock.tui.app import VoxdockConsole
     from voxdock.tui.backend import EngineBackend
 
+    options = speaker_options(speakers, min_speakers, max_speakers)
     settings = settings_or_exit()
     log_file = setup_file_logging(settings)
     _terminate_cleanly()
@@ -325,7 +341,7 @@ def console(
     with open_store(settings) as db:
         engine = Engine(settings, db, plan)
         if paths:
-            engine.submit(paths, batch_name=batch)
+            engine.submit(paths, batch_name=batch, options=options)
         engine.start()
         app = VoxdockConsole(EngineBackend(engine), refresh_s=refresh, readonly=readonly)
         try:
@@ -359,16 +375,22 @@ def submit(
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing/--no-skip-existing", help="Skip content already stored.")
     ] = True,
+    speakers: SpeakersOption = None,
+    min_speakers: MinSpeakersOption = None,
+    max_speakers: MaxSpeakersOption = None,
 ) -> None:
     """Queue files as a batch and return at once: the nodes running `voxdock worker` or a console
     process it."""
     from voxdock.engine.engine import Engine
 
+    options = speaker_options(speakers, min_speakers, max_speakers)
     settings = settings_or_exit()
     setup_logging(settings.log_level)
     plan = require_models(settings)
     with open_store(settings) as db:
-        sub = Engine(settings, db, plan).submit(paths, batch_name=batch, skip_existing=skip_existing)
+        sub = Engine(settings, db, plan).submit(
+            paths, batch_name=batch, skip_existing=skip_existing, options=options
+        )
     out.print(
         f"batch [bold]{sub.name}[/]: {sub.queued} file(s) queued, {sub.skipped} already stored",
         highlight=False,
@@ -378,6 +400,7 @@ def submit(
 @batch_app.command("list")
 def batch_list(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20) -> None:
     """Batches with their state and progress."""
+    from voxdock.engine.work import SpeakerOptions
     from voxdock.formatting import fmt_duration
     from voxdock.storage.jobs import batch_progress
 
@@ -385,8 +408,9 @@ def batch_list(limit: Annotated[int, typer.Option(help="How many, newest first."
     with open_store(settings) as db:
         rows = batch_progress(db, limit=limit)
     table = Table()
-    for column in ("id", "name", "state", "files", "done", "failed", "skipped", "left", "audio done"):
-        table.add_column(column, justify="right" if column not in ("name", "state") else "left")
+    columns = ("id", "name", "state", "files", "done", "failed", "skipped", "left", "audio done", "speakers")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("name", "state", "speakers") else "right")
     for b in rows:
         table.add_row(
             str(b.id),
@@ -398,6 +422,7 @@ def batch_list(limit: Annotated[int, typer.Option(help="How many, newest first."
             str(b.skipped),
             str(b.queued + b.claimed),
             fmt_duration(b.audio_seconds_done),
+            SpeakerOptions.from_options(b.options).describe(),
         )
     out.print(table)
 
