@@ -50,6 +50,32 @@ class SpeakerOptions:
 
         return cls(get("num_speakers"), get("min_speakers"), get("max_speakers"))
 
+    @classmethod
+    def parse(cls, text: str) -> SpeakerOptions:
+        """An operator's entry: "" (estimate), "2" (known count) or "2-4" (bounds); ValueError
+        with the reason otherwise."""
+        text = text.strip()
+        if not text:
+            return cls()
+        low, sep, high = (part.strip() for part in text.partition("-"))
+        if not (low.isdigit() and (not sep or high.isdigit())):
+            raise ValueError(f"speakers: {text!r} is not a count (2) or a range (2-4)")
+        if not sep:
+            return cls(num_speakers=_at_least_one(int(low)))
+        lo, hi = _at_least_one(int(low)), _at_least_one(int(high))
+        if lo > hi:
+            raise ValueError(f"speakers: {lo} is more than {hi}")
+        return cls(min_speakers=lo, max_speakers=hi)
+
+    def as_options(self) -> dict[str, int]:
+        """The batch options (only what is known)."""
+        given = {
+            "num_speakers": self.num_speakers,
+            "min_speakers": self.min_speakers,
+            "max_speakers": self.max_speakers,
+        }
+        return {name: value for name, value in given.items() if value is not None}
+
     def describe(self) -> str:
         """For listings: "auto" when nothing is known, else "2", "2-4", ">= 2" or "<= 3"."""
         if self.num_speakers is not None:
@@ -61,6 +87,12 @@ class SpeakerOptions:
         if self.max_speakers is not None:
             return f"<= {self.max_speakers}"
         return "auto"
+
+
+def _at_least_one(count: int) -> int:
+    if count < 1:
+        raise ValueError("speakers: a file has at least one speaker")
+    return count
 
 
 @dataclass

@@ -101,6 +101,7 @@ def batches(*, paused: bool = False, failed: bool = False) -> list[BatchProgress
             skipped=6,
             audio_seconds_done=200.0,
             audio_seconds_total=200.0,
+            options={"num_speakers": 2},
         ),
     ]
 
@@ -213,7 +214,7 @@ class FrozenBackend:
 
     data: ConsoleData
     events: list[EngineEvent] = field(default_factory=list)
-    calls: list[tuple[str, object]] = field(default_factory=list)
+    calls: list[tuple[object, ...]] = field(default_factory=list)
 
     @property
     def node_id(self) -> str:
@@ -244,8 +245,8 @@ class FrozenBackend:
     def set_fast_path_threshold(self, value: float) -> None:
         self.calls.append(("threshold", value))
 
-    def submit(self, paths, batch_name=None) -> Submission:  # type: ignore[no-untyped-def]
-        self.calls.append(("submit", [str(Path(p)) for p in paths]))
+    def submit(self, paths, batch_name=None, options=None) -> Submission:  # type: ignore[no-untyped-def]
+        self.calls.append(("submit", [str(Path(p)) for p in paths], options or {}))
         return Submission(batch_id=4, name=batch_name or "new", queued=1, skipped=0, ignored=0)
 
     def stop(self, mode: str) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import MEDIA
 from textual.pilot import Pilot
-from textual.widgets import Input, Select
+from textual.widgets import Input, Label, Select
 
 from voxdock.engine.engine import Engine
 from voxdock.storage import jobs
@@ -225,7 +225,14 @@ def test_add_a_path_from_the_console_and_see_it_start(
         await pilot.press("right")
         assert path_input.value == str(folder) + "/"
         app.screen.query_one("#name", Input).value = "dropped"
+        speakers = app.screen.query_one("#speakers", Input)
+        speakers.value = "two"
         await pilot.click("#add")
+        error = app.screen.query_one("#path-error", Label)
+        assert "'two' is not a count (2) or a range (2-4)" in str(error.render())
+        speakers.value = "1"  # one voice: the operator knows it, so no diarization
+        speakers.focus()
+        await pilot.press("enter")
         await until(pilot, lambda: any(b.name == "dropped" for b in app.data.batches), what="new batch shown")
         await until(
             pilot,
@@ -236,7 +243,7 @@ def test_add_a_path_from_the_console_and_see_it_start(
 
     asyncio.run(run(app, body))
     (batch,) = [b for b in jobs.batch_progress(db) if b.name == "dropped"]
-    assert batch.done == 1
+    assert batch.done == 1 and batch.options == {"num_speakers": 1}
 
 
 def test_data_arriving_while_the_console_closes_is_dropped(

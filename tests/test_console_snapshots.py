@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from console_states import FrozenBackend, state
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from voxdock.tui.app import VoxdockConsole
 
@@ -65,5 +66,17 @@ def test_help_screen(snap_compare, tmp_path: Path) -> None:
 def test_tune_dialog_fits_80x24(snap_compare, tmp_path: Path) -> None:
     async def before(pilot: Pilot) -> None:
         await settled(pilot, "w")
+
+    assert snap_compare(console("running-no-gpu", tmp_path), terminal_size=(80, 24), run_before=before)
+
+
+def test_add_dialog_with_a_bad_speaker_entry_fits_80x24(snap_compare, tmp_path: Path) -> None:
+    async def before(pilot: Pilot) -> None:
+        await settled(pilot, "a")
+        pilot.app.screen.query_one("#path", Input).value = "/tmp"  # the same on every machine
+        pilot.app.screen.query_one("#speakers", Input).value = "2 to 4"
+        pilot.app.screen.query_one("#speakers", Input).focus()
+        await pilot.press("enter")
+        await pilot.pause()
 
     assert snap_compare(console("running-no-gpu", tmp_path), terminal_size=(80, 24), run_before=before)

@@ -300,16 +300,16 @@ class VoxdockConsole(App[None]):
     def action_add_path(self) -> None:
         self.push_screen(AddPathScreen(), self._path_added)
 
-    def _path_added(self, result: tuple[str, str | None] | None) -> None:
+    def _path_added(self, result: tuple[str, str | None, dict[str, int]] | None) -> None:
         if result is None:
             return
-        path, name = result
-        self._submit([path], name)
+        path, name, options = result
+        self._submit([path], name, options)
 
     @work(thread=True, group="control")
-    def _submit(self, paths: list[str], name: str | None) -> None:
+    def _submit(self, paths: list[str], name: str | None, options: dict[str, int] | None = None) -> None:
         try:
-            sub = self.backend.submit(paths, name)
+            sub = self.backend.submit(paths, name, options)
         except Exception as exc:
             self.call_from_thread(self.notify, f"could not add {paths[0]}: {exc}", severity="error")
             return

@@ -53,7 +53,12 @@ class ConsoleBackend(Protocol):
 
     def set_fast_path_threshold(self, value: float) -> None: ...
 
-    def submit(self, paths: Iterable[str | Path], batch_name: str | None = None) -> Submission: ...
+    def submit(
+        self,
+        paths: Iterable[str | Path],
+        batch_name: str | None = None,
+        options: dict[str, int] | None = None,
+    ) -> Submission: ...
 
     def stop(self, mode: str) -> bool: ...
 
@@ -121,8 +126,13 @@ class EngineBackend:
     def set_fast_path_threshold(self, value: float) -> None:
         self.engine.set_fast_path_threshold(value)
 
-    def submit(self, paths: Iterable[str | Path], batch_name: str | None = None) -> Submission:
-        return self.engine.submit(paths, batch_name=batch_name)
+    def submit(
+        self,
+        paths: Iterable[str | Path],
+        batch_name: str | None = None,
+        options: dict[str, int] | None = None,
+    ) -> Submission:
+        return self.engine.submit(paths, batch_name=batch_name, options=options)
 
     def stop(self, mode: str) -> bool:
         self._unsubscribe()

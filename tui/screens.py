@@ -14,6 +14,8 @@ from textual.suggester import Suggester
 from textual.validation import Integer, Number
 from textual.widgets import Button, Input, Label, Markdown, Select
 
+from voxdock.engine.work import SpeakerOptions
+
 STAGE_NAMES = ("decode", "vad", "asr", "diarize", "voice", "text", "store")
 BATCHED = ("asr", "diarize", "voice", "text")
 
@@ -183,8 +185,9 @@ class PathSuggester(Suggester):
         return None
 
 
-class AddPathScreen(ModalScreen[tuple[str, str | None] | None]):
-    """A path (tab or → completes) and an optional batch name. Returns (path, name)."""
+class AddPathScreen(ModalScreen[tuple[str, str | None, dict[str, int]] | None]):
+    """A path (tab or → completes), an optional batch name and what is known of the speakers.
+    Returns (path, name, batch options)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "cancel")]
 
@@ -193,6 +196,7 @@ class AddPathScreen(ModalScreen[tuple[str, str | None] | None]):
             yield Label("Add a file or folder as a new batch", classes="title")
             yield Input(placeholder="path (→ completes)", id="path", suggester=PathSuggester(), compact=True)
             yield Input(placeholder="batch name (optional)", id="name", compact=True)
+            yield Input(placeholder="speakers: 2, 2-4, or empty to estimate", id="speakers", compact=True)
             yield Label("", id="path-error", classes="error")
             with Horizontal(classes="buttons"):
                 yield Button("Add", id="add", variant="primary", compact=True)
@@ -210,7 +214,12 @@ class AddPathScreen(ModalScreen[tuple[str, str | None] | None]):
             self.query_one("#path-error", Label).update(f"{path} does not exist")
             return
         name = self.query_one("#name", Input).value.strip() or None
-        self.dismiss((str(path), name))
+        try:
+            speakers = SpeakerOptions.parse(self.query_one("#speakers", Input).value)
+        except ValueError as exc:
+            self.query_one("#path-error", Label).update(str(exc))
+            return
+        self.dismiss((str(path), name, speakers.as_options()))
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

@@ -16,6 +16,7 @@ from textual.widgets.data_table import ColumnKey, RowKey
 
 from voxdock.engine.events import EngineEvent
 from voxdock.engine.metrics import EngineSnapshot, GpuSnapshot
+from voxdock.engine.work import SpeakerOptions
 from voxdock.formatting import estimate_eta, fmt_duration, fmt_mb, fmt_rtf, text_bar
 from voxdock.tui.backend import ConsoleData
 
@@ -202,6 +203,7 @@ class BatchTable(DataTable):
         ("skipped", "skip"),
         ("left", "left"),
         ("eta", "ETA"),
+        ("speakers", "speakers"),
     )
 
     def on_mount(self) -> None:
@@ -238,6 +240,7 @@ class BatchTable(DataTable):
                         str(b.skipped),
                         str(left),
                         eta,
+                        SpeakerOptions.from_options(b.options).describe(),
                     ),
                 )
             )

@@ -217,8 +217,9 @@ def speaker_options(
         raise fail("--min-speakers is larger than --max-speakers")
     if speakers and (min_speakers or max_speakers):
         raise fail("give either --speakers or --min-speakers/--max-speakers, not both")
-    given = {"num_speakers": speakers, "min_speakers": min_speakers, "max_speakers": max_speakers}
-    return {name: value for name, value in given.items() if value is not None}
+    from voxdock.engine.work import SpeakerOptions
+
+    return SpeakerOptions(speakers, min_speakers, max_speakers).as_options()
 
 
 @app.command("ingest")
