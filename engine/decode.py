@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import av
 import numpy as np
@@ -56,7 +57,7 @@ def _wav_shortfall(file: Path, size: int) -> tuple[int, int] | None:
         head = handle.read(64 * 1024)
     if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
         return None
-    order = "little" if head[:4] == b"RIFF" else "big"
+    order: Literal["little", "big"] = "little" if head[:4] == b"RIFF" else "big"
     offset = 12
     while offset + 8 <= len(head):
         chunk_id, chunk_size = head[offset : offset + 4], int.from_bytes(head[offset + 4 : offset + 8], order)
@@ -110,7 +111,8 @@ def decode_file(path: str | Path) -> DecodedAudio:
             what = f"only {', '.join(kinds)} streams" if kinds else "no streams"
             raise DecodeError(f"no audio track ({what})")
         stream = container.streams.audio[0]
-        stream.thread_type = "AUTO"
+        if stream.codec_context is not None:
+            stream.codec_context.thread_type = "AUTO"
         codec = stream.codec_context.name if stream.codec_context else "?"
         rate = int(stream.rate or 0)
         channels = int(stream.channels or 0)

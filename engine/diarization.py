@@ -41,7 +41,10 @@ class DiarizationResult:
 
 
 class Diarizer(Protocol):
-    name: str
+    @property
+    def name(self) -> str:
+        """What made the speakers, as recorded with every stored segment."""
+        ...
 
     def speech_regions(
         self, samples: np.ndarray, speech: list[tuple[float, float]]

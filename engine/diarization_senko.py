@@ -326,10 +326,11 @@ class SenkoDiarizer:
             count, labels, stepped = count - 1, result.partitions[count - 1], True
         # A speaker the windows' rule left out (too little of it) that is clearly its own voice on
         # its sentences: step up. Both views only; never straight after stepping down.
-        can_grow = not stepped and voices.second is not None
-        while can_grow and count < highest and count + 1 in result.partitions:
+        second = voices.second
+        can_grow = not stepped and second is not None
+        while can_grow and second is not None and count < highest and count + 1 in result.partitions:
             wider = result.partitions[count + 1]
-            if not distinct_voices(voices.spans, voices.embeddings, voices.second, windows, wider):
+            if not distinct_voices(voices.spans, voices.embeddings, second, windows, wider):
                 break
             count, labels = count + 1, wider
         return labels

@@ -67,7 +67,7 @@ def current_version(conn: psycopg.Connection) -> int:
 def read_vector_spec(conn: psycopg.Connection) -> VectorSpec | None:
     if not conn.execute("SELECT to_regclass('store_meta') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
         return None
-    meta = dict(conn.execute("SELECT key, value FROM store_meta").fetchall())
+    meta: dict[str, str] = dict(conn.execute("SELECT key, value FROM store_meta").fetchall())
     if not {"text_model", "text_dim", "voice_model", "voice_dim"} <= meta.keys():
         return None
     return VectorSpec(meta["text_model"], int(meta["text_dim"]), meta["voice_model"], int(meta["voice_dim"]))

@@ -59,7 +59,7 @@ _COPY_TYPES = ["int8", "int4", "float8", "float8", "text", "text", "int8", "vect
 
 def vector_dims(conn: psycopg.Connection) -> tuple[int, int]:
     """(text, voice) sizes of the vector columns, read from the catalog."""
-    rows = dict(
+    rows: dict[str, int] = dict(
         conn.execute(
             "SELECT attname, atttypmod FROM pg_attribute"
             " WHERE attrelid = 'segments'::regclass AND attname IN ('text_embedding', 'voice_embedding')"

@@ -19,6 +19,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
 from voxdock.engine.engine import BATCHED_STAGES
@@ -141,6 +142,7 @@ class VoxdockConsole(App[None]):
 
     @work(thread=True, group="gather")
     def _gather(self, selected: int | None) -> None:
+        data: ConsoleData | None
         try:
             data = self.backend.gather(selected)
         except Exception as exc:  # the store is down: keep the last picture, say so
@@ -325,7 +327,13 @@ class VoxdockConsole(App[None]):
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
-        focus = {"batches": BatchTable, "files": FileTable, "log": LogPane, "nodes": NodeTable}[tab]
+        widgets: dict[str, type[Widget]] = {
+            "batches": BatchTable,
+            "files": FileTable,
+            "log": LogPane,
+            "nodes": NodeTable,
+        }
+        focus = widgets[tab]
         self.query_one(f"#{tab}").query_one(focus).focus()  # arrows now move in what is shown
 
     def action_next_theme(self) -> None:

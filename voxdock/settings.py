@@ -124,6 +124,7 @@ def _describe(error: dict, env_source: dict[str, str]) -> str:
     field = str(error["loc"][0]) if error.get("loc") else "?"
     env_name = field.upper()
     raw = error.get("input")
+    shown: object
     if field == "database_url":
         shown = mask_url(str(raw)) if raw is not None else "?"
     else:
