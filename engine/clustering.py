@@ -418,7 +418,7 @@ def cluster_speakers(
             closest = _mean_closest_pair(raw_sims, best, k)
         else:
             sample = _diagnostic_sample(best, k)
-            closest = float(np.mean([_closest_pair(r[sample] @ r[sample].T, best[sample], k) for r in raw]))
+            closest = _mean_closest_pair([r[sample] @ r[sample].T for r in raw], best[sample], k)
         diagnostics[k] = (closest, _region_consistency(best, group_ids), share)
 
     def looks_split(k: int) -> bool:

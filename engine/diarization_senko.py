@@ -327,8 +327,9 @@ class SenkoDiarizer:
         # A speaker the windows' rule left out (too little of it) that is clearly its own voice on
         # its sentences: step up. Both views only; never straight after stepping down.
         second = voices.second
-        can_grow = not stepped and second is not None
-        while can_grow and second is not None and count < highest and count + 1 in result.partitions:
+        if stepped or second is None:
+            return labels
+        while count < highest and count + 1 in result.partitions:
             wider = result.partitions[count + 1]
             if not distinct_voices(voices.spans, voices.embeddings, second, windows, wider):
                 break
