@@ -56,6 +56,8 @@ from voxdock.engine.clustering import (
 )
 from voxdock.engine.diarization import DiarizationResult, SpeakerTurn
 from voxdock.engine.fbank import fbank
+from voxdock.engine.gmm_voices import cepstral_frames
+from voxdock.engine.gmm_voices import window_scores as gmm_window_scores
 from voxdock.engine.spans import SpanVoices, distinct_voices, embed_voices, same_voice_pair
 from voxdock.engine.speaker_ge2e import Ge2eEncoder, load_ge2e
 from voxdock.engine.voice import window_features
@@ -254,8 +256,17 @@ class SenkoDiarizer:
         pairs = make_windows_with_regions(regions)
         return [w for w, _ in pairs], [r for _, r in pairs]
 
-    def embed_windows(self, samples: np.ndarray, windows: Sequence[tuple[float, float]]) -> np.ndarray:
-        feats = window_features(fbank(samples, mean_normalise=False), windows)
+    def embed_windows(
+        self,
+        samples: np.ndarray,
+        windows: Sequence[tuple[float, float]],
+        *,
+        file_fbank: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """CAM++ embeddings of the windows (`file_fbank`: the file's unnormalised fbank, if made)."""
+        if file_fbank is None:
+            file_fbank = fbank(samples, mean_normalise=False)
+        feats = window_features(file_fbank, windows)
         order = sorted(range(len(feats)), key=lambda i: feats[i].shape[0])
         out = np.zeros((len(feats), 0), dtype=np.float32)
         for i in range(0, len(order), self._embed_chunk):
@@ -281,10 +292,13 @@ class SenkoDiarizer:
         *,
         second: np.ndarray | None = None,
         voices: SpanVoices | None = None,
+        cepstra: np.ndarray | None = None,
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
     ) -> DiarizationResult:
+        """Speakers of the windows. `cepstra` (`gmm_voices.cepstral_frames` of the file) adds the
+        GMM-UBM view to the re-segmentation."""
         result = cluster_speakers(
             embeddings,
             regions,
@@ -296,7 +310,10 @@ class SenkoDiarizer:
         labels = self._check_count(result, windows, voices, num_speakers, min_speakers, max_speakers)
         if int(labels.max(initial=0)) == 1 and result.distinct_two is not None:
             labels = result.distinct_two  # two speakers: of equally tight splits, the most distinct
-        labels = smooth_labels(embeddings, labels, regions, second=second, times=windows)
+        acoustic = None
+        if cepstra is not None and int(labels.max(initial=0)) >= 1:
+            acoustic = gmm_window_scores(cepstra, windows, regions, labels)
+        labels = smooth_labels(embeddings, labels, regions, second=second, times=windows, acoustic=acoustic)
         labels = _renumber_by_talk_time(labels, windows)
         names = [speaker_name(int(label)) for label in labels]
         turns = turns_from_windows(windows, names)
@@ -353,7 +370,8 @@ class SenkoDiarizer:
         windows, region_ids = self.plan(regions)
         if not windows:
             return DiarizationResult(turns=[])
-        embeddings = self.embed_windows(samples, windows)
+        file_fbank = fbank(samples, mean_normalise=False)
+        embeddings = self.embed_windows(samples, windows, file_fbank=file_fbank)
         second = self.embed_second(samples, windows)
         if voices is None and num_speakers is None:
             voices = embed_voices(samples, regions, self._embed, self.second_encoder)
@@ -363,6 +381,7 @@ class SenkoDiarizer:
             embeddings,
             second=second,
             voices=voices,
+            cepstra=cepstral_frames(file_fbank),
             num_speakers=num_speakers,
             min_speakers=min_speakers,
             max_speakers=max_speakers,
