@@ -28,6 +28,10 @@
    With two speakers, the labels are the most distinct of the equally tight two-way partitions
    (engine/clustering.py, `distinct_two`). A Viterbi re-segmentation then removes one-window flips
    and keeps a short phrase after a pause under 0.2 s with its turn (each window weighs by its length).
+   Its window scores add a third view (engine/gmm_voices.py): per-file GMM-UBM speaker models on MFCC
+   frames, trained on the current labels and scored held out, which moves whole sentences both
+   embeddings place with the wrong speaker (gen_d2_s802: 10.3% -> 0% DER). The MFCC come from the
+   same fbank as the CAM++ features, computed once per file.
 6. Turns: consecutive windows with one label join; where windows with different labels overlap, the
    boundary goes to the midpoint of the overlap; same-speaker turns less than `BRIDGE_GAP_S` apart
    are joined (pauses inside a speaker's turn count as that speaker's speech, as references mark
