@@ -13,9 +13,10 @@ out) and their deltas, standardised over the file's speech.
 
 Held-out scoring: a window is scored only by models trained on frames that exclude it. The windows
 fall into two folds by stretch of speech (speech regions, cut into blocks of `FOLD_BLOCK_S`,
-alternate), and each fold is scored by a UBM and speaker models trained on the other. Trained on
-all frames, the UBM memorised each window and favoured the speaker with the least data (on a 38 s
-fixture every sentence went to the wrong speaker), and a speaker's model favoured its own windows.
+alternate; see `_folds`), and each fold is scored by a UBM and speaker models trained on the other
+fold's frames less those the scored windows share. Trained on all frames, the UBM memorised each
+window and favoured the speaker with the least data (on a 38 s fixture every sentence went to the
+wrong speaker), and a speaker's model favoured its own windows.
 
 Measured offline on the cached windows of 98 conversations (leave-one-sentence-out speaker
 identification on 2846 sentences with the reference labels): CAM++ wrong on 89, GE2E on 58, both
@@ -30,6 +31,8 @@ here, most of it fitting the two UBMs (k-means, then EM).
 
 from __future__ import annotations
 
+import math
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -50,11 +53,19 @@ MIN_FRAMES_PER_COMPONENT = 10  # a fold with less training speech than this per 
 FOLD_BLOCK_S = 8.0  # long speech regions alternate folds in blocks of this length
 SCORE_CHUNK = 20000  # frames per likelihood block (bounds memory on long files)
 
+# A few EM steps are enough for a UBM; `catch_warnings` per call is not thread-safe, so once here.
+warnings.filterwarnings("ignore", category=ConvergenceWarning, module=r"sklearn\.mixture")
+# scikit-learn's k-means caps BLAS threads process-wide while it runs and restores them after:
+# fits from several diarize workers at once could interleave that and leave the cap in place.
+_FIT_LOCK = threading.Lock()
+
 
 def cepstral_frames(fbank_frames: np.ndarray) -> np.ndarray:
-    """(frames, 38): MFCC 1-19 of a log-mel fbank, and their deltas (regression over +-2 frames)."""
-    cepstra = dct(np.asarray(fbank_frames, dtype=np.float64), type=2, norm="ortho", axis=1)
-    cepstra = cepstra[:, 1 : NUM_CEPSTRA + 1]
+    """(frames, 38) float32: MFCC 1-19 of a log-mel fbank, and their deltas (regression over +-2
+    frames). Only the 19 DCT rows needed are applied: an hour of fbank stays the largest array."""
+    fbank_frames = np.asarray(fbank_frames, dtype=np.float32)
+    basis = dct(np.eye(fbank_frames.shape[1]), type=2, norm="ortho", axis=0)[1 : NUM_CEPSTRA + 1]
+    cepstra = fbank_frames @ basis.T.astype(np.float32)
     padded = np.pad(cepstra, ((2, 2), (0, 0)), mode="edge")
     deltas = (2.0 * (padded[4:] - padded[:-4]) + (padded[3:-1] - padded[1:-3])) / 10.0
     return np.hstack([cepstra, deltas])
@@ -120,7 +131,7 @@ def _log_likelihoods(
 
 
 def _fit_ubm(frames: np.ndarray) -> GaussianMixture:
-    step = max(1, frames.shape[0] // MAX_UBM_FRAMES)
+    step = max(1, math.ceil(frames.shape[0] / MAX_UBM_FRAMES))
     ubm = GaussianMixture(
         COMPONENTS,
         covariance_type="diag",
@@ -129,8 +140,7 @@ def _fit_ubm(frames: np.ndarray) -> GaussianMixture:
         init_params=UBM_INIT,
         random_state=0,
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # a few EM steps are enough for a UBM
+    with _FIT_LOCK:
         ubm.fit(frames[::step])
     return ubm
 
@@ -164,31 +174,52 @@ def window_scores(
     return _held_out_scores(standardised, ranges, _folds(windows, regions, labels), labels, k)
 
 
+def _frames_of(
+    ranges: Sequence[np.ndarray], windows: Sequence[int], *, excluding: np.ndarray | None = None
+) -> np.ndarray:
+    """The sorted frame indices the given windows cover, less `excluding` (sorted)."""
+    if not windows:
+        return np.zeros(0, dtype=np.int64)
+    frames = np.unique(np.concatenate([ranges[i] for i in windows]))
+    return frames if excluding is None else np.setdiff1d(frames, excluding, assume_unique=True)
+
+
 def _held_out_scores(
     x: np.ndarray, ranges: Sequence[np.ndarray], folds: np.ndarray, labels: np.ndarray, k: int
 ) -> np.ndarray:
-    """Each fold's windows scored by a UBM and speaker models trained on the other fold only."""
+    """Each fold's windows scored by a UBM and speaker models trained on the other fold's frames,
+    less any frame a scored window covers (windows overlap across a block boundary). A speaker
+    with no such frames gets, in that fold, the best score of the others: no evidence either way."""
     scores = np.zeros((len(ranges), k))
-    position = np.full(x.shape[0], -1, dtype=np.int64)
     for fold in (0, 1):
         scored = np.flatnonzero(folds == fold).tolist()
         training = np.flatnonzero(folds != fold).tolist()
-        if not scored or len(set(labels[training].tolist())) < k:
+        if not scored or not training:
             continue
-        train_frames = np.unique(np.concatenate([ranges[i] for i in training]))
-        if train_frames.size < COMPONENTS * MIN_FRAMES_PER_COMPONENT:
+        scored_frames = _frames_of(ranges, scored)
+        train_frames = _frames_of(ranges, training, excluding=scored_frames)
+        own = {
+            speaker: _frames_of(
+                ranges, [i for i in training if labels[i] == speaker], excluding=scored_frames
+            )
+            for speaker in range(k)
+        }
+        present = [speaker for speaker in range(k) if own[speaker].size]
+        if len(present) < 2 or train_frames.size < COMPONENTS * MIN_FRAMES_PER_COMPONENT:
             continue
         ubm = _fit_ubm(x[train_frames])
         variances, log_weights = ubm.covariances_, np.log(ubm.weights_)
-        scored_frames = np.unique(np.concatenate([ranges[i] for i in scored]))
-        position[scored_frames] = np.arange(scored_frames.size)
-        background = _log_likelihoods(x[scored_frames], ubm.means_, variances, log_weights)
-        ratios = np.zeros((scored_frames.size, k))
-        for speaker in range(k):
-            own = [ranges[i] for i in training if labels[i] == speaker]
-            means = _adapted_means(ubm, x[np.unique(np.concatenate(own))])
-            likelihoods = _log_likelihoods(x[scored_frames], means, variances, log_weights)
-            ratios[:, speaker] = likelihoods - background
+        judged = x[scored_frames]
+        background = _log_likelihoods(judged, ubm.means_, variances, log_weights)
+        ratios = np.full((scored_frames.size, k), -np.inf)
+        for speaker in present:
+            means = _adapted_means(ubm, x[own[speaker]])
+            ratios[:, speaker] = _log_likelihoods(judged, means, variances, log_weights) - background
         for i in scored:
-            scores[i] = ratios[position[ranges[i]]].mean(axis=0)
+            scores[i] = ratios[np.searchsorted(scored_frames, ranges[i])].mean(axis=0)
+        missing = np.array([speaker for speaker in range(k) if speaker not in present], dtype=np.int64)
+        if missing.size:
+            rows = np.asarray(scored, dtype=np.int64)
+            best = scores[np.ix_(rows, np.asarray(present, dtype=np.int64))].max(axis=1, keepdims=True)
+            scores[np.ix_(rows, missing)] = best
     return scores
