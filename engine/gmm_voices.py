@@ -23,9 +23,9 @@ identification on 2846 sentences with the reference labels): CAM++ wrong on 89, 
 fused on 43, this GMM-UBM on 31, all three on 26. In the diarizer (weight 0.5 beside the fused cosine
 scores, chosen on the calibration files) bench/diarization_eval.py's mean DER went 1.6% -> 0.64% on
 the reported set (55 conversations; gen_d2_s802 10.3% -> 0%) and 1.3% -> 0.67% with the calibration
-seeds (116), one file worse (gen_d3_s101, 0% -> 1.7%). Diarization time: our RTF 0.0374 before and
-0.0385 after, in two runs of that command on 2 cores; the ratio to senko's time in the same run went
-0.87x -> 1.00x, mostly as senko's own time varied (0.0424 -> 0.0381). A 120 s file spends ~0.5 s
+seeds (116), one file worse (gen_d3_s101, 0% -> 1.7%). Diarization time over senko's in the same
+run: 0.87x before, 1.00x and 0.95x in two runs after (our RTF 0.0374 before; 0.0385, 0.0374 after:
+run-to-run variation on 2 shared cores is as large as this view's cost). A 120 s file spends ~0.5 s
 here, most of it fitting the two UBMs (k-means, then EM).
 """
 
