@@ -314,9 +314,7 @@ class SenkoDiarizer:
         labels = self._check_count(result, windows, voices, num_speakers, min_speakers, max_speakers)
         if int(labels.max(initial=0)) == 1 and result.distinct_two is not None:
             labels = result.distinct_two  # two speakers: of equally tight splits, the most distinct
-        acoustic = None
-        if cepstra is not None and int(labels.max(initial=0)) >= 1:
-            acoustic = gmm_window_scores(cepstra, windows, regions, labels)
+        acoustic = None if cepstra is None else gmm_window_scores(cepstra, windows, regions, labels)
         labels = smooth_labels(embeddings, labels, regions, second=second, times=windows, acoustic=acoustic)
         labels = _renumber_by_talk_time(labels, windows)
         names = [speaker_name(int(label)) for label in labels]

@@ -42,7 +42,9 @@ from scipy.special import logsumexp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
-FRAMES_PER_S = 100  # fbank frames are 10 ms apart
+from voxdock.engine.fbank import FRAME_SHIFT, SAMPLE_RATE
+
+FRAMES_PER_S = SAMPLE_RATE // FRAME_SHIFT  # the fbank's frame grid (10 ms)
 NUM_CEPSTRA = 19  # c1..c19
 COMPONENTS = 32
 RELEVANCE = 16.0  # MAP relevance factor: a component's mean moves halfway with 16 frames of it
