@@ -57,6 +57,17 @@ def num_frames(num_samples: int) -> int:
     return 1 + (num_samples - FRAME_LENGTH) // FRAME_SHIFT
 
 
+def frame_span(start: float, end: float, total: int) -> tuple[int, int]:
+    """[first, last) frame indices of a file's fbank (`total` frames) for the span start..end seconds:
+    frames from the start rounded to the 10 ms grid, up to those whose 25 ms still fit before the end;
+    never empty while the file has a frame."""
+    frames_per_s = SAMPLE_RATE / FRAME_SHIFT
+    first = min(max(round(start * frames_per_s), 0), max(total - 1, 0))
+    overhang = (FRAME_LENGTH - FRAME_SHIFT) // FRAME_SHIFT + 1  # 2: a frame reaches 15 ms past its shift
+    last = min(max(round(end * frames_per_s) - overhang, first + 1), total)
+    return first, last
+
+
 def fbank(samples: np.ndarray, *, mean_normalise: bool = True) -> np.ndarray:
     """(frames, 80) float32 log-mel features of 16 kHz mono samples; clips shorter than one frame are
     zero-padded to one frame. With mean_normalise, each bin's mean over the clip is subtracted (CMN)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxdock.engine.fbank import FRAME_SHIFT, fbank
+from voxdock.engine.fbank import fbank, frame_span
 
 EMBEDDING_DIM = 192
 # The export fixes CAM++'s statistics pooling to its many-frames branch; clips so short that one
@@ -83,13 +83,10 @@ def window_features(file_fbank: np.ndarray, windows: Sequence[tuple[float, float
     Computing the filterbank once per file instead of once per overlapping window saves most of the
     feature work; window edges land on the 10 ms frame grid.
     """
-    frames_per_s = 16000 / FRAME_SHIFT
     out = []
-    total = file_fbank.shape[0]
     for start, end in windows:
-        a = min(max(round(start * frames_per_s), 0), max(total - 1, 0))
-        b = min(max(round(end * frames_per_s) - 2, a + 1), total)  # frames whose 25 ms fit inside
-        feats = file_fbank[a:b]
+        first, last = frame_span(start, end, file_fbank.shape[0])
+        feats = file_fbank[first:last]
         out.append(feats - feats.mean(axis=0, keepdims=True))
     return out
 

@@ -137,15 +137,18 @@ def test_frames_shared_across_a_block_boundary_never_train_the_models_that_score
     )
     fitted: list[np.ndarray] = []
     fit = gmm_voices._fit_ubm
-    monkeypatch.setattr(gmm_voices, "_fit_ubm", lambda frames: fitted.append(frames) or fit(frames))
+    monkeypatch.setattr(
+        gmm_voices, "_fit_ubm", lambda frames, seed: fitted.append(frames) or fit(frames, seed)
+    )
     gmm_voices.window_scores(cepstra, windows, regions, labels)
     ranges = gmm_voices._frame_ranges(windows, cepstra.shape[0])
     folds = gmm_voices._folds(windows, regions, labels)
-    assert len(fitted) == 2
+    fits_per_fold = len(gmm_voices.UBM_SEEDS)
+    assert len(fitted) == 2 * fits_per_fold
     speech = np.unique(np.concatenate(ranges))
     x = (cepstra - cepstra[speech].mean(axis=0)) / (cepstra[speech].std(axis=0) + 1e-8)
     counts = Counter(row.tobytes() for row in x[speech])  # silent frames repeat: compare the others
-    for fold, training in zip((0, 1), fitted, strict=True):
+    for fold, training in zip((0, 1), fitted[::fits_per_fold], strict=True):
         frames = np.unique(np.concatenate([r for r, f in zip(ranges, folds, strict=True) if f == fold]))
         scored = [row.tobytes() for row in x[frames] if counts[row.tobytes()] == 1]
         trained = {row.tobytes() for row in training}
