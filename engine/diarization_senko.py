@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,19 @@ from voxdock.engine.speaker_ge2e import Ge2eEncoder, load_ge2e
 from voxdock.engine.voice import window_features
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class WindowEvidence:
+    """What the diarizer measures of one file before deciding who speaks when."""
+
+    windows: list[tuple[float, float]]
+    regions: list[int]  # speech-region id of each window
+    embeddings: np.ndarray  # CAM++, one row per window
+    second: np.ndarray | None  # GE2E, one row per window (None without its weights)
+    voices: SpanVoices | None  # whole-sentence embeddings (None when the count is known)
+    cepstra: np.ndarray  # gmm_voices.cepstral_frames of the file
+
 
 SAMPLE_RATE = 16000
 WINDOW_S = 1.5
@@ -355,6 +369,30 @@ class SenkoDiarizer:
             count, labels = count + 1, wider
         return labels
 
+    def prepare(
+        self,
+        samples: np.ndarray,
+        speech: list[tuple[float, float]],
+        *,
+        regions: list[tuple[float, float]] | None = None,
+        voices: SpanVoices | None = None,
+        with_voices: bool = True,
+    ) -> WindowEvidence | None:
+        """Everything `assign` judges, computed once (None: no speech to judge). Sentence voices are
+        embedded only `with_voices` (they check an estimated count, so a known count skips them)."""
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if regions is None:
+            regions = self.speech_regions(samples, speech)
+        windows, region_ids = self.plan(regions)
+        if not windows:
+            return None
+        file_fbank = fbank(samples, mean_normalise=False)
+        embeddings = self.embed_windows(samples, windows, file_fbank=file_fbank)
+        second = self.embed_second(samples, windows)
+        if voices is None and with_voices:
+            voices = embed_voices(samples, regions, self._embed, self.second_encoder)
+        return WindowEvidence(windows, region_ids, embeddings, second, voices, cepstral_frames(file_fbank))
+
     def diarize(
         self,
         samples: np.ndarray,
@@ -366,24 +404,18 @@ class SenkoDiarizer:
         min_speakers: int | None = None,
         max_speakers: int | None = None,
     ) -> DiarizationResult:
-        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-        if regions is None:
-            regions = self.speech_regions(samples, speech)
-        windows, region_ids = self.plan(regions)
-        if not windows:
+        evidence = self.prepare(
+            samples, speech, regions=regions, voices=voices, with_voices=num_speakers is None
+        )
+        if evidence is None:
             return DiarizationResult(turns=[])
-        file_fbank = fbank(samples, mean_normalise=False)
-        embeddings = self.embed_windows(samples, windows, file_fbank=file_fbank)
-        second = self.embed_second(samples, windows)
-        if voices is None and num_speakers is None:
-            voices = embed_voices(samples, regions, self._embed, self.second_encoder)
         return self.assign(
-            windows,
-            region_ids,
-            embeddings,
-            second=second,
-            voices=voices,
-            cepstra=cepstral_frames(file_fbank),
+            evidence.windows,
+            evidence.regions,
+            evidence.embeddings,
+            second=evidence.second,
+            voices=evidence.voices,
+            cepstra=evidence.cepstra,
             num_speakers=num_speakers,
             min_speakers=min_speakers,
             max_speakers=max_speakers,
