@@ -61,7 +61,7 @@ from voxdock.engine.clustering import (
 )
 from voxdock.engine.diarization import DiarizationResult, SpeakerTurn
 from voxdock.engine.fbank import fbank
-from voxdock.engine.gmm_voices import cepstral_frames
+from voxdock.engine.gmm_voices import UBM_SEEDS, cepstral_frames
 from voxdock.engine.gmm_voices import window_scores as gmm_window_scores
 from voxdock.engine.spans import SpanVoices, distinct_voices, embed_voices, same_voice_pair
 from voxdock.engine.speaker_ge2e import Ge2eEncoder, load_ge2e
@@ -70,15 +70,15 @@ from voxdock.engine.voice import window_features
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class WindowEvidence:
     """What the diarizer measures of one file before deciding who speaks when."""
 
     windows: list[tuple[float, float]]
-    regions: list[int]  # speech-region id of each window
+    region_ids: list[int]  # speech region of each window
     embeddings: np.ndarray  # CAM++, one row per window
     second: np.ndarray | None  # GE2E, one row per window (None without its weights)
-    voices: SpanVoices | None  # whole-sentence embeddings (None when the count is known)
+    voices: SpanVoices | None  # whole-sentence embeddings (None if not asked for)
     cepstra: np.ndarray  # gmm_voices.cepstral_frames of the file
 
 
@@ -311,6 +311,7 @@ class SenkoDiarizer:
         second: np.ndarray | None = None,
         voices: SpanVoices | None = None,
         cepstra: np.ndarray | None = None,
+        ubm_seeds: Sequence[int] = UBM_SEEDS,
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
@@ -328,7 +329,9 @@ class SenkoDiarizer:
         labels = self._check_count(result, windows, voices, num_speakers, min_speakers, max_speakers)
         if int(labels.max(initial=0)) == 1 and result.distinct_two is not None:
             labels = result.distinct_two  # two speakers: of equally tight splits, the most distinct
-        acoustic = None if cepstra is None else gmm_window_scores(cepstra, windows, regions, labels)
+        acoustic = None
+        if cepstra is not None:
+            acoustic = gmm_window_scores(cepstra, windows, regions, labels, seeds=ubm_seeds)
         labels = smooth_labels(embeddings, labels, regions, second=second, times=windows, acoustic=acoustic)
         labels = _renumber_by_talk_time(labels, windows)
         names = [speaker_name(int(label)) for label in labels]
@@ -411,7 +414,7 @@ class SenkoDiarizer:
             return DiarizationResult(turns=[])
         return self.assign(
             evidence.windows,
-            evidence.regions,
+            evidence.region_ids,
             evidence.embeddings,
             second=evidence.second,
             voices=evidence.voices,

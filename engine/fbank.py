@@ -7,6 +7,7 @@ need any length, so we compute them here. Vectorised over all frames of a clip a
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -63,7 +64,7 @@ def frame_span(start: float, end: float, total: int) -> tuple[int, int]:
     never empty while the file has a frame."""
     frames_per_s = SAMPLE_RATE / FRAME_SHIFT
     first = min(max(round(start * frames_per_s), 0), max(total - 1, 0))
-    overhang = (FRAME_LENGTH - FRAME_SHIFT) // FRAME_SHIFT + 1  # 2: a frame reaches 15 ms past its shift
+    overhang = math.ceil(FRAME_LENGTH / FRAME_SHIFT) - 1  # 2: the last frames' 25 ms would pass the end
     last = min(max(round(end * frames_per_s) - overhang, first + 1), total)
     return first, last
 

@@ -20,11 +20,7 @@ wrong speaker), and a speaker's model favoured its own windows.
 
 Three UBMs per fold, seeded differently (the k-means before each UBM's EM starts at random), each fit
 on an even sample of at most `MAX_UBM_FRAMES` frames, their ratios averaged: with one UBM, sentences
-near the decision boundary went one way or the other with the seed. On the windows of 98 conversations
-(`python bench/resegmentation_study.py`), one UBM per fold gave mean DER 0.88 / 0.72 / 0.71% on the calibration
-files and 0.83 / 0.59 / 0.70% on the reported ones for seeds 0 / 1 / 2, single files moving by up to
-8 points (gen_d2_s503: 0% or 8%); three averaged gave 0.67 / 0.83 / 0.67% and 0.60 / 0.59 / 0.60% for
-the seed triples (0,1,2) / (3,4,5) / (6,7,8). (0,1,2) is used.
+near the decision boundary went one way or the other with the seed (figures: STUDY).
 
 Measured offline on the cached windows of 98 conversations (leave-one-sentence-out speaker
 identification on 2846 sentences with the reference labels): CAM++ wrong on 89, GE2E on 58, both
@@ -57,7 +53,7 @@ COMPONENTS = 32
 RELEVANCE = 16.0  # MAP relevance factor: a component's mean moves halfway with 16 frames of it
 MAX_UBM_FRAMES = 3000  # each UBM fits on an even sample of at most this many frames (30 s)
 UBM_ITERATIONS = 20
-UBM_SEEDS = (0, 1, 2)  # UBMs per fold, k-means seeded differently; their ratios are averaged
+UBM_SEEDS: tuple[int, ...] = (0, 1, 2)  # UBMs per fold, k-means seeded apart; ratios averaged
 UBM_INIT = "kmeans"  # k-means before EM; seeding alone (k-means++) gave 0.82% mean DER, not 0.69%
 MIN_FRAMES_PER_COMPONENT = 10  # a fold with less training speech than this per component is not scored
 FOLD_BLOCK_S = 8.0  # long speech regions alternate folds in blocks of this length
@@ -165,6 +161,8 @@ def window_scores(
     windows: Sequence[tuple[float, float]],
     regions: Sequence[int],
     labels: np.ndarray,
+    *,
+    seeds: Sequence[int] = UBM_SEEDS,
 ) -> np.ndarray:
     """(windows, speakers) held-out log-likelihood ratios per frame, speaker model over UBM.
 
@@ -177,7 +175,8 @@ def window_scores(
     ranges = _frame_ranges(windows, cepstra.shape[0])
     speech = np.unique(np.concatenate(ranges))
     standardised = (cepstra - cepstra[speech].mean(axis=0)) / (cepstra[speech].std(axis=0) + 1e-8)
-    return _held_out_scores(standardised, ranges, _folds(windows, regions, labels), labels, k)
+    folds = _folds(windows, regions, labels)
+    return _held_out_scores(standardised, ranges, folds, labels, k, seeds)
 
 
 def _frames_of(
@@ -191,7 +190,12 @@ def _frames_of(
 
 
 def _held_out_scores(
-    x: np.ndarray, ranges: Sequence[np.ndarray], folds: np.ndarray, labels: np.ndarray, k: int
+    x: np.ndarray,
+    ranges: Sequence[np.ndarray],
+    folds: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    seeds: Sequence[int] = UBM_SEEDS,
 ) -> np.ndarray:
     """Each fold's windows scored by a UBM and speaker models trained on the other fold's frames,
     less any frame a scored window covers (windows overlap across a block boundary). A speaker
@@ -216,14 +220,14 @@ def _held_out_scores(
         judged = x[scored_frames]
         ratios = np.full((scored_frames.size, k), -np.inf)
         ratios[:, present] = 0.0
-        for seed in UBM_SEEDS:
+        for seed in seeds:
             ubm = _fit_ubm(x[train_frames], seed)
             variances, log_weights = ubm.covariances_, np.log(ubm.weights_)
             background = _log_likelihoods(judged, ubm.means_, variances, log_weights)
             for speaker in present:
                 means = _adapted_means(ubm, x[own[speaker]])
                 llr = _log_likelihoods(judged, means, variances, log_weights) - background
-                ratios[:, speaker] += llr / len(UBM_SEEDS)
+                ratios[:, speaker] += llr / len(seeds)
         for i in scored:
             scores[i] = ratios[np.searchsorted(scored_frames, ranges[i])].mean(axis=0)
         missing = np.array([speaker for speaker in range(k) if speaker not in present], dtype=np.int64)

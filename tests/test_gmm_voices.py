@@ -12,7 +12,8 @@ from voxdock.engine import gmm_voices
 from voxdock.engine.clustering import smooth_labels
 from voxdock.engine.decode import decode_file
 from voxdock.engine.diarization_senko import make_windows_with_regions
-from voxdock.engine.fbank import fbank
+from voxdock.engine.fbank import FRAME_LENGTH, FRAME_SHIFT, SAMPLE_RATE, fbank
+from voxdock.engine.voice import window_features
 from voxdock.evaluation import read_rttm
 
 MEDIA = Path(__file__).parent / "fixtures" / "media"
@@ -148,9 +149,27 @@ def test_frames_shared_across_a_block_boundary_never_train_the_models_that_score
     speech = np.unique(np.concatenate(ranges))
     x = (cepstra - cepstra[speech].mean(axis=0)) / (cepstra[speech].std(axis=0) + 1e-8)
     counts = Counter(row.tobytes() for row in x[speech])  # silent frames repeat: compare the others
+    for first in range(0, len(fitted), fits_per_fold):  # every UBM of a fold sees the same frames
+        assert all(np.array_equal(f, fitted[first]) for f in fitted[first : first + fits_per_fold])
     for fold, training in zip((0, 1), fitted[::fits_per_fold], strict=True):
         frames = np.unique(np.concatenate([r for r, f in zip(ranges, folds, strict=True) if f == fold]))
         scored = [row.tobytes() for row in x[frames] if counts[row.tobytes()] == 1]
         trained = {row.tobytes() for row in training}
         assert len(scored) > 1000
         assert not any(row in trained for row in scored)
+
+
+def test_a_window_is_scored_on_the_frames_its_embedding_saw() -> None:
+    audio = decode_file(MEDIA / "dialogue_2spk.wav").samples
+    file_fbank = fbank(audio, mean_normalise=False)
+    total = file_fbank.shape[0]
+    windows = [(0.0, 1.5), (0.604, 2.104), (3.337, 3.4), (5.0, 5.001), (total / 100 - 1.0, total / 100 + 1)]
+    ranges = gmm_voices._frame_ranges(windows, total)
+    for (start, end), frames, cut in zip(windows, ranges, window_features(file_fbank, windows), strict=True):
+        assert frames.size == cut.shape[0] >= 1
+        kept = file_fbank[frames]
+        np.testing.assert_allclose(kept - kept.mean(axis=0), cut, atol=1e-5)
+        if frames.size > 1:  # a frame's 25 ms never reach past the window (to the 10 ms grid)
+            assert (frames[-1] * FRAME_SHIFT + FRAME_LENGTH) / SAMPLE_RATE <= end + 0.005
+            assert frames[0] * FRAME_SHIFT / SAMPLE_RATE >= start - 0.005
+        assert frames[-1] < total
