@@ -19,18 +19,27 @@ window and favoured the speaker with the least data (on a 38 s fixture every sen
 wrong speaker), and a speaker's model favoured its own windows.
 
 Three UBMs per fold, seeded differently (the k-means before each UBM's EM starts at random), each fit
-on an even sample of at most `MAX_UBM_FRAMES` frames, their ratios averaged: with one UBM, sentences
-near the decision boundary went one way or the other with the seed (figures: STUDY).
+on an even sample of at most `MAX_UBM_FRAMES` frames, their ratios averaged. With one UBM, sentences
+near the decision boundary went one way or the other with its seed. `python
+bench/resegmentation_study.py --out bench/results` (116 conversations measured once, the decision
+step rerun per configuration; bench/results/resegmentation.md): mean DER on the reported set 0.77 /
+0.69 / 0.76% with one UBM of seed 0 / 1 / 2 (highest 7.1 / 4.7 / 7.7%), 0.63 / 0.62 / 0.63% with
+three of seeds (0,1,2) / (3,4,5) / (6,7,8) (highest 4.7% each), 1.63% without this view; on the
+calibration seeds 0.85 / 0.71 / 0.71% with one, 0.67 / 0.83 / 0.67% with three (two files still move
+with the triple: gen_d2_s503, gen_d2o_s502), 1.06% without. One UBM of seed 0 on up to 20000 frames,
+as this view first shipped, measured 0.64% on the reported set in bench/diarization_eval.py: a
+lucky seed, by these figures.
 
 Measured offline on the cached windows of 98 conversations (leave-one-sentence-out speaker
 identification on 2846 sentences with the reference labels): CAM++ wrong on 89, GE2E on 58, both
 fused on 43, this GMM-UBM on 31, all three on 26. In the diarizer (weight 0.5 beside the fused cosine
 scores, chosen on the calibration files) bench/diarization_eval.py's mean DER went 1.6% -> 0.64% on
 the reported set (55 conversations; gen_d2_s802 10.3% -> 0%) and 1.3% -> 0.67% with the calibration
-seeds (116), one file worse (gen_d3_s101, 0% -> 1.7%). Diarization time over senko's in the same
-run: 0.87x before, 1.00x and 0.95x in two runs after (our RTF 0.0374 before; 0.0385, 0.0374 after:
-run-to-run variation on 2 shared cores is as large as this view's cost). A 120 s file spends ~0.5 s
-here, most of it fitting the two UBMs (k-means, then EM).
+seeds (116) with one UBM per fold; 0.63% and PENDING with three. Diarization time over senko's in the
+same run (`python bench/diarization_eval.py --out bench/results`): 0.87x before this view, 1.00x and
+0.95x with one UBM per fold, 1.05x with three (tests shared the CPU for part of that run; run-to-run
+variation on 2 shared cores is of the order of this view's cost). Most of its time goes to the
+likelihood of every scored frame under each speaker's model and the UBM, once per UBM.
 """
 
 from __future__ import annotations
