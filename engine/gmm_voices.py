@@ -35,11 +35,12 @@ identification on 2846 sentences with the reference labels): CAM++ wrong on 89, 
 fused on 43, this GMM-UBM on 31, all three on 26. In the diarizer (weight 0.5 beside the fused cosine
 scores, chosen on the calibration files) bench/diarization_eval.py's mean DER went 1.6% -> 0.64% on
 the reported set (55 conversations; gen_d2_s802 10.3% -> 0%) and 1.3% -> 0.67% with the calibration
-seeds (116) with one UBM per fold; 0.63% and PENDING with three. Diarization time over senko's in the
-same run (`python bench/diarization_eval.py --out bench/results`): 0.87x before this view, 1.00x and
-0.95x with one UBM per fold, 1.05x with three (tests shared the CPU for part of that run; run-to-run
-variation on 2 shared cores is of the order of this view's cost). Most of its time goes to the
-likelihood of every scored frame under each speaker's model and the UBM, once per UBM.
+seeds (116) with one UBM per fold; with three, 0.63% and 0.65%. Diarization time over senko's in the
+same run: 0.87x before this view; 1.00x and 0.95x with one UBM per fold; with three, 1.05x on the
+reported set (`python bench/diarization_eval.py --out bench/results`; tests shared the CPU for part
+of that run) and 1.00x with the calibration seeds (`... --calibration --repeat 1`, quiet CPU).
+Run-to-run variation on 2 shared cores is of the order of this view's cost. Most of its time goes to
+the likelihood of every scored frame under each speaker's model and the UBM, once per UBM.
 """
 
 from __future__ import annotations
