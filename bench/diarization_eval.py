@@ -91,6 +91,17 @@ NOTES = [
     "diarization only (the engine's VAD is shared with ASR).",
 ]
 
+# Conversations with reference turns that are not generated: shared, fixtures, examples.
+FIXED_CONVERSATIONS = [
+    SHARED / "real" / "pyannote_sample.wav",
+    SHARED / "synth" / "dlg2_60s_seed1.wav",
+    SHARED / "synth" / "dlg3_120s_seed2.wav",
+    ROOT / "tests" / "fixtures" / "media" / "dialogue_2spk.wav",
+    ROOT / "tests" / "fixtures" / "media" / "dialogue_3spk.flac",
+    ROOT / "examples" / "meeting_2spk.wav",
+    ROOT / "examples" / "interview_3spk.flac",
+]
+
 
 @dataclass
 class Spec:
@@ -234,16 +245,7 @@ def main() -> int:
     generated_monos = generate(mono_specs, tmp)
     gen_s = time.time() - t0
 
-    conversations = [
-        SHARED / "real" / "pyannote_sample.wav",
-        SHARED / "synth" / "dlg2_60s_seed1.wav",
-        SHARED / "synth" / "dlg3_120s_seed2.wav",
-        ROOT / "tests" / "fixtures" / "media" / "dialogue_2spk.wav",
-        ROOT / "tests" / "fixtures" / "media" / "dialogue_3spk.flac",
-        ROOT / "examples" / "meeting_2spk.wav",
-        ROOT / "examples" / "interview_3spk.flac",
-        *generated,
-    ]
+    conversations = [*FIXED_CONVERSATIONS, *generated]
     monologues = [
         *sorted(p for p in (SHARED / "real").glob("*.wav") if p.stem != "pyannote_sample"),
         ROOT / "tests" / "fixtures" / "media" / "monologue.ogg",

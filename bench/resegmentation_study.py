@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from diarization_eval import ROOT, SHARED, batched, engine_speech, generate, generated_specs
+from diarization_eval import FIXED_CONVERSATIONS, ROOT, batched, engine_speech, generate, generated_specs
 
 COMMAND = "python bench/resegmentation_study.py --out bench/results"
 # (label, UBM seeds); () runs the diarizer without the GMM view.
@@ -49,18 +49,9 @@ def conversation_sets(folder: Path) -> dict[str, list[Path]]:
     reported_specs, _ = generated_specs(calibration=False)
     all_specs, _ = generated_specs(calibration=True)
     reported_names = {spec.name for spec in reported_specs}
-    fixed = [
-        SHARED / "real" / "pyannote_sample.wav",
-        SHARED / "synth" / "dlg2_60s_seed1.wav",
-        SHARED / "synth" / "dlg3_120s_seed2.wav",
-        ROOT / "tests" / "fixtures" / "media" / "dialogue_2spk.wav",
-        ROOT / "tests" / "fixtures" / "media" / "dialogue_3spk.flac",
-        ROOT / "examples" / "meeting_2spk.wav",
-        ROOT / "examples" / "interview_3spk.flac",
-    ]
     generated = generate(all_specs, folder)
     return {
-        "reported": fixed + [p for p in generated if p.stem in reported_names],
+        "reported": FIXED_CONVERSATIONS + [p for p in generated if p.stem in reported_names],
         "calibration": [p for p in generated if p.stem not in reported_names],
     }
 

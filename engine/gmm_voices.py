@@ -227,15 +227,16 @@ def _held_out_scores(
         present = [speaker for speaker in range(k) if own[speaker].size]
         if len(present) < 2 or train_frames.size < COMPONENTS * MIN_FRAMES_PER_COMPONENT:
             continue
-        judged = x[scored_frames]
+        judged, background_frames = x[scored_frames], x[train_frames]
+        speaker_frames = {speaker: x[own[speaker]] for speaker in present}
         ratios = np.full((scored_frames.size, k), -np.inf)
         ratios[:, present] = 0.0
         for seed in seeds:
-            ubm = _fit_ubm(x[train_frames], seed)
+            ubm = _fit_ubm(background_frames, seed)
             variances, log_weights = ubm.covariances_, np.log(ubm.weights_)
             background = _log_likelihoods(judged, ubm.means_, variances, log_weights)
             for speaker in present:
-                means = _adapted_means(ubm, x[own[speaker]])
+                means = _adapted_means(ubm, speaker_frames[speaker])
                 llr = _log_likelihoods(judged, means, variances, log_weights) - background
                 ratios[:, speaker] += llr / len(seeds)
         for i in scored:
