@@ -133,7 +133,10 @@ def run_baseline(settings: Settings, db: Database, models: LoadedModels, paths: 
     }
     faults = FaultInjector()
     embed = BatchedEmbedder(models.voice, batches["diarize"], faults, "diarize")
-    diarizer = SenkoDiarizer(embed)
+    # As the engine makes it (engine/engine.py), so both runs do the same diarization work.
+    diarizer = SenkoDiarizer(
+        embed, models_dir=settings.models_dir, onnx_cache=settings.voxdock_data_dir.expanduser() / "cache"
+    )
     model_set = ModelSet(models.names["asr"], diarizer.name, models.names["voice"], models.names["text"])
     handlers = StageHandlers(
         models=models,

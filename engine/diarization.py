@@ -29,7 +29,10 @@ class SpeakerTurn:
 
 @dataclass
 class DiarizationResult:
-    turns: list[SpeakerTurn]
+    turns: list[SpeakerTurn]  # one speaker at a time: what each word is attributed by
+    # Where two talk at once, the turns of the second speaker (engine/overlap.py); `turns` holds the
+    # first. Empty when the diarizer does not mark overlapped speech.
+    overlaps: list[SpeakerTurn] = field(default_factory=list)
     # The window embeddings the diarizer computed (voice-model space), reused as voice embeddings.
     windows: list[tuple[float, float]] = field(default_factory=list)
     window_embeddings: np.ndarray | None = None
@@ -38,6 +41,11 @@ class DiarizationResult:
     @property
     def speakers(self) -> list[str]:
         return sorted({t.speaker for t in self.turns})
+
+    @property
+    def all_turns(self) -> list[SpeakerTurn]:
+        """Who speaks when, overlapped speech included (a turn per speaker), in time order."""
+        return sorted([*self.turns, *self.overlaps], key=lambda t: (t.start, t.end, t.speaker))
 
 
 class Diarizer(Protocol):

