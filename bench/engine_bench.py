@@ -16,7 +16,8 @@ Prints per-stage RTF, end-to-end RTF and hours of audio per hour for the engine,
 the ratios (baseline / engine, engine / ASR alone), whether transcripts are identical, and WER / DER
 of what the engine stored against the references (DER of the speaker turns the stored segments make:
 one speaker's consecutive segments joined across pauses under 1 s, as the references mark turns;
-`der_segments_raw` scores the segments as they are). Results go to bench/results/engine.json.
+`der_segments_raw` scores the segments as they are; `der_turns` scores the stored speaker turns,
+overlapped speech included). Results go to bench/results/engine.json.
 """
 
 from __future__ import annotations
@@ -212,7 +213,20 @@ def stored_texts(db: Database) -> dict[str, list[tuple[str, str | None]]]:
     return out
 
 
-def quality(stored: dict[str, list]) -> list[dict]:  # type: ignore[type-arg]
+def stored_turns(db: Database) -> dict[str, list[Turn]]:
+    """The speaker_turns table per source path (one speaker at a time, and overlapped speech)."""
+    with db.connection() as conn:
+        rows = conn.execute(
+            "SELECT s.path, t.start_s, t.end_s, t.speaker FROM speaker_turns t JOIN sources s"
+            " ON s.id = t.source_id ORDER BY s.path, t.seq"
+        ).fetchall()
+    out: dict[str, list[Turn]] = {}
+    for path, start, end, speaker in rows:
+        out.setdefault(path, []).append(Turn(start, end, speaker))
+    return out
+
+
+def quality(stored: dict[str, list], turns_by_path: dict[str, list[Turn]]) -> list[dict]:  # type: ignore[type-arg]
     report = []
     for path, segs in sorted(stored.items()):
         p = Path(path)
@@ -236,6 +250,9 @@ def quality(stored: dict[str, list]) -> list[dict]:  # type: ignore[type-arg]
                 round(der.confusion, 4),
             )
             row["speakers"] = f"{der.hypothesis_speakers}/{der.reference_speakers}"
+            stored_t = turns_by_path.get(path, [])
+            row["der_turns"] = round(diarization_error_rate(ref, stored_t, collar=0.25).der, 4)
+            row["der_turns_no_collar"] = round(diarization_error_rate(ref, stored_t, collar=0).der, 4)
         report.append(row)
     return report
 
@@ -303,7 +320,7 @@ def main() -> None:
                         theirs[first] if first < len(theirs) else None,
                     ],
                 }
-        scores = quality(stored_texts(engine_db))
+        scores = quality(stored_texts(engine_db), stored_turns(engine_db))
         engine_db.close()
         base_db.close()
 

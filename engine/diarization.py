@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -18,6 +19,10 @@ import numpy as np
 from voxdock.engine.spans import SpanVoices
 
 log = logging.getLogger(__name__)
+
+# One speaker's turns closer than this are one turn: pauses inside a turn count as that speaker's
+# speech, as reference annotations mark them.
+BRIDGE_GAP_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,34 @@ class DiarizationResult:
     def all_turns(self) -> list[SpeakerTurn]:
         """Who speaks when, overlapped speech included (a turn per speaker), in time order."""
         return sorted([*self.turns, *self.overlaps], key=lambda t: (t.start, t.end, t.speaker))
+
+
+def split_overlaps(turns: Sequence[SpeakerTurn]) -> tuple[list[SpeakerTurn], list[SpeakerTurn]]:
+    """Turns that may overlap (a diarizer that reports two voices at once) -> (one speaker at a time,
+    the overlapping rest). Who started first keeps the floor: of a later turn, only what no earlier
+    turn covers joins the first list."""
+    exclusive: list[SpeakerTurn] = []
+    overlaps: list[SpeakerTurn] = []
+    for turn in sorted(turns, key=lambda t: (t.start, t.end)):
+        free = [(turn.start, turn.end)]
+        for other in exclusive:
+            free = [
+                piece
+                for a, b in free
+                for piece in ((a, min(b, other.start)), (max(a, other.end), b))
+                if piece[1] - piece[0] > 1e-9
+            ]
+        exclusive.extend(SpeakerTurn(a, b, turn.speaker) for a, b in free)
+        taken = sum(b - a for a, b in free)
+        if turn.end - turn.start - taken > 1e-9:
+            edges = [turn.start, *(x for piece in free for x in piece), turn.end]
+            overlaps.extend(
+                SpeakerTurn(a, b, turn.speaker)
+                for a, b in zip(edges[::2], edges[1::2], strict=True)
+                if b - a > 1e-9
+            )
+    exclusive.sort(key=lambda t: t.start)
+    return exclusive, overlaps
 
 
 class Diarizer(Protocol):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxdock.engine.diarization import DiarizationResult, SpeakerTurn
+from voxdock.engine.diarization import DiarizationResult, SpeakerTurn, split_overlaps
 from voxdock.engine.spans import SpanVoices
 
 
@@ -81,5 +81,5 @@ class PyannoteDiarizer:
             SpeakerTurn(float(segment.start), float(segment.end), str(label))
             for segment, _track, label in annotation.itertracks(yield_label=True)
         ]
-        turns.sort(key=lambda t: t.start)
-        return DiarizationResult(turns=turns)
+        exclusive, overlaps = split_overlaps(turns)  # pyannote reports two voices at once
+        return DiarizationResult(turns=exclusive, overlaps=overlaps)

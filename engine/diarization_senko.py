@@ -63,7 +63,7 @@ from voxdock.engine.clustering import (
     min_windows_for_two_speakers,
     smooth_labels,
 )
-from voxdock.engine.diarization import DiarizationResult, SpeakerTurn
+from voxdock.engine.diarization import BRIDGE_GAP_S, DiarizationResult, SpeakerTurn
 from voxdock.engine.fbank import fbank
 from voxdock.engine.gmm_voices import UBM_SEEDS, cepstral_frames
 from voxdock.engine.gmm_voices import window_scores as gmm_window_scores
@@ -97,7 +97,6 @@ SAMPLE_RATE = 16000
 WINDOW_S = 1.5
 SHIFT_S = 0.6
 MIN_WINDOW_S = 0.1  # shorter speech regions carry no usable voice evidence
-BRIDGE_GAP_S = 1.0  # same-speaker turns closer than this are joined
 EMBED_CHUNK = 64
 
 # Fine VAD (inside the engine's regions).

@@ -19,12 +19,13 @@ from voxdock.engine.fbank import fbank
 from voxdock.engine.loader import LoadedModels
 from voxdock.engine.oom import AdaptiveBatch, FaultInjector
 from voxdock.engine.runtime import FileFailed
-from voxdock.engine.segmenting import SINGLE_SPEAKER, assign_speakers, words_to_segments
+from voxdock.engine.segmenting import SINGLE_SPEAKER, assign_speakers, single_speaker_turns, words_to_segments
 from voxdock.engine.vad import detect_speech
 from voxdock.engine.voice import EMBEDDING_DIM, VoiceEncoder
 from voxdock.engine.work import FileWork, Segment
 from voxdock.storage.database import Database
 from voxdock.storage.segments import ModelSet, SegmentRecord, SourceOutcome, replace_segments
+from voxdock.storage.turns import TurnRecord
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class StageHandlers:
         if options.num_speakers == 1 or options.max_speakers == 1:
             work.diarizer = "none (one speaker given)"
             work.segments = assign_speakers(work.segments, None)
+            work.turns = single_speaker_turns(work.speech)
             work.speaker_count = 1
             return
         regions = self.diarizer.speech_regions(work.samples, work.speech)
@@ -152,6 +154,7 @@ class StageHandlers:
                 work.fast_path = True
                 work.diarizer = f"none (fast path: {decision.reason})"
                 work.segments = assign_speakers(work.segments, None)
+                work.turns = single_speaker_turns(regions)
                 work.speaker_count = 1
                 return
         work.fast_path = False
@@ -166,6 +169,7 @@ class StageHandlers:
         )
         work.diarizer = self.diarizer.name
         work.segments = assign_speakers(work.segments, result.turns)
+        work.turns, work.overlaps = list(result.turns), list(result.overlaps)
         if result.window_embeddings is not None and len(result.windows):
             _reuse_window_embeddings(
                 work.segments, result.windows, result.window_embeddings, result.window_speakers
@@ -219,7 +223,9 @@ class StageHandlers:
             fast_path=work.fast_path,
             node_id=self.node_id,
         )
-        written = replace_segments(self.db, work.job.source_id, records, self.model_set, outcome)
+        turns = [TurnRecord(t.start, t.end, t.speaker) for t in work.turns]
+        turns += [TurnRecord(t.start, t.end, t.speaker, overlapped=True) for t in work.overlaps]
+        written = replace_segments(self.db, work.job.source_id, records, self.model_set, outcome, turns)
         self.on_stored(work, written)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from voxdock.engine.diarization import SpeakerTurn
+from voxdock.engine.diarization import BRIDGE_GAP_S, SpeakerTurn
 from voxdock.engine.work import Segment, Word
 
 PAUSE_S = 0.8  # a silence this long ends a segment
@@ -99,6 +99,20 @@ def _smooth(words: Sequence[Word], labels: list[str], cover: list[float]) -> lis
             break
         else:
             return labels
+
+
+def single_speaker_turns(
+    regions: Sequence[tuple[float, float]], bridge_gap: float = BRIDGE_GAP_S
+) -> list[SpeakerTurn]:
+    """The turns of a file with one speaker: its speech regions, joined across pauses up to
+    `bridge_gap` (as the diarizer joins a speaker's turns)."""
+    joined: list[list[float]] = []
+    for start, end in sorted(regions):
+        if joined and start - joined[-1][1] <= bridge_gap:
+            joined[-1][1] = max(joined[-1][1], end)
+        elif end > start:
+            joined.append([start, end])
+    return [SpeakerTurn(start, end, SINGLE_SPEAKER) for start, end in joined]
 
 
 def assign_speakers(segments: Sequence[Segment], turns: Sequence[SpeakerTurn] | None) -> list[Segment]:

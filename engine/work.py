@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from voxdock.engine.diarization import SpeakerTurn
 from voxdock.storage.jobs import ClaimedJob
 
 
@@ -107,6 +108,9 @@ class FileWork:
     fast_path: bool | None = None
     fast_path_similarity: float | None = None
     speaker_count: int | None = None
+    # Who speaks when: one speaker at a time, and the second speaker where two talk at once.
+    turns: list[SpeakerTurn] = field(default_factory=list)
+    overlaps: list[SpeakerTurn] = field(default_factory=list)
     diarizer: str = ""
     stage_seconds: dict[str, float] = field(default_factory=dict)
 

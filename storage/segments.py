@@ -1,4 +1,5 @@
-"""Writing a source's segments: one transaction that replaces whatever the source had before.
+"""Writing a source's segments (and speaker turns): one transaction that replaces whatever the source
+had before.
 
 Rows go in with binary COPY (set-based), then the count in the table is checked against the count
 given, so a write can never silently drop rows. Either the whole new set is stored and the source is
@@ -14,6 +15,7 @@ import numpy as np
 import psycopg
 
 from voxdock.storage.database import Database
+from voxdock.storage.turns import TurnRecord, TurnWriteError, check_turns, write_turns
 
 
 class SegmentWriteError(RuntimeError):
@@ -98,12 +100,18 @@ def replace_segments(
     segments: Sequence[SegmentRecord],
     models: ModelSet,
     outcome: SourceOutcome,
+    turns: Sequence[TurnRecord] = (),
 ) -> int:
-    """Replace all segments of `source_id` with `segments`, mark the source done; returns the count.
+    """Replace all segments of `source_id` with `segments` and its speaker turns with `turns` (see
+    storage/turns.py), mark the source done; returns the count of segments.
 
-    Raises SegmentWriteError (nothing changed) when a vector has the wrong size or the count stored
-    differs from the count given.
+    Raises SegmentWriteError (nothing changed) when a vector has the wrong size, a turn is malformed,
+    or a count stored differs from the count given.
     """
+    try:
+        check_turns(turns)
+    except TurnWriteError as exc:
+        raise SegmentWriteError(f"source {source_id}: {exc}") from None
     with db.connection() as conn, conn.transaction():
         # Lock the source row: two writers of the same source serialise here instead of interleaving.
         locked = conn.execute("SELECT id FROM sources WHERE id = %s FOR UPDATE", (source_id,)).fetchone()
@@ -142,6 +150,11 @@ def replace_segments(
         if stored_count != len(rows):
             raise SegmentWriteError(
                 f"source {source_id}: {len(rows)} segments given but {stored_count} stored; rolled back"
+            )
+        stored_turns = write_turns(conn, source_id, turns)
+        if stored_turns != len(turns):
+            raise SegmentWriteError(
+                f"source {source_id}: {len(turns)} turns given but {stored_turns} stored; rolled back"
             )
         conn.execute(
             "UPDATE sources SET status = 'done', error = NULL, segment_count = %s, duration_s = %s,"

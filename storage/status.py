@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from voxdock.storage.database import Database, ServerInfo
 from voxdock.storage.migrate import VectorSpec, current_version, latest_version, read_vector_spec
 
-_COUNTED_TABLES = ("sources", "batches", "jobs", "segments", "speakers", "nodes")
+_COUNTED_TABLES = ("sources", "batches", "jobs", "segments", "speaker_turns", "speakers", "nodes")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,9 @@ def store_status(db: Database) -> StoreStatus:
         by_state: dict[str, int] = {}
         if version > 0:
             for table in _COUNTED_TABLES:
+                exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+                if not exists or not exists[0]:  # a store behind the latest schema
+                    continue
                 row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
                 counts[table] = int(row[0]) if row else 0
             by_state = {

@@ -71,6 +71,37 @@ def test_ingest_summary_exit_codes_and_reruns(tmp_path: Path) -> None:
     assert found.returncode == 0, found.stderr
     assert "talk.mp4" in found.stdout and "umbrella" in found.stdout.lower()
 
+    env = {**os.environ, "VOXDOCK_DATA_DIR": str(data), "COLUMNS": "160"}
+    table = subprocess.run(
+        [sys.executable, "-m", "voxdock", "turns", str(inbox / "talk.mp4")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert table.returncode == 0, table.stderr
+    assert "1 speaker(s)" in table.stdout and "SPEAKER_00" in table.stdout
+    rttm = subprocess.run(
+        [sys.executable, "-m", "voxdock", "turns", "talk", "--rttm"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert rttm.returncode == 0, rttm.stderr
+    lines = rttm.stdout.splitlines()
+    assert lines and all(line.startswith("SPEAKER talk 1 ") and " SPEAKER_00 " in line for line in lines)
+    missing = subprocess.run(
+        [sys.executable, "-m", "voxdock", "turns", "no-such-file"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert (
+        missing.returncode == 1 and "no file stored under a path containing 'no-such-file'" in missing.stderr
+    )
+
 
 def test_ingest_with_nothing_to_do_says_so(tmp_path: Path) -> None:
     empty = tmp_path / "empty"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import threading
 import time
@@ -17,6 +18,7 @@ from voxdock.engine.oom import FaultInjector, InjectedFault, ctranslate2_oom, to
 from voxdock.evaluation import Turn, diarization_error_rate, read_rttm, turns_from_segments, word_error_rate
 from voxdock.storage import jobs
 from voxdock.storage.database import Database
+from voxdock.storage.turns import read_turns
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
@@ -85,6 +87,20 @@ def test_transcripts_speakers_and_vectors(
     der = diarization_error_rate(read_rttm(dialogue.with_suffix(".rttm")), hypothesis, collar=0.25)
     assert der.hypothesis_speakers == 2
     assert der.der <= DER_BOUND, f"DER {der.der:.1%}"
+
+    # Who speaks when is stored too: the turns score like the segments, and name the same speakers.
+    for path in files[:2]:
+        turns = read_turns(db, str(path.resolve()))[0].turns
+        reference = read_rttm(path.with_suffix(".rttm"))
+        scored = diarization_error_rate(reference, [Turn(t.start_s, t.end_s, t.speaker) for t in turns])
+        assert scored.der <= DER_BOUND, f"{path.name}: stored turns DER {scored.der:.1%}"
+        assert {t.speaker for t in turns} == {r[4] for r in stored_segments(db, path)}
+        exclusive = sorted((t for t in turns if not t.overlapped), key=lambda t: t.start_s)
+        assert all(b.start_s >= a.end_s - 1e-6 for a, b in itertools.pairwise(exclusive))
+    # the fast path stores its one speaker's speech as turns
+    mono_turns = read_turns(db, str(files[2].resolve()))[0].turns
+    assert mono_turns and {t.speaker for t in mono_turns} == {"SPEAKER_00"}
+    assert not any(t.overlapped for t in mono_turns)
 
     status = {p.name: source_row(db, p) for p in files}
     assert status["dialogue_2spk.wav"][3] is False  # diarized

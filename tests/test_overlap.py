@@ -172,3 +172,19 @@ def test_the_diarizer_marks_the_second_speaker_in_overlaps() -> None:
     assert all(b.start >= a.end - 1e-9 for a, b in itertools.pairwise(ordered))
     off = SenkoDiarizer(encoder.embed_features, mark_overlaps=False).diarize(mixed, speech)
     assert off.overlaps == [] and off.turns == result.turns
+
+
+def test_overlapping_turns_split_into_one_at_a_time_and_the_rest() -> None:
+    """A diarizer that reports two voices at once (pyannote) gives the same two lists ours does."""
+    from voxdock.engine.diarization import split_overlaps
+
+    turns = [
+        SpeakerTurn(0.0, 5.0, "A"),
+        SpeakerTurn(4.5, 9.0, "B"),  # starts while A talks
+        SpeakerTurn(6.0, 7.0, "A"),  # a remark inside B's turn
+        SpeakerTurn(9.0, 10.0, "A"),
+    ]
+    exclusive, overlaps = split_overlaps(turns)
+    assert exclusive == [SpeakerTurn(0.0, 5.0, "A"), SpeakerTurn(5.0, 9.0, "B"), SpeakerTurn(9.0, 10.0, "A")]
+    assert overlaps == [SpeakerTurn(4.5, 5.0, "B"), SpeakerTurn(6.0, 7.0, "A")]
+    assert split_overlaps(exclusive) == (exclusive, [])

@@ -63,3 +63,12 @@ def test_a_lone_word_of_diarization_jitter_does_not_split() -> None:
 def test_no_turns_means_one_speaker() -> None:
     out = assign_speakers(words_to_segments(words((0.0, 0.5, " hi."))), None)
     assert out[0].speaker == SINGLE_SPEAKER
+
+
+def test_one_speakers_turns_are_the_speech_joined_across_short_pauses() -> None:
+    from voxdock.engine.segmenting import single_speaker_turns
+
+    turns = single_speaker_turns([(5.2, 7.0), (0.5, 2.0), (2.8, 4.0), (7.0, 7.0), (9.5, 11.0)])
+    assert [(t.start, t.end) for t in turns] == [(0.5, 4.0), (5.2, 7.0), (9.5, 11.0)]
+    assert {t.speaker for t in turns} == {SINGLE_SPEAKER}
+    assert single_speaker_turns([]) == []

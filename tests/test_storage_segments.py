@@ -15,6 +15,7 @@ from voxdock.storage.segments import (
     count_segments,
     replace_segments,
 )
+from voxdock.storage.turns import TurnRecord, read_turns
 
 MODELS = ModelSet(
     asr="tiny.en", diarizer="senko", voice="campplus-sv-zh-en-16k", text_model="all-MiniLM-L6-v2"
@@ -150,3 +151,44 @@ def test_hnsw_indexes_serve_nearest_neighbour_search(db: Database) -> None:
             "SELECT seq FROM segments ORDER BY text_embedding <=> %s LIMIT 1", (segs[42].text_embedding,)
         ).fetchone()
     assert nearest == (42,)
+
+
+TURNS = [
+    TurnRecord(0.5, 4.0, "SPEAKER_00"),
+    TurnRecord(4.0, 9.5, "SPEAKER_01"),
+    TurnRecord(3.6, 4.0, "SPEAKER_01", overlapped=True),  # the second speaker starts early
+]
+
+
+def test_turns_are_stored_with_the_segments_and_replaced_with_them(db: Database) -> None:
+    source = new_source(db)
+    other = new_source(db, "/archive/b.wav")
+    replace_segments(
+        db, other, make_segments(2, seed=9), MODELS, OUTCOME, [TurnRecord(0.0, 1.0, "SPEAKER_00")]
+    )
+    replace_segments(db, source, make_segments(3, seed=1), MODELS, OUTCOME, TURNS)
+    (found,) = read_turns(db, "/archive/a.wav")
+    assert found.status == "done"
+    assert found.turns == sorted(TURNS, key=lambda t: t.start_s)  # in time order
+    replace_segments(db, source, make_segments(3, seed=2), MODELS, OUTCOME, TURNS[:1])
+    assert read_turns(db, "/archive/a.wav")[0].turns == TURNS[:1]
+    assert read_turns(db, "/archive/b.wav")[0].turns == [TurnRecord(0.0, 1.0, "SPEAKER_00")]
+    assert [s.path for s in read_turns(db, "archive/", exact=False)] == ["/archive/a.wav", "/archive/b.wav"]
+    assert read_turns(db, "archive/") == []  # exact by default
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        (TurnRecord(5.0, 5.0, "SPEAKER_00"), "bad times"),
+        (TurnRecord(1.0, float("nan"), "S"), "bad times"),
+        (TurnRecord(1.0, 2.0, ""), "no speaker"),
+    ],
+)
+def test_a_malformed_turn_is_refused_and_nothing_changes(db: Database, bad: TurnRecord, why: str) -> None:
+    source = new_source(db)
+    replace_segments(db, source, make_segments(4, seed=1), MODELS, OUTCOME, TURNS)
+    with pytest.raises(SegmentWriteError, match=f"turn 1: {why}"):
+        replace_segments(db, source, make_segments(6, seed=2), MODELS, OUTCOME, [TURNS[0], bad])
+    assert count_segments(db, source) == 4
+    assert read_turns(db, "/archive/a.wav")[0].turns == sorted(TURNS, key=lambda t: t.start_s)

@@ -317,6 +317,56 @@ def search(
     out.print(table)
 
 
+@app.command("turns")
+def turns(
+    path: Annotated[str, typer.Argument(help="A processed file, or part of the path of several.")],
+    rttm: Annotated[
+        bool, typer.Option("--rttm", help="Print RTTM lines (one per turn) instead of a table.")
+    ] = False,
+) -> None:
+    """Who speaks when in a processed file: its speaker turns, overlapped speech marked."""
+    from rich.markup import escape
+
+    from voxdock.formatting import fmt_clock
+    from voxdock.storage.turns import read_turns
+
+    settings = settings_or_exit()
+    setup_logging("WARNING")
+    given = Path(path).expanduser()
+    with open_store(settings) as db:
+        found = read_turns(db, str(given.resolve())) if given.exists() else []
+        if not found:
+            found = read_turns(db, path, exact=False)
+    if not found:
+        raise fail(f"no file stored under a path containing {path!r}", code=1)
+    if rttm:
+        for source in found:
+            name = Path(source.path).stem.replace(" ", "_")
+            for t in source.turns:
+                timing = f"{t.start_s:.3f} {t.end_s - t.start_s:.3f}"
+                line = f"SPEAKER {name} 1 {timing} <NA> <NA> {t.speaker} <NA> <NA>"
+                out.print(line, highlight=False, markup=False, soft_wrap=True)
+        return
+    for source in found:
+        if not source.turns:
+            why = "not processed yet" if source.status != "done" else "no speech"
+            out.print(f"{source.path}: no turns ({why})", highlight=False, markup=False)
+            continue
+        overlapped = sum(t.end_s - t.start_s for t in source.turns if t.overlapped)
+        title = f"[bold]{escape(source.path)}[/]: {len({t.speaker for t in source.turns})} speaker(s)"
+        if overlapped:
+            title += f", {overlapped:.1f} s of overlapped speech"
+        out.print(title, highlight=False)
+        table = Table()
+        for column in ("from", "to", "speaker", ""):
+            table.add_column(column)
+        for t in source.turns:
+            table.add_row(
+                fmt_clock(t.start_s), fmt_clock(t.end_s), escape(t.speaker), "overlap" if t.overlapped else ""
+            )
+        out.print(table)
+
+
 @app.command("console")
 def console(
     paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders to queue as a batch.")] = None,

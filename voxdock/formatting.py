@@ -13,6 +13,17 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
+def fmt_clock(seconds: float) -> str:
+    """m:ss.s (or h:mm:ss.s): a time in a recording, to a tenth of a second."""
+    tenths = round(max(0.0, seconds) * 10)
+    minutes, rest = divmod(tenths, 600)
+    hours, minutes = divmod(minutes, 60)
+    clock = (
+        f"{minutes:02d}:{rest // 10:02d}.{rest % 10}" if hours else f"{minutes}:{rest // 10:02d}.{rest % 10}"
+    )
+    return f"{hours}:{clock}" if hours else clock
+
+
 def fmt_rtf(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
