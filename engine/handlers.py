@@ -169,7 +169,10 @@ class StageHandlers:
         )
         work.diarizer = self.diarizer.name
         work.segments = assign_speakers(work.segments, result.turns)
-        work.turns, work.overlaps = list(result.turns), list(result.overlaps)
+        # No turns (no analysis window fitted the speech): the segments went to one speaker, and so
+        # does the speech.
+        work.turns = list(result.turns) or single_speaker_turns(regions)
+        work.overlaps = list(result.overlaps)
         if result.window_embeddings is not None and len(result.windows):
             _reuse_window_embeddings(
                 work.segments, result.windows, result.window_embeddings, result.window_speakers

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from voxdock.engine.diarization import SpeakerTurn
+from voxdock.engine.diarization import SpeakerTurn, subtract_spans
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,11 @@ class OverlapModel:
         model, payload = build_model_from_checkpoint(checkpoint, map_location="cpu")
         model.eval()
         config = payload["model"]
-        self.frame_step = float(config["frame_step"])
-        self.frame_duration = float(config["frame_duration"])
+        self.frame_step = float(config.get("frame_step", model.frame_step))
+        self.frame_duration = float(config.get("frame_duration", model.frame_duration))
+        # Frame j of a chunk covers [j * step, j * step + duration) of it: SincNet pads nothing.
+        if abs(float(config.get("frame_start", model.frame_start))) > 1e-6:
+            raise ValueError("segmentation model frames do not start at the chunk's start")
         self._torch = torch
         self._model = model
         self._onnx: Any = None
@@ -165,10 +168,11 @@ def overlap_regions(
         chunks = np.zeros((len(group), size), dtype=np.float32)
         offsets = []
         for row, start in enumerate(group):
-            first = round(start * SAMPLE_RATE)
+            offset = round(start / step)  # chunks start on the frame grid, so their frames line up
+            first = round(offset * step * SAMPLE_RATE)
             piece = samples[first : first + size]
             chunks[row, : piece.size] = piece
-            offsets.append(round(start / step))
+            offsets.append(offset)
         for offset, probs in zip(offsets, model.probabilities(chunks), strict=True):
             span = min(probs.size, frames - offset)
             total[offset : offset + span] += probs[:span]
@@ -176,45 +180,32 @@ def overlap_regions(
     on = (total / np.maximum(seen, 1)) > THRESHOLD
     out: list[tuple[float, float]] = []
     centre = model.frame_duration / 2
+    duration = samples.size / SAMPLE_RATE
     edges = np.flatnonzero(np.diff(np.concatenate([[0], on.astype(np.int8), [0]])))
     for first, last in zip(edges[::2], edges[1::2], strict=True):
-        start = first * step + centre - step / 2
-        end = last * step + centre - step / 2
+        start = max(0.0, first * step + centre - step / 2)
+        end = min(duration, last * step + centre - step / 2)
         if end - start >= MIN_OVERLAP_S:
-            out.append((max(0.0, float(start)), float(end)))
+            out.append((float(start), float(end)))
     return out
-
-
-def _subtract(span: tuple[float, float], covered: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    pieces = [span]
-    for a, b in covered:
-        pieces = [
-            piece
-            for start, end in pieces
-            for piece in ((start, min(end, a)), (max(start, b), end))
-            if piece[1] - piece[0] > 1e-6
-        ]
-    return pieces
 
 
 def second_speakers(
     turns: Sequence[SpeakerTurn], regions: Sequence[tuple[float, float]]
 ) -> list[SpeakerTurn]:
-    """Turns of the second speaker in each overlapped region: the speaker of the turn nearest to it
-    (within `NEAR_TURN_S`) other than the one talking at its middle, over the part of the region that
-    speaker's own turns do not already cover."""
+    """Turns for both voices of each overlapped region: the two speakers whose turns lie nearest to it
+    (within `NEAR_TURN_S`; usually one turn ends inside it and the next begins there), each over the
+    part of the region its own turns do not already cover."""
     out: list[SpeakerTurn] = []
     for start, end in regions:
-        middle = (start + end) / 2
-        talking = {t.speaker for t in turns if t.start <= middle < t.end}
-        if len(talking) != 1:
+        distance: dict[str, float] = {}
+        for t in turns:
+            gap = max(t.start - end, start - t.end, 0.0)
+            if gap <= NEAR_TURN_S and gap < distance.get(t.speaker, np.inf):
+                distance[t.speaker] = gap
+        if len(distance) < 2:
             continue
-        others = [t for t in turns if t.speaker not in talking]
-        if not others:
-            continue
-        nearest = min(others, key=lambda t: max(t.start - end, start - t.end, 0.0))
-        if max(nearest.start - end, start - nearest.end, 0.0) > NEAR_TURN_S:
-            continue
-        own = [(t.start, t.end) for t in turns if t.speaker == nearest.speaker]
-        out.extend(SpeakerTurn(a, b, nearest.speaker) for a, b in _subtract((start, end), own))
-    return out
+        for speaker in sorted(distance, key=lambda s: (distance[s], s))[:2]:
+            own = [(t.start, t.end) for t in turns if t.speaker == speaker]
+            out.extend(SpeakerTurn(a, b, speaker) for a, b in subtract_spans((start, end), own))
+    return sorted(out, key=lambda t: (t.start, t.speaker))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from voxdock.engine.diarization import SpeakerTurn
 from voxdock.storage.jobs import ClaimedJob
+
+if TYPE_CHECKING:  # the diarization module pulls in the clustering code; the console needs none of it
+    from voxdock.engine.diarization import SpeakerTurn
 
 
 @dataclass(frozen=True)
