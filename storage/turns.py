@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import psycopg
 
@@ -35,20 +36,23 @@ def check_turns(turns: Sequence[TurnRecord]) -> None:
             raise TurnWriteError(f"turn {seq}: no speaker")
 
 
+_COPY_SQL = (
+    "COPY speaker_turns (source_id, seq, start_s, end_s, speaker, overlapped) FROM STDIN WITH (FORMAT BINARY)"
+)
+
+
 def write_turns(conn: psycopg.Connection, source_id: int, turns: Sequence[TurnRecord]) -> int:
     """Replace the source's turns inside the caller's transaction; returns the count stored."""
     check_turns(turns)
     conn.execute("DELETE FROM speaker_turns WHERE source_id = %s", (source_id,))
     ordered = sorted(turns, key=lambda t: (t.start_s, t.end_s, t.overlapped, t.speaker))
     with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO speaker_turns (source_id, seq, start_s, end_s, speaker, overlapped)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            [
-                (source_id, seq, float(t.start_s), float(t.end_s), t.speaker, bool(t.overlapped))
-                for seq, t in enumerate(ordered)
-            ],
-        )
+        with cur.copy(_COPY_SQL) as copy:
+            copy.set_types(["int8", "int4", "float8", "float8", "text", "bool"])
+            for seq, t in enumerate(ordered):
+                copy.write_row(
+                    (source_id, seq, float(t.start_s), float(t.end_s), t.speaker, bool(t.overlapped))
+                )
         row = cur.execute("SELECT count(*) FROM speaker_turns WHERE source_id = %s", (source_id,)).fetchone()
     return int(row[0]) if row else -1
 
@@ -56,24 +60,34 @@ def write_turns(conn: psycopg.Connection, source_id: int, turns: Sequence[TurnRe
 @dataclass(frozen=True)
 class SourceTurns:
     path: str
-    status: str
+    status: str  # sources.status: the turns are from the last completed run unless 'done'
+    segment_count: int
     turns: list[TurnRecord]
 
 
-def read_turns(db: Database, path: str, *, exact: bool = True) -> list[SourceTurns]:
-    """Turns of the source stored under `path` (or, not `exact`, of every source whose path contains
-    it, in path order), each in time order."""
-    where = "path = %s" if exact else "strpos(path, %s) > 0"
+_MATCHES = {
+    "exact": "path = %s",
+    "folder": "starts_with(path, rtrim(%s, '/') || '/')",
+    "contains": "strpos(path, %s) > 0",
+}
+
+
+def read_turns(
+    db: Database, path: str, *, match: Literal["exact", "folder", "contains"] = "exact"
+) -> list[SourceTurns]:
+    """Turns of the source stored under `path`; with `match`, of every source in that folder or whose
+    path contains it (in path order). Each source's turns in time order."""
     with db.connection() as conn:
         sources = conn.execute(
-            f"SELECT id, path, status FROM sources WHERE {where} ORDER BY path", (path,)
+            f"SELECT id, path, status, segment_count FROM sources WHERE {_MATCHES[match]} ORDER BY path",
+            (path,),
         ).fetchall()
         out = []
-        for source_id, source_path, status in sources:
+        for source_id, source_path, status, segment_count in sources:
             rows = conn.execute(
-                "SELECT start_s, end_s, speaker, overlapped FROM speaker_turns WHERE source_id = %s"
-                " ORDER BY seq",
+                "SELECT start_s, end_s, speaker, overlapped FROM speaker_turns"
+                " WHERE source_id = %s ORDER BY seq",
                 (source_id,),
             ).fetchall()
-            out.append(SourceTurns(source_path, status, [TurnRecord(*row) for row in rows]))
+            out.append(SourceTurns(source_path, status, segment_count, [TurnRecord(*row) for row in rows]))
     return out

@@ -91,6 +91,15 @@ def test_ingest_summary_exit_codes_and_reruns(tmp_path: Path) -> None:
     assert rttm.returncode == 0, rttm.stderr
     lines = rttm.stdout.splitlines()
     assert lines and all(line.startswith("SPEAKER talk 1 ") and " SPEAKER_00 " in line for line in lines)
+    folder = subprocess.run(
+        [sys.executable, "-m", "voxdock", "turns", str(inbox)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert folder.returncode == 0, folder.stderr
+    assert "SPEAKER_00" in folder.stdout and "notes.wav: no turns (failed)" in folder.stdout
     missing = subprocess.run(
         [sys.executable, "-m", "voxdock", "turns", "no-such-file"],
         capture_output=True,
@@ -99,7 +108,7 @@ def test_ingest_summary_exit_codes_and_reruns(tmp_path: Path) -> None:
         env=env,
     )
     assert (
-        missing.returncode == 1 and "no file stored under a path containing 'no-such-file'" in missing.stderr
+        missing.returncode == 1 and "no file stored with a path containing 'no-such-file'" in missing.stderr
     )
 
 

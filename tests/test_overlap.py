@@ -58,13 +58,61 @@ def test_every_change_sits_inside_a_chunk_away_from_its_edges(duration: float) -
     assert chunk_starts([], duration) == []
 
 
-def test_the_second_speaker_is_the_nearest_other_turn() -> None:
-    turns = [SpeakerTurn(0.0, 5.0, "A"), SpeakerTurn(5.0, 9.0, "B"), SpeakerTurn(9.0, 20.0, "A")]
-    extra = second_speakers(turns, [(4.4, 5.2), (8.9, 9.6), (14.0, 14.5), (30.0, 31.0)])
-    # (4.4, 5.2): A talks at its middle, B starts at 5.0 -> B over 4.4-5.0 (its own turn has the rest)
-    # (8.9, 9.6): A talks at its middle, B's turn ended at 9.0 -> B over 9.0-9.6
-    # (14.0, 14.5): deep in A's turn, B's nearest turn is 5 s away; (30, 31): nobody talks there
-    assert extra == [SpeakerTurn(4.4, 5.0, "B"), SpeakerTurn(9.0, 9.6, "B")]
+def test_both_voices_of_an_overlap_get_it() -> None:
+    turns = [
+        SpeakerTurn(0.0, 5.0, "A"),
+        SpeakerTurn(5.0, 9.0, "B"),
+        SpeakerTurn(9.0, 20.0, "A"),
+        SpeakerTurn(20.3, 25.0, "C"),
+    ]
+    extra = second_speakers(turns, [(4.4, 5.2), (8.9, 9.6), (14.0, 14.5), (20.0, 20.6), (30.0, 31.0)])
+    assert extra == [
+        SpeakerTurn(4.4, 5.0, "B"),  # A's turn ends inside, B's begins there: each gets the rest
+        SpeakerTurn(5.0, 5.2, "A"),
+        SpeakerTurn(8.9, 9.0, "A"),
+        SpeakerTurn(9.0, 9.6, "B"),
+        SpeakerTurn(20.0, 20.6, "A"),  # the region lies over the pause between A's turn and C's:
+        SpeakerTurn(20.0, 20.3, "C"),  # both voices get what their own turns leave of it
+        # (14.0, 14.5): deep in A's turn, no other voice near; (30, 31): nobody talks near it
+    ]
+
+
+class _StubModel:
+    """Overlap probability 1 between 2.0 and 2.5 s of the file and 0 elsewhere, whatever the chunk."""
+
+    frame_step = 0.016875
+    frame_duration = 0.0619375
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+
+    def probabilities(self, chunks: np.ndarray) -> np.ndarray:
+        frames = 589
+        out = np.zeros((chunks.shape[0], frames))
+        for row, chunk in enumerate(chunks):
+            # the chunk carries its own start time in its first sample (see the test)
+            start = float(chunk[0])
+            self.starts.append(start)
+            centres = start + np.arange(frames) * self.frame_step + self.frame_duration / 2
+            out[row] = (centres >= 2.0) & (centres < 2.5)
+        return out
+
+
+@pytest.mark.parametrize("seconds", [3.0, 12.0, 30.0])
+def test_overlap_times_come_back_in_file_seconds(seconds: float) -> None:
+    samples = np.zeros(int(seconds * SR), dtype=np.float32)
+    stub = _StubModel()
+    starts = chunk_starts([2.2, seconds - 1.0], seconds)
+    for start in starts:  # mark each chunk's first sample with its start (snapped to the frame grid)
+        first = round(round(start / stub.frame_step) * stub.frame_step * SR)
+        samples[first] = round(start / stub.frame_step) * stub.frame_step
+    found = overlap_regions(stub, samples, starts)  # type: ignore[arg-type]
+    assert len(found) == 1
+    (a, b) = found[0]
+    assert a == pytest.approx(2.0, abs=stub.frame_step) and b == pytest.approx(2.5, abs=stub.frame_step)
+    assert all(0.0 <= x <= seconds for x in found[0])
+    assert overlap_regions(stub, np.zeros(0, np.float32), starts) == []  # type: ignore[arg-type]
+    assert overlap_regions(stub, samples, []) == []  # type: ignore[arg-type]
 
 
 # ---- the real segmentation model --------------------------------------------------------------
@@ -136,6 +184,7 @@ def test_onnx_export_matches_pytorch(model: OverlapModel, tmp_path: Path) -> Non
     checkpoint = _checkpoint()
     assert checkpoint is not None
     exported = OverlapModel(checkpoint, tmp_path)
+    assert exported._onnx is not None  # ONNX Runtime took the export (no fallback to PyTorch)
     assert list(tmp_path.glob("segmentation3-*.onnx"))
     mixed, _ = _overlapped_dialogue()
     chunks = np.stack([mixed[: int(CHUNK_S * SR)], mixed[SR : SR + int(CHUNK_S * SR)]])
@@ -175,7 +224,7 @@ def test_the_diarizer_marks_the_second_speaker_in_overlaps() -> None:
 
 
 def test_overlapping_turns_split_into_one_at_a_time_and_the_rest() -> None:
-    """A diarizer that reports two voices at once (pyannote) gives the same two lists ours does."""
+    """A diarizer that reports two voices at once (pyannote): who started first keeps the floor."""
     from voxdock.engine.diarization import split_overlaps
 
     turns = [
@@ -188,3 +237,8 @@ def test_overlapping_turns_split_into_one_at_a_time_and_the_rest() -> None:
     assert exclusive == [SpeakerTurn(0.0, 5.0, "A"), SpeakerTurn(5.0, 9.0, "B"), SpeakerTurn(9.0, 10.0, "A")]
     assert overlaps == [SpeakerTurn(4.5, 5.0, "B"), SpeakerTurn(6.0, 7.0, "A")]
     assert split_overlaps(exclusive) == (exclusive, [])
+    # one speaker's own overlapping turns are one turn, not an overlap with itself
+    assert split_overlaps([SpeakerTurn(0.0, 3.0, "A"), SpeakerTurn(2.0, 4.0, "A")]) == (
+        [SpeakerTurn(0.0, 4.0, "A")],
+        [],
+    )

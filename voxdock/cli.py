@@ -7,7 +7,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.table import Table
 
 from voxdock import __version__
 from voxdock.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from voxdock.storage.turns import SourceTurns
 
 app = typer.Typer(
     name="voxdock",
@@ -317,14 +320,31 @@ def search(
     out.print(table)
 
 
+def _why_no_turns(source: SourceTurns) -> str:
+    if source.status == "done":
+        if source.segment_count:
+            return f"stored before speaker turns were kept: `voxdock ingest --no-skip-existing {source.path}`"
+        return "no speech"
+    return "failed" if source.status == "failed" else f"not processed yet ({source.status})"
+
+
+def _rttm_ids(paths: list[str]) -> dict[str, str]:
+    """RTTM file ids: the file's stem, or its whole path where two stems are alike; no whitespace."""
+    stems = [Path(p).stem for p in paths]
+    ids = {
+        p: (stem if stems.count(stem) == 1 else p.strip("/")) for p, stem in zip(paths, stems, strict=True)
+    }
+    return {p: "_".join(name.replace("/", "_").split()) for p, name in ids.items()}
+
+
 @app.command("turns")
 def turns(
-    path: Annotated[str, typer.Argument(help="A processed file, or part of the path of several.")],
+    path: Annotated[str, typer.Argument(help="A processed file or folder, or part of a stored path.")],
     rttm: Annotated[
         bool, typer.Option("--rttm", help="Print RTTM lines (one per turn) instead of a table.")
     ] = False,
 ) -> None:
-    """Who speaks when in a processed file: its speaker turns, overlapped speech marked."""
+    """Who speaks when in processed files: their speaker turns, overlapped speech marked."""
     from rich.markup import escape
 
     from voxdock.formatting import fmt_clock
@@ -334,29 +354,44 @@ def turns(
     setup_logging("WARNING")
     given = Path(path).expanduser()
     with open_store(settings) as db:
-        found = read_turns(db, str(given.resolve())) if given.exists() else []
-        if not found:
-            found = read_turns(db, path, exact=False)
+        if given.exists():  # stored as discovery wrote it (absolute), or through its links
+            match: Literal["folder", "exact"] = "folder" if given.is_dir() else "exact"
+            found = read_turns(db, str(given.absolute()), match=match) or read_turns(
+                db, str(given.resolve()), match=match
+            )
+        else:
+            found = read_turns(db, path, match="contains")
     if not found:
-        raise fail(f"no file stored under a path containing {path!r}", code=1)
+        where = "under" if given.is_dir() else ("at" if given.exists() else "with a path containing")
+        raise fail(f"no file stored {where} {path!r}", code=1)
     if rttm:
+        ids = _rttm_ids([source.path for source in found])
         for source in found:
-            name = Path(source.path).stem.replace(" ", "_")
+            if not source.turns:
+                err.print(f"{source.path}: no turns ({_why_no_turns(source)})", highlight=False, markup=False)
+            elif source.status != "done":
+                err.print(
+                    f"{source.path}: {source.status}; turns from its last run", highlight=False, markup=False
+                )
             for t in source.turns:
-                timing = f"{t.start_s:.3f} {t.end_s - t.start_s:.3f}"
-                line = f"SPEAKER {name} 1 {timing} <NA> <NA> {t.speaker} <NA> <NA>"
-                out.print(line, highlight=False, markup=False, soft_wrap=True)
+                sys.stdout.write(
+                    f"SPEAKER {ids[source.path]} 1 {t.start_s:.3f} {t.end_s - t.start_s:.3f}"
+                    f" <NA> <NA> {t.speaker} <NA> <NA>\n"
+                )
+        if not any(source.turns for source in found):
+            raise typer.Exit(1)
         return
     for source in found:
         if not source.turns:
-            why = "not processed yet" if source.status != "done" else "no speech"
-            out.print(f"{source.path}: no turns ({why})", highlight=False, markup=False)
+            out.print(f"{source.path}: no turns ({_why_no_turns(source)})", highlight=False, markup=False)
             continue
         overlapped = sum(t.end_s - t.start_s for t in source.turns if t.overlapped)
         title = f"[bold]{escape(source.path)}[/]: {len({t.speaker for t in source.turns})} speaker(s)"
         if overlapped:
             title += f", {overlapped:.1f} s of overlapped speech"
-        out.print(title, highlight=False)
+        if source.status != "done":
+            title += f" [yellow]({escape(source.status)}; turns from its last run)[/]"
+        out.print(title, highlight=False, emoji=False)
         table = Table()
         for column in ("from", "to", "speaker", ""):
             table.add_column(column)
