@@ -35,8 +35,8 @@ class SpeakerTurn:
 @dataclass
 class DiarizationResult:
     turns: list[SpeakerTurn]  # one speaker at a time: what each word is attributed by
-    # Where two talk at once, the turns of the second speaker (engine/overlap.py); `turns` holds the
-    # first. Empty when the diarizer does not mark overlapped speech.
+    # Where two talk at once, the extra turns that give the stretch to both voices (engine/overlap.py;
+    # `turns` gives it to one). Empty when the diarizer does not mark overlapped speech.
     overlaps: list[SpeakerTurn] = field(default_factory=list)
     # The window embeddings the diarizer computed (voice-model space), reused as voice embeddings.
     windows: list[tuple[float, float]] = field(default_factory=list)

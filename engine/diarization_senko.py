@@ -71,8 +71,8 @@ from voxdock.engine.overlap import (
     chunk_starts,
     load_overlap_model,
     overlap_regions,
-    second_speakers,
     speaker_changes,
+    voices_in_overlaps,
 )
 from voxdock.engine.spans import SpanVoices, distinct_voices, embed_voices, same_voice_pair
 from voxdock.engine.speaker_ge2e import Ge2eEncoder, load_ge2e
@@ -448,8 +448,8 @@ class SenkoDiarizer:
         return result
 
     def overlapped_turns(self, samples: np.ndarray, turns: Sequence[SpeakerTurn]) -> list[SpeakerTurn]:
-        """The second speaker's turns where two talk at once, around the changes of speaker in `turns`
-        (none without the segmentation model, or with one speaker)."""
+        """Extra turns where two talk at once, around the changes of speaker in `turns`, so that both
+        voices have the stretch (none without the segmentation model, or with one speaker)."""
         if not self._mark_overlaps:
             return []
         changes = speaker_changes(turns)
@@ -458,7 +458,7 @@ class SenkoDiarizer:
             return []
         duration = np.asarray(samples).reshape(-1).shape[0] / SAMPLE_RATE
         regions = overlap_regions(model, samples, chunk_starts(changes, duration))
-        return second_speakers(turns, regions)
+        return voices_in_overlaps(turns, regions)
 
 
 def _renumber_by_talk_time(labels: np.ndarray, windows: Sequence[tuple[float, float]]) -> np.ndarray:

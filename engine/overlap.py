@@ -42,7 +42,7 @@ LEAD_S = 3.0  # a change of speaker sits this far into its chunk
 EDGE_S = 1.0  # a change nearer than this to a chunk's end gets a chunk of its own
 THRESHOLD = 0.5  # probability of two speakers at once
 MIN_OVERLAP_S = 0.1
-NEAR_TURN_S = 0.5  # the second speaker's turn must be at most this far from the overlap
+NEAR_TURN_S = 0.5  # a voice's turn must lie at most this far from an overlap to be one of its two
 BATCH = 16
 PAIR_CLASSES = slice(4, 7)  # powerset order: none, {1}, {2}, {3}, {1,2}, {1,3}, {2,3}
 
@@ -192,7 +192,7 @@ def overlap_regions(
     return out
 
 
-def second_speakers(
+def voices_in_overlaps(
     turns: Sequence[SpeakerTurn], regions: Sequence[tuple[float, float]]
 ) -> list[SpeakerTurn]:
     """Turns for both voices of each overlapped region: the two speakers whose turns lie nearest to it

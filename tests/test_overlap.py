@@ -18,8 +18,8 @@ from voxdock.engine.overlap import (
     chunk_starts,
     load_overlap_model,
     overlap_regions,
-    second_speakers,
     speaker_changes,
+    voices_in_overlaps,
 )
 from voxdock.evaluation import Turn, diarization_error_rate, read_rttm
 
@@ -65,7 +65,7 @@ def test_both_voices_of_an_overlap_get_it() -> None:
         SpeakerTurn(9.0, 20.0, "A"),
         SpeakerTurn(20.3, 25.0, "C"),
     ]
-    extra = second_speakers(turns, [(4.4, 5.2), (8.9, 9.6), (14.0, 14.5), (20.0, 20.6), (30.0, 31.0)])
+    extra = voices_in_overlaps(turns, [(4.4, 5.2), (8.9, 9.6), (14.0, 14.5), (20.0, 20.6), (30.0, 31.0)])
     assert extra == [
         SpeakerTurn(4.4, 5.0, "B"),  # A's turn ends inside, B's begins there: each gets the rest
         SpeakerTurn(5.0, 5.2, "A"),
