@@ -62,3 +62,19 @@ def test_status_reports_version_counts_and_no_password(db: Database) -> None:
     assert status.row_counts["sources"] == 2
     assert status.row_counts["segments"] == 0
     assert status.vectors == TEST_SPEC
+
+
+def test_a_version_1_store_reports_status_and_upgrades_with_its_data(db: Database) -> None:
+    """A store made before speaker turns were kept: `db status` still works, and migrating adds the
+    table without touching what is stored."""
+    register_sources(db, [FileEntry("/old.wav", 1, "h")])
+    with db.connection() as conn:  # back to version 1, as such a store was left
+        conn.execute("DROP TABLE speaker_turns")
+        conn.execute("DELETE FROM schema_migrations WHERE version > 1")
+    status = store_status(db)
+    assert (status.schema_version, status.latest_version) == (1, len(available_migrations()))
+    assert "speaker_turns" not in status.row_counts and status.row_counts["sources"] == 1
+    assert [m.name for m in migrate(db, TEST_SPEC)] == ["speaker_turns"]
+    status = store_status(db)
+    assert status.schema_version == status.latest_version
+    assert status.row_counts["speaker_turns"] == 0 and status.row_counts["sources"] == 1
