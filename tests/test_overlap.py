@@ -179,9 +179,9 @@ def test_one_voice_is_not_overlap(model: OverlapModel) -> None:
 
 @pytest.mark.models
 def test_onnx_export_matches_pytorch(model: OverlapModel, tmp_path: Path) -> None:
-    from voxdock.engine.overlap import _checkpoint
+    from voxdock.engine.overlap import checkpoint_path
 
-    checkpoint = _checkpoint()
+    checkpoint = checkpoint_path()
     assert checkpoint is not None
     exported = OverlapModel(checkpoint, tmp_path)
     assert exported._onnx is not None  # ONNX Runtime took the export (no fallback to PyTorch)
