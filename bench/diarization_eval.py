@@ -90,7 +90,7 @@ NOTES = [
     "smoothing). Times: fastest of `--repeat` runs each, ours and senko's alternating; `RTF` counts",
     "diarization only (the engine's VAD is shared with ASR). Overlapped speech (engine/overlap.py): the",
     "segmentation-3.0 model on 10 s chunks around each change of speaker marks where two talk at once,",
-    "and the nearest other speaker's turn is extended over it; DER, miss, FA and confusion score those",
+    "and both speakers whose turns meet there get the stretch; DER, miss, FA and confusion score those",
     "turns, `DER excl.` the one-speaker-at-a-time turns words are attributed by (both 0.25 s collar).",
 ]
 
