@@ -21,7 +21,9 @@ class TurnRecord:
     start_s: float
     end_s: float
     speaker: str
-    overlapped: bool = False  # a second speaker, talking over the one in the turn at the same time
+    # True: two people talk at once here, and this turn gives the stretch to a voice the one-speaker-
+    # at-a-time turns (overlapped = False) left out of it
+    overlapped: bool = False
 
 
 class TurnWriteError(RuntimeError):
