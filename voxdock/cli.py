@@ -393,12 +393,11 @@ def turns(
             title += f" [yellow]({escape(source.status)}; turns from its last run)[/]"
         out.print(title, highlight=False, emoji=False)
         table = Table()
-        for column in ("from", "to", "speaker", ""):
+        for column in ("from", "to", "speaker", *(("",) if overlapped else ())):
             table.add_column(column)
         for t in source.turns:
-            table.add_row(
-                fmt_clock(t.start_s), fmt_clock(t.end_s), escape(t.speaker), "overlap" if t.overlapped else ""
-            )
+            mark = ("overlap" if t.overlapped else "",) if overlapped else ()
+            table.add_row(fmt_clock(t.start_s), fmt_clock(t.end_s), escape(t.speaker), *mark)
         out.print(table)
 
 
