@@ -53,6 +53,38 @@ class DiarizationResult:
         return sorted([*self.turns, *self.overlaps], key=lambda t: (t.start, t.end, t.speaker))
 
 
+def turns_from_windows(
+    windows: Sequence[tuple[float, float]], labels: Sequence[str], bridge_gap: float = BRIDGE_GAP_S
+) -> list[SpeakerTurn]:
+    """Speaker turns from labelled windows: overlaps of different labels split at their midpoint."""
+    segs: list[list] = []  # [start, end, speaker]
+    for (start, end), speaker in zip(windows, labels, strict=True):
+        if not segs:
+            segs.append([start, end, speaker])
+            continue
+        last = segs[-1]
+        if speaker == last[2]:
+            if start <= last[1]:
+                last[1] = max(last[1], end)
+            else:
+                segs.append([start, end, speaker])
+        else:
+            if start < last[1]:
+                mid = (start + last[1]) / 2
+                last[1] = mid
+                start = mid
+            segs.append([start, end, speaker])
+    merged: list[list] = []
+    for seg in segs:
+        if seg[1] <= seg[0]:
+            continue
+        if merged and merged[-1][2] == seg[2] and seg[0] - merged[-1][1] <= bridge_gap:
+            merged[-1][1] = max(merged[-1][1], seg[1])
+        else:
+            merged.append(list(seg))
+    return [SpeakerTurn(float(s), float(e), str(spk)) for s, e, spk in merged]
+
+
 def subtract_spans(
     span: tuple[float, float], covered: Sequence[tuple[float, float]]
 ) -> list[tuple[float, float]]:

@@ -63,7 +63,7 @@ from voxdock.engine.clustering import (
     min_windows_for_two_speakers,
     smooth_labels,
 )
-from voxdock.engine.diarization import BRIDGE_GAP_S, DiarizationResult, SpeakerTurn
+from voxdock.engine.diarization import DiarizationResult, SpeakerTurn, turns_from_windows
 from voxdock.engine.fbank import fbank
 from voxdock.engine.gmm_voices import UBM_SEEDS, cepstral_frames
 from voxdock.engine.gmm_voices import window_scores as gmm_window_scores
@@ -192,38 +192,6 @@ def make_windows_with_regions(
         if t < end:
             out.append(((max(start, end - window), end), r))
     return out
-
-
-def turns_from_windows(
-    windows: Sequence[tuple[float, float]], labels: Sequence[str], bridge_gap: float = BRIDGE_GAP_S
-) -> list[SpeakerTurn]:
-    """Speaker turns from labelled windows: overlaps of different labels split at their midpoint."""
-    segs: list[list] = []  # [start, end, speaker]
-    for (start, end), speaker in zip(windows, labels, strict=True):
-        if not segs:
-            segs.append([start, end, speaker])
-            continue
-        last = segs[-1]
-        if speaker == last[2]:
-            if start <= last[1]:
-                last[1] = max(last[1], end)
-            else:
-                segs.append([start, end, speaker])
-        else:
-            if start < last[1]:
-                mid = (start + last[1]) / 2
-                last[1] = mid
-                start = mid
-            segs.append([start, end, speaker])
-    merged: list[list] = []
-    for seg in segs:
-        if seg[1] <= seg[0]:
-            continue
-        if merged and merged[-1][2] == seg[2] and seg[0] - merged[-1][1] <= bridge_gap:
-            merged[-1][1] = max(merged[-1][1], seg[1])
-        else:
-            merged.append(list(seg))
-    return [SpeakerTurn(float(s), float(e), str(spk)) for s, e, spk in merged]
 
 
 def speaker_name(index: int) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from voxdock.engine.diarization import BRIDGE_GAP_S, SpeakerTurn
+from voxdock.engine.diarization import BRIDGE_GAP_S, SpeakerTurn, turns_from_windows
 from voxdock.engine.work import Segment, Word
 
 PAUSE_S = 0.8  # a silence this long ends a segment
@@ -106,13 +106,8 @@ def single_speaker_turns(
 ) -> list[SpeakerTurn]:
     """The turns of a file with one speaker: its speech regions, joined across pauses up to
     `bridge_gap` (as the diarizer joins a speaker's turns)."""
-    joined: list[list[float]] = []
-    for start, end in sorted(regions):
-        if joined and start - joined[-1][1] <= bridge_gap:
-            joined[-1][1] = max(joined[-1][1], end)
-        elif end > start:
-            joined.append([start, end])
-    return [SpeakerTurn(start, end, SINGLE_SPEAKER) for start, end in joined]
+    ordered = sorted(regions)
+    return turns_from_windows(ordered, [SINGLE_SPEAKER] * len(ordered), bridge_gap)
 
 
 def assign_speakers(segments: Sequence[Segment], turns: Sequence[SpeakerTurn] | None) -> list[Segment]:

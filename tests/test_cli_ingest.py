@@ -14,16 +14,19 @@ from conftest import MEDIA
 pytestmark = [pytest.mark.slow, pytest.mark.models]
 
 
-def ingest(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VOXDOCK_DATA_DIR": str(data), "COLUMNS": "160", "HF_HUB_OFFLINE": "1"}
+def voxdock(
+    data: Path, *args: str, columns: str = "160", timeout: int = 180
+) -> subprocess.CompletedProcess[str]:
+    """`voxdock ARGS` as an operator runs it, on the embedded store under `data`."""
+    env = {**os.environ, "VOXDOCK_DATA_DIR": str(data), "COLUMNS": columns, "HF_HUB_OFFLINE": "1"}
     env.pop("DATABASE_URL", None)
     return subprocess.run(
-        [sys.executable, "-m", "voxdock", "ingest", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+        [sys.executable, "-m", "voxdock", *args], capture_output=True, text=True, env=env, timeout=timeout
     )
+
+
+def ingest(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return voxdock(data, "ingest", *args, timeout=600)
 
 
 def test_ingest_summary_exit_codes_and_reruns(tmp_path: Path) -> None:
@@ -51,62 +54,25 @@ def test_ingest_summary_exit_codes_and_reruns(tmp_path: Path) -> None:
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert "1 done, 0 failed, 0 skipped" in forced.stdout
 
-    status = subprocess.run(
-        [sys.executable, "-m", "voxdock", "db", "status"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "VOXDOCK_DATA_DIR": str(data)},
-        timeout=120,
-    )
+    status = voxdock(data, "db", "status", timeout=120)
     assert status.returncode == 0
     assert "batches 3" in " ".join(status.stdout.split())
 
-    found = subprocess.run(
-        [sys.executable, "-m", "voxdock", "search", "will it rain, should I take an umbrella", "-n", "1"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={**os.environ, "VOXDOCK_DATA_DIR": str(data), "COLUMNS": "200"},
-    )
+    found = voxdock(data, "search", "will it rain, should I take an umbrella", "-n", "1", columns="200")
     assert found.returncode == 0, found.stderr
     assert "talk.mp4" in found.stdout and "umbrella" in found.stdout.lower()
 
-    env = {**os.environ, "VOXDOCK_DATA_DIR": str(data), "COLUMNS": "160"}
-    table = subprocess.run(
-        [sys.executable, "-m", "voxdock", "turns", str(inbox / "talk.mp4")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    table = voxdock(data, "turns", str(inbox / "talk.mp4"), timeout=120)
     assert table.returncode == 0, table.stderr
     assert "1 speaker(s)" in table.stdout and "SPEAKER_00" in table.stdout
-    rttm = subprocess.run(
-        [sys.executable, "-m", "voxdock", "turns", "talk", "--rttm"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    rttm = voxdock(data, "turns", "talk", "--rttm", timeout=120)
     assert rttm.returncode == 0, rttm.stderr
     lines = rttm.stdout.splitlines()
     assert lines and all(line.startswith("SPEAKER talk 1 ") and " SPEAKER_00 " in line for line in lines)
-    folder = subprocess.run(
-        [sys.executable, "-m", "voxdock", "turns", str(inbox)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    folder = voxdock(data, "turns", str(inbox), timeout=120)
     assert folder.returncode == 0, folder.stderr
     assert "SPEAKER_00" in folder.stdout and "notes.wav: no turns (failed)" in folder.stdout
-    missing = subprocess.run(
-        [sys.executable, "-m", "voxdock", "turns", "no-such-file"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    missing = voxdock(data, "turns", "no-such-file", timeout=120)
     assert (
         missing.returncode == 1 and "no file stored with a path containing 'no-such-file'" in missing.stderr
     )
@@ -122,29 +88,25 @@ def test_ingest_with_nothing_to_do_says_so(tmp_path: Path) -> None:
 
 
 def test_submit_then_pause_and_resume_a_batch_from_the_command_line(tmp_path: Path) -> None:
-    env = {**os.environ, "VOXDOCK_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "160"}
-
-    def voxdock(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "voxdock", *args], capture_output=True, text=True, env=env, timeout=180
-        )
-
-    queued = voxdock("submit", str(MEDIA / "monologue.ogg"), str(MEDIA / "silence.wav"), "--batch", "nightly")
+    data = tmp_path / "data"
+    queued = voxdock(
+        data, "submit", str(MEDIA / "monologue.ogg"), str(MEDIA / "silence.wav"), "--batch", "nightly"
+    )
     assert queued.returncode == 0, queued.stderr
     assert "batch nightly: 2 file(s) queued" in queued.stdout
     interviews = voxdock(
-        "submit", str(MEDIA / "dialogue_2spk.wav"), "--batch", "interviews", "--speakers", "2"
+        data, "submit", str(MEDIA / "dialogue_2spk.wav"), "--batch", "interviews", "--speakers", "2"
     )
     assert interviews.returncode == 0, interviews.stderr
     conflict = voxdock(
-        "submit", str(MEDIA / "dialogue_2spk.wav"), "--min-speakers", "3", "--max-speakers", "2"
+        data, "submit", str(MEDIA / "dialogue_2spk.wav"), "--min-speakers", "3", "--max-speakers", "2"
     )
     assert conflict.returncode == 2 and "--min-speakers is larger than --max-speakers" in conflict.stderr
-    assert voxdock("batch", "pause", "nightly").returncode == 0
-    listing = " ".join(voxdock("batch", "list").stdout.split())
+    assert voxdock(data, "batch", "pause", "nightly").returncode == 0
+    listing = " ".join(voxdock(data, "batch", "list").stdout.split())
     assert "nightly │ paused │ 2 │ 0 │ 0 │ 0 │ 2 │ 00:00 │ auto" in listing
     assert "interviews │ running │ 1 │ 0 │ 0 │ 0 │ 1 │ 00:00 │ 2" in listing
-    assert voxdock("batch", "resume", "nightly").returncode == 0
-    assert "nightly │ running" in " ".join(voxdock("batch", "list").stdout.split())
-    missing = voxdock("batch", "pause", "no-such-batch")
+    assert voxdock(data, "batch", "resume", "nightly").returncode == 0
+    assert "nightly │ running" in " ".join(voxdock(data, "batch", "list").stdout.split())
+    missing = voxdock(data, "batch", "pause", "no-such-batch")
     assert missing.returncode == 2 and "no batch named 'no-such-batch'" in missing.stderr
