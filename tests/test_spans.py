@@ -11,6 +11,7 @@ from voxdock.engine.spans import (
     ONE_VOICE_RATIO,
     distinct_voices,
     labels_of_spans,
+    most_distinct_partition,
     same_voice_pair,
     split_ratio,
 )
@@ -90,3 +91,30 @@ def test_a_left_out_speaker_is_added_only_on_clear_evidence() -> None:
     held = np.bincount(labels_of_spans(SPANS, WINDOWS, short), minlength=2)[1]
     assert 0 < held < NEW_SPEAKER_SPANS
     assert not distinct_voices(SPANS, two_voices[0], two_voices[1], WINDOWS, short)
+
+
+# Ten spans in three voices: A A A B B B C C C C. `RIGHT` gives each voice a speaker; `A_CUT` is as
+# tight a partition as a clustering might find when B and C are close: A cut in two, B and C merged.
+SPAN_VOICES = [0, 0, 0, 1, 1, 1, 2, 2, 2, 2]
+RIGHT = np.array([SPAN_VOICES[min(int((a + 0.75) // 2), 9)] for a, _ in WINDOWS])
+A_CUT = np.array([[0, 0, 1, 2, 2, 2, 2, 2, 2, 2][min(int((a + 0.75) // 2), 9)] for a, _ in WINDOWS])
+
+
+def _three_voices(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return _voices(rng, [3, 3, 4], 192), _voices(rng, [3, 3, 4], 256)
+
+
+def test_the_partition_whose_speakers_differ_most_on_sentences_is_picked() -> None:
+    cam, ge2e = _three_voices(8)
+    assert labels_of_spans(SPANS, WINDOWS, RIGHT).tolist() == SPAN_VOICES
+    assert same_voice_pair(SPANS, cam, ge2e, WINDOWS, A_CUT)  # the cut voice reads as one
+    assert not same_voice_pair(SPANS, cam, ge2e, WINDOWS, RIGHT)
+    for order in ([A_CUT, RIGHT], [RIGHT, A_CUT]):
+        picked = most_distinct_partition(SPANS, cam, ge2e, WINDOWS, order)
+        assert picked is not None and np.array_equal(picked, RIGHT)
+    assert np.array_equal(most_distinct_partition(SPANS, cam, None, WINDOWS, [A_CUT, RIGHT]), RIGHT)
+    # a partition with a speaker that holds no span cannot be judged, so it is never picked
+    no_span = RIGHT.copy()
+    no_span[5] = 3
+    assert most_distinct_partition(SPANS, cam, ge2e, WINDOWS, [no_span]) is None
