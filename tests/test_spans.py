@@ -1,14 +1,18 @@
-"""Whole-sentence spans: the speaker-count check the diarizer runs on them."""
+"""Whole-sentence spans: the speaker-count check the diarizer runs on them, and its check of an
+operator's count's partition."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from voxdock.engine.clustering import ClusteringResult
+from voxdock.engine.diarization_senko import partition_for_given_count
 from voxdock.engine.spans import (
     CAM_SURE_RATIO,
     MIN_SPANS,
     NEW_SPEAKER_SPANS,
     ONE_VOICE_RATIO,
+    SpanVoices,
     distinct_voices,
     labels_of_spans,
     most_distinct_partition,
@@ -118,3 +122,17 @@ def test_the_partition_whose_speakers_differ_most_on_sentences_is_picked() -> No
     no_span = RIGHT.copy()
     no_span[5] = 3
     assert most_distinct_partition(SPANS, cam, ge2e, WINDOWS, [no_span]) is None
+
+
+def test_an_operators_count_never_keeps_a_voice_cut_in_two_when_a_better_split_is_near() -> None:
+    said = SpanVoices(SPANS, *_three_voices(8))
+
+    def given(labels: np.ndarray, options: list[np.ndarray], count: int = 3) -> np.ndarray:
+        result = ClusteringResult(labels, count, alternatives={count: options})
+        return partition_for_given_count(result, WINDOWS, said)
+
+    assert np.array_equal(given(A_CUT, [A_CUT, RIGHT]), RIGHT)
+    assert np.array_equal(given(RIGHT, [RIGHT, A_CUT]), RIGHT)  # a sound partition is kept
+    assert np.array_equal(given(A_CUT, [A_CUT]), A_CUT)  # nothing near to take instead
+    two = (A_CUT > 0).astype(np.int64)
+    assert np.array_equal(given(two, [two, RIGHT.clip(0, 1)], count=2), two)  # two keep distinct_two
