@@ -404,6 +404,21 @@ class SenkoDiarizer:
         max_speakers: int | None = None,
     ) -> DiarizationResult:
         evidence = self.prepare(samples, speech, regions=regions, voices=voices)
+        return self.decide(
+            samples, evidence, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers
+        )
+
+    def decide(
+        self,
+        samples: np.ndarray,
+        evidence: WindowEvidence | None,
+        *,
+        num_speakers: int | None = None,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+    ) -> DiarizationResult:
+        """The turns `prepare`'s evidence gives (with overlapped speech marked): one piece of evidence
+        can be decided under several speaker counts without embedding the file again."""
         if evidence is None:
             return DiarizationResult(turns=[])
         result = self.assign(
@@ -440,10 +455,10 @@ def partition_for_given_count(
     """The partition for an operator's count of three or more. The tightest one can cut a voice in two
     when two real voices are close (it splits the most varied voice instead): if two of its speakers
     sound like one voice on whole sentences (`same_voice_pair`), the near-tight alternative whose
-    speakers are most distinct is taken. On the calibration and reported files told their true count
-    this lowered gen_d4o_s103 31% -> 1.3% and gen_d4_s101 15% -> 0% and changed no other file (CAM++
-    alone: gen_d4o_s918 17% -> 2.7%, no other change); see bench/diarization_eval.py, column `DER count
-    given`. Two speakers keep their own tie-break (`distinct_two`)."""
+    speakers are most distinct is taken. Told their true count, the calibration conversations
+    gen_d4o_s103 and gen_d4_s101 went 31% -> 0.2% and 15% -> 0% with it, and all 116 calibration and 55
+    reported ones are <= 10% (bench/diarization_eval.py, column `DER count given`). Two speakers keep
+    their own tie-break (`distinct_two`)."""
     labels, count = result.labels, result.num_speakers
     options = result.alternatives.get(count, [])
     if count < 3 or len(options) < 2:
