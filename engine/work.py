@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from voxdock.engine.speakers import SpeakerOptions
 from voxdock.storage.jobs import ClaimedJob
 
 if TYPE_CHECKING:  # the diarization module pulls in the clustering code; the console needs none of it
@@ -35,67 +36,6 @@ class Segment:
     @property
     def duration(self) -> float:
         return self.end - self.start
-
-
-@dataclass(frozen=True)
-class SpeakerOptions:
-    """What the operator knows about the speakers of a file (ingest --speakers / --min/--max-speakers)."""
-
-    num_speakers: int | None = None
-    min_speakers: int | None = None
-    max_speakers: int | None = None
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> SpeakerOptions:
-        def get(name: str) -> int | None:
-            value = options.get(name)
-            return int(value) if value is not None else None
-
-        return cls(get("num_speakers"), get("min_speakers"), get("max_speakers"))
-
-    @classmethod
-    def parse(cls, text: str) -> SpeakerOptions:
-        """An operator's entry: "" (estimate), "2" (known count) or "2-4" (bounds); ValueError
-        with the reason otherwise."""
-        text = text.strip()
-        if not text:
-            return cls()
-        low, sep, high = (part.strip() for part in text.partition("-"))
-        if not (low.isdigit() and (not sep or high.isdigit())):
-            raise ValueError(f"speakers: {text!r} is not a count (2) or a range (2-4)")
-        if not sep:
-            return cls(num_speakers=_at_least_one(int(low)))
-        lo, hi = _at_least_one(int(low)), _at_least_one(int(high))
-        if lo > hi:
-            raise ValueError(f"speakers: {lo} is more than {hi}")
-        return cls(min_speakers=lo, max_speakers=hi)
-
-    def as_options(self) -> dict[str, int]:
-        """The batch options (only what is known)."""
-        given = {
-            "num_speakers": self.num_speakers,
-            "min_speakers": self.min_speakers,
-            "max_speakers": self.max_speakers,
-        }
-        return {name: value for name, value in given.items() if value is not None}
-
-    def describe(self) -> str:
-        """For listings: "auto" when nothing is known, else "2", "2-4", ">= 2" or "<= 3"."""
-        if self.num_speakers is not None:
-            return str(self.num_speakers)
-        if self.min_speakers is not None and self.max_speakers is not None:
-            return f"{self.min_speakers}-{self.max_speakers}"
-        if self.min_speakers is not None:
-            return f">= {self.min_speakers}"
-        if self.max_speakers is not None:
-            return f"<= {self.max_speakers}"
-        return "auto"
-
-
-def _at_least_one(count: int) -> int:
-    if count < 1:
-        raise ValueError("speakers: a file has at least one speaker")
-    return count
 
 
 @dataclass

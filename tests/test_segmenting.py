@@ -66,7 +66,7 @@ def test_no_turns_means_one_speaker() -> None:
 
 
 def test_one_speakers_turns_are_the_speech_joined_across_short_pauses() -> None:
-    from voxdock.engine.segmenting import single_speaker_turns
+    from voxdock.engine.diarization import single_speaker_turns
 
     turns = single_speaker_turns([(5.2, 7.0), (0.5, 2.0), (2.8, 4.0), (7.0, 7.0), (9.5, 11.0)])
     assert [(t.start, t.end) for t in turns] == [(0.5, 4.0), (5.2, 7.0), (9.5, 11.0)]

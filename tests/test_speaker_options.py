@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voxdock.engine.work import SpeakerOptions
+from voxdock.engine.speakers import SpeakerOptions
 
 
 @pytest.mark.parametrize(

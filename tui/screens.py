@@ -14,7 +14,7 @@ from textual.suggester import Suggester
 from textual.validation import Integer, Number
 from textual.widgets import Button, Input, Label, Markdown, Select
 
-from voxdock.engine.work import SpeakerOptions
+from voxdock.engine.speakers import SpeakerOptions
 
 STAGE_NAMES = ("decode", "vad", "asr", "diarize", "voice", "text", "store")
 BATCHED = ("asr", "diarize", "voice", "text")

@@ -16,7 +16,7 @@ from textual.widgets.data_table import ColumnKey, RowKey
 
 from voxdock.engine.events import EngineEvent
 from voxdock.engine.metrics import EngineSnapshot, GpuSnapshot
-from voxdock.engine.work import SpeakerOptions
+from voxdock.engine.speakers import SpeakerOptions
 from voxdock.formatting import estimate_eta, fmt_duration, fmt_mb, fmt_rtf, text_bar
 from voxdock.tui.backend import ConsoleData
 

@@ -220,7 +220,7 @@ def speaker_options(
         raise fail("--min-speakers is larger than --max-speakers")
     if speakers and (min_speakers or max_speakers):
         raise fail("give either --speakers or --min-speakers/--max-speakers, not both")
-    from voxdock.engine.work import SpeakerOptions
+    from voxdock.engine.speakers import SpeakerOptions
 
     return SpeakerOptions(speakers, min_speakers, max_speakers).as_options()
 
@@ -485,7 +485,7 @@ def submit(
 @batch_app.command("list")
 def batch_list(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20) -> None:
     """Batches with their state and progress."""
-    from voxdock.engine.work import SpeakerOptions
+    from voxdock.engine.speakers import SpeakerOptions
     from voxdock.formatting import fmt_duration
     from voxdock.storage.jobs import batch_progress
 

@@ -52,7 +52,9 @@ class Settings(BaseSettings):
     asr_workers: int = Field(default=2, ge=1, le=64, description="parallel ASR workers")
     asr_batch_size: int = Field(default=8, ge=1, le=256, description="batched-ASR chunks per decoder call")
     diarization_workers: int = Field(default=1, ge=1, le=64)
-    diarization_batch_size: int = Field(default=64, ge=1, le=4096, description="CAM++ windows per call")
+    diarization_batch_size: int = Field(
+        default=64, ge=1, le=4096, description="segmentation chunks or speaker embeddings per model call"
+    )
     voice_workers: int = Field(default=1, ge=1, le=64)
     voice_enrollment_batch_size: int = Field(
         default=32, ge=1, le=4096, description="voice-embedding batch size, across files"
@@ -66,8 +68,8 @@ class Settings(BaseSettings):
         default=None,
         ge=0.0,
         le=1.0,
-        description="min two-voice split ratio of a file's speech for it to count as a monologue; "
-        "unset = the value calibrated for the voice-embedding model",
+        description="lowest similarity of a sampled voice to the file's mean voice for the file to count "
+        "as a monologue (cosine); unset = the calibrated default",
     )
 
     # --- models
@@ -76,7 +78,8 @@ class Settings(BaseSettings):
     compute_device: Literal["auto", "cpu", "cuda"] = Field(default="auto")
     compute_type: str = Field(default="auto", description="CTranslate2 compute type (auto, int8, float16...)")
     text_embedding_model: str = Field(default="all-MiniLM-L6-v2")
-    diarization_backend: Literal["auto", "senko", "pyannote"] = Field(default="auto")
+    # "senko" is the older name of the built-in diarizer, still accepted.
+    diarization_backend: Literal["auto", "builtin", "senko", "pyannote"] = Field(default="auto")
     models_dir: Path = Field(default_factory=default_models_dir)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")

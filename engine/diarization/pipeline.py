@@ -1,0 +1,199 @@
+"""The diarizer: segmentation-3.0 over sliding chunks, CAM++ per local speaker, clustering, reconstruction.
+
+The recipe of pyannote 3.1, with the weights that install here and calibrated on real meetings:
+
+1. segmentation (segmentation.py): 10 s chunks every 5 s; per frame, who of up to three local
+   speakers talks, overlap included. It is also the voice activity detection: the engine's Silero
+   regions (tuned for ASR) are not used here, because they miss quiet and overlapped speech.
+2. fast path (fastpath.py): when allowed, a sample of chunks decides whether one voice speaks
+   throughout; then the rest is skipped.
+3. embeddings (embedding.py): CAM++ over each local speaker's own frames, a block of chunks at a
+   time (memory stays flat however long the file).
+4. clustering (clustering.py): agglomerative, centroid linkage, calibrated threshold; an operator's
+   count or bounds cut the dendrogram instead.
+5. reconstruction (reconstruction.py): per frame, the clusters' averaged activity and the number of
+   voices give who talks, two at once where the model hears overlap. Turns follow; where two talk
+   at once, the one who started first keeps the turn words are attributed by and the other gets an
+   overlap turn (`DiarizationResult.overlaps`).
+
+Thread-safety: no per-call state; the models are shared through their batchers, so every worker's
+chunks and speakers go to the device together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from voxdock.engine.diarization import fastpath
+from voxdock.engine.diarization.clustering import MAX_SPEAKERS, THRESHOLD, cluster_local_speakers
+from voxdock.engine.diarization.embedding import LocalSpeakers, UnitEmbedder, embed_local_speakers
+from voxdock.engine.diarization.reconstruction import (
+    OVERLAP_THRESHOLD,
+    SPEECH_THRESHOLD,
+    binarize,
+    frames_to_turns,
+    speaker_activity,
+    voices_per_frame,
+)
+from voxdock.engine.diarization.segmentation import (
+    CHUNK_FRAMES,
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    STEP_S,
+    ChunkSegmentation,
+    SegmentationModel,
+    chunk_offsets,
+    segment,
+)
+from voxdock.engine.diarization.turns import (
+    BRIDGE_GAP_S,
+    SINGLE_SPEAKER,
+    DiarizationResult,
+    speaker_name,
+    split_overlaps,
+)
+from voxdock.engine.speakers import SpeakerOptions
+
+NAME = "segmentation-3.0+campplus"
+BLOCK_CHUNKS = 48  # chunks embedded together (one filterbank): 4 minutes of audio at a 5 s step
+
+
+@dataclass(frozen=True)
+class DiarizerConfig:
+    step_s: float = STEP_S
+    threshold: float = THRESHOLD
+    speech_threshold: float = SPEECH_THRESHOLD
+    overlap_threshold: float = OVERLAP_THRESHOLD
+    bridge_gap_s: float = BRIDGE_GAP_S
+    max_speakers: int = MAX_SPEAKERS
+    block_chunks: int = BLOCK_CHUNKS
+
+
+@dataclass
+class Evidence:
+    """What the diarizer measures of a file before deciding (kept so that a benchmark can decide
+    the same evidence under several speaker counts without measuring again)."""
+
+    seg: ChunkSegmentation
+    voices: np.ndarray  # (file frames,) 0, 1 or 2
+    speakers: LocalSpeakers
+    decision: fastpath.FastPathDecision | None
+
+
+class SegmentationDiarizer:
+    """The `Diarizer` protocol over the segmentation model and the shared CAM++ embedder."""
+
+    def __init__(
+        self, segmentation: SegmentationModel, embedder: UnitEmbedder, config: DiarizerConfig | None = None
+    ) -> None:
+        self.segmentation = segmentation
+        self.embedder = embedder
+        self.config = config or DiarizerConfig()
+
+    @property
+    def name(self) -> str:
+        return NAME
+
+    def diarize(
+        self,
+        samples: np.ndarray,
+        speakers: SpeakerOptions | None = None,
+        *,
+        fast_path_threshold: float | None = None,
+    ) -> DiarizationResult:
+        """Who speaks when in 16 kHz mono `samples`. With `fast_path_threshold`, a file that may be a
+        monologue (no count of 2+ given) is first checked for one voice on a sample of chunks."""
+        speakers = speakers or SpeakerOptions()
+        evidence = self.measure(samples, speakers, fast_path_threshold=fast_path_threshold)
+        return self.decide(evidence, speakers)
+
+    def measure(
+        self,
+        samples: np.ndarray,
+        speakers: SpeakerOptions | None = None,
+        *,
+        fast_path_threshold: float | None = None,
+    ) -> Evidence:
+        speakers = speakers or SpeakerOptions()
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        config = self.config
+        seg = segment(self.segmentation, samples, chunk_offsets(samples.shape[0], config.step_s))
+        voices = voices_per_frame(seg, config.speech_threshold, config.overlap_threshold)
+        dim = self.embedder.voice.dim
+        if not voices.any():
+            return Evidence(
+                seg, voices, LocalSpeakers.empty(dim), fastpath.FastPathDecision(True, fastpath.NO_SPEECH)
+            )
+        if speakers.known_single:
+            return Evidence(seg, voices, LocalSpeakers.empty(dim), None)
+        activity = seg.local_activity()
+        done: list[LocalSpeakers] = []
+        embedded: set[int] = set()
+        decision = None
+        if fast_path_threshold is not None and speakers.may_be_monologue:
+            alone = activity & (activity.sum(axis=-1, keepdims=True) == 1)
+            alone_s = alone.sum(axis=1) * FRAME_SAMPLES / SAMPLE_RATE
+            if fastpath.second_voice(alone_s):
+                decision = fastpath.FastPathDecision(
+                    False, fastpath.SECOND_VOICE, threshold=fast_path_threshold
+                )
+            else:
+                sample = fastpath.sample_chunks(activity.any(axis=-1).sum(axis=1))
+                part = embed_local_speakers(samples, seg, sample.tolist(), self.embedder)
+                done.append(part)
+                embedded.update(sample.tolist())
+                decision = fastpath.one_voice(part.embeddings, part.seconds, fast_path_threshold)
+                if decision.monologue:
+                    return Evidence(seg, voices, part, decision)
+        rest = [c for c in range(len(seg.offsets)) if c not in embedded and activity[c].any()]
+        for i in range(0, len(rest), config.block_chunks):
+            done.append(embed_local_speakers(samples, seg, rest[i : i + config.block_chunks], self.embedder))
+        return Evidence(seg, voices, LocalSpeakers.concat(done, dim), decision)
+
+    def decide(self, evidence: Evidence, speakers: SpeakerOptions | None = None) -> DiarizationResult:
+        """The turns the evidence gives under these speaker options."""
+        speakers = speakers or SpeakerOptions()
+        seg, voices, units, decision = evidence.seg, evidence.voices, evidence.speakers, evidence.decision
+        config = self.config
+        similarity = (
+            None if decision is None or decision.similarity != decision.similarity else decision.similarity
+        )
+        if not voices.any():
+            return DiarizationResult(turns=[], fast_path=True, fast_path_reason=fastpath.NO_SPEECH)
+        monologue = decision is not None and decision.monologue and speakers.may_be_monologue
+        if speakers.known_single or monologue or len(units) == 0:
+            turns = frames_to_turns((voices > 0)[:, None], [SINGLE_SPEAKER], config.bridge_gap_s)
+            return DiarizationResult(
+                turns=turns,
+                fast_path=monologue,
+                fast_path_reason=decision.reason if monologue and decision else "",
+                fast_path_similarity=similarity,
+            )
+        clusters = cluster_local_speakers(
+            units.embeddings,
+            units.seconds,
+            units.chunk,
+            bounds=speakers.bounds(config.max_speakers),
+            threshold=config.threshold,
+        )
+        activity = speaker_activity(seg, units.chunk, units.local, clusters.labels, clusters.count)
+        binary = binarize(activity, voices)
+        # SPEAKER_00 talks most, then SPEAKER_01, ...
+        order = np.argsort(-binary.sum(axis=0), kind="stable")
+        names = [""] * clusters.count
+        for rank, cluster in enumerate(order.tolist()):
+            names[cluster] = speaker_name(rank)
+        turns = [t for t in frames_to_turns(binary, names, config.bridge_gap_s)]
+        exclusive, overlaps = split_overlaps(turns)
+        starts = seg.offsets[units.chunk] * FRAME_SAMPLES / SAMPLE_RATE
+        spans = [(float(a), float(a + CHUNK_FRAMES * FRAME_SAMPLES / SAMPLE_RATE)) for a in starts]
+        return DiarizationResult(
+            turns=exclusive,
+            overlaps=overlaps,
+            windows=spans,
+            window_embeddings=units.embeddings,
+            window_speakers=[names[label] for label in clusters.labels.tolist()],
+            fast_path_similarity=similarity,
+        )
