@@ -16,6 +16,7 @@ same items; an error reaches exactly the callers whose items were in the failing
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -55,7 +56,11 @@ class SharedBatcher(Generic[T, R]):
         self._cond = threading.Condition()
         self._queue: deque[tuple[_Request[T, R], int]] = deque()
         self._running = False
-        self.calls = 0  # model calls made (for tests and benchmarks)
+        # For tests and benchmarks: model calls made, and the wall and process-CPU seconds spent in
+        # them (the host work of a stage is its CPU time outside these).
+        self.calls = 0
+        self.model_seconds = 0.0
+        self.model_cpu_seconds = 0.0
 
     def map(self, items: Sequence[T]) -> list[R]:
         """One result per item, in order; the model's error if a call with these items failed."""
@@ -102,8 +107,13 @@ class SharedBatcher(Generic[T, R]):
 
     def _drain(self) -> None:
         def counted(chunk: Sequence[T]) -> list[R]:
-            self.calls += 1
-            return self._run(chunk)
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return self._run(chunk)
+            finally:
+                self.calls += 1
+                self.model_seconds += time.perf_counter() - wall
+                self.model_cpu_seconds += time.process_time() - cpu
 
         while taken := self._take():
             inputs = [request.items[index] for request, index in taken]

@@ -128,7 +128,7 @@ def embed_local_speakers(
     # The file-grid frame of each filterbank frame's centre.
     centres = first + np.arange(feats.shape[0]) * FRAME_SHIFT + FRAME_LENGTH // 2
     grid = centres // FRAME_SAMPLES
-    activity = seg.local_activity()[chunks]  # (block, 589, 3)
+    activity = seg.local_activity(chunks)  # (block, 589, 3)
     min_clean = int(MIN_CLEAN_S * 100)
     rows: list[tuple[int, int, int]] = []
     inputs: list[Any] = []

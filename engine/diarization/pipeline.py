@@ -135,18 +135,20 @@ class SegmentationDiarizer:
         if fast_path_threshold is not None and speakers.may_be_monologue:
             alone = activity & (activity.sum(axis=-1, keepdims=True) == 1)
             alone_s = alone.sum(axis=1) * FRAME_SAMPLES / SAMPLE_RATE
-            if fastpath.second_voice(alone_s):
-                decision = fastpath.FastPathDecision(
-                    False, fastpath.SECOND_VOICE, threshold=fast_path_threshold
-                )
-            else:
-                sample = fastpath.sample_chunks(activity.any(axis=-1).sum(axis=1))
-                part = embed_local_speakers(samples, seg, sample.tolist(), self.embedder)
-                done.append(part)
-                embedded.update(sample.tolist())
-                decision = fastpath.one_voice(part.embeddings, part.seconds, fast_path_threshold)
-                if decision.monologue:
-                    return Evidence(seg, voices, part, decision)
+            sample = fastpath.sample_chunks(alone_s)
+            part = embed_local_speakers(samples, seg, sample.tolist(), self.embedder)
+            done.append(part)
+            embedded.update(sample.tolist())
+            heard_at_once = len(seg.offsets) == 1  # the whole file is one chunk
+            decision = fastpath.one_voice(
+                part.embeddings,
+                part.seconds,
+                fast_path_threshold,
+                heard_at_once=bool(heard_at_once),
+                second_voice=fastpath.second_voice_heard(alone_s),
+            )
+            if decision.monologue:
+                return Evidence(seg, voices, part, decision)
         rest = [c for c in range(len(seg.offsets)) if c not in embedded and activity[c].any()]
         for i in range(0, len(rest), config.block_chunks):
             done.append(embed_local_speakers(samples, seg, rest[i : i + config.block_chunks], self.embedder))

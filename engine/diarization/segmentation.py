@@ -171,10 +171,12 @@ class ChunkSegmentation:
     def num_frames(self) -> int:
         return num_file_frames(self.num_samples)
 
-    def local_activity(self) -> np.ndarray:
-        """(chunks, 589, 3) bool: who talks in each frame, by the most likely class (pyannote's
-        hard decision, used to pick each local speaker's frames for its embedding)."""
-        return POWERSET[self.probs.argmax(axis=-1)].astype(bool)
+    def local_activity(self, chunks: Sequence[int] | None = None) -> np.ndarray:
+        """(chunks, 589, 3) bool: who talks in each frame (of all chunks, or of those named), by the
+        most likely class (pyannote's hard decision, used to pick each local speaker's frames for its
+        embedding)."""
+        probs = self.probs if chunks is None else self.probs[list(chunks)]
+        return POWERSET[probs.argmax(axis=-1)].astype(bool)
 
     def local_probabilities(self) -> np.ndarray:
         """(chunks, 589, 3) float32: the probability that each local speaker talks."""
