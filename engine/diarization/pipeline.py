@@ -12,9 +12,9 @@ The recipe of pyannote 3.1, with the weights that install here and calibrated on
 4. clustering (clustering.py): agglomerative, centroid linkage, calibrated threshold; an operator's
    count or bounds cut the dendrogram instead.
 5. reconstruction (reconstruction.py): per frame, the clusters' averaged activity and the number of
-   voices give who talks, two at once where the model hears overlap. Turns follow; where two talk
-   at once, the one who started first keeps the turn words are attributed by and the other gets an
-   overlap turn (`DiarizationResult.overlaps`).
+   voices give who talks, two at once where the model hears overlap. Turns follow: the most active
+   speaker of each frame makes the turns words are attributed by, the second one where two talk
+   makes the overlap turns (`DiarizationResult.overlaps`).
 
 Thread-safety: no per-call state; the models are shared through their batchers, so every worker's
 chunks and speakers go to the device together.
@@ -32,9 +32,10 @@ from voxdock.engine.diarization.embedding import LocalSpeakers, UnitEmbedder, em
 from voxdock.engine.diarization.reconstruction import (
     OVERLAP_THRESHOLD,
     SPEECH_THRESHOLD,
-    binarize,
     frames_to_turns,
+    rank_speakers,
     speaker_activity,
+    turns_of,
     voices_per_frame,
 )
 from voxdock.engine.diarization.segmentation import (
@@ -52,7 +53,6 @@ from voxdock.engine.diarization.turns import (
     SINGLE_SPEAKER,
     DiarizationResult,
     speaker_name,
-    split_overlaps,
 )
 from voxdock.engine.speakers import SpeakerOptions
 
@@ -181,14 +181,14 @@ class SegmentationDiarizer:
             threshold=config.threshold,
         )
         activity = speaker_activity(seg, units.chunk, units.local, clusters.labels, clusters.count)
-        binary = binarize(activity, voices)
+        first, second = rank_speakers(activity, voices)
         # SPEAKER_00 talks most, then SPEAKER_01, ...
-        order = np.argsort(-binary.sum(axis=0), kind="stable")
+        talk = np.bincount(first[first >= 0], minlength=clusters.count)
+        talk += np.bincount(second[second >= 0], minlength=clusters.count)
         names = [""] * clusters.count
-        for rank, cluster in enumerate(order.tolist()):
+        for rank, cluster in enumerate(np.argsort(-talk, kind="stable").tolist()):
             names[cluster] = speaker_name(rank)
-        turns = [t for t in frames_to_turns(binary, names, config.bridge_gap_s)]
-        exclusive, overlaps = split_overlaps(turns)
+        exclusive, overlaps = turns_of(first, second, names, config.bridge_gap_s)
         starts = seg.offsets[units.chunk] * FRAME_SAMPLES / SAMPLE_RATE
         spans = [(float(a), float(a + CHUNK_FRAMES * FRAME_SAMPLES / SAMPLE_RATE)) for a in starts]
         return DiarizationResult(

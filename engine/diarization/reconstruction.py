@@ -17,6 +17,7 @@ import numpy as np
 
 from voxdock.engine.diarization.segmentation import (
     CHUNK_FRAMES,
+    FRAME_DURATION_SAMPLES,
     FRAME_SAMPLES,
     PAIR_CLASSES,
     SAMPLE_RATE,
@@ -78,13 +79,93 @@ def binarize(activity: np.ndarray, voices: np.ndarray) -> np.ndarray:
     return out
 
 
+def rank_speakers(activity: np.ndarray, voices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, second): per frame, the most active speaker where anyone talks and the next most active
+    where two do (-1 elsewhere). The first is who the frame's words are attributed to."""
+    frames, k = activity.shape
+    first = np.where(voices >= 1, activity.argmax(axis=1), -1)
+    if k < 2:
+        return first, np.full(frames, -1, dtype=np.int64)
+    others = activity.copy()
+    others[np.arange(frames), np.maximum(first, 0)] = -np.inf
+    second = np.where(voices >= 2, others.argmax(axis=1), -1)
+    return first, second
+
+
+def _gaps(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[start, end) frame ranges of the runs of False that have True on both sides."""
+    steps = np.diff(mask.astype(np.int8))
+    falls = np.flatnonzero(steps == -1) + 1  # first False after a True
+    rises = np.flatnonzero(steps == 1) + 1  # first True after a False
+    if falls.size == 0 or rises.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    rises = rises[rises > falls[0]]
+    falls = falls[: rises.size]
+    return falls, rises
+
+
+def bridge_labels(labels: np.ndarray, max_gap: int) -> np.ndarray:
+    """Frames of silence (-1) shorter than `max_gap` between two runs of one speaker become that
+    speaker's (a pause inside a turn, as references mark them)."""
+    out = labels.copy()
+    falls, rises = _gaps(labels >= 0)
+    for a, b in zip(falls.tolist(), rises.tolist(), strict=True):
+        if b - a < max_gap and labels[a - 1] == labels[b]:
+            out[a:b] = labels[b]
+    return out
+
+
+def bridge_mask(mask: np.ndarray, max_gap: int) -> np.ndarray:
+    """`mask` with its runs of False shorter than `max_gap` between two Trues filled."""
+    out = mask.copy()
+    falls, rises = _gaps(mask)
+    for a, b in zip(falls.tolist(), rises.tolist(), strict=True):
+        if b - a < max_gap:
+            out[a:b] = True
+    return out
+
+
+def _frame_time(frame: int) -> float:
+    step = FRAME_SAMPLES / SAMPLE_RATE
+    return max(0.0, frame * step + FRAME_DURATION_SAMPLES / 2 / SAMPLE_RATE - step / 2)
+
+
+def label_turns(labels: np.ndarray, names: list[str]) -> list[SpeakerTurn]:
+    """Turns from one speaker label per frame (-1: nobody): one per run of a label."""
+    change = np.flatnonzero(np.diff(labels)) + 1
+    starts = np.concatenate([[0], change]).tolist()
+    ends = np.concatenate([change, [labels.shape[0]]]).tolist()
+    return [
+        SpeakerTurn(_frame_time(a), _frame_time(b), names[int(labels[a])])
+        for a, b in zip(starts, ends, strict=True)
+        if labels[a] >= 0
+    ]
+
+
+def turns_of(
+    first: np.ndarray, second: np.ndarray, names: list[str], bridge_gap: float = BRIDGE_GAP_S
+) -> tuple[list[SpeakerTurn], list[SpeakerTurn]]:
+    """(turns, overlaps) from each frame's most active and second speakers. `turns`: one speaker at
+    a time, a speaker's turn running through its pauses shorter than `bridge_gap` when nobody else
+    talks there. `overlaps`: where a speaker talks (through its own short pauses, even if someone
+    else talks in them, as references mark turns) while another one holds the turn."""
+    gap = round(bridge_gap * SAMPLE_RATE / FRAME_SAMPLES)
+    held = bridge_labels(first, gap)
+    overlaps: list[SpeakerTurn] = []
+    for k in range(len(names)):
+        talks = bridge_mask((first == k) | (second == k), gap)
+        extra = np.where(talks & (held >= 0) & (held != k), k, -1)
+        overlaps.extend(label_turns(extra, names))
+    return label_turns(held, names), sorted(overlaps, key=lambda t: (t.start, t.speaker))
+
+
 def frames_to_turns(
     binary: np.ndarray, names: list[str], bridge_gap: float = BRIDGE_GAP_S, min_turn: float = MIN_TURN_S
 ) -> list[SpeakerTurn]:
     """Turns of each speaker from its active frames (a frame stands for its step around its centre);
     one speaker's turns less than `bridge_gap` apart join, turns shorter than `min_turn` go."""
     step = FRAME_SAMPLES / SAMPLE_RATE
-    centre = 991 / 2 / SAMPLE_RATE  # the middle of frame 0's receptive field
+    centre = FRAME_DURATION_SAMPLES / 2 / SAMPLE_RATE  # the middle of frame 0's receptive field
     turns: list[SpeakerTurn] = []
     for k, name in enumerate(names):
         edges = np.flatnonzero(np.diff(np.concatenate([[0], binary[:, k].astype(np.int8), [0]])))
