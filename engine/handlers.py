@@ -115,9 +115,6 @@ class StageHandlers:
 
     def diarize(self, work: FileWork) -> None:
         assert work.samples is not None
-        if not work.segments:
-            work.speaker_count = 0
-            return
         options = work.speakers
         if options.known_single:
             work.diarizer = "none (one speaker given)"
@@ -133,20 +130,23 @@ class StageHandlers:
         if result.fast_path:
             work.diarizer = f"{self.diarizer.name} (fast path: {result.fast_path_reason})"
             work.segments = assign_speakers(work.segments, None)
-            # The diarizer's speech when it found some, else the VAD's: ASR found words.
-            work.turns = list(result.turns) or single_speaker_turns(work.speech)
-            work.speaker_count = 1
+            # The diarizer's speech when it found some, else the VAD's where ASR found words.
+            work.turns = list(result.turns) or (single_speaker_turns(work.speech) if work.segments else [])
+            work.speaker_count = 1 if work.turns else 0
             return
         work.diarizer = self.diarizer.name
         work.segments = assign_speakers(work.segments, result.turns or None)
-        # No turns (the diarizer heard no speech where ASR found words): one speaker over the VAD's.
-        work.turns = list(result.turns) or single_speaker_turns(work.speech)
+        # No turns although ASR found words (speech the diarizer did not hear): one speaker over the
+        # VAD's regions. Without words either, the file is silence.
+        work.turns = list(result.turns) or (single_speaker_turns(work.speech) if work.segments else [])
         work.overlaps = list(result.overlaps)
         if result.window_embeddings is not None and len(result.windows):
             _reuse_window_embeddings(
                 work.segments, result.windows, result.window_embeddings, result.window_speakers
             )
-        work.speaker_count = len({s.speaker for s in work.segments if s.speaker}) or None
+        # Speech without words (another language, mumbling, laughter) still has its speakers' turns.
+        spoken = {s.speaker for s in work.segments if s.speaker} or {t.speaker for t in work.turns}
+        work.speaker_count = len(spoken)
 
     def voice(self, works: list[FileWork]) -> None:
         """Voice embeddings for segments diarization did not cover, batched across files."""

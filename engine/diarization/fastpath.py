@@ -42,7 +42,6 @@ DEFAULT_THRESHOLD = 0.88
 ONE_VOICE = "one voice"
 TOO_SHORT = "too short to compare"
 DISSIMILAR = "voices differ"
-NO_SPEECH = "no speech"
 
 
 @dataclass(frozen=True)

@@ -123,9 +123,7 @@ class SegmentationDiarizer:
         voices = voices_per_frame(seg, config.speech_threshold, config.overlap_threshold)
         dim = self.embedder.voice.dim
         if not voices.any():
-            return Evidence(
-                seg, voices, LocalSpeakers.empty(dim), fastpath.FastPathDecision(True, fastpath.NO_SPEECH)
-            )
+            return Evidence(seg, voices, LocalSpeakers.empty(dim), None)
         if speakers.known_single:
             return Evidence(seg, voices, LocalSpeakers.empty(dim), None)
         activity = seg.local_activity()
@@ -163,7 +161,7 @@ class SegmentationDiarizer:
             None if decision is None or decision.similarity != decision.similarity else decision.similarity
         )
         if not voices.any():
-            return DiarizationResult(turns=[], fast_path=True, fast_path_reason=fastpath.NO_SPEECH)
+            return DiarizationResult(turns=[])  # nothing to diarize, nothing skipped
         monologue = decision is not None and decision.monologue and speakers.may_be_monologue
         if speakers.known_single or monologue or len(units) == 0:
             turns = frames_to_turns((voices > 0)[:, None], [SINGLE_SPEAKER], config.bridge_gap_s)
