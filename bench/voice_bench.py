@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from voxdock.engine.models import resolve_voice
+from voxdock.engine.onnx_models import OnnxCampplus, export_campplus
 from voxdock.engine.voice import VoiceEncoder
-from voxdock.engine.voice_onnx import OnnxCampplus, export_campplus
 
 RESULTS = Path(__file__).parent / "results"
 
