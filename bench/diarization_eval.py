@@ -96,7 +96,7 @@ SET_TITLES = {
 }
 DEFAULT_SETS = ["meetings", "real", "fixed", "generated", "monologues"]
 ESPEAK_SETS = ("fixed", "generated", "calibration")
-MONOLOGUE_ORIGINS = ("real", "espeak fixed", "espeak generated", "espeak calibration")
+MONOLOGUE_ORIGINS = ("real speech", "espeak fixed", "espeak generated", "espeak calibration")
 
 FIXED_CONVERSATIONS = [
     SHARED / "synth" / "dlg2_60s_seed1.wav",
@@ -462,7 +462,7 @@ def main() -> int:
         conversations += [("calibration", p) for p in generate(cal_conv_specs, tmp)]
     if "monologues" in sets:
         real = sorted(p for p in (SHARED / "real").glob("*.wav") if p.stem != "pyannote_sample")
-        monologues += [("real", p) for p in real]
+        monologues += [("real speech", p) for p in real]
         monologues += [("espeak fixed", p) for p in existing(FIXED_MONOLOGUES)]
         monologues += [("espeak generated", p) for p in generate(mono_specs, tmp)]
         if calibration:

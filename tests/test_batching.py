@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -85,8 +86,8 @@ def test_items_of_several_threads_share_model_calls() -> None:
     # Thread 0's own call, then one call for the 35 items of the seven others (not seven calls).
     assert batcher.calls == 2
     assert {t for t, _ in holder.calls[1]} == set(range(1, 8))
-    for thread in range(8):
-        assert results[thread] == [f"{thread}:{i}!" for i in range(5)]
+    for number in range(8):
+        assert results[number] == [f"{number}:{i}!" for i in range(5)]
 
 
 def test_out_of_memory_halves_the_batch_and_loses_nothing() -> None:
@@ -149,15 +150,17 @@ def test_a_model_error_reaches_exactly_the_callers_in_that_call() -> None:
     holding = threading.Thread(target=work, args=("holder", ["h"]))
     holding.start()
     assert holder.started.wait(10)
-    queued = {
+    queued: dict[str, list[Any]] = {
         "poisoned": ["b1", "bad"],
         "beside the poison": ["c1"],
         "numbers": [7, 8],
     }
     threads = [threading.Thread(target=work, args=item) for item in queued.items()]
-    for i, thread in enumerate(threads):  # queued in this order, behind the held call
+    expected = 0
+    for thread, items in zip(threads, queued.values(), strict=True):  # queued in this order
         thread.start()
-        _wait_until(lambda i=i: _queued(batcher) == sum(len(v) for v in list(queued.values())[: i + 1]))
+        expected += len(items)
+        _wait_until(functools.partial(lambda n: _queued(batcher) == n, expected))
     holder.release.set()
     for thread in [holding, *threads]:
         thread.join(10)
@@ -217,9 +220,7 @@ def test_group_keys_keep_different_shapes_apart() -> None:
         shapes.append({a.shape for a in batch})
         return [float(x) for x in np.stack(batch).sum(axis=1)]  # stacking needs one shape
 
-    batcher: SharedBatcher[np.ndarray, float] = SharedBatcher(
-        run, AdaptiveBatch(16), group=lambda a: a.shape
-    )
+    batcher: SharedBatcher[np.ndarray, float] = SharedBatcher(run, AdaptiveBatch(16), group=lambda a: a.shape)
 
     def work(thread: int) -> list[float]:
         rng = np.random.default_rng(thread)

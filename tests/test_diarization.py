@@ -1,35 +1,184 @@
-"""Diarization: clustering and turn building on their own, then the real CAM++ diarizer on fixtures."""
+"""The diarizer (engine/diarization/): its steps on synthetic data, then the real models on real speech.
+
+Unit tests: the chunk grid, operations on turns, clustering of synthetic embeddings, reconstruction
+from synthetic segmentation probabilities. Model tests: segmentation-3.0 + CAM++ on the real
+recordings in tests/fixtures/media/real (AMI meeting excerpts and a phone call, with reference
+RTTMs), as the engine runs them on a CPU host (ONNX Runtime), and the GPU code path (torch) on the
+CPU. The monologue fast path has its own file (test_fastpath.py).
+"""
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MEDIA, REAL
 
-from voxdock.engine import speaker_ge2e
-from voxdock.engine.clustering import cluster_speakers, smooth_labels, speaker_space
-from voxdock.engine.diarization_senko import SenkoDiarizer, make_windows, turns_from_windows
-from voxdock.engine.spans import SpanVoices
+from voxdock.engine.diarization import (
+    DEFAULT_FAST_PATH_THRESHOLD,
+    SINGLE_SPEAKER,
+    DiarizationResult,
+    SpeakerOptions,
+    SpeakerTurn,
+    join_turns,
+)
+from voxdock.engine.diarization.clustering import MIN_SPEECH_S, assign, cluster_local_speakers
+from voxdock.engine.diarization.pipeline import SegmentationDiarizer
+from voxdock.engine.diarization.reconstruction import (
+    binarize,
+    bridge_labels,
+    bridge_mask,
+    frames_to_turns,
+    label_turns,
+    rank_speakers,
+    speaker_activity,
+    turns_of,
+    voices_per_frame,
+)
+from voxdock.engine.diarization.segmentation import (
+    CHUNK_FRAMES,
+    CHUNK_SAMPLES,
+    FRAME_SAMPLES,
+    POWERSET,
+    SAMPLE_RATE,
+    STEP_S,
+    ChunkSegmentation,
+    chunk_audio,
+    chunk_offsets,
+    num_file_frames,
+)
+from voxdock.engine.diarization.turns import split_overlaps, subtract_spans
 from voxdock.evaluation import Turn, diarization_error_rate, read_rttm
 
-MEDIA = Path(__file__).parent / "fixtures" / "media"
-ROOT = Path(__file__).resolve().parents[1]
+FRAME_S = FRAME_SAMPLES / SAMPLE_RATE  # 16.875 ms
 
-# Bounds for the fixtures (0.25 s collar). Measured: 0.000 on both (bench/results/diarization.md).
-DER_BOUND_2SPK = 0.05
-DER_BOUND_3SPK = 0.05
+# ---- the chunk grid ------------------------------------------------------------------------------
 
 
-def _blobs(k: int, per: int, spread: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """k well-separated speakers, `per` windows each, in turns of 5 windows (time order)."""
+@pytest.mark.parametrize("num_samples", [0, 1, 8000, CHUNK_SAMPLES - 1, CHUNK_SAMPLES])
+def test_a_file_no_longer_than_a_chunk_is_one_chunk(num_samples: int) -> None:
+    assert chunk_offsets(num_samples).tolist() == [0]
+    audio = chunk_audio(np.ones(num_samples, np.float32), 0)
+    assert audio.shape == (CHUNK_SAMPLES,)  # zero-padded to 10 s
+    assert audio[:num_samples].all() and not audio[num_samples:].any()
+
+
+@pytest.mark.parametrize("seconds", [10.01, 17.3, 30.0, 61.0, 307.7, 3600.0])
+def test_chunks_every_five_seconds_on_the_frame_grid_and_the_last_ends_at_the_end(seconds: float) -> None:
+    n = int(seconds * SAMPLE_RATE)
+    offsets = chunk_offsets(n)
+    step = STEP_S * SAMPLE_RATE / FRAME_SAMPLES  # 296.3 frames
+    assert offsets[0] == 0 and np.all(np.diff(offsets) > 0)
+    # The regular chunks sit on the 5 s grid, rounded to frames.
+    regular = offsets[:-1]
+    assert regular.tolist() == np.round(np.arange(regular.size) * step).astype(int).tolist()
+    # The last one ends at the file's end (within a frame): no audio left out, none invented.
+    end = offsets[-1] * FRAME_SAMPLES + CHUNK_SAMPLES
+    assert n <= end < n + FRAME_SAMPLES
+    assert np.all(np.diff(offsets) <= np.ceil(step))  # no gap between chunks
+    # Every chunk's audio is the file's, from its offset on.
+    if seconds < 100:
+        samples = np.arange(n, dtype=np.int32)
+        first = int(offsets[-1]) * FRAME_SAMPLES
+        last = chunk_audio(samples, int(offsets[-1]))
+        assert last[0] == first and last[n - first - 1] == n - 1 and not last[n - first :].any()
+        second = int(offsets[1]) * FRAME_SAMPLES
+        inside = min(CHUNK_SAMPLES, n - second)
+        audio = chunk_audio(samples, int(offsets[1]))
+        assert audio[:inside].tolist() == samples[second : second + inside].tolist()
+    assert num_file_frames(n) == int(np.ceil(n / FRAME_SAMPLES))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: chunk_offsets rounds the 5 s grid to frames (296.3 -> 1185 for 20 s) but the "
+    "last chunk's start up (1186), so a 30 s file gets a sixth chunk one frame after the fifth "
+    "(engine/diarization/segmentation.py, chunk_offsets)",
+)
+def test_a_thirty_second_file_has_five_chunks() -> None:
+    offsets = chunk_offsets(30 * SAMPLE_RATE)
+    assert len(offsets) == 5, offsets.tolist()
+
+
+def test_segmentation_frames_decode_the_powerset() -> None:
+    probs = np.zeros((1, CHUNK_FRAMES, 7), np.float16)
+    probs[0, :, 0] = 1.0  # silence everywhere ...
+    probs[0, 10, :] = [0, 0, 0, 0, 0, 0.9, 0.1]  # ... but speakers 1 and 3 together at frame 10
+    seg = ChunkSegmentation(np.zeros(1, np.int64), probs, CHUNK_SAMPLES)
+    assert seg.num_frames == num_file_frames(CHUNK_SAMPLES)
+    assert seg.local_activity()[0, 10].tolist() == [True, False, True]
+    assert not seg.local_activity()[0, 11].any()
+    np.testing.assert_allclose(seg.local_probabilities()[0, 10], [0.9, 0.1, 1.0], atol=1e-3)
+    assert POWERSET.sum(axis=1).tolist() == [0, 1, 1, 1, 2, 2, 2]
+
+
+# ---- turns ---------------------------------------------------------------------------------------
+
+
+def test_join_turns_splits_overlapping_spans_at_the_middle_and_bridges_short_gaps() -> None:
+    spans = [(0.0, 1.5), (0.6, 2.1), (1.2, 2.7), (3.0, 4.5), (6.0, 7.5)]
+    turns = join_turns(spans, ["A", "A", "B", "B", "B"], bridge_gap=1.0)
+    assert [(t.speaker, round(t.start, 2), round(t.end, 2)) for t in turns] == [
+        ("A", 0.0, 1.65),  # A's last span ends at 2.1, B's first starts at 1.2: the middle is 1.65
+        ("B", 1.65, 4.5),  # the 0.3 s gap inside B is bridged
+        ("B", 6.0, 7.5),  # a 1.5 s gap is not
+    ]
+    assert join_turns([], []) == []
+    assert len(join_turns(spans, ["A", "A", "B", "B", "B"], bridge_gap=0.1)) == 4
+
+
+def test_subtract_spans() -> None:
+    assert subtract_spans((0.0, 10.0), [(2.0, 3.0), (5.0, 6.0)]) == [(0.0, 2.0), (3.0, 5.0), (6.0, 10.0)]
+    assert subtract_spans((0.0, 10.0), [(-1.0, 11.0)]) == []
+    assert subtract_spans((0.0, 10.0), [(12.0, 13.0)]) == [(0.0, 10.0)]
+    assert subtract_spans((0.0, 10.0), [(0.0, 4.0), (3.0, 10.0 - 1e-9)]) == []  # no slivers left
+    assert subtract_spans((2.0, 4.0), []) == [(2.0, 4.0)]
+
+
+def test_split_overlaps_gives_the_floor_to_who_started_first() -> None:
+    turns = [
+        SpeakerTurn(0.0, 5.0, "A"),
+        SpeakerTurn(3.0, 8.0, "B"),
+        SpeakerTurn(7.0, 10.0, "A"),
+        SpeakerTurn(9.0, 9.5, "A"),  # inside A's own turn: merged into it
+    ]
+    exclusive, overlaps = split_overlaps(turns)
+    assert exclusive == [SpeakerTurn(0.0, 5.0, "A"), SpeakerTurn(5.0, 8.0, "B"), SpeakerTurn(8.0, 10.0, "A")]
+    assert sorted(overlaps, key=lambda t: t.start) == [SpeakerTurn(3.0, 5.0, "B"), SpeakerTurn(7.0, 8.0, "A")]
+    assert all(b.start >= a.end for a, b in itertools.pairwise(exclusive))
+    # Nothing lost: each speaker's time is its exclusive turns plus its overlap turns.
+    for speaker, total in (("A", 8.0), ("B", 5.0)):
+        assert sum(t.end - t.start for t in [*exclusive, *overlaps] if t.speaker == speaker) == total
+    result = DiarizationResult(turns=exclusive, overlaps=overlaps)
+    assert result.speakers == ["A", "B"]
+    assert [t.start for t in result.all_turns] == sorted(t.start for t in result.all_turns)
+    assert len(result.all_turns) == 5
+    assert split_overlaps([]) == ([], [])
+
+
+# ---- clustering ----------------------------------------------------------------------------------
+
+
+def _local_speakers(
+    voices_per_chunk: Sequence[Sequence[int]],
+    *,
+    seconds: float = 3.0,
+    spread: float = 0.1,
+    seed: int = 0,
+    dim: int = 192,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(embeddings, seconds, chunks, true voices) of local speakers: chunk c holds the voices
+    `voices_per_chunk[c]`, each embedded as its voice's direction plus noise."""
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((k, 192))
-    labels = np.repeat(np.arange(k), 5)
-    labels = np.tile(labels, per // 5)
-    emb = centres[labels] + spread * rng.standard_normal((labels.size, 192))
-    return emb.astype(np.float32), labels
+    voices = np.array([v for chunk in voices_per_chunk for v in chunk])
+    chunks = np.array([c for c, chunk in enumerate(voices_per_chunk) for _ in chunk])
+    centres = rng.standard_normal((int(voices.max()) + 1, dim))
+    emb = centres[voices] + spread * rng.standard_normal((voices.size, dim))
+    return emb.astype(np.float32), np.full(voices.size, seconds), chunks, voices
 
 
 def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
@@ -37,342 +186,454 @@ def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
 
 
-def test_make_windows_cover_regions() -> None:
-    windows = make_windows([(0.0, 4.0), (5.0, 5.8), (6.0, 6.05)])
-    assert windows[0] == (0.0, 1.5)
-    assert windows[-1] == (5.0, 5.8)  # a short region gets one window covering it
-    assert all(b - a <= 1.5 + 1e-9 for a, b in windows)
-    first_region = [w for w in windows if w[1] <= 4.0]
-    assert first_region[-1] == (2.5, 4.0)  # the last window is aligned to the region's end
-    assert not any(a >= 6.0 for a, _ in windows)  # 50 ms is too short to embed
+def _conversation(k: int, chunks: int = 24) -> list[list[int]]:
+    """Two voices per chunk, turning over the k speakers."""
+    return [[c % k, (c + 1) % k] for c in range(chunks)]
 
 
-def test_turns_split_overlapping_windows_at_midpoint_and_bridge_gaps() -> None:
-    windows = [(0.0, 1.5), (0.6, 2.1), (1.2, 2.7), (3.0, 4.5), (6.0, 7.5)]
-    labels = ["A", "A", "B", "B", "B"]
-    turns = turns_from_windows(windows, labels, bridge_gap=1.0)
-    assert [(t.speaker, round(t.start, 2), round(t.end, 2)) for t in turns] == [
-        ("A", 0.0, 1.65),  # A's last window ends at 2.1, B's first starts at 1.2: midpoint 1.65
-        ("B", 1.65, 4.5),  # the 0.3 s gap inside B is bridged
-        ("B", 6.0, 7.5),  # a 1.5 s gap is not
-    ]
-
-
-@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("k", [2, 3, 4, 6])
 def test_clustering_finds_separated_speakers(k: int) -> None:
-    emb, truth = _blobs(k, 40, spread=0.08, seed=k)
-    groups = np.arange(truth.size) // 5  # one speech region per turn
-    result = cluster_speakers(emb, groups)
-    assert result.num_speakers == k
-    assert _same_partition(result.labels, truth)
-
-
-def test_two_speakers_offer_their_most_distinct_split() -> None:
-    emb, truth = _blobs(2, 40, spread=0.08, seed=2)
-    groups = np.arange(truth.size) // 5
-    result = cluster_speakers(emb, groups, second=emb[:, ::-1].copy())
-    assert result.distinct_two is not None and _same_partition(result.distinct_two, truth)
-    assert cluster_speakers(emb, groups, max_points=20).distinct_two is None  # chunked: not offered
-
-
-def test_long_recordings_cluster_on_chunks_with_the_same_answer() -> None:
-    """Above `max_points` windows the partitions are built on chunks of windows (cubic cost
-    otherwise): the count and the partition of every window must not change."""
-    emb, truth = _blobs(3, 200, spread=0.08, seed=11)  # 600 windows
-    groups = np.arange(truth.size) // 5
-    whole = cluster_speakers(emb, groups)
-    chunked = cluster_speakers(emb, groups, max_points=100)
-    assert whole.num_speakers == chunked.num_speakers == 3
-    assert _same_partition(chunked.labels, truth)
-    # Many one-window regions: chunks may then span pauses, and the answer still holds.
-    single = cluster_speakers(emb, np.arange(truth.size), max_points=100)
-    assert single.num_speakers == 3 and _same_partition(single.labels, truth)
+    emb, seconds, chunks, truth = _local_speakers(_conversation(k), seed=k)
+    clusters = cluster_local_speakers(emb, seconds, chunks)
+    assert clusters.count == k
+    assert _same_partition(clusters.labels, truth)
+    assert clusters.centroids.shape == (k, 192)
+    np.testing.assert_allclose(np.linalg.norm(clusters.centroids, axis=1), 1.0, atol=1e-5)
 
 
 def test_clustering_keeps_one_speaker_together() -> None:
-    rng = np.random.default_rng(3)
-    centre = rng.standard_normal(192)
-    emb = centre + 0.05 * rng.standard_normal((60, 192))
-    result = cluster_speakers(emb, np.arange(60) // 4)
-    assert result.num_speakers == 1
+    emb, seconds, chunks, _ = _local_speakers([[0]] * 30, spread=0.35, seed=3)
+    clusters = cluster_local_speakers(emb, seconds, chunks)
+    assert clusters.count == 1 and not clusters.labels.any()
 
 
 def test_known_count_and_bounds_are_honoured() -> None:
-    emb, _ = _blobs(3, 30, spread=0.08, seed=7)
-    assert cluster_speakers(emb, num_speakers=2).num_speakers == 2
-    assert cluster_speakers(emb, num_speakers=5).num_speakers == 5
-    assert cluster_speakers(emb, max_speakers=2).num_speakers == 2
-    assert cluster_speakers(emb, min_speakers=4).num_speakers == 4
-    assert cluster_speakers(emb[:2], num_speakers=5).num_speakers == 2  # never more than windows
-    assert cluster_speakers(emb[:0]).labels.size == 0
+    emb, seconds, chunks, _ = _local_speakers(_conversation(3), seed=7)
+
+    def count(low: int, high: int) -> int:
+        return cluster_local_speakers(emb, seconds, chunks, bounds=(low, high)).count
+
+    assert count(3, 3) == 3
+    assert count(2, 2) == 2
+    assert count(1, 2) == 2
+    assert count(2, 20) == 3  # the natural count when the bounds allow it
+    assert count(1, 1) == 1
+    assert cluster_local_speakers(emb[:2], seconds[:2], chunks[:2], bounds=(5, 5)).count == 2
+    empty = cluster_local_speakers(emb[:0], seconds[:0], chunks[:0])
+    assert empty.count == 0 and empty.labels.size == 0
 
 
-def test_a_second_view_separates_voices_the_first_merges() -> None:
-    rng = np.random.default_rng(5)
-    truth = np.tile(np.repeat(np.arange(2), 5), 8)  # two speakers, turns of 5 windows
-    groups = np.arange(truth.size) // 5
-    # First view: both speakers are one noisy cloud. Second view: two tight, distinct voices.
-    first = rng.standard_normal(192) + 0.6 * rng.standard_normal((truth.size, 192))
-    second = rng.standard_normal((2, 256))[truth] + 0.1 * rng.standard_normal((truth.size, 256))
-    assert cluster_speakers(first, groups).num_speakers == 1
-    fused = cluster_speakers(first, groups, second=second)
-    assert fused.num_speakers == 2
-    assert _same_partition(fused.labels, truth)
-    smoothed = smooth_labels(first, fused.labels, groups, second=second)
-    assert _same_partition(smoothed, truth)
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: _partition cuts a centroid-linkage tree with fcluster(criterion='maxclust'); "
+    "the tree has inversions, so maxclust skips counts (1, 1, 3, 3, ..., 3, 18 here; 4 then 6 on "
+    "pyannote_sample) and an operator's count above the natural one is not reached "
+    "(engine/diarization/clustering.py, _partition)",
+)
+def test_a_count_above_the_natural_one_is_reached() -> None:
+    emb, seconds, chunks, _ = _local_speakers(_conversation(3), seed=7)  # 48 local speakers
+    assert cluster_local_speakers(emb, seconds, chunks, bounds=(5, 5)).count == 5
+    assert cluster_local_speakers(emb, seconds, chunks, bounds=(4, 20)).count == 4
 
 
-def _quiet_fourth_speaker(
-    span_voice_of_fourth: int, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, list[tuple[float, float]], np.ndarray, SpanVoices, np.ndarray]:
-    """Three speakers of 40 windows and a fourth of 8 whose windows sit close to the third's (too
-    little and too close for the windows' count rule), with four sentences each; the fourth's
-    sentences sound like voice `span_voice_of_fourth` (3: its own voice)."""
-    rng = np.random.default_rng(seed)
-    truth = np.array([0] * 40 + [1] * 40 + [2] * 40 + [3] * 8)
-
-    def view(dim: int) -> np.ndarray:
-        centres = rng.standard_normal((3, dim))
-        centres = np.vstack([centres, centres[2] + 0.2 * rng.standard_normal(dim)])
-        return (centres[truth] + 0.3 * rng.standard_normal((truth.size, dim))).astype(np.float32)
-
-    cam, ge2e = view(192), view(256)
-    # speech regions of four windows (3.3 s) with 0.7 s pauses between them
-    starts = [4.0 * (i // 4) + 0.6 * (i % 4) for i in range(truth.size)]
-    windows = [(t, t + 1.5) for t in starts]
-    spans = [(40.0 * s + 2 + 8 * j, 40.0 * s + 4 + 8 * j) for s in range(3) for j in range(4)]
-    spans += [(120.2, 121.1), (121.5, 122.4), (124.2, 125.1), (125.5, 126.4)]
-    owner = np.array([0] * 4 + [1] * 4 + [2] * 4 + [span_voice_of_fourth] * 4)
-
-    def span_view(dim: int) -> np.ndarray:
-        voices = rng.standard_normal((4, dim))
-        return (voices[owner] + 0.3 * rng.standard_normal((owner.size, dim))).astype(np.float32)
-
-    voices = SpanVoices(spans, span_view(192), span_view(256))
-    return cam, ge2e, windows, np.arange(truth.size) // 4, voices, truth
+def test_short_local_speakers_do_not_form_clusters() -> None:
+    """A voice heard only in snippets shorter than MIN_SPEECH_S (a backchannel, a cough) is not a
+    speaker of its own: its snippets go to the nearest speaker. With enough speech it is one."""
+    emb, seconds, chunks, truth = _local_speakers([[0, 1]] * 12 + [[0, 2]] * 4, seed=5)
+    short = seconds.copy()
+    short[truth == 2] = MIN_SPEECH_S / 2
+    clusters = cluster_local_speakers(emb, short, chunks)
+    assert clusters.count == 2
+    assert _same_partition(clusters.labels[truth < 2], truth[truth < 2])
+    assert cluster_local_speakers(emb, seconds, chunks).count == 3
+    # When nothing is long enough, the longest still shape the clusters.
+    tiny = np.full(seconds.shape, 0.3)
+    assert cluster_local_speakers(emb, tiny, chunks).count == 3
 
 
-def test_a_quiet_speaker_with_its_own_voice_on_sentences_is_added() -> None:
-    cam, ge2e, windows, regions, voices, truth = _quiet_fourth_speaker(span_voice_of_fourth=3)
-    assert cluster_speakers(cam, regions, second=ge2e).num_speakers == 3  # the windows' rule
-    diarizer = SenkoDiarizer(lambda feats: np.zeros((len(feats), 192), np.float32))
+def test_two_local_speakers_of_one_chunk_go_to_different_clusters() -> None:
+    centroids = np.eye(2)
+    # Both points are nearer the first centroid; the second one less so.
+    points = np.array([[0.95, 0.31], [0.8, 0.6]])
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    assert assign(points, centroids, np.array([0, 1])).tolist() == [0, 0]  # different chunks
+    assert assign(points, centroids, np.array([4, 4])).tolist() == [0, 1]  # one chunk: told apart
+    assert assign(points, centroids[:1], np.array([4, 4])).tolist() == [0, 0]  # only one cluster
+    # More local speakers in a chunk than clusters: nearest centroid each.
+    three = np.vstack([points, [[0.9, 0.44]]])
+    assert assign(three, centroids, np.array([1, 1, 1])).tolist() == [0, 0, 0]
 
-    def speakers_found(**bounds: int) -> int:
-        found = diarizer.assign(windows, regions, cam, second=ge2e, voices=voices, **bounds)
-        return len(set(found.window_speakers))
-
-    found = diarizer.assign(windows, regions, cam, second=ge2e, voices=voices)
-    assert _same_partition(np.unique(found.window_speakers, return_inverse=True)[1], truth)
-    # an operator's count or bound is never overruled
-    assert speakers_found(num_speakers=3) == 3
-    assert speakers_found(max_speakers=3) == 3
-    # the same windows, but the fourth's sentences sound like the third: not added
-    cam, ge2e, windows, regions, voices, truth = _quiet_fourth_speaker(span_voice_of_fourth=2)
-    assert speakers_found() == 3
-
-
-def test_speaker_space_is_a_weighted_mean_of_centred_cosines() -> None:
-    rng = np.random.default_rng(2)
-    a, b = rng.standard_normal((6, 192)), rng.standard_normal((6, 256))
-    z = speaker_space([a, b], [0.3, 0.7])
-    assert np.allclose(np.linalg.norm(z, axis=1), 1.0)
-
-    def centred(x: np.ndarray) -> np.ndarray:
-        x = x / np.linalg.norm(x, axis=1, keepdims=True)
-        x = x - x.mean(axis=0)
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-    expected = 0.3 * centred(a) @ centred(a).T + 0.7 * centred(b) @ centred(b).T
-    assert np.allclose(z @ z.T, expected)
+    # Through the clustering: one chunk where the segmentation split voice 0 in two local speakers
+    # keeps them apart, while the chunks around it are untouched.
+    emb, seconds, chunks, truth = _local_speakers([[0, 1]] * 10, seed=9)
+    emb = np.vstack([emb, emb[0] * 0.7 + emb[1] * 0.3, emb[0]])
+    seconds = np.concatenate([seconds, [3.0, 3.0]])
+    chunks = np.concatenate([chunks, [99, 99]])
+    labels = cluster_local_speakers(emb, seconds, chunks).labels
+    assert labels[-1] != labels[-2]
+    assert _same_partition(labels[:-2], truth)
 
 
-def test_smoothing_removes_a_one_window_flip() -> None:
-    emb, truth = _blobs(2, 20, spread=0.05, seed=1)
-    noisy = truth.copy()
-    noisy[7] = 1 - noisy[7]
-    groups = np.arange(truth.size) // 5
-    assert np.array_equal(smooth_labels(emb, noisy, groups), truth)
+# ---- reconstruction ------------------------------------------------------------------------------
 
 
-def _turn_with_a_short_phrase(pause: float) -> tuple[np.ndarray, np.ndarray, list, list[int]]:
-    """Speaker 0 talks (two regions of five 1.5 s windows with a 0.7 s phrase between them, `pause`
-    seconds of silence either side of it), then speaker 1. The phrase's one window leans slightly
-    towards speaker 1, as espeak's questions do."""
-    rng = np.random.default_rng(3)
-    centres = rng.standard_normal((2, 192))
-    labels, times, groups = [], [], []
-    t = 0.0
-    for region, (speaker, count, length) in enumerate([(0, 5, 1.5), (0, 1, 0.7), (0, 5, 1.5), (1, 6, 1.5)]):
-        for i in range(count):
-            times.append((t + 0.6 * i, t + 0.6 * i + length))
-            labels.append(speaker)
-            groups.append(region)
-        t = times[-1][1] + pause
-    emb = centres[labels] + 0.3 * rng.standard_normal((len(labels), 192))
-    emb[5] = 0.47 * centres[0] + 0.53 * centres[1] + 0.3 * rng.standard_normal(192)
-    return emb.astype(np.float32), np.array(labels), times, groups
+def _segmentation(classes: Sequence[np.ndarray], offsets: Sequence[int]) -> ChunkSegmentation:
+    """A ChunkSegmentation with one-hot probabilities of the given powerset classes per frame."""
+    probs = np.zeros((len(offsets), CHUNK_FRAMES, 7), np.float16)
+    for row, cls in enumerate(classes):
+        probs[row, np.arange(CHUNK_FRAMES), cls] = 1.0
+    num_samples = offsets[-1] * FRAME_SAMPLES + CHUNK_SAMPLES
+    return ChunkSegmentation(np.asarray(offsets, np.int64), probs, num_samples)
 
 
-def test_a_short_phrase_after_a_short_pause_stays_with_its_turn() -> None:
-    emb, truth, times, groups = _turn_with_a_short_phrase(pause=0.1)
-    # Without times every pause is a free change of speaker: the phrase goes to speaker 1.
-    assert smooth_labels(emb, truth, groups)[5] == 1
-    assert np.array_equal(smooth_labels(emb, truth, groups, times=times), truth)
+def _classes(*runs: tuple[int, int]) -> np.ndarray:
+    """Frames' classes from (class, frames) runs, silence after them."""
+    out = np.concatenate([np.full(n, c) for c, n in runs])
+    return np.pad(out, (0, CHUNK_FRAMES - out.size))
 
 
-def test_a_short_phrase_after_a_long_pause_goes_where_its_voice_is() -> None:
-    emb, truth, times, groups = _turn_with_a_short_phrase(pause=0.6)
-    assert smooth_labels(emb, truth, groups, times=times)[5] == 1
+def test_voices_per_frame_counts_speech_and_overlap() -> None:
+    # silence, speaker 1 alone, speakers 1 and 2 together, speaker 2 alone, silence
+    seg = _segmentation([_classes((0, 100), (1, 200), (4, 100), (2, 150))], [0])
+    voices = voices_per_frame(seg)
+    assert voices.shape == (seg.num_frames,)
+    assert voices[:100].tolist() == [0] * 100
+    assert set(voices[100:300].tolist()) == {1}
+    assert set(voices[300:400].tolist()) == {2}
+    assert set(voices[400:550].tolist()) == {1}
+    assert not voices[550:].any()
 
 
-def _refuse(_: Sequence[np.ndarray]) -> np.ndarray:
-    raise AssertionError("nothing to embed when there is no speech")
+def test_voices_per_frame_thresholds() -> None:
+    probs = np.zeros((1, CHUNK_FRAMES, 7), np.float16)
+    probs[0, :, 0] = 1.0
+    probs[0, :100] = [0.55, 0.45, 0, 0, 0, 0, 0]  # speech at 0.45
+    probs[0, 100:200] = [0.3, 0.45, 0, 0, 0.25, 0, 0]  # a pair at 0.25
+    seg = ChunkSegmentation(np.zeros(1, np.int64), probs, CHUNK_SAMPLES)
+    assert voices_per_frame(seg, 0.4, 0.2)[[0, 150, 300]].tolist() == [1, 2, 0]
+    assert voices_per_frame(seg, 0.5, 0.2)[[0, 150]].tolist() == [0, 2]
+    assert voices_per_frame(seg, 0.4, 0.3)[[0, 150]].tolist() == [1, 1]
+    # Chunks that see a frame are averaged: speech in one of two chunks is 0.5 > 0.4.
+    half = _segmentation([_classes((1, CHUNK_FRAMES)), _classes((0, CHUNK_FRAMES))], [0, 100])
+    voices = voices_per_frame(half)
+    assert voices[50] == 1 and voices[150] == 1  # one chunk alone, then 1 of 2 chunks
+    assert voices_per_frame(half, speech_threshold=0.6)[150] == 0
 
 
-def test_no_speech_gives_no_turns_without_embedding() -> None:
-    diarizer = SenkoDiarizer(_refuse)
-    result = diarizer.diarize(np.zeros(16000 * 4, np.float32), [])
-    assert result.turns == [] and result.windows == [] and result.window_embeddings is None
+def test_speaker_activity_credits_each_local_speaker_to_its_cluster() -> None:
+    seg = _segmentation([_classes((1, CHUNK_FRAMES)), _classes((3, CHUNK_FRAMES))], [0, 296])
+    chunk, local = np.array([0, 1]), np.array([0, 2])
+    same = speaker_activity(seg, chunk, local, np.array([0, 0]), 1)
+    assert same.shape == (seg.num_frames, 1)
+    assert same[: 296 + CHUNK_FRAMES, 0].min() > 0.99
+    apart = speaker_activity(seg, chunk, local, np.array([1, 0]), 2)
+    np.testing.assert_allclose(apart[100], [0.0, 1.0])  # only chunk 0: its speaker is cluster 1
+    np.testing.assert_allclose(apart[400], [0.5, 0.5])  # both chunks see it: averaged
+    np.testing.assert_allclose(apart[700], [1.0, 0.0])
+    # A local speaker not in the table is left out.
+    partial = speaker_activity(seg, chunk[:1], local[:1], np.array([0]), 1)
+    assert partial[700, 0] == 0.0
 
 
-def test_ge2e_mel_filters_and_frames() -> None:
-    mel = speaker_ge2e._mel_matrix()
-    assert mel.shape == (201, 40) and np.all(mel >= 0)
-    assert np.all(mel.sum(axis=0) > 0)  # every band sees some bins
-    tone = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000).astype(np.float32)
-    spec = speaker_ge2e.mel_spectrogram(tone)
-    assert spec.shape == (101, 40)  # centred frames: 1 + samples // hop
-    assert int(np.argmax(spec[50])) == int(np.argmax(mel[round(440 / 40)]))  # 440 Hz lands in its band
-    assert speaker_ge2e.level_gain(tone) == 1.0  # louder than -30 dBFS: never lowered
-    assert speaker_ge2e.level_gain(tone * 0.001) > 1.0
+def test_binarize_gives_each_frame_its_most_active_speakers() -> None:
+    activity = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.1], [0.2, 0.3, 0.1], [0.1, 0.2, 0.3]])
+    voices = np.array([2, 1, 0, 5])  # more voices than speakers: all of them
+    assert binarize(activity, voices).tolist() == [
+        [True, False, True],
+        [False, True, False],
+        [False, False, False],
+        [True, True, True],
+    ]
+    assert binarize(np.zeros((3, 1)), np.zeros(3, np.int64)).sum() == 0
 
 
-def test_without_ge2e_the_diarizer_falls_back_to_cam(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
-    monkeypatch.setattr(speaker_ge2e, "_loaded", {})
-    monkeypatch.setattr(speaker_ge2e, "find_weights", lambda models_dir=None: None)
-    with caplog.at_level("WARNING"):
-        diarizer = SenkoDiarizer(_refuse)
-        assert diarizer.second_encoder is None
-        assert diarizer.second_encoder is None  # looked up once: one warning
-    assert sum("GE2E" in r.getMessage() for r in caplog.records) == 1
-    assert diarizer.embed_second(np.zeros(16000, np.float32), [(0.0, 1.0)]) is None
+def test_frames_to_turns_bridges_short_gaps() -> None:
+    binary = np.zeros((1000, 2), dtype=bool)
+    binary[100:200, 0] = True
+    binary[230:300, 0] = True  # 30 frames (0.5 s) later: the same turn
+    binary[400:500, 0] = True  # 100 frames (1.7 s) later: a new turn
+    binary[600:620, 1] = True  # 0.34 s of the other speaker
+    centre = 991 / 2 / SAMPLE_RATE
+
+    def at(frame: int) -> float:
+        return frame * FRAME_S + centre - FRAME_S / 2
+
+    turns = frames_to_turns(binary, ["A", "B"], bridge_gap=1.0)
+    assert [t.speaker for t in turns] == ["A", "A", "B"]
+    np.testing.assert_allclose([turns[0].start, turns[0].end], [at(100), at(300)])
+    np.testing.assert_allclose([turns[1].start, turns[1].end], [at(400), at(500)])
+    np.testing.assert_allclose([turns[2].start, turns[2].end], [at(600), at(620)])
+    assert len(frames_to_turns(binary, ["A", "B"], bridge_gap=0.3)) == 4
+    assert [t.speaker for t in frames_to_turns(binary, ["A", "B"], min_turn=0.5)] == ["A", "A"]
+    # A turn from the first frame starts where that frame's step does.
+    first = np.zeros((10, 1), dtype=bool)
+    first[:5] = True
+    assert frames_to_turns(first, [SINGLE_SPEAKER])[0].start == pytest.approx(at(0))
+    assert frames_to_turns(np.zeros((10, 1), dtype=bool), ["A"]) == []
 
 
-# ---- real models on the project's fixtures ------------------------------------------------------
+def _at(frame: int) -> float:
+    """Where file-grid frame `frame`'s step starts, in seconds (a frame stands for its step around
+    the centre of its receptive field)."""
+    return max(0.0, frame * FRAME_S + 991 / 2 / SAMPLE_RATE - FRAME_S / 2)
 
 
-@pytest.fixture(scope="module")
-def diarizer() -> SenkoDiarizer:
-    from voxdock.engine.models import resolve_voice
-    from voxdock.engine.voice import VoiceEncoder
+def test_rank_speakers_names_each_frames_first_and_second_voice() -> None:
+    activity = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.1], [0.2, 0.3, 0.1], [0.1, 0.2, 0.3], [0.5, 0.5, 0.0]])
+    voices = np.array([2, 1, 0, 2, 2])
+    first, second = rank_speakers(activity, voices)
+    assert first.tolist() == [0, 1, -1, 2, 0]  # nobody where no voice; ties go to the lower index
+    assert second.tolist() == [2, -1, -1, 1, 1]  # a second one only where two talk, never the first
+    alone, none = rank_speakers(np.ones((3, 1)), np.array([2, 1, 0]))
+    assert alone.tolist() == [0, 0, -1] and none.tolist() == [-1, -1, -1]  # one speaker: no overlap
 
-    encoder = VoiceEncoder(resolve_voice(ROOT / "pretrained_models").require(), "cpu")
-    return SenkoDiarizer(encoder.embed_features)
+
+def test_bridging_fills_short_pauses_only_inside_a_speakers_turn() -> None:
+    labels = np.array([-1, 0, 0, -1, -1, 0, 1, -1, 1, -1, -1, -1, 1, 0, -1])
+    assert bridge_labels(labels, 4).tolist() == [-1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0, -1]
+    # Pauses of `max_gap` frames or more stay; leading and trailing silence always do.
+    assert bridge_labels(labels, 3).tolist() == [-1, 0, 0, 0, 0, 0, 1, 1, 1, -1, -1, -1, 1, 0, -1]
+    assert bridge_labels(labels, 2).tolist() == [-1, 0, 0, -1, -1, 0, 1, 1, 1, -1, -1, -1, 1, 0, -1]
+    # A pause between two speakers is nobody's.
+    assert bridge_labels(np.array([0, -1, 1]), 10).tolist() == [0, -1, 1]
+    mask = np.array([False, True, False, False, True, False, True, False])
+    assert bridge_mask(mask, 3).tolist() == [False, True, True, True, True, True, True, False]
+    assert bridge_mask(mask, 2).tolist() == [False, True, False, False, True, True, True, False]
+    assert bridge_mask(np.zeros(4, dtype=bool), 10).tolist() == [False] * 4
 
 
-def _load(name: str) -> tuple[np.ndarray, list[tuple[float, float]]]:
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
+def test_label_turns_gives_one_turn_per_run() -> None:
+    labels = np.array([-1] * 10 + [0] * 20 + [1] * 5 + [-1] * 3 + [1] * 2)
+    turns = label_turns(labels, ["A", "B"])
+    assert [t.speaker for t in turns] == ["A", "B", "B"]
+    np.testing.assert_allclose([turns[0].start, turns[0].end], [_at(10), _at(30)])
+    np.testing.assert_allclose([turns[1].start, turns[1].end], [_at(30), _at(35)])
+    np.testing.assert_allclose([turns[2].start, turns[2].end], [_at(38), _at(40)])
+    assert label_turns(np.full(5, -1), ["A"]) == []
 
+
+def test_turns_of_gives_words_to_the_first_voice_and_overlap_to_the_second() -> None:
+    gap = round(1.0 / FRAME_S)  # the 1 s bridge, in frames (59)
+    first = np.full(600, -1)
+    second = np.full(600, -1)
+    first[0:100] = 0  # A talks,
+    first[130:200] = 0  # pauses 0.5 s and goes on,
+    first[200:300] = 1  # then B, while A still talks a little (frames 250-269),
+    second[250:270] = 0
+    first[300 + gap + 10 : 500] = 1  # then, after a long silence, B again
+    turns, overlaps = turns_of(first, second, ["A", "B"], bridge_gap=1.0)
+    assert [(t.speaker, t.start, t.end) for t in turns] == [
+        ("A", _at(0), _at(200)),  # through its short pause
+        ("B", _at(200), _at(300)),
+        ("B", _at(300 + gap + 10), _at(500)),  # a pause longer than the bridge splits the turn
+    ]
+    # A's overlap runs from where B took the turn (A's short pause 200-249 bridged) to A's last frame.
+    assert [(t.speaker, t.start, t.end) for t in overlaps] == [("A", _at(200), _at(270))]
+    # The turns never overlap each other: one speaker at a time.
+    assert all(b.start >= a.end for a, b in itertools.pairwise(turns))
+    # Silence between two different speakers stays silence.
+    pair = np.array([0] * 100 + [-1] * 30 + [1] * 100)
+    turns, overlaps = turns_of(pair, np.full(230, -1), ["A", "B"])
+    assert [(t.speaker, t.start, t.end) for t in turns] == [
+        ("A", _at(0), _at(100)),
+        ("B", _at(130), _at(230)),
+    ]
+    assert overlaps == []
+
+
+# ---- the real models on real speech --------------------------------------------------------------
+
+
+def _load(path: Path) -> np.ndarray:
     from voxdock.engine.decode import decode_file
 
-    samples = decode_file(MEDIA / name).samples
-    opts = VadOptions(max_speech_duration_s=30, min_silence_duration_ms=160)
-    speech = [(s["start"] / 16000, s["end"] / 16000) for s in get_speech_timestamps(samples, opts)]
-    return samples, speech
+    return decode_file(path).samples
 
 
-def _der(name: str, turns: Sequence) -> float:
-    ref = read_rttm(MEDIA / (Path(name).stem + ".rttm"))
-    hyp = [Turn(t.start, t.end, t.speaker) for t in turns]
-    return diarization_error_rate(ref, hyp).der
+def _der(name: str, turns: Sequence[SpeakerTurn]) -> float:
+    reference = read_rttm(REAL / f"{name}.rttm")
+    return diarization_error_rate(
+        reference, [Turn(t.start, t.end, t.speaker) for t in turns], collar=0.25
+    ).der
+
+
+# DER (0.25 s collar, overlapped speech scored, `result.all_turns`) measured on these 30 s recordings
+# with ONNX Runtime on CPU when the tests were written, and the bound each must stay under.
+# The torch path measured the same on all four.
+REAL_CONVERSATIONS = {
+    # name: (speakers in the reference, measured DER, bound)
+    "pyannote_sample": (2, 0.033, 0.08),  # a phone call: 2 speakers found
+    "ami_trn03": (2, 0.000, 0.05),  # one speaker all along, the other 1.2 s at the start: 2 found
+    "ami_trn09": (3, 0.081, 0.15),  # the third speaker talks 0.8 s, overlapped: 2 found
+    "ami_trn05": (4, 0.042, 0.10),  # one voice holds 80 % of the speech, three others 0.4-1.4 s: 2 found
+}
+COUNT_RIGHT = ("pyannote_sample", "ami_trn03")
 
 
 @pytest.mark.models
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("name", "speakers", "bound"),
-    [("dialogue_2spk.wav", 2, DER_BOUND_2SPK), ("dialogue_3spk.flac", 3, DER_BOUND_3SPK)],
-)
-def test_fixture_conversations(diarizer: SenkoDiarizer, name: str, speakers: int, bound: float) -> None:
-    samples, speech = _load(name)
-    result = diarizer.diarize(samples, speech)
-    assert len(result.speakers) == speakers
-    assert _der(name, result.turns) <= bound
-    # the engine hands back the regions the fast path already computed: same answer
-    regions = diarizer.speech_regions(samples, speech)
-    assert diarizer.diarize(samples, speech, regions=regions).turns == result.turns
-    # window embeddings stay in CAM++ space, one per window, for reuse as voice embeddings
+@pytest.mark.parametrize("name", list(REAL_CONVERSATIONS))
+def test_der_on_real_conversations(diarizer: SegmentationDiarizer, name: str) -> None:
+    speakers, _measured, bound = REAL_CONVERSATIONS[name]
+    result = diarizer.diarize(_load(REAL / f"{name}.wav"))
+    der = _der(name, result.all_turns)
+    assert der <= bound, f"{name}: DER {der:.1%} (bound {bound:.0%})"
+    if name in COUNT_RIGHT:
+        assert len(result.speakers) == speakers
+    assert not result.fast_path
+    # One speaker at a time in `turns`; overlapped speech as extra turns of other speakers.
+    assert all(b.start >= a.end - 1e-9 for a, b in itertools.pairwise(result.turns))
+    for extra in result.overlaps:
+        middle = (extra.start + extra.end) / 2
+        assert any(t.start <= middle <= t.end for t in result.turns if t.speaker != extra.speaker)
+    # The local speakers' embeddings are handed back for reuse as segments' voice embeddings.
     assert result.window_embeddings is not None
     assert result.window_embeddings.shape == (len(result.windows), 192)
     assert len(result.window_speakers) == len(result.windows)
-    assert set(result.window_speakers) == set(result.speakers)
+    assert set(result.speakers) <= set(result.window_speakers)
+    assert all(b - a == pytest.approx(CHUNK_FRAMES * FRAME_S) for a, b in result.windows)
+
+
+@pytest.mark.models
+@pytest.mark.parametrize(
+    ("name", "counts"), [("pyannote_sample", (1, 2, 3)), ("ami_trn03", (1, 2)), ("ami_trn05", (4,))]
+)
+def test_told_the_count_it_finds_that_many(
+    diarizer: SegmentationDiarizer, name: str, counts: tuple[int, ...]
+) -> None:
+    samples = _load(REAL / f"{name}.wav")
+    evidence = diarizer.measure(samples)
+    for n in counts:
+        told = SpeakerOptions(num_speakers=n)
+        result = diarizer.decide(evidence, told)
+        assert len(result.speakers) == n, (name, n)
+        if n == REAL_CONVERSATIONS[name][0] and name in COUNT_RIGHT:  # as found without the count
+            assert _der(name, result.all_turns) <= REAL_CONVERSATIONS[name][2]
+    # decide(measure()) is what diarize() does: the same turns.
+    assert diarizer.diarize(samples, SpeakerOptions(num_speakers=counts[-1])).turns == (
+        diarizer.decide(evidence, SpeakerOptions(num_speakers=counts[-1])).turns
+    )
+    # One speaker given: nothing to diarize, one speaker over the speech.
+    single = diarizer.diarize(samples, SpeakerOptions(max_speakers=1))
+    assert single.speakers == [SINGLE_SPEAKER] and not single.overlaps
+
+
+@pytest.mark.models
+def test_speaker_bounds_on_real_speech(diarizer: SegmentationDiarizer) -> None:
+    evidence = diarizer.measure(_load(REAL / "pyannote_sample.wav"))
+    assert len(diarizer.decide(evidence, SpeakerOptions(min_speakers=3)).speakers) == 3
+    assert len(diarizer.decide(evidence, SpeakerOptions(min_speakers=1, max_speakers=4)).speakers) == 2
+    assert len(diarizer.decide(evidence, SpeakerOptions(max_speakers=2)).speakers) == 2
+
+
+@pytest.mark.models
+def test_silence_and_very_short_audio(diarizer: SegmentationDiarizer) -> None:
+    silence = _load(MEDIA / "silence.wav")
+    assert diarizer.diarize(silence).turns == []
+    quiet = diarizer.diarize(silence, fast_path_threshold=DEFAULT_FAST_PATH_THRESHOLD)
+    assert quiet.turns == [] and not quiet.fast_path  # nothing to skip: not counted as a fast path
+    for n in (0, 1, 100, 400, 1600):
+        for options in (None, SpeakerOptions(num_speakers=2)):
+            assert diarizer.diarize(np.zeros(n, np.float32), options).turns == []
+    speech = _load(REAL / "pyannote_sample.wav")
+    for seconds in (0.02, 0.1, 0.5, 1.5):  # inside speaker90's turn at 8.5 s
+        clip = speech[int(8.5 * SAMPLE_RATE) : int((8.5 + seconds) * SAMPLE_RATE)]
+        result = diarizer.diarize(clip)
+        assert len(result.speakers) <= 1
+        # Turns end where the audio does, give or take the frame grid: a file shorter than a chunk
+        # has frames of zero padding after its end, and its last turn ends up to 36 ms past it.
+        assert all(0.0 <= t.start < t.end <= seconds + 0.04 for t in result.turns)
+        assert len(diarizer.diarize(clip, SpeakerOptions(num_speakers=2)).speakers) <= 2
 
 
 @pytest.mark.models
 @pytest.mark.slow
-def test_known_speaker_count_on_audio(diarizer: SenkoDiarizer) -> None:
-    samples, speech = _load("dialogue_3spk.flac")
-    assert len(diarizer.diarize(samples, speech, num_speakers=2).speakers) == 2
-    assert len(diarizer.diarize(samples, speech, num_speakers=4).speakers) == 4
-    assert len(diarizer.diarize(samples, speech, max_speakers=2).speakers) == 2
+def test_files_diarized_at_once_share_model_calls_and_get_their_own_turns(
+    diarizer: SegmentationDiarizer,
+) -> None:
+    names = ["pyannote_sample", "ami_trn03", "ami_trn09"]
+    files = {name: _load(REAL / f"{name}.wav") for name in names}
+    alone = {name: diarizer.diarize(samples) for name, samples in files.items()}
+    calls = diarizer.segmentation.batcher.calls, diarizer.embedder.batcher.calls
+    together: dict[str, DiarizationResult] = {}
+    start = threading.Barrier(len(names))
 
+    def work(name: str) -> None:
+        start.wait()
+        together[name] = diarizer.diarize(files[name])
 
-@pytest.mark.models
-def test_ge2e_is_thread_safe_and_batch_independent() -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    encoder = speaker_ge2e.load_ge2e()
-    assert encoder is not None, "GE2E weights missing: scripts/setup installs resemblyzer (--no-deps)"
-    samples, _ = _load("dialogue_2spk.wav")
-    spans = [(0.5, 2.0), (3.0, 4.5), (5.0, 9.0), (9.0, 9.05)]
-    alone = np.stack([encoder.embed_spans(samples, [span])[0] for span in spans])
-    with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: encoder.embed_spans(samples, spans), range(4)))
-    for result in results:
-        assert result.shape == (4, 256)
-        assert np.allclose(result, alone, atol=1e-5)
-    assert np.allclose(np.linalg.norm(alone, axis=1), 1.0, atol=1e-5)
-
-
-@pytest.mark.models
-def test_silence_gives_no_turns(diarizer: SenkoDiarizer) -> None:
-    samples, speech = _load("silence.wav")
-    assert speech == []
-    assert diarizer.diarize(samples, speech).turns == []
-
-
-@pytest.mark.models
-def test_very_short_audio(diarizer: SenkoDiarizer) -> None:
-    samples, _ = _load("dialogue_2spk.wav")
-    clip = samples[16000 : 16000 + 8000]  # half a second inside the first turn
-    result = diarizer.diarize(clip, [(0.0, 0.5)])
-    assert len(result.speakers) <= 1
+    threads = [threading.Thread(target=work, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    for name in names:
+        assert together[name].speakers == alone[name].speakers, name
+        assert abs(_der(name, together[name].all_turns) - _der(name, alone[name].all_turns)) < 0.005, name
+    # Three files' chunks in fewer segmentation calls than three files alone would make.
+    assert diarizer.segmentation.batcher.calls - calls[0] < len(names)
 
 
 @pytest.mark.models
 @pytest.mark.slow
-def test_files_it_cannot_split_are_told_apart_from_those_it_can(diarizer: SenkoDiarizer) -> None:
-    """`can_find_two_speakers` lets the engine skip diarization on a file the diarizer could only
-    call one speaker: it must say False only when diarizing really gives one speaker, and True on a
-    conversation long enough to split."""
-    samples, speech = _load("dialogue_2spk.wav")
-    assert diarizer.can_find_two_speakers(diarizer.speech_regions(samples, speech))
-    answers = []
-    for seconds in (1.0, 2.0, 4.0, 8.0, 12.0, 20.0):
-        clip = samples[: int(seconds * 16000)]
-        clip_speech = [(a, min(b, seconds)) for a, b in speech if a < seconds]
-        regions = diarizer.speech_regions(clip, clip_speech)
-        can = diarizer.can_find_two_speakers(regions)
-        answers.append(can)
-        if not can:
-            assert len(diarizer.diarize(clip, clip_speech, regions=regions).speakers) <= 1, seconds
-    assert not answers[0] and answers[-1]  # one second cannot be split; twenty (four turns) can
+def test_out_of_memory_in_the_diarizer_loses_nothing(
+    onnx_cache: Path, diarizer: SegmentationDiarizer
+) -> None:
+    from voxdock.engine.diarization import build_diarizer
+    from voxdock.engine.oom import AdaptiveBatch, FaultInjector, InjectedFault, torch_oom
+
+    faults = FaultInjector()
+    # A device that holds two chunks or two local speakers at a time.
+    faults.add(InjectedFault("diarize", error=torch_oom, when=lambda n: n > 2, remaining=None))
+    batch = AdaptiveBatch(64)
+    faulty = build_diarizer(voice=diarizer.embedder.voice, batch=batch, faults=faults, onnx_cache=onnx_cache)
+    samples = _load(REAL / "pyannote_sample.wav")
+    result = faulty.diarize(samples)
+    assert faults.raised["diarize"] >= 2 and batch.current <= 4
+    expected = diarizer.diarize(samples)
+    assert result.speakers == expected.speakers
+    assert _der("pyannote_sample", result.all_turns) == pytest.approx(
+        _der("pyannote_sample", expected.all_turns), abs=0.005
+    )
 
 
-def test_alternatives_are_distinct_partitions_led_by_the_chosen_one() -> None:
-    emb, _ = _blobs(3, 30, spread=0.3, seed=9)
-    result = cluster_speakers(emb, num_speakers=3)
-    options = result.alternatives[3]
-    assert options and np.array_equal(options[0], result.partitions[3])
-    assert all(len(np.unique(o)) == 3 for o in options)
-    assert len({o.tobytes() for o in options}) == len(options)
+@pytest.fixture(scope="module")
+def torch_diarizer(diarizer: SegmentationDiarizer) -> SegmentationDiarizer:
+    """The GPU code path on the CPU: both networks in torch, as on CUDA (same code, device "cpu")."""
+    from voxdock.engine.diarization import build_diarizer
+    from voxdock.engine.models import resolve_voice
+    from voxdock.engine.oom import AdaptiveBatch
+    from voxdock.engine.voice import VoiceEncoder
+
+    voice = VoiceEncoder(resolve_voice(Path("/nonexistent")).require(), "cpu", onnx_cache=None)
+    built = build_diarizer(voice=voice, batch=AdaptiveBatch(64), onnx_cache=None)
+    assert isinstance(built, SegmentationDiarizer)
+    assert built.segmentation.runtime == voice.runtime == "torch/cpu"
+    return built
+
+
+@pytest.mark.models
+@pytest.mark.slow
+def test_the_torch_path_matches_onnx_runtime(
+    diarizer: SegmentationDiarizer, torch_diarizer: SegmentationDiarizer
+) -> None:
+    samples = _load(REAL / "pyannote_sample.wav")
+    # The segmentation network itself: the same log-probabilities.
+    chunks = [chunk_audio(samples, int(o)) for o in chunk_offsets(samples.shape[0])[:3]]
+    np.testing.assert_allclose(
+        np.exp(torch_diarizer.segmentation.log_probs(chunks)),
+        np.exp(diarizer.segmentation.log_probs(chunks)),
+        atol=1e-3,
+    )
+    # The whole diarizer (measured: DER 3.3 % on both, the same turns).
+    onnx, torch = diarizer.diarize(samples), torch_diarizer.diarize(samples)
+    assert torch.speakers == onnx.speakers
+    assert abs(_der("pyannote_sample", torch.all_turns) - _der("pyannote_sample", onnx.all_turns)) <= 0.01
+    # Nearly the same frames for each speaker.
+    agreement = diarization_error_rate(
+        [Turn(t.start, t.end, t.speaker) for t in onnx.all_turns],
+        [Turn(t.start, t.end, t.speaker) for t in torch.all_turns],
+        collar=0.0,
+    )
+    assert agreement.der <= 0.02
+    assert torch.window_embeddings is not None and onnx.window_embeddings is not None
+    assert torch.window_embeddings.shape == onnx.window_embeddings.shape

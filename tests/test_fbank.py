@@ -50,7 +50,9 @@ def _speechlike(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     n = int(seconds * SAMPLE_RATE)
     t = np.arange(n) / SAMPLE_RATE
-    voiced = sum(np.sin(2 * np.pi * f * (1 + 0.1 * np.sin(t * k)) * t) for k, f in enumerate((150, 700, 2300)))
+    voiced = sum(
+        np.sin(2 * np.pi * f * (1 + 0.1 * np.sin(t * k)) * t) for k, f in enumerate((150, 700, 2300))
+    )
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2
     return (0.1 * envelope * voiced + 0.01 * rng.standard_normal(n)).astype(np.float32)
 

