@@ -116,17 +116,22 @@ class SharedBatcher(Generic[T, R]):
                 self.model_cpu_seconds += time.process_time() - cpu
 
         while taken := self._take():
-            inputs = [request.items[index] for request, index in taken]
-            try:
-                outputs = self.batch.map(inputs, counted)
-            except Exception as exc:  # reaches every caller whose items were in this call
+            # One call's worth at a time: an error reaches the callers of that call only, and the
+            # results of the calls before it are delivered.
+            size = max(1, self.batch.current)
+            for start in range(0, len(taken), size):
+                part = taken[start : start + size]
+                inputs = [request.items[index] for request, index in part]
+                try:
+                    outputs = self.batch.map(inputs, counted)
+                except Exception as exc:
+                    with self._cond:
+                        for request, _ in part:
+                            request.error = exc
+                        self._cond.notify_all()
+                    continue
                 with self._cond:
-                    for request, _ in taken:
-                        request.error = exc
+                    for (request, index), output in zip(part, outputs, strict=True):
+                        request.results[index] = output
+                        request.remaining -= 1
                     self._cond.notify_all()
-                continue
-            with self._cond:
-                for (request, index), output in zip(taken, outputs, strict=True):
-                    request.results[index] = output
-                    request.remaining -= 1
-                self._cond.notify_all()

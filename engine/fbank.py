@@ -89,9 +89,13 @@ def frame_span(start: float, end: float, total: int) -> tuple[int, int]:
     return first, last
 
 
+SLICE_FRAMES = 6000  # a minute of frames per FFT: bounded memory (~60 MB) whatever the length
+
+
 def fbank_tensor(samples: Any) -> Any:
     """(frames, 80) float32 log-mel features of a 1-D float tensor of 16 kHz samples, on its device;
-    a clip shorter than one frame is zero-padded to one frame. Not mean-normalised."""
+    a clip shorter than one frame is zero-padded to one frame. Not mean-normalised. Frames are
+    independent, so long audio is done a minute at a time."""
     import torch
 
     x = samples.reshape(-1).to(torch.float32)
@@ -99,13 +103,17 @@ def fbank_tensor(samples: Any) -> Any:
         x = torch.nn.functional.pad(x, (0, FRAME_LENGTH - x.shape[0]))
     window, mels = _device_constants(x.device)
     frames = x.unfold(0, FRAME_LENGTH, FRAME_SHIFT)  # a view: (n, 400)
-    frames = frames - frames.mean(dim=1, keepdim=True)
-    # Pre-emphasis, Kaldi's way: the first sample is emphasised against itself.
-    previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
-    emphasised = (frames - PREEMPHASIS * previous) * window
-    spectrum = torch.fft.rfft(emphasised, n=FFT_SIZE, dim=1)
-    power = spectrum.real.square() + spectrum.imag.square()
-    return torch.log(torch.clamp(power @ mels, min=_EPS))
+    parts = []
+    for start in range(0, frames.shape[0], SLICE_FRAMES):
+        part = frames[start : start + SLICE_FRAMES]
+        part = part - part.mean(dim=1, keepdim=True)
+        # Pre-emphasis, Kaldi's way: the first sample is emphasised against itself.
+        previous = torch.cat([part[:, :1], part[:, :-1]], dim=1)
+        emphasised = (part - PREEMPHASIS * previous) * window
+        spectrum = torch.fft.rfft(emphasised, n=FFT_SIZE, dim=1)
+        power = spectrum.real.square() + spectrum.imag.square()
+        parts.append(torch.log(torch.clamp(power @ mels, min=_EPS)))
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def fbank(samples: np.ndarray, *, mean_normalise: bool = True) -> np.ndarray:

@@ -175,12 +175,6 @@ def test_a_model_error_reaches_exactly_the_callers_in_that_call() -> None:
     assert batcher.map([]) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: SharedBatcher._drain runs up to four batches' worth of queued items in one "
-    "AdaptiveBatch.map, so an error in one call also fails callers whose items were in the other "
-    "calls of that take (engine/batching.py, _drain)",
-)
 def test_an_error_does_not_reach_callers_of_other_calls_of_the_same_take() -> None:
     def answer(batch: Sequence[str]) -> list[str]:
         if "bad" in batch:

@@ -79,7 +79,7 @@ def test_chunks_every_five_seconds_on_the_frame_grid_and_the_last_ends_at_the_en
     # The last one ends at the file's end (within a frame): no audio left out, none invented.
     end = offsets[-1] * FRAME_SAMPLES + CHUNK_SAMPLES
     assert n <= end < n + FRAME_SAMPLES
-    assert np.all(np.diff(offsets) <= np.ceil(step))  # no gap between chunks
+    assert np.all(np.diff(offsets) <= np.ceil(1.1 * step))  # the last may replace one a little before it
     # Every chunk's audio is the file's, from its offset on.
     if seconds < 100:
         samples = np.arange(n, dtype=np.int32)
@@ -93,12 +93,6 @@ def test_chunks_every_five_seconds_on_the_frame_grid_and_the_last_ends_at_the_en
     assert num_file_frames(n) == int(np.ceil(n / FRAME_SAMPLES))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: chunk_offsets rounds the 5 s grid to frames (296.3 -> 1185 for 20 s) but the "
-    "last chunk's start up (1186), so a 30 s file gets a sixth chunk one frame after the fifth "
-    "(engine/diarization/segmentation.py, chunk_offsets)",
-)
 def test_a_thirty_second_file_has_five_chunks() -> None:
     offsets = chunk_offsets(30 * SAMPLE_RATE)
     assert len(offsets) == 5, offsets.tolist()
@@ -223,13 +217,6 @@ def test_known_count_and_bounds_are_honoured() -> None:
     assert empty.count == 0 and empty.labels.size == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: _partition cuts a centroid-linkage tree with fcluster(criterion='maxclust'); "
-    "the tree has inversions, so maxclust skips counts (1, 1, 3, 3, ..., 3, 18 here; 4 then 6 on "
-    "pyannote_sample) and an operator's count above the natural one is not reached "
-    "(engine/diarization/clustering.py, _partition)",
-)
 def test_a_count_above_the_natural_one_is_reached() -> None:
     emb, seconds, chunks, _ = _local_speakers(_conversation(3), seed=7)  # 48 local speakers
     assert cluster_local_speakers(emb, seconds, chunks, bounds=(5, 5)).count == 5
@@ -588,7 +575,7 @@ def test_out_of_memory_in_the_diarizer_loses_nothing(
     faulty = build_diarizer(voice=diarizer.embedder.voice, batch=batch, faults=faults, onnx_cache=onnx_cache)
     samples = _load(REAL / "pyannote_sample.wav")
     result = faulty.diarize(samples)
-    assert faults.raised["diarize"] >= 2 and batch.current <= 4
+    assert faults.raised["diarize"] >= 1 and batch.current <= 4  # halved, grown back below the failure
     expected = diarizer.diarize(samples)
     assert result.speakers == expected.speakers
     assert _der("pyannote_sample", result.all_turns) == pytest.approx(

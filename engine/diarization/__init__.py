@@ -13,6 +13,7 @@ The engine uses only what this package exports: the `Diarizer` protocol and its 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -73,7 +74,7 @@ def build_diarizer(
     device: str = "cpu",
     onnx_cache: Path | None = None,
     pyannote_snapshot: Path | None = None,
-    warn: callable = log.warning,  # type: ignore[valid-type]
+    warn: Callable[[str], None] = log.warning,
 ) -> Diarizer:
     """The configured diarizer with its models loaded. `pyannote_snapshot`: use pyannote.audio with
     that pipeline (falls back to voxdock's own diarizer, with a warning, when it cannot load)."""

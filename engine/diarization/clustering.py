@@ -47,6 +47,26 @@ def _large_clusters(labels: np.ndarray, min_size: int) -> np.ndarray:
     return ids[sizes >= min_size]
 
 
+def _cut(tree: np.ndarray, n: int, k: int) -> np.ndarray:
+    """Labels after the first n - k merges of the linkage. Centroid linkage can merge at a smaller
+    distance than the merge before it, so a cut by distance (fcluster's "maxclust") can skip some
+    counts; the merge order never does."""
+    parent = np.arange(2 * n - 1)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = int(parent[i])
+        return i
+
+    for step in range(max(0, n - k)):
+        a, b = int(tree[step, 0]), int(tree[step, 1])
+        parent[root(a)] = n + step
+        parent[root(b)] = n + step
+    roots = np.array([root(i) for i in range(n)])
+    return np.unique(roots, return_inverse=True)[1].astype(np.int64)
+
+
 def _partition(
     points: np.ndarray, low: int, high: int, threshold: float, min_share: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +83,7 @@ def _partition(
     wanted = low if len(large) < low else high
     best = (labels, large)
     for k in range(1, n + 1):  # cut at 1, 2, ... clusters until `wanted` of them are large
-        cut = fcluster(tree, k, criterion="maxclust") - 1
+        cut = _cut(tree, n, k)
         cut_large = _large_clusters(cut, min_size)
         if abs(len(cut_large) - wanted) < abs(len(best[1]) - wanted):
             best = (cut, cut_large)

@@ -103,32 +103,37 @@ def _crop_to_grid(index: np.ndarray) -> np.ndarray:
     return index[start : start + length]
 
 
-def embed_local_speakers(
-    samples: np.ndarray,
-    seg: ChunkSegmentation,
-    chunks: Sequence[int],
-    embedder: UnitEmbedder,
-) -> LocalSpeakers:
-    """Embed the local speakers of the given chunks (a block of neighbours: one filterbank serves
-    them all)."""
+def neighbour_runs(offsets: np.ndarray) -> list[list[int]]:
+    """Positions in `offsets` (sorted chunk starts) grouped into runs of chunks that overlap or touch:
+    one filterbank per run never covers the silence between distant chunks."""
+    runs: list[list[int]] = []
+    for i, offset in enumerate(offsets.tolist()):
+        if runs and offset - int(offsets[runs[-1][-1]]) <= CHUNK_FRAMES:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+def _chunk_units(
+    samples: np.ndarray, seg: ChunkSegmentation, chunks: list[int], device: Any
+) -> tuple[list[tuple[int, int, int]], list[Any]]:
+    """(chunk, local speaker, frames) and the mean-normalised features of each local speaker of
+    `chunks`, neighbours whose audio one filterbank covers."""
     import torch
 
-    dim = embedder.voice.dim
-    if not len(chunks):
-        return LocalSpeakers.empty(dim)
-    chunks = list(chunks)
     offsets = seg.offsets[chunks]
     first = int(offsets.min()) * FRAME_SAMPLES
     last = min(
         int(offsets.max()) * FRAME_SAMPLES + CHUNK_FRAMES * FRAME_SAMPLES + FRAME_LENGTH, samples.shape[0]
     )
-    audio = torch.from_numpy(np.ascontiguousarray(samples[first:last], dtype=np.float32)).to(embedder.device)
+    audio = torch.from_numpy(np.ascontiguousarray(samples[first:last], dtype=np.float32)).to(device)
     with torch.inference_mode():
         feats = fbank_tensor(audio)
     # The file-grid frame of each filterbank frame's centre.
     centres = first + np.arange(feats.shape[0]) * FRAME_SHIFT + FRAME_LENGTH // 2
     grid = centres // FRAME_SAMPLES
-    activity = seg.local_activity(chunks)  # (block, 589, 3)
+    activity = seg.local_activity(chunks)  # (chunks, 589, 3)
     min_clean = int(MIN_CLEAN_S * 100)
     rows: list[tuple[int, int, int]] = []
     inputs: list[Any] = []
@@ -148,6 +153,25 @@ def embed_local_speakers(
                 unit = unit - unit.mean(dim=0, keepdim=True)
             inputs.append(unit)
             rows.append((chunk, speaker, index.shape[0]))
+    return rows, inputs
+
+
+def embed_local_speakers(
+    samples: np.ndarray,
+    seg: ChunkSegmentation,
+    chunks: Sequence[int],
+    embedder: UnitEmbedder,
+) -> LocalSpeakers:
+    """Embed the local speakers of the given chunks (a block: its runs of neighbouring chunks each
+    get one filterbank, and all its speakers go to the model together)."""
+    dim = embedder.voice.dim
+    chunks = sorted(int(c) for c in chunks)
+    rows: list[tuple[int, int, int]] = []
+    inputs: list[Any] = []
+    for run in neighbour_runs(seg.offsets[chunks]):
+        run_rows, run_inputs = _chunk_units(samples, seg, [chunks[i] for i in run], embedder.device)
+        rows += run_rows
+        inputs += run_inputs
     if not rows:
         return LocalSpeakers.empty(dim)
     embeddings = embedder.embed(inputs)

@@ -52,6 +52,7 @@ from voxdock.engine.diarization.turns import (
     BRIDGE_GAP_S,
     SINGLE_SPEAKER,
     DiarizationResult,
+    SpeakerTurn,
     speaker_name,
 )
 from voxdock.engine.speakers import SpeakerOptions
@@ -164,7 +165,9 @@ class SegmentationDiarizer:
             return DiarizationResult(turns=[])  # nothing to diarize, nothing skipped
         monologue = decision is not None and decision.monologue and speakers.may_be_monologue
         if speakers.known_single or monologue or len(units) == 0:
-            turns = frames_to_turns((voices > 0)[:, None], [SINGLE_SPEAKER], config.bridge_gap_s)
+            turns = _within(
+                frames_to_turns((voices > 0)[:, None], [SINGLE_SPEAKER], config.bridge_gap_s), seg.num_samples
+            )
             return DiarizationResult(
                 turns=turns,
                 fast_path=monologue,
@@ -187,6 +190,7 @@ class SegmentationDiarizer:
         for rank, cluster in enumerate(np.argsort(-talk, kind="stable").tolist()):
             names[cluster] = speaker_name(rank)
         exclusive, overlaps = turns_of(first, second, names, config.bridge_gap_s)
+        exclusive, overlaps = _within(exclusive, seg.num_samples), _within(overlaps, seg.num_samples)
         starts = seg.offsets[units.chunk] * FRAME_SAMPLES / SAMPLE_RATE
         spans = [(float(a), float(a + CHUNK_FRAMES * FRAME_SAMPLES / SAMPLE_RATE)) for a in starts]
         return DiarizationResult(
@@ -197,3 +201,9 @@ class SegmentationDiarizer:
             window_speakers=[names[label] for label in clusters.labels.tolist()],
             fast_path_similarity=similarity,
         )
+
+
+def _within(turns: list[SpeakerTurn], num_samples: int) -> list[SpeakerTurn]:
+    """Turns cut at the end of the audio (the last frame's span reaches a little past it)."""
+    end = num_samples / SAMPLE_RATE
+    return [SpeakerTurn(t.start, min(t.end, end), t.speaker) for t in turns if t.start < end]

@@ -20,6 +20,7 @@ from voxdock.engine.diarization.segmentation import (
     FRAME_DURATION_SAMPLES,
     FRAME_SAMPLES,
     PAIR_CLASSES,
+    POWERSET,
     SAMPLE_RATE,
     SILENCE_CLASS,
     ChunkSegmentation,
@@ -59,12 +60,24 @@ def speaker_activity(
     seg: ChunkSegmentation, chunk: np.ndarray, local: np.ndarray, labels: np.ndarray, count: int
 ) -> np.ndarray:
     """(file frames, count) how much each cluster talks, from the local speakers assigned to it (a
-    local speaker not in the table is left out)."""
-    local_probs = seg.local_probabilities()  # (chunks, 589, 3)
-    per_chunk = np.zeros((len(seg.offsets), CHUNK_FRAMES, max(count, 1)), np.float32)
-    for c, j, label in zip(chunk.tolist(), local.tolist(), labels.tolist(), strict=True):
-        np.maximum(per_chunk[c, :, label], local_probs[c, :, j], out=per_chunk[c, :, label])
-    return _average_over_chunks(seg, per_chunk)
+    local speaker not in the table is left out), averaged over the chunks that see each frame."""
+    frames = seg.num_frames
+    total = np.zeros((frames + CHUNK_FRAMES, max(count, 1)), np.float32)
+    seen = np.zeros((frames + CHUNK_FRAMES, 1), np.float32)
+    for offset in seg.offsets.tolist():
+        seen[offset : offset + CHUNK_FRAMES] += 1.0
+    order = np.argsort(chunk, kind="stable")
+    for group in np.split(order, np.flatnonzero(np.diff(chunk[order])) + 1):
+        if group.size == 0:
+            continue
+        c = int(chunk[group[0]])
+        probs = seg.probs[c].astype(np.float32) @ POWERSET  # (589, 3) local speakers
+        mine = np.zeros((CHUNK_FRAMES, max(count, 1)), np.float32)
+        for j, label in zip(local[group].tolist(), labels[group].tolist(), strict=True):
+            np.maximum(mine[:, label], probs[:, j], out=mine[:, label])
+        offset = int(seg.offsets[c])
+        total[offset : offset + CHUNK_FRAMES] += mine
+    return (total / np.maximum(seen, 1.0))[:frames]
 
 
 def binarize(activity: np.ndarray, voices: np.ndarray) -> np.ndarray:
