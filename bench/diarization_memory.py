@@ -678,7 +678,7 @@ def main() -> None:
     )
     parser.add_argument("--profile-length", type=float, default=1800.0, help="seconds; 0: no profile run")
     parser.add_argument("--tracemalloc", action="store_true", help="trace numpy/Python allocations per step")
-    parser.add_argument("--onnx-cache", type=Path, default=ROOT / "pretrained_models")
+    parser.add_argument("--onnx-cache", type=Path, default=Path(tempfile.gettempdir()) / "voxdock-onnx-cache")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
