@@ -624,3 +624,37 @@ def test_the_torch_path_matches_onnx_runtime(
     assert agreement.der <= 0.02
     assert torch.window_embeddings is not None and onnx.window_embeddings is not None
     assert torch.window_embeddings.shape == onnx.window_embeddings.shape
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("gain", [0.05, 0.5, 4.0])
+def test_the_recording_level_does_not_change_who_speaks(diarizer: SegmentationDiarizer, gain: float) -> None:
+    """A call recorded 26 dB quieter or 12 dB louder (clipped) keeps its two speakers."""
+    samples = np.clip(_load(REAL / "pyannote_sample.wav") * gain, -1.0, 1.0)
+    result = diarizer.diarize(samples)
+    assert len(result.speakers) == 2
+    assert _der("pyannote_sample", result.all_turns) <= 0.10  # 3.3 % at gain 1, 6.7 % at 0.05
+
+
+@pytest.mark.models
+def test_long_silences_and_level_changes_do_not_make_extra_speakers(diarizer: SegmentationDiarizer) -> None:
+    """One voice, then 10 minutes of silence, the same voice 14 dB quieter, 30 s of silence, 3.5 dB
+    louder: still one speaker, with or without the fast path."""
+    jfk = _load(REAL / "jfk.wav")
+    peak = float(np.abs(jfk).max())
+    rate = 16000
+    samples = np.concatenate(
+        [
+            jfk,
+            np.zeros(600 * rate, np.float32),
+            jfk * 0.2,
+            np.zeros(30 * rate, np.float32),
+            jfk * (0.95 / peak),
+        ]
+    )
+    assert diarizer.diarize(samples).speakers == ["SPEAKER_00"]
+    fast = diarizer.diarize(samples, fast_path_threshold=DEFAULT_FAST_PATH_THRESHOLD)
+    assert fast.speakers == ["SPEAKER_00"]
+    # Its turns lie on the three spoken parts, none in the silences.
+    spoken = [(0.0, 11.5), (611.0, 622.5), (651.0, 663.0)]
+    assert all(any(a <= t.start and t.end <= b for a, b in spoken) for t in fast.turns)
