@@ -4,7 +4,7 @@ On 2 CPU cores ONNX Runtime runs CAM++ about 1.8x faster than PyTorch eager (42 
 1.5 s per second on one thread, 68 vs 38 on two: `python bench/voice_bench.py`,
 bench/results/voice_onnx.json), and diarization and voice embeddings are most
 of the engine's work after ASR. The exported graph matches PyTorch to 1e-5. The segmentation model
-that finds overlapped speech (engine/overlap.py) goes the same way. A file is keyed by its weights'
+of the diarizer (engine/diarization/segmentation.py) goes the same way. A file is keyed by its weights'
 hash, written atomically, so several processes may race to make it.
 """
 
