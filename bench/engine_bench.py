@@ -57,7 +57,7 @@ INSERT_SQL = (
 
 def default_inputs() -> list[Path]:
     if SHARED_EVAL.is_dir():
-        return [SHARED_EVAL / "real", SHARED_EVAL / "synth"]
+        return [SHARED_EVAL / "real", SHARED_EVAL / "synth", SHARED_EVAL / "meetings"]
     return [ROOT / "examples", ROOT / "tests" / "fixtures" / "media"]
 
 

@@ -35,8 +35,8 @@ SECOND_VOICE_CHUNKS = 4
 # and espeak monologues reached 0.2 s at most, and 7 of the 9 AMI conversations passed 1 s.
 SECOND_VOICE_S = 0.5
 MIN_SPEECH_S = 1.0  # a sampled speaker with less speech is not compared
-# Above every real conversation's score (pyannote_sample 0.785, AMI up to 0.759) with a margin, and
-# below every monologue's (real 0.995, espeak from 0.929): bench/diarization_eval.py.
+# Above every real conversation's score (pyannote_sample 0.793, AMI excerpts up to 0.770) with a margin,
+# and below every monologue's (real 0.995, espeak from 0.940): bench/results/diarization.md.
 DEFAULT_THRESHOLD = 0.88
 
 ONE_VOICE = "one voice"
