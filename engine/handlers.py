@@ -127,18 +127,16 @@ class StageHandlers:
         )
         work.fast_path = result.fast_path
         work.fast_path_similarity = result.fast_path_similarity
+        # No turns although ASR found words (speech the diarizer did not hear): one speaker over the
+        # VAD's regions. Without words either, the file is silence.
+        work.turns = list(result.turns) or (single_speaker_turns(work.speech) if work.segments else [])
         if result.fast_path:
             work.diarizer = f"{self.diarizer.name} (fast path: {result.fast_path_reason})"
             work.segments = assign_speakers(work.segments, None)
-            # The diarizer's speech when it found some, else the VAD's where ASR found words.
-            work.turns = list(result.turns) or (single_speaker_turns(work.speech) if work.segments else [])
             work.speaker_count = 1 if work.turns else 0
             return
         work.diarizer = self.diarizer.name
         work.segments = assign_speakers(work.segments, result.turns or None)
-        # No turns although ASR found words (speech the diarizer did not hear): one speaker over the
-        # VAD's regions. Without words either, the file is silence.
-        work.turns = list(result.turns) or (single_speaker_turns(work.speech) if work.segments else [])
         work.overlaps = list(result.overlaps)
         if result.window_embeddings is not None and len(result.windows):
             _reuse_window_embeddings(

@@ -123,9 +123,9 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("onnx-cache")
 
 
-@pytest.fixture(scope="session")
-def diarizer(onnx_cache: Path) -> SegmentationDiarizer:
-    """voxdock's own diarizer as the engine runs it on a CPU host (both networks in ONNX Runtime)."""
+def make_diarizer(onnx_cache: Path | None) -> SegmentationDiarizer:
+    """voxdock's own diarizer on the CPU: both networks in ONNX Runtime with an export folder, in torch
+    (the code that runs on CUDA) without one."""
     from voxdock.engine.diarization import build_diarizer
     from voxdock.engine.diarization.pipeline import SegmentationDiarizer
     from voxdock.engine.models import resolve_voice
@@ -135,8 +135,15 @@ def diarizer(onnx_cache: Path) -> SegmentationDiarizer:
     voice = VoiceEncoder(resolve_voice(Path("/nonexistent")).require(), "cpu", onnx_cache=onnx_cache)
     built = build_diarizer(voice=voice, batch=AdaptiveBatch(64), onnx_cache=onnx_cache)
     assert isinstance(built, SegmentationDiarizer)
-    assert built.segmentation.runtime == voice.runtime == "onnxruntime/cpu"
+    runtime = "onnxruntime/cpu" if onnx_cache is not None else "torch/cpu"
+    assert built.segmentation.runtime == voice.runtime == runtime
     return built
+
+
+@pytest.fixture(scope="session")
+def diarizer(onnx_cache: Path) -> SegmentationDiarizer:
+    """voxdock's own diarizer as the engine runs it on a CPU host (both networks in ONNX Runtime)."""
+    return make_diarizer(onnx_cache)
 
 
 def wait_for_batch(engine: Engine, batch_id: int, timeout: float = 300) -> jobs.BatchProgress:

@@ -29,6 +29,22 @@ def _queued(batcher: SharedBatcher[Any, Any]) -> int:
     return len(batcher._queue)
 
 
+def _recorded(
+    batcher: SharedBatcher[Any, Any],
+) -> tuple[dict[str, Any], Callable[[str, list[Any]], None]]:
+    """(outcomes, work): `work(name, items)` maps the items and records the results, or the error,
+    under `name`."""
+    outcomes: dict[str, Any] = {}
+
+    def work(name: str, items: list[Any]) -> None:
+        try:
+            outcomes[name] = batcher.map(items)
+        except Exception as exc:
+            outcomes[name] = exc
+
+    return outcomes, work
+
+
 class _Holder:
     """Makes the batcher's first model call wait until released, so that other threads' items queue
     up behind it meanwhile (deterministic sharing without sleeps)."""
@@ -139,13 +155,7 @@ def test_a_model_error_reaches_exactly_the_callers_in_that_call() -> None:
     batcher: SharedBatcher[Any, Any] = SharedBatcher(
         holder, AdaptiveBatch(64), group=lambda item: type(item).__name__
     )
-    outcomes: dict[str, Any] = {}
-
-    def work(name: str, items: list[Any]) -> None:
-        try:
-            outcomes[name] = batcher.map(items)
-        except Exception as exc:
-            outcomes[name] = exc
+    outcomes, work = _recorded(batcher)
 
     holding = threading.Thread(target=work, args=("holder", ["h"]))
     holding.start()
@@ -183,13 +193,7 @@ def test_an_error_does_not_reach_callers_of_other_calls_of_the_same_take() -> No
 
     holder = _Holder(answer)
     batcher: SharedBatcher[str, str] = SharedBatcher(holder, AdaptiveBatch(2))  # two items a call
-    outcomes: dict[str, Any] = {}
-
-    def work(name: str, items: list[str]) -> None:
-        try:
-            outcomes[name] = batcher.map(items)
-        except Exception as exc:
-            outcomes[name] = exc
+    outcomes, work = _recorded(batcher)
 
     holding = threading.Thread(target=work, args=("holder", ["h"]))
     holding.start()

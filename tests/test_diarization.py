@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MEDIA, REAL
+from conftest import MEDIA, REAL, make_diarizer
 
 from voxdock.engine.diarization import (
     DEFAULT_FAST_PATH_THRESHOLD,
@@ -29,7 +29,6 @@ from voxdock.engine.diarization import (
 from voxdock.engine.diarization.clustering import MIN_SPEECH_S, assign, cluster_local_speakers
 from voxdock.engine.diarization.pipeline import SegmentationDiarizer
 from voxdock.engine.diarization.reconstruction import (
-    binarize,
     bridge_labels,
     bridge_mask,
     frames_to_turns,
@@ -322,18 +321,6 @@ def test_speaker_activity_credits_each_local_speaker_to_its_cluster() -> None:
     assert partial[700, 0] == 0.0
 
 
-def test_binarize_gives_each_frame_its_most_active_speakers() -> None:
-    activity = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.1], [0.2, 0.3, 0.1], [0.1, 0.2, 0.3]])
-    voices = np.array([2, 1, 0, 5])  # more voices than speakers: all of them
-    assert binarize(activity, voices).tolist() == [
-        [True, False, True],
-        [False, True, False],
-        [False, False, False],
-        [True, True, True],
-    ]
-    assert binarize(np.zeros((3, 1)), np.zeros(3, np.int64)).sum() == 0
-
-
 def test_frames_to_turns_bridges_short_gaps() -> None:
     binary = np.zeros((1000, 2), dtype=bool)
     binary[100:200, 0] = True
@@ -584,18 +571,9 @@ def test_out_of_memory_in_the_diarizer_loses_nothing(
 
 
 @pytest.fixture(scope="module")
-def torch_diarizer(diarizer: SegmentationDiarizer) -> SegmentationDiarizer:
+def torch_diarizer() -> SegmentationDiarizer:
     """The GPU code path on the CPU: both networks in torch, as on CUDA (same code, device "cpu")."""
-    from voxdock.engine.diarization import build_diarizer
-    from voxdock.engine.models import resolve_voice
-    from voxdock.engine.oom import AdaptiveBatch
-    from voxdock.engine.voice import VoiceEncoder
-
-    voice = VoiceEncoder(resolve_voice(Path("/nonexistent")).require(), "cpu", onnx_cache=None)
-    built = build_diarizer(voice=voice, batch=AdaptiveBatch(64), onnx_cache=None)
-    assert isinstance(built, SegmentationDiarizer)
-    assert built.segmentation.runtime == voice.runtime == "torch/cpu"
-    return built
+    return make_diarizer(None)
 
 
 @pytest.mark.models

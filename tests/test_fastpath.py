@@ -95,10 +95,10 @@ def test_one_voice_is_taken_and_two_are_not() -> None:
     seconds = np.full(10, 4.0)
     one = one_voice(_voices(rng, [10]), seconds, 0.88, heard_at_once=False, second_voice=False)
     assert one == FastPathDecision(True, ONE_VOICE, one.similarity, 0.88)
-    assert one.similarity >= 0.88 and one.skips_diarization
+    assert one.similarity >= 0.88 and one.monologue
     two = one_voice(_voices(rng, [8, 2]), seconds, 0.88, heard_at_once=False, second_voice=False)
     assert not two.monologue and two.reason == DISSIMILAR and two.similarity < 0.5
-    assert not two.skips_diarization
+    assert not two.monologue
     # The similarity is the lowest of any sampled voice to the mean: a threshold above it refuses.
     again = one_voice(
         _voices(np.random.default_rng(0), [10]),

@@ -51,10 +51,6 @@ class FastPathDecision:
     similarity: float = math.nan  # lowest similarity of a sampled voice to the sample's mean voice
     threshold: float = math.nan
 
-    @property
-    def skips_diarization(self) -> bool:
-        return self.monologue
-
 
 def sample_chunks(alone_seconds: np.ndarray) -> np.ndarray:
     """Chunks to embed, from (chunks, 3) seconds each local speaker talks alone: at most

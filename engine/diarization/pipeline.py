@@ -22,6 +22,7 @@ chunks and speakers go to the device together.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,9 +124,7 @@ class SegmentationDiarizer:
         seg = segment(self.segmentation, samples, chunk_offsets(samples.shape[0], config.step_s))
         voices = voices_per_frame(seg, config.speech_threshold, config.overlap_threshold)
         dim = self.embedder.voice.dim
-        if not voices.any():
-            return Evidence(seg, voices, LocalSpeakers.empty(dim), None)
-        if speakers.known_single:
+        if not voices.any() or speakers.known_single:  # nobody, or one speaker given: nothing to embed
             return Evidence(seg, voices, LocalSpeakers.empty(dim), None)
         activity = seg.local_activity()
         done: list[LocalSpeakers] = []
@@ -158,9 +157,8 @@ class SegmentationDiarizer:
         speakers = speakers or SpeakerOptions()
         seg, voices, units, decision = evidence.seg, evidence.voices, evidence.speakers, evidence.decision
         config = self.config
-        similarity = (
-            None if decision is None or decision.similarity != decision.similarity else decision.similarity
-        )
+        measured = decision is not None and not math.isnan(decision.similarity)
+        similarity = decision.similarity if measured and decision is not None else None
         if not voices.any():
             return DiarizationResult(turns=[])  # nothing to diarize, nothing skipped
         monologue = decision is not None and decision.monologue and speakers.may_be_monologue

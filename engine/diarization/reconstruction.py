@@ -20,7 +20,6 @@ from voxdock.engine.diarization.segmentation import (
     FRAME_DURATION_SAMPLES,
     FRAME_SAMPLES,
     PAIR_CLASSES,
-    POWERSET,
     SAMPLE_RATE,
     SILENCE_CLASS,
     ChunkSegmentation,
@@ -32,15 +31,20 @@ OVERLAP_THRESHOLD = 0.2
 MIN_TURN_S = 0.0
 
 
+def _chunks_per_frame(seg: ChunkSegmentation) -> np.ndarray:
+    """(file frames + 589, 1) how many chunks see each frame (the tail past the file is padding)."""
+    seen = np.zeros((seg.num_frames + CHUNK_FRAMES, 1), np.float32)
+    for offset in seg.offsets.tolist():
+        seen[offset : offset + CHUNK_FRAMES] += 1.0
+    return seen
+
+
 def _average_over_chunks(seg: ChunkSegmentation, per_chunk: np.ndarray) -> np.ndarray:
     """(chunks, 589, d) -> (file frames, d): each frame's mean over the chunks that contain it."""
-    frames = seg.num_frames
-    total = np.zeros((frames + CHUNK_FRAMES, per_chunk.shape[-1]), np.float32)
-    seen = np.zeros((frames + CHUNK_FRAMES, 1), np.float32)
+    total = np.zeros((seg.num_frames + CHUNK_FRAMES, per_chunk.shape[-1]), np.float32)
     for row, offset in enumerate(seg.offsets.tolist()):
         total[offset : offset + CHUNK_FRAMES] += per_chunk[row]
-        seen[offset : offset + CHUNK_FRAMES] += 1.0
-    return (total / np.maximum(seen, 1.0))[:frames]
+    return (total / np.maximum(_chunks_per_frame(seg), 1.0))[: seg.num_frames]
 
 
 def voices_per_frame(
@@ -61,35 +65,19 @@ def speaker_activity(
 ) -> np.ndarray:
     """(file frames, count) how much each cluster talks, from the local speakers assigned to it (a
     local speaker not in the table is left out), averaged over the chunks that see each frame."""
-    frames = seg.num_frames
-    total = np.zeros((frames + CHUNK_FRAMES, max(count, 1)), np.float32)
-    seen = np.zeros((frames + CHUNK_FRAMES, 1), np.float32)
-    for offset in seg.offsets.tolist():
-        seen[offset : offset + CHUNK_FRAMES] += 1.0
+    total = np.zeros((seg.num_frames + CHUNK_FRAMES, max(count, 1)), np.float32)
     order = np.argsort(chunk, kind="stable")
     for group in np.split(order, np.flatnonzero(np.diff(chunk[order])) + 1):
         if group.size == 0:
             continue
         c = int(chunk[group[0]])
-        probs = seg.probs[c].astype(np.float32) @ POWERSET  # (589, 3) local speakers
+        probs = seg.local_probabilities([c])[0]  # (589, 3)
         mine = np.zeros((CHUNK_FRAMES, max(count, 1)), np.float32)
         for j, label in zip(local[group].tolist(), labels[group].tolist(), strict=True):
             np.maximum(mine[:, label], probs[:, j], out=mine[:, label])
         offset = int(seg.offsets[c])
         total[offset : offset + CHUNK_FRAMES] += mine
-    return (total / np.maximum(seen, 1.0))[:frames]
-
-
-def binarize(activity: np.ndarray, voices: np.ndarray) -> np.ndarray:
-    """(frames, k) bool: in each frame, the `voices` most active speakers (at most k)."""
-    frames, k = activity.shape
-    voices = np.minimum(voices, k)
-    order = np.argsort(-activity, axis=1, kind="stable")
-    out = np.zeros((frames, k), dtype=bool)
-    for rank in range(int(voices.max(initial=0))):
-        on = np.flatnonzero(voices > rank)
-        out[on, order[on, rank]] = True
-    return out
+    return (total / np.maximum(_chunks_per_frame(seg), 1.0))[: seg.num_frames]
 
 
 def rank_speakers(activity: np.ndarray, voices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

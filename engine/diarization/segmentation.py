@@ -58,11 +58,6 @@ def checkpoint_path() -> Path | None:
     return path if path.is_file() else None
 
 
-def frame_seconds(frame: int | np.ndarray) -> Any:
-    """The middle of file-grid frame `frame`, in seconds."""
-    return (np.asarray(frame) * FRAME_SAMPLES + FRAME_DURATION_SAMPLES / 2) / SAMPLE_RATE
-
-
 def num_file_frames(num_samples: int) -> int:
     """Frames of the file-wide grid that a file of this many samples has."""
     return max(1, int(np.ceil(num_samples / FRAME_SAMPLES)))
@@ -182,9 +177,11 @@ class ChunkSegmentation:
         probs = self.probs if chunks is None else self.probs[list(chunks)]
         return POWERSET[probs.argmax(axis=-1)].astype(bool)
 
-    def local_probabilities(self) -> np.ndarray:
-        """(chunks, 589, 3) float32: the probability that each local speaker talks."""
-        return self.probs.astype(np.float32) @ POWERSET
+    def local_probabilities(self, chunks: Sequence[int] | None = None) -> np.ndarray:
+        """(chunks, 589, 3) float32: the probability that each local speaker talks (in all chunks, or
+        in those named)."""
+        probs = self.probs if chunks is None else self.probs[list(chunks)]
+        return probs.astype(np.float32) @ POWERSET
 
 
 def segment(
