@@ -174,21 +174,44 @@ def enqueue(
     return EnqueueResult(batch_id=batch_id, queued=queued, skipped=skipped)
 
 
+# The oldest claimable job of a running batch whose file no other engine holds now (a live claim in
+# any batch, on the same source or on a copy with the same content): two ingests of overlapping
+# folders work on each file once. Locking the source row too (SKIP LOCKED) keeps two claimers from
+# taking two batches' jobs of one file at the same instant. `stored_as` names a copy of the content
+# stored after the job was queued: another batch did the work meanwhile, so the job is skipped.
+_CANDIDATE_SQL = """
+SELECT j.id,
+       (SELECT d.path FROM sources d
+        WHERE d.status = 'done' AND d.processed_at > j.enqueued_at
+          AND (d.id = s.id OR (s.content_hash IS NOT NULL AND d.content_hash = s.content_hash))
+        ORDER BY (d.id = s.id) DESC LIMIT 1) AS stored_as
+FROM jobs j JOIN batches b ON b.id = j.batch_id JOIN sources s ON s.id = j.source_id
+WHERE b.state = 'running'
+  AND (j.state = 'queued' OR (j.state = 'claimed' AND j.lease_expires_at < now()))
+  AND j.attempts < %(max_attempts)s
+  AND (%(batches)s::bigint[] IS NULL OR j.batch_id = ANY(%(batches)s::bigint[]))
+  AND NOT EXISTS (
+      SELECT 1 FROM jobs o JOIN sources os ON os.id = o.source_id
+      WHERE o.id <> j.id AND o.state = 'claimed' AND o.lease_expires_at >= now()
+        AND (o.source_id = j.source_id
+             OR (s.content_hash IS NOT NULL AND os.content_hash = s.content_hash)))
+ORDER BY j.id
+LIMIT 1
+FOR UPDATE OF j, s SKIP LOCKED
+"""
+
+_SKIP_SQL = """
+UPDATE jobs SET state = 'skipped', finished_at = now(), lease_expires_at = NULL,
+    last_error = format('already stored after it was queued (same content as %%s)', %(path)s::text)
+WHERE id = %(id)s
+"""
+
 _CLAIM_SQL = """
-WITH candidate AS (
-    SELECT j.id FROM jobs j JOIN batches b ON b.id = j.batch_id
-    WHERE b.state = 'running'
-      AND (j.state = 'queued' OR (j.state = 'claimed' AND j.lease_expires_at < now()))
-      AND j.attempts < %(max_attempts)s
-      AND (%(batches)s::bigint[] IS NULL OR j.batch_id = ANY(%(batches)s::bigint[]))
-    ORDER BY j.id
-    LIMIT 1
-    FOR UPDATE OF j SKIP LOCKED
-), claimed AS (
+WITH claimed AS (
     UPDATE jobs j
     SET state = 'claimed', claimed_by = %(node)s, attempts = j.attempts + 1, started_at = now(),
         lease_expires_at = now() + make_interval(secs => %(lease)s), last_error = NULL
-    FROM candidate WHERE j.id = candidate.id
+    WHERE j.id = %(id)s
     RETURNING j.id, j.batch_id, j.source_id, j.attempts, j.options
 )
 UPDATE sources s SET status = 'processing', updated_at = now()
@@ -206,15 +229,25 @@ def claim_next(
     max_attempts: int,
     only_batches: Sequence[int] | None = None,
 ) -> ClaimedJob | None:
-    """Claim the oldest claimable file of a running batch (of `only_batches`, if given), or None."""
-    params = {
+    """Claim the oldest claimable file of a running batch (of `only_batches`, if given) that no other
+    engine is working on, or None. Jobs whose content another batch stored since they were queued
+    are marked skipped on the way, with the reason."""
+    params: dict[str, Any] = {
         "node": node_id,
         "lease": float(lease_seconds),
         "max_attempts": max_attempts,
         "batches": list(only_batches) if only_batches is not None else None,
     }
     with db.connection() as conn, conn.transaction():
-        row = conn.execute(_CLAIM_SQL, params).fetchone()
+        while True:
+            candidate = conn.execute(_CANDIDATE_SQL, params).fetchone()
+            if candidate is None:
+                return None
+            job_id, stored_as = int(candidate[0]), candidate[1]
+            if stored_as is None:
+                break
+            conn.execute(_SKIP_SQL, {"id": job_id, "path": stored_as})
+        row = conn.execute(_CLAIM_SQL, {**params, "id": job_id}).fetchone()
     if row is None:
         return None
     return ClaimedJob(

@@ -77,6 +77,92 @@ def test_concurrent_claimers_never_get_the_same_file(empty_db_url: str, db: Data
     assert len({n for n, _ in claims}) > 1, "only one claimer ever won; the race was not exercised"
 
 
+def store(db: Database, source_id: int, content_hash: str | None, node: str) -> None:
+    replace_segments(
+        db,
+        source_id,
+        [SegmentRecord(0, 1, "hi", None, None, None)],
+        ModelSet("tiny.en", "diarizer", "v", "t"),
+        SourceOutcome(1.0, content_hash, 1, True, node),
+    )
+
+
+def test_a_file_queued_in_two_batches_is_worked_on_once(db: Database) -> None:
+    # Two ingests of the same folder queue the same files before either has stored any.
+    first, second = queue_batch(db, 1, "first"), queue_batch(db, 1, "second")
+    (copy,) = register_sources(db, [FileEntry("/elsewhere/copy.wav", 100, "/a-0")])  # same bytes
+    third = create_batch(db, "third")
+    enqueue(db, third, [copy])
+    nodes(db, "a", "b")
+    job = claim_next(db, "a", lease_seconds=60, max_attempts=3)
+    assert job is not None and job.batch_id == first
+    # While "a" holds it, nobody takes the file (or its copy) from another batch.
+    assert claim_next(db, "b", lease_seconds=60, max_attempts=3) is None
+    store(db, job.source_id, "/a-0", "a")
+    complete_job(db, job.job_id, "a")
+    # Once stored, the other batches' jobs are skipped with the reason instead of done again.
+    assert claim_next(db, "b", lease_seconds=60, max_attempts=3) is None
+    for batch in (second, third):
+        (row,) = batch_jobs(db, batch)
+        assert row.state == "skipped"
+        assert "already stored after it was queued" in (row.last_error or "")
+        assert "/a/0000.wav" in (row.last_error or "")
+
+
+def test_a_reprocess_asked_after_storing_still_runs_but_only_once(db: Database) -> None:
+    batch = queue_batch(db, 1)
+    nodes(db, "a", "b")
+    job = claim_next(db, "a", lease_seconds=60, max_attempts=3)
+    assert job is not None
+    store(db, job.source_id, "/a-0", "a")
+    complete_job(db, job.job_id, "a")
+    # Two reprocess requests of the stored file, queued after it was stored: one run does both.
+    again, twice = create_batch(db, "again"), create_batch(db, "twice")
+    enqueue(db, again, [job.source_id], skip_existing=False)
+    enqueue(db, twice, [job.source_id], skip_existing=False)
+    redo = claim_next(db, "a", lease_seconds=60, max_attempts=3)
+    assert redo is not None and redo.batch_id == again
+    assert claim_next(db, "b", lease_seconds=60, max_attempts=3) is None
+    store(db, redo.source_id, "/a-0", "a")
+    complete_job(db, redo.job_id, "a")
+    assert claim_next(db, "b", lease_seconds=60, max_attempts=3) is None
+    assert [r.state for r in batch_jobs(db, twice)] == ["skipped"]
+    assert batch_progress(db, [batch])[0].done == 1
+
+
+def test_claimers_racing_over_overlapping_batches_do_each_file_once(empty_db_url: str, db: Database) -> None:
+    # Three batches over the same 60 files, six claimers that store what they claim.
+    for name in ("one", "two", "three"):
+        queue_batch(db, 60, name)
+    claimer_names = [f"node-{i}" for i in range(6)]
+    nodes(db, *claimer_names)
+    worked: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(len(claimer_names))
+
+    def claimer(name: str) -> None:
+        own = Database(empty_db_url, max_size=2)
+        try:
+            start.wait()
+            while (job := claim_next(own, name, lease_seconds=60, max_attempts=3)) is not None:
+                with lock:
+                    worked.append(job.source_id)
+                store(own, job.source_id, job.content_hash, name)
+                complete_job(own, job.job_id, name)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in claimer_names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(worked) == sorted(set(worked)), "a file was worked on twice"
+    assert len(worked) == 60
+    states = Counter(p.state for b in batch_progress(db) for p in batch_jobs(db, b.id))
+    assert states == {"done": 60, "skipped": 120}
+
+
 def test_expired_lease_is_claimable_again_and_renewal_keeps_it(db: Database) -> None:
     queue_batch(db, 2)
     nodes(db, "dead", "alive", "other")
