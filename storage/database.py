@@ -17,7 +17,7 @@ from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool
 
 from voxdock.storage.embedded import EmbeddedServer, start_embedded
-from voxdock.storage.urls import mask_url
+from voxdock.storage.urls import mask_url, register_url, scrub
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class Database:
     """A pool of connections to one voxdock database. Thread-safe."""
 
     def __init__(self, url: str, *, embedded: EmbeddedServer | None = None, max_size: int = 8) -> None:
+        register_url(url)  # from here on, no message from the driver can show its password
         self.url = url
         self.embedded = embedded
         self.masked_url = "embedded PostgreSQL in " + str(embedded.data_dir) if embedded else mask_url(url)
@@ -116,6 +117,7 @@ class Database:
 
 
 def _reason(exc: BaseException) -> str:
-    # psycopg_pool's timeout hides the real error; keep the message but never the URL itself.
+    # libpq quotes the connection string (or a piece of it) in its errors: keep the message, never a
+    # secret from it.
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text
+    return scrub(text)

@@ -7,14 +7,16 @@ import signal
 import sys
 import time
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from voxdock import __version__
+from voxdock import __version__, exit_codes
 from voxdock.settings import Settings, SettingsError, load_settings
+from voxdock.storage.urls import scrub
 
 if TYPE_CHECKING:
     from voxdock.storage.turns import SourceTurns
@@ -35,9 +37,27 @@ out = Console()
 err = Console(stderr=True)
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]voxdock:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+def fail(message: str, code: int = exit_codes.USAGE) -> typer.Exit:
+    """Print one line on stderr (never a password, whatever produced the message) and exit."""
+    from rich.markup import escape
+
+    line = " ".join(scrub(message).split())  # one line, even from a multi-line driver error
+    err.print(f"[bold red]voxdock:[/] {escape(line)}", highlight=False, markup=True, soft_wrap=True)
     return typer.Exit(code)
+
+
+class ScrubSecrets(logging.Filter):
+    """Takes every known connection string and password out of a log record before any handler shows
+    or writes it (the driver and the pool put connection strings into their messages)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+            record.exc_text = None
+        record.msg, record.args = scrub(text), None
+        return True
 
 
 def settings_or_exit(**overrides: object) -> Settings:
@@ -68,6 +88,7 @@ def setup_logging(level: str) -> None:
         datefmt="[%X]",
         handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
     )
+    _scrub_log_handlers()
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -115,7 +136,7 @@ def open_store(settings: Settings, *, migrate: bool = True):  # type: ignore[no-
     try:
         db = Database.open(settings.database_url_value(), settings.voxdock_data_dir)
     except (StoreUnavailable, EmbeddedServerError) as exc:
-        raise fail(str(exc)) from None
+        raise fail(str(exc), exit_codes.STORE_UNAVAILABLE) from None
     if migrate:
         migrate_or_exit(db, settings)
     return db
@@ -448,9 +469,17 @@ def setup_file_logging(settings: Settings) -> Path:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    _scrub_log_handlers()
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return log_file
+
+
+def _scrub_log_handlers() -> None:
+    # On the handlers, not the loggers: a logger's filter does not see records from its children.
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, ScrubSecrets) for f in handler.filters):
+            handler.addFilter(ScrubSecrets())
 
 
 @app.command("submit")
@@ -570,7 +599,15 @@ def _short_path(path: object) -> str:
     return "…/" + text.split(marker, 1)[1] if marker in text else text
 
 
+def _scrubbed_excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    # A bug's traceback is still shown, but never with a password in it.
+    import traceback
+
+    sys.stderr.write(scrub("".join(traceback.format_exception(kind, value, tb))))
+
+
 def main() -> None:
+    sys.excepthook = _scrubbed_excepthook
     app()
 
 

@@ -13,7 +13,7 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from voxdock.storage.urls import mask_url
+from voxdock.storage.urls import mask_url, register_url, scrub
 
 
 def default_data_dir() -> Path:
@@ -92,6 +92,29 @@ class Settings(BaseSettings):
         name = getattr(info, "field_name", "")
         return value.upper() if name == "log_level" else value.lower()
 
+    @field_validator("database_url")
+    @classmethod
+    def _parsable_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """A malformed URL is a settings error here, before any model loads, and its message (which
+        libpq writes by quoting the string) never shows the password."""
+        raw = value.get_secret_value().strip() if value else ""
+        if not raw:
+            return value
+        register_url(raw)
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            params = conninfo_to_dict(raw)
+        except ProgrammingError as exc:
+            hint = ""
+            if "=" not in raw.split("?", 1)[0] and "://" not in raw:
+                hint = " (a URL starts with postgresql://)"
+            raise ValueError(scrub(str(exc).strip().splitlines()[0]) + hint) from None
+        if "@" in str(params.get("host", "")):
+            raise ValueError("an '@' in the user name or password must be written %40")
+        return value
+
     @field_validator("compute_type")
     @classmethod
     def _known_compute_type(cls, value: str) -> str:
@@ -129,11 +152,12 @@ def _describe(error: dict, env_source: dict[str, str]) -> str:
     raw = error.get("input")
     shown: object
     if field == "database_url":
+        register_url(str(raw) if raw is not None else None)
         shown = mask_url(str(raw)) if raw is not None else "?"
     else:
         shown = env_source.get(env_name, raw)
     reason = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-    return f"invalid setting {env_name}={shown!s}: {reason}"
+    return scrub(f"invalid setting {env_name}={shown!s}: {reason}")
 
 
 def load_settings(**overrides: object) -> Settings:

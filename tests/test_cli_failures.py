@@ -1,0 +1,108 @@
+"""How voxdock fails: one line, a documented exit status, never a password, nothing left behind."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from voxdock import exit_codes
+from voxdock.storage.database import Database, StoreUnavailable
+from voxdock.storage.urls import mask_url, register_url, scrub
+
+SECRET = "Sw0rdfish42"
+
+# (DATABASE_URL, the pieces of the password that must never be shown)
+MALFORMED = {
+    "no scheme": (f"voxdock:{SECRET}@db.example/vox", [SECRET]),
+    "bad IPv6 bracket": (f"postgresql://ops:{SECRET}@[::1/vox", [SECRET]),
+    "bad % escape": (f"postgresql://ops:{SECRET}%zz@db.example/vox", [SECRET, "%zz"]),
+    "misspelt keyword": (f"host=db.example passwrd={SECRET} dbname=vox", [SECRET]),
+    "misspelt query parameter": (f"postgresql://ops@db.example/vox?passwrd={SECRET}", [SECRET]),
+    "unescaped @": ("postgresql://ops:Sw0rd@fish42@db.example/vox", ["Sw0rd", "fish42"]),
+}
+
+
+def voxdock(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`voxdock ARGS` with only the given settings (no .env, no inherited DATABASE_URL)."""
+    base = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "HF_HUB_OFFLINE": "1",
+        "VOXDOCK_DATA_DIR": str(tmp_path / "data"),
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "voxdock", *args],
+        env={**base, **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("form", MALFORMED)
+def test_a_malformed_database_url_is_one_line_without_its_password(tmp_path: Path, form: str) -> None:
+    url, pieces = MALFORMED[form]
+    result = voxdock(tmp_path, "db", "status", DATABASE_URL=url)
+    for piece in pieces:
+        assert piece not in result.stdout + result.stderr
+    assert result.returncode == exit_codes.USAGE
+    assert one_line(result).startswith("voxdock: invalid setting DATABASE_URL=")
+
+
+@pytest.mark.parametrize("form", MALFORMED)
+def test_the_store_never_quotes_a_password_from_the_driver(form: str) -> None:
+    # Past the settings check too (Database is also opened by code that reads no settings).
+    url, pieces = MALFORMED[form]
+    with pytest.raises(StoreUnavailable) as info:
+        Database(url)
+    for piece in pieces:
+        assert piece not in str(info.value)
+    assert "cannot connect to" in str(info.value)
+
+
+def test_an_unreachable_server_is_status_3_without_the_password(tmp_path: Path) -> None:
+    result = voxdock(tmp_path, "db", "status", DATABASE_URL=f"postgresql://ops:{SECRET}@127.0.0.1:1/vox")
+    assert SECRET not in result.stdout + result.stderr
+    assert result.returncode == exit_codes.STORE_UNAVAILABLE
+    line = one_line(result)
+    assert "cannot connect to postgresql://ops:***@127.0.0.1:1/vox" in line
+
+
+@pytest.mark.parametrize("form", MALFORMED)
+def test_mask_url_hides_the_password_of_any_shape(form: str) -> None:
+    url, pieces = MALFORMED[form]
+    masked = mask_url(url)
+    assert "***" in masked
+    for piece in pieces:
+        assert piece not in masked
+
+
+def test_scrub_removes_quoted_pieces_of_a_registered_password() -> None:
+    register_url("postgresql://ops:Tr0ub4dor&3@db.example/vox")
+    text = 'failed near "b4dor&3@db" and postgresql://ops:Tr0ub4dor&3@db.example/vox'
+    cleaned = scrub(text)
+    assert "Tr0ub" not in cleaned and "4dor" not in cleaned
+    assert "postgresql://ops:***@db.example/vox" in cleaned
+
+
+def test_logs_never_carry_a_password(caplog: pytest.LogCaptureFixture) -> None:
+    from voxdock.cli import ScrubSecrets
+
+    register_url(f"postgresql://ops:{SECRET}@db.example/vox")
+    record = logging.LogRecord("psycopg.pool", logging.WARNING, __file__, 1, "error with %s", (SECRET,), None)
+    assert ScrubSecrets().filter(record)
+    assert SECRET not in record.getMessage() and "***" in record.getMessage()
