@@ -1,0 +1,91 @@
+"""What Whisper decoded but nobody said stays out: Whisper's silence rule, the VAD's regions, noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import REAL
+from faster_whisper.transcribe import Segment as WhisperSegment
+from faster_whisper.transcribe import Word as WhisperWord
+
+from voxdock.engine.asr import spoken_words
+from voxdock.engine.decode import decode_file
+from voxdock.engine.loader import LoadedModels
+from voxdock.engine.vad import detect_speech
+
+SR = 16000
+
+
+def segment(
+    words: list[tuple[float, float, str]], *, no_speech: float = 0.1, logprob: float = -0.3
+) -> WhisperSegment:
+    return WhisperSegment(
+        id=0,
+        seek=0,
+        start=words[0][0],
+        end=words[-1][1],
+        text="".join(w for _, _, w in words),
+        tokens=[],
+        avg_logprob=logprob,
+        compression_ratio=1.0,
+        no_speech_prob=no_speech,
+        words=[WhisperWord(start=a, end=b, word=w, probability=0.9) for a, b, w in words],
+        temperature=0.0,
+    )
+
+
+def test_spoken_words_follow_whispers_silence_rule_and_the_vad() -> None:
+    speech = [(0.0, 5.0), (10.0, 12.0)]
+    segments = [
+        segment([(0.5, 0.9, " Hello"), (1.0, 1.0, " there."), (1.2, 1.1, " bad")]),
+        # Whisper itself rates this window as silence: likely no-speech and unlikely text.
+        segment([(3.0, 3.5, " Thank"), (3.5, 4.0, " you.")], no_speech=0.8, logprob=-1.4),
+        # Likely no-speech but confident text is kept, as Whisper's own rule does.
+        segment([(4.0, 4.4, " Yes.")], no_speech=0.8, logprob=-0.2),
+        segment([(7.0, 7.5, " ghost"), (10.2, 10.6, " Bye."), (11.0, 11.2, "  ")]),
+    ]
+    words, dropped = spoken_words(segments, speech)
+    assert [w.text for w in words] == [" Hello", " there.", " Yes.", " Bye."]
+    # The zero-length word is a real word kept with its time; the backwards one is not.
+    assert words[1].start == words[1].end == 1.0
+    assert dropped == 4  # bad, Thank, you., ghost (blank text is not counted)
+
+
+def noises(seconds: float = 20.0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    brown = np.cumsum(rng.normal(0, 1, n))
+    brown -= np.convolve(brown, np.ones(200) / 200, "same")
+    clicks = np.zeros(n)
+    clicks[:: SR // 4] = 0.9
+    chords = sum(
+        0.05 * np.sin(2 * np.pi * f * t) * (np.sin(np.pi * k * t) > 0)
+        for k, f in enumerate((262, 330, 392), 1)
+    )
+    return {
+        "white": rng.normal(0, 0.1, n),
+        "brown": brown / np.abs(brown).max() * 0.3,
+        "mains hum": 0.2 * np.sin(2 * np.pi * 50 * t) + 0.1 * np.sin(2 * np.pi * 150 * t),
+        "clicks": clicks,
+        "chords": np.asarray(chords),
+    }
+
+
+@pytest.mark.parametrize("kind", list(noises(1.0)))
+def test_noise_gives_no_words(models: LoadedModels, kind: str) -> None:
+    audio = noises()[kind].astype(np.float32)
+    speech = detect_speech(audio)
+    # Even told the whole file is speech, Whisper's pass over it finds nothing said.
+    words, _ = models.asr.transcribe(audio, speech or [(0.0, 20.0)], batch_size=4, beam_size=1)
+    assert speech == []
+    assert words == []
+
+
+def test_every_word_of_real_speech_lies_in_a_speech_region(models: LoadedModels) -> None:
+    audio = decode_file(REAL / "ami_trn03.wav").samples
+    speech = detect_speech(audio)
+    words, _ = models.asr.transcribe(audio, speech, batch_size=4, beam_size=1)
+    assert len(words) > 40
+    assert all(any(a - 0.5 < w.start and w.end < b + 0.5 for a, b in speech) for w in words)
+    assert all(w.end >= w.start and w.text.strip() for w in words)
