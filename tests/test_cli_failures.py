@@ -106,3 +106,15 @@ def test_logs_never_carry_a_password(caplog: pytest.LogCaptureFixture) -> None:
     record = logging.LogRecord("psycopg.pool", logging.WARNING, __file__, 1, "error with %s", (SECRET,), None)
     assert ScrubSecrets().filter(record)
     assert SECRET not in record.getMessage() and "***" in record.getMessage()
+
+
+@pytest.mark.parametrize("where", ["/proc/nope", "file", "under a file"])
+def test_an_unusable_data_dir_is_one_line_naming_it(tmp_path: Path, where: str) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory\n")
+    data = {"/proc/nope": Path("/proc/nope"), "file": afile, "under a file": afile / "sub"}[where]
+    result = voxdock(tmp_path, "db", "status", VOXDOCK_DATA_DIR=str(data))
+    assert result.returncode == exit_codes.USAGE
+    line = one_line(result)
+    assert f"VOXDOCK_DATA_DIR {data}" in line
+    assert ("not a directory" if where == "file" else "cannot be used") in line.lower()

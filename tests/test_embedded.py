@@ -131,3 +131,49 @@ def test_a_crashed_process_does_not_keep_the_server_alive(tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stderr
     assert wait_gone(server), "a dead process's handle kept the embedded server running"
+
+
+def test_starting_right_after_a_server_crash_waits_it_out(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    stop = tmp_path / "stop"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(data), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env_for(data),
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        crashed = postmaster_pid(data)
+        assert crashed is not None
+        os.kill(crashed, 9)  # postmaster.pid stays behind, naming a process about to be reaped
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "voxdock", "db", "status"],
+            env=env_for(data),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert "Traceback" not in result.stderr
+        assert result.returncode == 0, result.stderr
+        assert "embedded PostgreSQL" in result.stdout
+        assert time.monotonic() - started < 30
+        restarted = postmaster_pid(data)
+        assert restarted is not None and restarted != crashed
+    finally:
+        stop.touch()
+        holder.wait(timeout=60)
+    assert restarted is not None and wait_gone(restarted), "the restarted server outlived its users"
+
+
+def test_a_server_that_cannot_start_is_one_line(tmp_path: Path) -> None:
+    from voxdock.storage.embedded import EmbeddedServerError, start_embedded
+
+    pgdata = tmp_path / "data" / "pg18"
+    pgdata.mkdir(parents=True)
+    (pgdata / "PG_VERSION").write_text("18\n")  # looks initialised, is not: the server cannot start
+    with pytest.raises(EmbeddedServerError) as info:
+        start_embedded(tmp_path / "data", timeout_s=1)
+    message = str(info.value)
+    assert "\n" not in message and str(pgdata / "log") in message

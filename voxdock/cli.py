@@ -131,10 +131,12 @@ def migrate_or_exit(db, settings: Settings) -> list:  # type: ignore[no-untyped-
 def open_store(settings: Settings, *, migrate: bool = True):  # type: ignore[no-untyped-def]
     """Open the database and, unless told not to, bring its schema up to date."""
     from voxdock.storage.database import Database, StoreUnavailable
-    from voxdock.storage.embedded import EmbeddedServerError
+    from voxdock.storage.embedded import DataDirError, EmbeddedServerError
 
     try:
         db = Database.open(settings.database_url_value(), settings.voxdock_data_dir)
+    except DataDirError as exc:
+        raise fail(str(exc), exit_codes.USAGE) from None
     except (StoreUnavailable, EmbeddedServerError) as exc:
         raise fail(str(exc), exit_codes.STORE_UNAVAILABLE) from None
     if migrate:
@@ -461,7 +463,10 @@ def console(
 def setup_file_logging(settings: Settings) -> Path:
     """Under the console, logs go to a file: anything written to the terminal would tear the screen."""
     log_dir = settings.voxdock_data_dir.expanduser() / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(f"VOXDOCK_DATA_DIR: cannot create {log_dir}: {exc.strerror or exc}") from None
     log_file = log_dir / "console.log"
     logging.basicConfig(
         level=settings.log_level,
