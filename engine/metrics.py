@@ -2,8 +2,9 @@
 
 RTF (real-time factor) = processing seconds / audio seconds: busy worker-seconds over the audio they
 handled, so 0.05 means a stage needs 3 s of one worker for a minute of audio. "Now" is over the last
-WINDOW_S seconds, "run" since the engine started. Snapshots are plain dataclasses (JSON-able), taken
-under short locks, cheap enough for every second.
+WINDOW_S seconds, "run" since the engine started. A stage's RTF counts an item when it is finished,
+busy time and audio together: time spent on an item still in work is never counted without its audio.
+Snapshots are plain dataclasses (JSON-able), taken under short locks, cheap enough for every second.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -44,9 +46,12 @@ class Totals:
     segments_written: int
     fast_path_skips: int
     audio_s_done: float
-    active_wall_s: float
-    hours_per_hour: float | None  # audio hours done per hour of wall time while working
-    hours_per_hour_now: float | None  # the same over the last WINDOW_S
+    active_wall_s: float  # wall seconds with some file in flight, up to now
+    # Audio hours processed per hour of that wall time, counted as EngineCounters explains (completed
+    # work plus reported in-flight progress, over the clock when it was counted): the run's pace, and
+    # the same over a window of at least WINDOW_S. End-to-end RTF live is 1 / hours_per_hour.
+    hours_per_hour: float | None
+    hours_per_hour_now: float | None
 
 
 @dataclass(frozen=True)
@@ -83,8 +88,9 @@ class EngineSnapshot:
 class StageMetrics:
     """Counters of one stage. `record` is called by workers; `snapshot` by anyone."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
+        self._clock = clock
         self._lock = threading.Lock()
         self._audio_s = 0.0
         self._busy_s = 0.0
@@ -93,6 +99,7 @@ class StageMetrics:
         self._oom_backoffs = 0
         self._busy_workers = 0
         self._recent: deque[tuple[float, float, float]] = deque()  # (when, audio_s, busy_s)
+        self._last: tuple[float, float, float] | None = None
 
     def started(self) -> None:
         with self._lock:
@@ -103,12 +110,13 @@ class StageMetrics:
             self._busy_workers -= 1
 
     def record(self, *, audio_s: float, busy_s: float, items: int = 1) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             self._audio_s += audio_s
             self._busy_s += busy_s
             self._items += items
-            self._recent.append((now, audio_s, busy_s))
+            self._last = (now, audio_s, busy_s)
+            self._recent.append(self._last)
             self._trim(now)
 
     def error(self) -> None:
@@ -126,11 +134,14 @@ class StageMetrics:
     def snapshot(
         self, *, queue_depth: int, workers: int, batch_size: int | None, batch_size_now: int | None
     ) -> StageSnapshot:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             self._trim(now)
-            audio_now = sum(a for _, a, _ in self._recent)
-            busy_now = sum(b for _, _, b in self._recent)
+            # A stage busy on a long item has recorded nothing lately: its last item says more about
+            # "now" than a blank (and keeps it a candidate for the bottleneck).
+            recent = self._recent or ([self._last] if self._last and self._busy_workers else [])
+            audio_now = sum(a for _, a, _ in recent)
+            busy_now = sum(b for _, _, b in recent)
             return StageSnapshot(
                 name=self.name,
                 rtf_now=busy_now / audio_now if audio_now > 0 else None,
@@ -149,9 +160,22 @@ class StageMetrics:
 
 
 class EngineCounters:
-    """Totals across the run; the active wall clock only runs while some file is in flight."""
+    """Totals across the run, and the pace: audio seconds processed per active wall second.
 
-    def __init__(self) -> None:
+    The active clock runs only while some file is in flight. The pace counts completed work plus the
+    progress in-flight files have reported (`file_progress`, e.g. how far ASR has transcribed), over
+    the active clock *when that work was counted*. A file in flight has spent wall time whose audio is
+    not counted yet; dividing by the clock now made the live pace fall (and RTF and ETA climb) for as
+    long as a long file was in flight. A file that reports no progress so leaves the pace where the last
+    counted work put it. Once nothing is in flight the two clocks agree, so the live figures end equal
+    to the run's.
+
+    `key` names a file across calls (any hashable, e.g. its job id); a file claimed without one can
+    report no progress, and only its completion counts. `clock` is injectable for tests.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self.files_done = 0
         self.files_failed = 0
@@ -162,52 +186,81 @@ class EngineCounters:
         self._active_since: float | None = None
         self._active_total = 0.0
         self._in_flight = 0
-        self._recent_audio: deque[tuple[float, float]] = deque()
+        self._progress: dict[Hashable, float] = {}  # file in flight -> its audio seconds processed
+        self._abandoned_s = 0.0  # processed audio of files that failed or went back to the queue
+        self._counted_at = 0.0  # the active clock when counted work last changed
+        # (active clock, audio processed) at the start and at every count; the first mark is the last
+        # one at least WINDOW_S before the newest, so "now" spans a window bounded by counts.
+        self._marks: deque[tuple[float, float]] = deque([(0.0, 0.0)])
 
-    def file_claimed(self) -> None:
+    def _active(self, now: float) -> float:
+        return self._active_total + (now - self._active_since if self._active_since is not None else 0.0)
+
+    def _processed(self) -> float:
+        return self.audio_s_done + self._abandoned_s + sum(self._progress.values())
+
+    def _count(self, now: float) -> None:
+        """Counted work changed: the pace's clock stops here, and the window gets a mark."""
+        active = self._active(now)
+        self._counted_at = active
+        self._marks.append((active, self._processed()))
+        while len(self._marks) > 1 and self._marks[1][0] <= active - WINDOW_S:
+            self._marks.popleft()
+
+    def file_claimed(self, key: Hashable | None = None) -> None:
         with self._lock:
             if self._in_flight == 0:
-                self._active_since = time.monotonic()
+                self._active_since = self._clock()
             self._in_flight += 1
+            if key is not None:
+                self._progress[key] = 0.0
 
-    def _file_left(self) -> None:
+    def file_progress(self, key: Hashable, audio_s: float) -> None:
+        """How far into its audio the processing of a file in flight has got (seconds, not a delta)."""
+        with self._lock:
+            if key in self._progress and audio_s > self._progress[key]:
+                self._progress[key] = audio_s
+                self._count(self._clock())
+
+    def _file_left(self, key: Hashable | None, audio_s: float | None) -> None:
+        """`audio_s` is the file's audio when it was finished, None when its work was given up."""
+        progress = self._progress.pop(key, 0.0) if key is not None else 0.0
+        if audio_s is None:
+            self._abandoned_s += progress  # processed at the pace all the same
+        else:
+            self.audio_s_done += audio_s
+        now = self._clock()
+        self._count(now)
         self._in_flight -= 1
         if self._in_flight == 0 and self._active_since is not None:
-            self._active_total += time.monotonic() - self._active_since
+            self._active_total += now - self._active_since
             self._active_since = None
 
-    def file_done(self, audio_s: float, segments: int, fast_path: bool) -> None:
+    def file_done(self, audio_s: float, segments: int, fast_path: bool, key: Hashable | None = None) -> None:
         with self._lock:
             self.files_done += 1
             self.segments_written += segments
             self.fast_path_skips += int(fast_path)
-            self.audio_s_done += audio_s
-            self._recent_audio.append((time.monotonic(), audio_s))
-            self._file_left()
+            self._file_left(key, audio_s)
 
-    def file_failed(self) -> None:
+    def file_failed(self, key: Hashable | None = None) -> None:
         with self._lock:
             self.files_failed += 1
-            self._file_left()
+            self._file_left(key, None)
 
-    def file_requeued(self) -> None:
+    def file_requeued(self, key: Hashable | None = None) -> None:
         with self._lock:
-            self._file_left()
+            self._file_left(key, None)
 
     def files_skipped_add(self, n: int) -> None:
         with self._lock:
             self.files_skipped += n
 
     def snapshot(self) -> Totals:
-        now = time.monotonic()
         with self._lock:
-            active = self._active_total + (
-                now - self._active_since if self._active_since is not None else 0.0
-            )
-            while self._recent_audio and now - self._recent_audio[0][0] > WINDOW_S:
-                self._recent_audio.popleft()
-            recent = sum(a for _, a in self._recent_audio)
-            window = min(WINDOW_S, active) if active > 0 else 0.0
+            processed = self._processed()
+            counted = self._counted_at
+            (start, start_audio), (end, end_audio) = self._marks[0], self._marks[-1]
             return Totals(
                 files_done=self.files_done,
                 files_failed=self.files_failed,
@@ -216,9 +269,13 @@ class EngineCounters:
                 segments_written=self.segments_written,
                 fast_path_skips=self.fast_path_skips,
                 audio_s_done=self.audio_s_done,
-                active_wall_s=active,
-                hours_per_hour=self.audio_s_done / active if active > 0 and self.audio_s_done > 0 else None,
-                hours_per_hour_now=recent / window if window > 1.0 and recent > 0 else None,
+                active_wall_s=self._active(self._clock()),
+                hours_per_hour=processed / counted if counted > 0 and processed > 0 else None,
+                hours_per_hour_now=(
+                    (end_audio - start_audio) / (end - start)
+                    if end - start > 1.0 and end_audio > start_audio
+                    else None
+                ),
             )
 
 

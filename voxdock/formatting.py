@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def fmt_duration(seconds: float | None) -> str:
     """h:mm:ss or mm:ss; '--:--' when unknown."""
@@ -25,7 +27,29 @@ def fmt_clock(seconds: float) -> str:
 
 
 def fmt_rtf(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+    """A real-time factor to 3 significant figures, whatever its magnitude.
+
+    A fixed number of decimals printed every fast stage as 0.000. Three significant figures keep a
+    relative precision of 1% or better from the fastest stage to the slowest: 0.000123, 0.0120,
+    0.228, 1.50, 25.0; from 100 up, whole numbers (123, 4567). Below 0.0001 the zeros would hide
+    the digits, so scientific notation: 1.20e-05. Exactly 0 is '0'; unknown (None or NaN) is '-';
+    infinite (work done on no audio) is 'inf'. A negative value, which no measurement gives, keeps
+    its sign.
+    """
+    if value is None or math.isnan(value):
+        return "-"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value == 0:
+        return "0"
+    magnitude = abs(value)
+    if magnitude >= 99.95:  # rounds to 100 or more at 3 significant figures: whole numbers
+        return f"{value:.0f}"
+    if magnitude < 0.0001:
+        return f"{value:.2e}"
+    # '#' keeps the trailing zeros (0.100, not 0.1: three figures, like its neighbours); 'g' picks
+    # the decimals after rounding, so 0.09996 prints 0.100, not 0.1000.
+    return f"{value:#.3g}"
 
 
 def fmt_mb(mb: float) -> str:
@@ -42,7 +66,15 @@ def text_bar(fraction: float, width: int) -> str:
 
 
 def estimate_eta(files_left: int, files_done: int, audio_done_s: float, pace: float | None) -> float | None:
-    """Seconds left: files left x mean audio per finished file, at `pace` audio seconds per second."""
-    if not pace or not files_done or not files_left:
+    """Seconds left: files left x mean audio per finished file, at `pace` audio seconds per second.
+
+    `pace` should be the engine's hours_per_hour(_now) (audio hours per wall hour, i.e. audio seconds
+    per second), which counts completed work and reported in-flight progress over the clock when it
+    was counted, so a long file in flight does not make the estimate climb. None when there is
+    nothing to go on (no pace, no finished file, no audio) or nothing left.
+    """
+    if files_left <= 0 or files_done <= 0 or audio_done_s <= 0:
+        return None
+    if pace is None or not math.isfinite(pace) or pace <= 0:
         return None
     return files_left * (audio_done_s / files_done) / pace
