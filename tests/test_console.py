@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import MEDIA
 from textual.pilot import Pilot
-from textual.widgets import Input, Label, Select
+from textual.widgets import Input, Select, Static
 
 from voxdock.engine.engine import Engine
 from voxdock.storage import jobs
@@ -228,7 +228,7 @@ def test_add_a_path_from_the_console_and_see_it_start(
         speakers = app.screen.query_one("#speakers", Input)
         speakers.value = "two"
         await pilot.click("#add")
-        error = app.screen.query_one("#path-error", Label)
+        error = app.screen.query_one("#path-error", Static)
         assert "'two' is not a count (2) or a range (2-4)" in str(error.render())
         speakers.value = "1"  # one voice: the operator knows it, so no diarization
         speakers.focus()

@@ -40,12 +40,22 @@ async def settled(pilot: Pilot, *keys: str) -> None:
     ("name", "size", "keys"),
     [
         ("running-no-gpu", (100, 30), ()),
+        ("running-no-gpu", (120, 40), ()),
         ("running-no-gpu", (80, 24), ()),
         ("paused", (100, 30), ()),
         ("failed-file", (100, 30), ("l",)),
         ("gpu", (140, 40), ()),
+        ("gpu", (120, 40), ()),
     ],
-    ids=["running-100x30", "running-80x24", "paused", "failed-file", "gpu-140x40"],
+    ids=[
+        "running-100x30",
+        "running-120x40",
+        "running-80x24",
+        "paused",
+        "failed-file",
+        "gpu-140x40",
+        "gpu-120x40",
+    ],
 )
 def test_dashboard(
     snap_compare, tmp_path: Path, name: str, size: tuple[int, int], keys: tuple[str, ...]
@@ -78,5 +88,33 @@ def test_add_dialog_with_a_bad_speaker_entry_fits_80x24(snap_compare, tmp_path: 
         pilot.app.screen.query_one("#speakers", Input).focus()
         await pilot.press("enter")
         await pilot.pause()
+
+    assert snap_compare(console("running-no-gpu", tmp_path), terminal_size=(80, 24), run_before=before)
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [((120, 40), (80, 24)), ((80, 24), (120, 40))],
+    ids=["to-80x24", "to-120x40"],
+)
+def test_the_layout_follows_a_resize(
+    snap_compare, tmp_path: Path, start: tuple[int, int], end: tuple[int, int]
+) -> None:
+    """After a resize the console looks as if it had started at the new size (it kept the old
+    layout, and at 80 columns showed only the stage and RTF columns)."""
+
+    async def before(pilot: Pilot) -> None:
+        await settled(pilot)
+        await pilot.resize_terminal(*end)
+        await pilot.pause()
+        await pilot.wait_for_scheduled_animations()
+
+    assert snap_compare(console("gpu", tmp_path), terminal_size=start, run_before=before)
+
+
+@pytest.mark.parametrize("key", ["f", "q"], ids=["threshold", "quit"])
+def test_dialogs_wrap_their_text_at_80x24(snap_compare, tmp_path: Path, key: str) -> None:
+    async def before(pilot: Pilot) -> None:
+        await settled(pilot, key)
 
     assert snap_compare(console("running-no-gpu", tmp_path), terminal_size=(80, 24), run_before=before)

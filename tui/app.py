@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -45,6 +45,29 @@ WIDE_FROM = 150  # columns: from this the log also shows beside the batches
 
 class VoxdockConsole(App[None]):
     CSS_PATH = console_css_path()
+    # Read after CSS_PATH, so these win: how the layout fits the terminal, beside the breakpoints above.
+    CSS = """
+    /* The stage table as wide as its columns (no horizontal scrollbar to push the last stage out
+       of its box); the throughput panel takes what is left and packs its lines to fit. */
+    #stages {
+        width: auto;
+        max-width: 1fr;
+    }
+    #side {
+        width: 1fr;
+        min-width: 36;
+    }
+    /* Under NARROW_BELOW columns the panel sits under the stage table, full width, without a border:
+       at 80x24 the stage table, the throughput and four batches all fit. */
+    .narrow #stages {
+        width: 1fr;
+        max-width: 100%;
+    }
+    .narrow #side {
+        border: none;
+        padding: 0 1;
+    }
+    """
     TITLE = "voxdock"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit_console", "quit"),
@@ -119,14 +142,19 @@ class VoxdockConsole(App[None]):
 
     def on_mount(self) -> None:
         self.sub_title = "starting…" + (" · read-only" if self.readonly else "")
-        self.on_resize()
+        self._fit_layout(self.size.width)
         self.query_one(StageTable).focus()
         self.set_interval(self.refresh_s, self.request_refresh)
         self.request_refresh()
 
-    def on_resize(self) -> None:
-        self.set_class(self.size.width < NARROW_BELOW, "narrow")
-        self.set_class(self.size.width >= WIDE_FROM, "wide")
+    def on_resize(self, event: events.Resize) -> None:
+        # The event's size, not self.size: this handler runs before App's own, which updates that, so
+        # self.size still held the previous size and the layout lagged one resize behind.
+        self._fit_layout(event.size.width)
+
+    def _fit_layout(self, width: int) -> None:
+        self.set_class(width < NARROW_BELOW, "narrow")
+        self.set_class(width >= WIDE_FROM, "wide")
 
     def watch_theme(self, theme: str) -> None:
         prefs = load_prefs(self.prefs_path)

@@ -12,7 +12,7 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.suggester import Suggester
 from textual.validation import Integer, Number
-from textual.widgets import Button, Input, Label, Markdown, Select
+from textual.widgets import Button, Input, Label, Markdown, Select, Static
 
 from voxdock.engine.speakers import SpeakerOptions
 
@@ -71,7 +71,7 @@ class TuneScreen(ModalScreen[tuple[str, int | None, int | None] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="tune"):
-            yield Label("Tune a stage", classes="title")
+            yield Static("Tune a stage", classes="title")
             yield Select(
                 [(s, s) for s in STAGE_NAMES], value=self.stage, allow_blank=False, id="stage", compact=True
             )
@@ -80,7 +80,7 @@ class TuneScreen(ModalScreen[tuple[str, int | None, int | None] | None]):
                 yield Input(id="workers", type="integer", validators=[Integer(1, 64)], compact=True)
                 yield Label("batch size (1-4096)")
                 yield Input(id="batch", type="integer", validators=[Integer(1, 4096)], compact=True)
-            yield Label("", id="tune-error", classes="error")
+            yield Static("", id="tune-error", classes="error")
             with Horizontal(classes="buttons"):
                 yield Button("Apply", id="apply", variant="primary", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
@@ -104,7 +104,7 @@ class TuneScreen(ModalScreen[tuple[str, int | None, int | None] | None]):
     @on(Button.Pressed, "#apply")
     @on(Input.Submitted)
     def _apply(self) -> None:
-        error = self.query_one("#tune-error", Label)
+        error = self.query_one("#tune-error", Static)
         workers_input = self.query_one("#workers", Input)
         result = workers_input.validate(workers_input.value)
         if result is not None and not result.is_valid:
@@ -134,14 +134,14 @@ class ThresholdScreen(ModalScreen[float | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="threshold"):
-            yield Label("Fast-path threshold", classes="title")
-            yield Label(
+            yield Static("Fast-path threshold", classes="title")
+            yield Static(
                 "A file whose voice windows are all at least this similar (cosine, 0..1) is taken "
                 "as a monologue and skips diarization.",
                 classes="hint",
             )
             yield Input(value=f"{self.current:.3f}", id="value", validators=[Number(0.0, 1.0)], compact=True)
-            yield Label("", id="threshold-error", classes="error")
+            yield Static("", id="threshold-error", classes="error")
             with Horizontal(classes="buttons"):
                 yield Button("Apply", id="apply", variant="primary", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
@@ -152,7 +152,7 @@ class ThresholdScreen(ModalScreen[float | None]):
         field = self.query_one("#value", Input)
         result = field.validate(field.value)
         if result is not None and not result.is_valid:
-            self.query_one("#threshold-error", Label).update(
+            self.query_one("#threshold-error", Static).update(
                 f"{'; '.join(result.failure_descriptions)}; nothing applied"
             )
             return
@@ -193,11 +193,11 @@ class AddPathScreen(ModalScreen[tuple[str, str | None, dict[str, int]] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="add-path"):
-            yield Label("Add a file or folder as a new batch", classes="title")
+            yield Static("Add a file or folder as a new batch", classes="title")
             yield Input(placeholder="path (→ completes)", id="path", suggester=PathSuggester(), compact=True)
             yield Input(placeholder="batch name (optional)", id="name", compact=True)
             yield Input(placeholder="speakers: 2, 2-4, or empty to estimate", id="speakers", compact=True)
-            yield Label("", id="path-error", classes="error")
+            yield Static("", id="path-error", classes="error")
             with Horizontal(classes="buttons"):
                 yield Button("Add", id="add", variant="primary", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
@@ -207,17 +207,17 @@ class AddPathScreen(ModalScreen[tuple[str, str | None, dict[str, int]] | None]):
     def _add(self) -> None:
         raw = self.query_one("#path", Input).value.strip()
         if not raw:
-            self.query_one("#path-error", Label).update("give a path")
+            self.query_one("#path-error", Static).update("give a path")
             return
         path = Path(raw).expanduser()
         if not path.exists():
-            self.query_one("#path-error", Label).update(f"{path} does not exist")
+            self.query_one("#path-error", Static).update(f"{path} does not exist")
             return
         name = self.query_one("#name", Input).value.strip() or None
         try:
             speakers = SpeakerOptions.parse(self.query_one("#speakers", Input).value)
         except ValueError as exc:
-            self.query_one("#path-error", Label).update(str(exc))
+            self.query_one("#path-error", Static).update(str(exc))
             return
         self.dismiss((str(path), name, speakers.as_options()))
 
@@ -241,15 +241,15 @@ class QuitScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="quit"):
-            yield Label(f"{self.in_flight} file(s) in flight. Quit how?", classes="title")
-            yield Label(
+            yield Static(f"{self.in_flight} file(s) in flight. Quit how?", classes="title")
+            yield Static(
                 "finish: wait until they are stored · re-queue: give them back to the queue now",
                 classes="hint",
             )
             with Horizontal(classes="buttons"):
-                yield Button("Finish them [f]", id="finish", variant="primary", compact=True)
-                yield Button("Re-queue them [r]", id="requeue", variant="warning", compact=True)
-                yield Button("Cancel [esc]", id="cancel", compact=True)
+                yield Button("Finish them \\[f]", id="finish", variant="primary", compact=True)
+                yield Button("Re-queue them \\[r]", id="requeue", variant="warning", compact=True)
+                yield Button("Cancel \\[esc]", id="cancel", compact=True)
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:

@@ -41,13 +41,16 @@ def _set_cell(table: DataTable, row_key: str, column_key: ColumnKey, value: Cell
     table.refresh_coordinate(Coordinate(table.get_row_index(row_key), table.get_column_index(column_key)))
 
 
-def sync_table(table: DataTable, rows: Sequence[tuple[str, Sequence[Cell]]]) -> None:
+def sync_table(
+    table: DataTable, rows: Sequence[tuple[str, Sequence[Cell]]], *, rebuild: bool = False
+) -> None:
     """Make `table` show `rows` (key, cells): update changed cells in place; rebuild only when the set
-    or order of rows changed, keeping the cursor on the same key."""
+    or order of rows changed (or `rebuild`: column widths follow the new cells), keeping the cursor on
+    the same key."""
     keys = [key for key, _ in rows]
     current = [str(row_key.value) for row_key in table.rows]
     columns = list(table.columns)
-    if keys != current:
+    if keys != current or rebuild:
         cursor_key = current[table.cursor_row] if current and 0 <= table.cursor_row < len(current) else None
         table.clear()
         for key, cells in rows:
@@ -124,23 +127,64 @@ class Quiet(Static):
             self.update(text)
 
 
+def pack_phrases(groups: Sequence[Sequence[str]], width: int) -> list[str]:
+    """Each group's phrases joined by ' · ' on as few lines as `width` allows, continuation lines
+    indented; a phrase is never split (so '12.1 h/h' never loses its unit to the next line). Phrases
+    may hold markup; widths count only what shows."""
+    lines: list[str] = []
+    for group in groups:
+        line, used = "", 0
+        for phrase in group:
+            size = Text.from_markup(phrase).cell_len
+            if line and used + 3 + size > width:
+                lines.append(line)
+                line, used = "  " + phrase, 2 + size
+            else:
+                line, used = (f"{line} · {phrase}", used + 3 + size) if line else (phrase, size)
+        if line:
+            lines.append(line)
+    return lines
+
+
 class Totals(Quiet):
-    """Throughput, totals, and what is in flight."""
+    """Throughput, totals, and what is in flight, packed into the width the panel has."""
+
+    _last_data: ConsoleData | None = None
 
     def show(self, data: ConsoleData) -> None:
+        self._last_data = data
         t = data.snapshot.totals
         now = f"{t.hours_per_hour_now:.1f}" if t.hours_per_hour_now else "-"
         run = f"{t.hours_per_hour:.1f}" if t.hours_per_hour else "-"
-        lines = [
-            f"[b]throughput[/] {now} h/h now · {run} h/h run · audio {fmt_duration(t.audio_s_done)}",
-            f"[b]files[/] {t.files_done} done · {t.files_failed} failed · {t.files_skipped} skipped · "
-            f"{t.files_in_flight} in flight",
-            f"[b]segments[/] {t.segments_written} · [b]fast path[/] {t.fast_path_skips} skipped "
-            f"(threshold {data.snapshot.fast_path_threshold:.3f})",
+        end_to_end = 1 / t.hours_per_hour if t.hours_per_hour else None  # wall s per audio s, live
+        threshold = data.snapshot.fast_path_threshold
+        groups = [
+            [
+                f"[b]throughput[/] {now} h/h now",
+                f"{run} h/h run",
+                f"RTF {fmt_rtf(end_to_end)}",
+                f"audio {fmt_duration(t.audio_s_done)}",
+            ],
+            [
+                f"[b]files[/] {t.files_done} done",
+                f"{t.files_failed} failed",
+                f"{t.files_skipped} skipped",
+                f"{t.files_in_flight} in flight",
+            ],
+            [
+                f"[b]segments[/] {t.segments_written}",
+                f"[b]fast path[/] {t.fast_path_skips} skipped (threshold {threshold:.3f})",
+            ],
         ]
         if data.error:
-            lines.append(f"[b reverse] store unreachable [/] {data.error}")
-        self.show_text("\n".join(lines))
+            groups.append([f"[b reverse] store unreachable [/] {data.error}"])
+        # Before the first layout the width is 0: one line per group until the resize repacks it.
+        width = self.content_region.width or 1000
+        self.show_text("\n".join(pack_phrases(groups, width)))
+
+    def on_resize(self) -> None:
+        if self._last_data is not None:
+            self.show(self._last_data)
 
 
 class GpuRow(Horizontal):
@@ -192,7 +236,13 @@ class GpuPanel(Vertical):
             row.show(gpu, history)
 
 
+BAR_FROM_WIDTH = 96  # columns of the batch table from which its progress column has a bar
+
+
 class BatchTable(DataTable):
+    _last_data: ConsoleData | None = None
+    _bar = 10  # width of the progress bars shown
+
     COLUMNS = (
         ("id", "id"),
         ("name", "batch"),
@@ -217,9 +267,23 @@ class BatchTable(DataTable):
         key = list(self.rows)[self.cursor_row].value
         return int(key) if key is not None else None
 
+    def on_resize(self) -> None:
+        if self._last_data is not None:
+            self.show(self._last_data)
+
     def show(self, data: ConsoleData) -> None:
+        self._last_data = data
         totals = data.snapshot.totals
         pace = totals.hours_per_hour_now or totals.hours_per_hour
+        # In 80 columns the bar would push the last columns out of sight: the percentage says it all.
+        bar = 10 if self.size.width >= BAR_FROM_WIDTH else 0
+        rebuild = bar != self._bar
+        if rebuild:
+            self._bar = bar
+            # A column only ever grows to its widest cell: let this one fit the new cells again.
+            column = self.columns.get(ColumnKey("progress"))
+            if column is not None:
+                column.content_width = column.label.cell_len
         rows = []
         for b in data.batches:
             finished = b.done + b.failed + b.skipped
@@ -234,7 +298,7 @@ class BatchTable(DataTable):
                         str(b.id),
                         b.name,
                         Text(state, style="bold" if state == "paused" else ""),
-                        f"{text_bar(fraction, 10)} {fraction:4.0%}",
+                        f"{text_bar(fraction, bar)} {fraction:4.0%}" if bar else f"{fraction:4.0%}",
                         str(b.done),
                         Text(str(b.failed), style="bold" if b.failed else ""),
                         str(b.skipped),
@@ -244,7 +308,7 @@ class BatchTable(DataTable):
                     ),
                 )
             )
-        sync_table(self, rows)
+        sync_table(self, rows, rebuild=rebuild)
 
 
 class FileTable(DataTable):
