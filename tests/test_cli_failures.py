@@ -118,3 +118,117 @@ def test_an_unusable_data_dir_is_one_line_naming_it(tmp_path: Path, where: str) 
     line = one_line(result)
     assert f"VOXDOCK_DATA_DIR {data}" in line
     assert ("not a directory" if where == "file" else "cannot be used") in line.lower()
+
+
+# Runs the command in-process, then tells which heavy libraries it imported: none may load for a
+# command that should have stopped at its arguments.
+PROBE = """
+import sys, time
+from voxdock.cli import app
+started = time.monotonic()
+try:
+    app(sys.argv[1:], prog_name="voxdock")
+except SystemExit as exc:
+    code = exc.code
+heavy = sorted(m for m in ("torch", "ctranslate2", "faster_whisper", "onnxruntime") if m in sys.modules)
+print(f"exit={code} heavy={','.join(heavy) or 'none'} took={time.monotonic() - started:.2f}")
+"""
+
+
+def probe(tmp_path: Path, *args: str) -> tuple[str, str]:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    env["VOXDOCK_DATA_DIR"] = str(tmp_path / "data")
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.stdout.strip().splitlines()[-1], result.stderr
+
+
+@pytest.mark.parametrize("command", ["ingest", "submit", "console"])
+def test_a_missing_path_is_status_2_before_anything_loads(tmp_path: Path, command: str) -> None:
+    found = tmp_path / "here.wav"
+    found.write_bytes(b"RIFF")
+    summary, stderr = probe(tmp_path, command, str(found), "/missing/path", str(tmp_path / "nope"))
+    assert summary.startswith(f"exit={exit_codes.USAGE} heavy=none"), summary
+    assert float(summary.rsplit("took=", 1)[1]) < 1.0  # the check itself; no model, no store
+    assert stderr.strip().count("\n") == 0
+    assert "/missing/path: no such file or folder" in stderr and f"{tmp_path / 'nope'}: no such" in stderr
+    assert not (tmp_path / "data").exists()  # the store was never opened
+
+
+@pytest.mark.parametrize("command", ["ingest", "submit"])
+def test_an_empty_folder_leaves_no_batch(tmp_path: Path, command: str) -> None:
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "notes.txt").write_text("no media here\n")
+    summary, stderr = probe(tmp_path, command, str(empty))
+    assert summary.startswith(f"exit={exit_codes.INCOMPLETE} heavy=none"), summary
+    assert "no media files found under the given paths" in stderr
+    assert not (tmp_path / "data").exists()  # no store opened, so no batch made
+
+
+def _has_cuda() -> bool:
+    import ctranslate2
+
+    return ctranslate2.get_cuda_device_count() > 0
+
+
+@pytest.mark.slow
+@pytest.mark.models
+@pytest.mark.skipif(_has_cuda(), reason="needs a machine without a GPU")
+def test_an_engine_that_cannot_start_fails_the_ingest_and_cancels_its_batch(tmp_path: Path) -> None:
+    from conftest import MEDIA
+
+    media = str(MEDIA / "monologue.ogg")
+    result = voxdock(tmp_path, "ingest", media, "--batch", "nogpu", COMPUTE_DEVICE="cuda")
+    assert result.returncode == exit_codes.ENGINE_FAILED, result.stdout + result.stderr
+    line = one_line(result)
+    assert line.startswith("voxdock: the engine could not start:")
+    assert "batch nogpu cancelled with 1 file(s) not processed" in line
+    listing = " ".join(voxdock(tmp_path, "batch", "list").stdout.split())
+    assert "nogpu │ cancelled │ 1 │ 0 │ 0 │ 0 │ 1" in listing  # nothing claimed, nothing runs it later
+    status = " ".join(voxdock(tmp_path, "db", "status").stdout.split())
+    assert "claimed" not in status
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_sigterm_stops_an_ingest_cleanly(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from conftest import MEDIA
+
+    env = {
+        **os.environ,
+        "VOXDOCK_DATA_DIR": str(tmp_path / "data"),
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "COLUMNS": "200",
+    }
+    env.pop("DATABASE_URL", None)
+    media = [str(MEDIA / name) for name in ("dialogue_2spk.wav", "dialogue_3spk.flac", "monologue.ogg")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voxdock", "ingest", *media, "--batch", "termed"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert "batch termed: 3 file(s) to process" in first, first
+    time.sleep(3)  # models loading or files in flight: either way it must stop cleanly
+    proc.send_signal(signal.SIGTERM)
+    out, errors = proc.communicate(timeout=120)
+    assert "Traceback" not in errors and "terminate called" not in errors, errors
+    assert proc.returncode == exit_codes.TERMINATED, out + errors
+    assert "batch termed paused with" in " ".join(out.split())
+    status = " ".join(voxdock(tmp_path, "db", "status").stdout.split())
+    assert "claimed" not in status  # every file in flight went back to the queue

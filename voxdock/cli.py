@@ -95,7 +95,7 @@ def setup_logging(level: str) -> None:
 
 def _terminate_cleanly() -> None:
     # SIGTERM becomes SystemExit so atexit handlers run (the embedded server's last user stops it).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(exit_codes.TERMINATED))
 
 
 def model_plan(settings: Settings):  # type: ignore[no-untyped-def]
@@ -150,7 +150,7 @@ def _root(
 ) -> None:
     if version:
         out.print(f"voxdock {__version__}")
-        raise typer.Exit(0)
+        raise typer.Exit(exit_codes.OK)
 
 
 @db_app.command("migrate")
@@ -220,7 +220,7 @@ def models_cmd() -> None:
         table.add_row(choice.stage, choice.name, f"{choice.dim}-d" if choice.dim else "", where)
     out.print(table)
     if plan.missing():
-        raise typer.Exit(1)
+        raise typer.Exit(exit_codes.INCOMPLETE)
 
 
 # What the operator knows about the speakers: stored with the batch and honoured by every node.
@@ -248,6 +248,42 @@ def speaker_options(
     return SpeakerOptions(speakers, min_speakers, max_speakers).as_options()
 
 
+def check_paths(paths: list[Path]) -> None:
+    """Exit naming every path that does not exist or cannot be read, before the store is opened or a
+    model loaded: a typo should cost a second, not a model load."""
+    import os
+
+    problems = []
+    for path in paths:
+        full = path.expanduser()
+        if not full.exists():
+            problems.append(f"{path}: no such file or folder")
+        elif not os.access(full, os.R_OK | (os.X_OK if full.is_dir() else 0)):
+            problems.append(f"{path}: permission denied")
+    if problems:
+        raise fail("; ".join(problems))
+
+
+def any_media(paths: list[Path]) -> bool:
+    """Whether discovery will find anything: a file given by name always counts (its failure is
+    recorded), a folder counts when some file under it has a media suffix. Stops at the first."""
+    import os
+
+    from voxdock.engine.discovery import MEDIA_SUFFIXES
+
+    for path in paths:
+        full = path.expanduser()
+        if not full.is_dir():
+            return True
+        for _folder, _dirs, names in os.walk(full):
+            if any(Path(name).suffix.lower() in MEDIA_SUFFIXES for name in names):
+                return True
+    return False
+
+
+NOTHING_FOUND = "no media files found under the given paths"
+
+
 @app.command("ingest")
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (folders are searched for media).")],
@@ -266,16 +302,22 @@ def ingest(
 ) -> None:
     """Process files headless: find media under PATHS, run them as a batch, print a summary.
 
-    Exit status: 0 all done, 1 some files failed, 2 bad usage or settings, 130 interrupted.
+    Exit status: 0 all done, 1 some files failed (or none found), 2 bad usage, settings or path,
+    3 store unavailable, 4 the engine could not start or failed, 130 interrupted, 143 terminated.
     """
-    from voxdock.engine.engine import Engine
-    from voxdock.headless import run_ingest, summary_tables
-
     options = speaker_options(speakers, min_speakers, max_speakers)
+    check_paths(paths)
+    if not any_media(paths):  # before a batch exists: an empty folder leaves nothing behind
+        raise fail(NOTHING_FOUND, code=exit_codes.INCOMPLETE)
     settings = settings_or_exit()
     setup_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
     _terminate_cleanly()
     plan = require_models(settings)
+
+    from voxdock.engine.engine import Engine
+    from voxdock.headless import run_ingest, summary_tables
+    from voxdock.storage import jobs
+
     with open_store(settings) as db:
         engine = Engine(settings, db, plan)
         submission = engine.submit(paths, batch_name=batch, skip_existing=skip_existing, options=options)
@@ -287,21 +329,48 @@ def ingest(
             f"{submission.skipped} already stored{note}",
             highlight=False,
         )
-        if total == 0:
-            raise fail("no media files found under the given paths", code=1)
-        outcome = run_ingest(engine, submission.batch_id, total, out, quiet=quiet)
+        if total == 0:  # the media went away since the check above: close the empty batch
+            jobs.set_batch_state(db, submission.batch_id, "cancelled")
+            raise fail(NOTHING_FOUND, code=exit_codes.INCOMPLETE)
+        try:
+            outcome = run_ingest(engine, submission.batch_id, total, out, quiet=quiet)
+        except KeyboardInterrupt:  # the second Ctrl-C: run_ingest handed the files in flight back
+            raise fail(
+                f"interrupted; batch {submission.name} paused, its files in flight re-queued",
+                exit_codes.INTERRUPTED,
+            ) from None
+        if outcome.engine_error:
+            raise fail(
+                _engine_failure(db, submission.name, submission.batch_id, outcome), exit_codes.ENGINE_FAILED
+            )
         for table in summary_tables(outcome):
             out.print(table)
-        if engine.state == "failed":
-            raise fail(engine.error or "the engine failed")
         if outcome.interrupted:
+            left = outcome.batch.queued + outcome.batch.claimed
             out.print(
-                f"[yellow]batch {submission.name} paused; resume with: voxdock batch resume "
-                f"{submission.name}[/]"
+                f"[yellow]batch {submission.name} paused with {left} file(s) left: run the same command "
+                f"again, or `voxdock batch resume {submission.name}` for a running `voxdock worker` or "
+                "console to finish it[/]",
+                highlight=False,
             )
-            raise typer.Exit(130)
+            raise typer.Exit(exit_codes.TERMINATED if outcome.terminated else exit_codes.INTERRUPTED)
         if outcome.failures:
-            raise typer.Exit(1)
+            raise typer.Exit(exit_codes.INCOMPLETE)
+
+
+def _engine_failure(db, name: str, batch_id: int, outcome) -> str:  # type: ignore[no-untyped-def]
+    """Cancel what is left of the batch (nothing else would ever run it) and say so in one line."""
+    from voxdock.storage import jobs
+
+    what = "failed" if outcome.engine_started else "could not start"
+    left = outcome.batch.queued + outcome.batch.claimed
+    if not left:
+        return f"the engine {what}: {outcome.engine_error}"
+    jobs.set_batch_state(db, batch_id, "cancelled")
+    return (
+        f"the engine {what}: {outcome.engine_error}; batch {name} cancelled with {left} file(s) not "
+        f"processed ({outcome.batch.done} done); run the same command again once fixed"
+    )
 
 
 @app.command("search")
@@ -328,7 +397,7 @@ def search(
         out.print(
             "no segments stored yet" if path is None else f"nothing stored under paths containing {path!r}"
         )
-        raise typer.Exit(1)
+        raise typer.Exit(exit_codes.INCOMPLETE)
     table = Table(title=f"segments nearest to {query!r}", title_justify="left")
     for column in ("score", "file", "at", "speaker", "text"):
         table.add_column(column, overflow="fold")
@@ -386,7 +455,7 @@ def turns(
             found = read_turns(db, path, match="contains")
     if not found:
         where = "under" if given.is_dir() else ("at" if given.exists() else "with a path containing")
-        raise fail(f"no file stored {where} {path!r}", code=1)
+        raise fail(f"no file stored {where} {path!r}", code=exit_codes.INCOMPLETE)
     if rttm:
         ids = _rttm_ids([source.path for source in found])
         for source in found:
@@ -402,7 +471,7 @@ def turns(
                     f" <NA> <NA> {t.speaker} <NA> <NA>\n"
                 )
         if not any(source.turns for source in found):
-            raise typer.Exit(1)
+            raise typer.Exit(exit_codes.INCOMPLETE)
         return
     for source in found:
         if not source.turns:
@@ -437,15 +506,20 @@ def console(
     max_speakers: MaxSpeakersOption = None,
 ) -> None:
     """Open the operator console over an in-process engine (quit with q)."""
-    from voxdock.engine.engine import Engine
-    from voxdock.tui.app import VoxdockConsole
-    from voxdock.tui.backend import EngineBackend
-
     options = speaker_options(speakers, min_speakers, max_speakers)
+    if paths:
+        check_paths(paths)
+        if not any_media(paths):
+            raise fail(NOTHING_FOUND, code=exit_codes.INCOMPLETE)
     settings = settings_or_exit()
     log_file = setup_file_logging(settings)
     _terminate_cleanly()
     plan = require_models(settings)
+
+    from voxdock.engine.engine import Engine
+    from voxdock.tui.app import VoxdockConsole
+    from voxdock.tui.backend import EngineBackend
+
     with open_store(settings) as db:
         engine = Engine(settings, db, plan)
         if paths:
@@ -500,12 +574,16 @@ def submit(
 ) -> None:
     """Queue files as a batch and return at once: the nodes running `voxdock worker` or a console
     process it."""
-    from voxdock.engine.engine import Engine
-
     options = speaker_options(speakers, min_speakers, max_speakers)
+    check_paths(paths)
+    if not any_media(paths):
+        raise fail(NOTHING_FOUND, code=exit_codes.INCOMPLETE)
     settings = settings_or_exit()
     setup_logging(settings.log_level)
     plan = require_models(settings)
+
+    from voxdock.engine.engine import Engine
+
     with open_store(settings) as db:
         sub = Engine(settings, db, plan).submit(
             paths, batch_name=batch, skip_existing=skip_existing, options=options
@@ -595,7 +673,7 @@ def worker() -> None:
             except KeyboardInterrupt:
                 engine.stop(mode="requeue", timeout=60)
         if engine.state == "failed":
-            raise fail(engine.error or "the engine failed")
+            raise fail(f"the engine failed: {engine.error or 'unknown error'}", exit_codes.ENGINE_FAILED)
 
 
 def _short_path(path: object) -> str:
@@ -613,7 +691,15 @@ def _scrubbed_excepthook(kind: type[BaseException], value: BaseException, tb: Tr
 
 def main() -> None:
     sys.excepthook = _scrubbed_excepthook
-    app()
+    try:
+        app()
+    except Exception as exc:
+        psycopg = sys.modules.get("psycopg")
+        if psycopg is None or not isinstance(exc, psycopg.OperationalError):
+            raise
+        # The database went away in the middle of a command (the engine stopped its work first).
+        fail(f"lost the database: {exc}", exit_codes.STORE_UNAVAILABLE)
+        sys.exit(exit_codes.STORE_UNAVAILABLE)
 
 
 if __name__ == "__main__":

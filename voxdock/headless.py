@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -33,6 +34,9 @@ class IngestOutcome:
     snapshot: EngineSnapshot
     wall_s: float
     interrupted: bool
+    terminated: bool = False  # the interruption was SIGTERM
+    engine_error: str | None = None  # set when the engine could not start or failed
+    engine_started: bool = False  # whether it ever ran (else it failed while loading models)
 
 
 def batch_eta(progress: BatchProgress, snapshot: EngineSnapshot) -> float | None:
@@ -89,19 +93,29 @@ class IngestDisplay:
 def run_ingest(
     engine: Engine, batch_id: int, total: int, console: Console, *, quiet: bool = False
 ) -> IngestOutcome:
-    """Run the engine until the batch is finished; Ctrl-C re-queues in-flight files and pauses it."""
+    """Run the engine until the batch is finished; Ctrl-C or SIGTERM re-queues in-flight files and
+    pauses it (a second Ctrl-C stops waiting for that)."""
     db = engine.db
     interrupted = threading.Event()
+    terminated = threading.Event()
 
-    def on_interrupt(_sig: int, _frame: FrameType | None) -> None:
+    def on_interrupt(sig: int, _frame: FrameType | None) -> None:
         if interrupted.is_set():
             raise KeyboardInterrupt
+        if sig == signal.SIGTERM:
+            terminated.set()
         interrupted.set()
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
-    # Events are shown above the bars; the engine's log would repeat them on stderr.
-    logging.getLogger("voxdock.engine").setLevel(logging.ERROR)
+    previous_term = signal.signal(signal.SIGTERM, on_interrupt)
+    # Events are shown above the bars; the engine's log would repeat them on stderr (the event hub
+    # logs on "voxdock.engine" itself, and a logger's filter sees only its own records, not its
+    # children's). A failure to start is the command's own one-line error.
+    engine_log = logging.getLogger("voxdock.engine")
+    engine_log.setLevel(logging.ERROR)
+    engine_log.addFilter(_no_events)
     unsubscribe = engine.events.subscribe(lambda e: _print_event(console, e) if not quiet else None)
+    started = False
     start = time.monotonic()
     display = IngestDisplay(console, engine, batch_id, total)
     progress = jobs.batch_progress(db, [batch_id])[0]
@@ -118,6 +132,7 @@ def run_ingest(
                 progress = jobs.batch_progress(db, [batch_id])[0]
                 snapshot = engine.snapshot()
                 live.update(display.render(progress, snapshot))
+                started = started or engine.state == "running"
                 if engine.state == "failed":
                     break
                 if progress.queued + progress.claimed == 0 and engine.files_in_flight() == 0:
@@ -130,18 +145,48 @@ def run_ingest(
                     break
                 time.sleep(0.25)
         console.print()
-        engine.stop(mode="requeue" if interrupted.is_set() else "finish", timeout=60)
+        if engine.state == "loading":
+            # Stopping an engine whose models are still loading leaves the loader running on, into
+            # the claim loop, and a model library torn down under it at exit aborts the process: let
+            # the load finish, then stop it as usual.
+            console.print("[yellow]waiting for the models to finish loading…[/]")
+            engine.wait_ready(timeout=300)
+        error = engine.error if engine.state == "failed" else None
+        # A failed engine finishes nothing more: hand its files back rather than wait for them.
+        engine.stop(mode="requeue" if interrupted.is_set() or error else "finish", timeout=60)
+    except BaseException:
+        # Whatever broke the loop (a second Ctrl-C, the database gone), the engine's threads must not
+        # outlive it holding files: hand them back, briefly, and let the error go on.
+        if engine.state not in ("stopped", "created"):
+            with contextlib.suppress(Exception):
+                engine.stop(mode="requeue", timeout=5)
+        raise
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
         unsubscribe()
+        engine_log.removeFilter(_no_events)
     progress = jobs.batch_progress(db, [batch_id])[0]
     failures = [row for row in jobs.batch_jobs(db, batch_id) if row.state == "failed"]
     return IngestOutcome(
-        progress, failures, engine.snapshot(), time.monotonic() - start, interrupted.is_set()
+        progress,
+        failures,
+        engine.snapshot(),
+        time.monotonic() - start,
+        interrupted.is_set(),
+        terminated=terminated.is_set(),
+        engine_error=error,
+        engine_started=started,
     )
 
 
+def _no_events(_record: logging.LogRecord) -> bool:
+    return False
+
+
 def _print_event(console: Console, event: EngineEvent) -> None:
+    if event.level >= logging.ERROR and event.kind == "engine":
+        return  # the engine's own failure: the command ends with it as its one-line error
     if event.kind == "failed":
         console.print(f"[red]✗[/] {event.message}", highlight=False, soft_wrap=True)
     elif event.kind in ("tuning", "engine") and event.level >= logging.WARNING:
