@@ -74,6 +74,8 @@ class EngineSnapshot:
     gpu_available: bool = False
     models: dict[str, str] = field(default_factory=dict)
     fast_path_threshold: float = 0.0
+    # Set while the engine cannot reach the store ("database unavailable since 12:00:01, retrying").
+    store_problem: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 from pgvector.psycopg import register_vector
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from voxdock.storage.embedded import EmbeddedServer, start_embedded
 from voxdock.storage.urls import mask_url, register_url, scrub
@@ -26,6 +26,12 @@ EXTENSION_LOCK_KEY = 0x766F78657874  # "voxext"
 
 class StoreUnavailable(RuntimeError):
     """The database could not be reached; the message names the (masked) server and the reason."""
+
+
+def is_store_unavailable(exc: BaseException) -> bool:
+    """The server could not be reached or a connection broke (a restart, a network cut): worth waiting
+    out and retrying, unlike an error in the query itself."""
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, StoreUnavailable))
 
 
 @dataclass(frozen=True)
