@@ -4,6 +4,11 @@ A claim takes the oldest claimable job of a running batch with `FOR UPDATE SKIP 
 number of claimers on any number of hosts never get the same file. A claim carries a lease; the
 claiming node renews it while it works, and a job whose lease ran out (its node died) is claimable
 again, until it has been tried `max_attempts` times.
+
+A batch's state has one source: `batches.state` holds what was asked of it (`BATCH_STATES`: running,
+paused, cancelled; claims read it) and the `batch_status` view derives what it is (`BATCH_STATUSES`:
+running, paused, done, failed, cancelled) from its jobs, with the SQL function `batch_state()`.
+Every reader here goes through that view, so the command line, the console and the database agree.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from psycopg.rows import class_row
 
 from voxdock.storage.database import Database
 
-BATCH_STATES = ("running", "paused", "cancelled")
+BATCH_STATES = ("running", "paused", "cancelled")  # what can be asked of a batch
+BATCH_STATUSES = ("running", "paused", "done", "failed", "cancelled")  # what a batch is
+FINISHED_STATUSES = ("done", "failed", "cancelled")
 
 
 class BatchNotFound(LookupError):
@@ -67,6 +74,33 @@ class BatchProgress:
     audio_seconds_done: float
     audio_seconds_total: float | None
     options: dict[str, Any] = field(default_factory=dict)  # what the batch was submitted with
+    cancelled: int = 0  # files cancelled with the batch, or adopted by a later ingest of them
+    owner: str | None = None  # the node (a headless ingest) that runs the batch itself
+
+    @property
+    def left(self) -> int:
+        """Files still to do: queued, or claimed by some node."""
+        return self.queued + self.claimed
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATUSES
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    cancelled: int  # files that will not be processed
+    in_flight: int  # files some node is working on now: they finish (or are cancelled when given back)
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """What a new ingest took over from an earlier batch whose ingest is gone."""
+
+    batch_id: int
+    name: str
+    files: int  # unfinished files of that batch that the new batch now does
+    left: int  # its unfinished files outside the new paths, still in that batch
 
 
 @dataclass(frozen=True)
@@ -314,11 +348,16 @@ def fail_job(db: Database, job_id: int, source_id: int, error: str) -> None:
 
 
 def requeue_job(db: Database, job_id: int, source_id: int) -> None:
-    """Give a claimed job back (a graceful stop); the attempt does not count against it."""
+    """Give a claimed job back (a graceful stop); the attempt does not count against it. In a batch
+    cancelled meanwhile, the job is cancelled instead of queued again."""
     with db.connection() as conn, conn.transaction():
         conn.execute(
-            "UPDATE jobs SET state = 'queued', claimed_by = NULL, lease_expires_at = NULL,"
-            " attempts = greatest(attempts - 1, 0), started_at = NULL WHERE id = %s AND state = 'claimed'",
+            "UPDATE jobs j SET claimed_by = NULL, lease_expires_at = NULL, started_at = NULL,"
+            " attempts = greatest(j.attempts - 1, 0),"
+            " state = CASE WHEN b.state = 'cancelled' THEN 'cancelled' ELSE 'queued' END,"
+            " finished_at = CASE WHEN b.state = 'cancelled' THEN now() END,"
+            " last_error = CASE WHEN b.state = 'cancelled' THEN 'cancelled with its batch' END"
+            " FROM batches b WHERE b.id = j.batch_id AND j.id = %s AND j.state = 'claimed'",
             (job_id,),
         )
         conn.execute(
@@ -329,6 +368,8 @@ def requeue_job(db: Database, job_id: int, source_id: int) -> None:
 
 
 def set_batch_state(db: Database, batch_id: int, state: str) -> None:
+    """Ask a batch to run, pause or be cancelled (only the request: `cancel_batch` also cancels its
+    queued files). What the batch then is comes from `batch_state`."""
     if state not in BATCH_STATES:
         raise ValueError(f"batch state must be one of {BATCH_STATES}, not {state!r}")
     with db.connection() as conn, conn.transaction():
@@ -339,31 +380,167 @@ def set_batch_state(db: Database, batch_id: int, state: str) -> None:
             raise BatchNotFound(f"no batch with id {batch_id}")
 
 
+def set_batch_owner(db: Database, batch_id: int, node_id: str | None) -> None:
+    """Record the node that runs this batch itself (a headless ingest), or none."""
+    with db.connection() as conn, conn.transaction():
+        cur = conn.execute("UPDATE batches SET owner = %s WHERE id = %s", (node_id, batch_id))
+        if cur.rowcount == 0:
+            raise BatchNotFound(f"no batch with id {batch_id}")
+
+
+_STATE_SQL = """
+SELECT batch_state(
+    b.state,
+    (SELECT count(*) FROM jobs j WHERE j.batch_id = b.id AND j.state IN ('queued', 'claimed')),
+    (SELECT count(*) FROM jobs j WHERE j.batch_id = b.id AND j.state = 'failed'),
+    (SELECT count(*) FROM jobs j WHERE j.batch_id = b.id AND j.state = 'cancelled'))
+FROM batches b WHERE b.id = %s
+"""
+
+
 def batch_state(db: Database, batch_id: int) -> str:
+    """What the batch is now: running, paused, done, failed or cancelled (`BATCH_STATUSES`)."""
     with db.connection() as conn:
-        row = conn.execute("SELECT state FROM batches WHERE id = %s", (batch_id,)).fetchone()
+        row = conn.execute(_STATE_SQL, (batch_id,)).fetchone()
     if row is None:
         raise BatchNotFound(f"no batch with id {batch_id}")
     return str(row[0])
 
 
+_CANCEL_SQL = """
+WITH gone AS (
+    UPDATE jobs SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL,
+        last_error = 'cancelled with its batch'
+    WHERE batch_id = %(batch)s
+      AND (state = 'queued' OR (state = 'claimed' AND lease_expires_at < now()))
+    RETURNING source_id
+)
+UPDATE sources s SET status = CASE WHEN s.segment_count > 0 THEN 'done' ELSE 'new' END, updated_at = now()
+FROM gone WHERE s.id = gone.source_id AND s.status = 'processing'
+"""
+
+
+def cancel_batch(db: Database, batch_id: int) -> CancelResult:
+    """Cancel a batch: no node starts another of its files. Its queued files (and those claimed by a
+    node that stopped renewing its lease) are cancelled now; files in flight on a live node finish,
+    or are cancelled when that node gives them back."""
+    with db.connection() as conn, conn.transaction():
+        cur = conn.execute(
+            "UPDATE batches SET state = 'cancelled', updated_at = now() WHERE id = %s", (batch_id,)
+        )
+        if cur.rowcount == 0:
+            raise BatchNotFound(f"no batch with id {batch_id}")
+        conn.execute(_CANCEL_SQL, {"batch": batch_id})
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE state = 'cancelled'), count(*) FILTER (WHERE state = 'claimed')"
+            " FROM jobs WHERE batch_id = %s",
+            (batch_id,),
+        ).fetchone()
+    assert row is not None
+    return CancelResult(cancelled=int(row[0]), in_flight=int(row[1]))
+
+
+def retry_batch(db: Database, batch_id: int) -> int:
+    """Queue a batch's failed and cancelled files again, with their attempts reset, and ask the batch
+    to run. Returns how many files went back to the queue. A file whose content another batch stored
+    meanwhile is skipped when claimed, not redone (its queued time is kept for that check)."""
+    with db.connection() as conn, conn.transaction():
+        found = conn.execute("SELECT 1 FROM batches WHERE id = %s FOR UPDATE", (batch_id,)).fetchone()
+        if found is None:
+            raise BatchNotFound(f"no batch with id {batch_id}")
+        sources = [
+            int(row[0])
+            for row in conn.execute(
+                "UPDATE jobs SET state = 'queued', attempts = 0, claimed_by = NULL, lease_expires_at = NULL,"
+                " last_error = NULL, started_at = NULL, finished_at = NULL"
+                " WHERE batch_id = %s AND state IN ('failed', 'cancelled') RETURNING source_id",
+                (batch_id,),
+            ).fetchall()
+        ]
+        conn.execute(
+            "UPDATE sources SET status = 'new', error = NULL, updated_at = now()"
+            " WHERE id = ANY(%s) AND status = 'failed'",
+            (sources,),
+        )
+        conn.execute("UPDATE batches SET state = 'running', updated_at = now() WHERE id = %s", (batch_id,))
+    return len(sources)
+
+
+# Batches an ingest ran itself, still running or paused with unfinished files among those of the new
+# batch, with what is known of the node that ran them (no row: forgotten long ago).
+_ORPHANS_SQL = """
+SELECT b.id, b.name, b.owner, n.hostname, n.pid, n.state,
+       extract(epoch FROM now() - n.heartbeat_at)::float8 AS silent_s
+FROM batches b LEFT JOIN nodes n ON n.id = b.owner
+WHERE b.id <> %(new)s AND b.owner IS NOT NULL AND b.state IN ('running', 'paused')
+  AND EXISTS (SELECT 1 FROM jobs o JOIN jobs mine ON mine.source_id = o.source_id
+              WHERE mine.batch_id = %(new)s AND o.batch_id = b.id AND o.state IN ('queued', 'claimed'))
+ORDER BY b.id
+FOR UPDATE OF b
+"""
+
+# Its unfinished files that the new batch also has: queued ones, and claimed ones that no live node
+# holds (the gone owner's, or any whose lease ran out).
+_ADOPT_SQL = """
+UPDATE jobs o SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL,
+    last_error = %(reason)s
+WHERE o.batch_id = %(old)s
+  AND (o.state = 'queued'
+       OR (o.state = 'claimed'
+           AND (o.claimed_by IS NULL OR o.claimed_by = %(owner)s OR o.lease_expires_at < now())))
+  AND o.source_id IN (SELECT source_id FROM jobs WHERE batch_id = %(new)s)
+RETURNING o.source_id
+"""
+
+
+def adopt_leftovers(db: Database, batch_id: int, *, lost_after_s: float) -> list[Adoption]:
+    """Take over from earlier batches that a headless ingest ran itself and left unfinished when it
+    died (its node stopped, went silent for `lost_after_s`, or is a killed process of this host):
+    their unfinished files that batch `batch_id` also has are cancelled there, naming this batch, so
+    only this batch does them. Files of theirs outside this batch stay where they are."""
+    from voxdock.storage import nodes
+
+    adopted: list[Adoption] = []
+    with db.connection() as conn, conn.transaction():
+        row = conn.execute("SELECT name FROM batches WHERE id = %s", (batch_id,)).fetchone()
+        if row is None:
+            raise BatchNotFound(f"no batch with id {batch_id}")
+        new_name = str(row[0])
+        candidates = conn.execute(_ORPHANS_SQL, {"new": batch_id}).fetchall()
+        for old_id, old_name, owner, hostname, pid, state, silent_s in candidates:
+            if not nodes.node_gone(hostname, pid, state, silent_s, lost_after_s=lost_after_s):
+                continue
+            reason = f"adopted by batch {new_name}: the ingest that ran this batch stopped"
+            taken = [
+                int(r[0])
+                for r in conn.execute(
+                    _ADOPT_SQL, {"old": old_id, "new": batch_id, "owner": owner, "reason": reason}
+                ).fetchall()
+            ]
+            if not taken:
+                continue
+            # A file the dead node was working on is no longer in progress, unless a live node holds it.
+            conn.execute(
+                "UPDATE sources s SET status = CASE WHEN s.segment_count > 0 THEN 'done' ELSE 'new' END,"
+                " updated_at = now()"
+                " WHERE s.id = ANY(%s) AND s.status = 'processing' AND NOT EXISTS ("
+                "  SELECT 1 FROM jobs x WHERE x.source_id = s.id AND x.state = 'claimed'"
+                "   AND x.lease_expires_at >= now())",
+                (taken,),
+            )
+            left = conn.execute(
+                "SELECT count(*) FROM jobs WHERE batch_id = %s AND state IN ('queued', 'claimed')", (old_id,)
+            ).fetchone()
+            adopted.append(Adoption(int(old_id), str(old_name), len(taken), int(left[0]) if left else 0))
+    return adopted
+
+
 _PROGRESS_SQL = """
-SELECT b.id, b.name, b.state, b.created_at,
-       count(j.id) AS total,
-       count(*) FILTER (WHERE j.state = 'queued') AS queued,
-       count(*) FILTER (WHERE j.state = 'claimed') AS claimed,
-       count(*) FILTER (WHERE j.state = 'done') AS done,
-       count(*) FILTER (WHERE j.state = 'failed') AS failed,
-       count(*) FILTER (WHERE j.state = 'skipped') AS skipped,
-       coalesce(sum(s.duration_s) FILTER (WHERE j.state = 'done'), 0) AS audio_seconds_done,
-       sum(s.duration_s) AS audio_seconds_total,
-       b.options
-FROM batches b
-LEFT JOIN jobs j ON j.batch_id = b.id
-LEFT JOIN sources s ON s.id = j.source_id
-WHERE (%(ids)s::bigint[] IS NULL OR b.id = ANY(%(ids)s::bigint[]))
-GROUP BY b.id
-ORDER BY b.id DESC
+SELECT id, name, state, created_at, total, queued, claimed, done, failed, skipped, audio_seconds_done,
+       audio_seconds_total, options, cancelled, owner
+FROM batch_status
+WHERE (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+ORDER BY id DESC
 LIMIT %(limit)s
 """
 

@@ -10,9 +10,13 @@ import pytest
 
 from voxdock.storage.database import Database
 from voxdock.storage.jobs import (
+    BatchNotFound,
     FileEntry,
+    adopt_leftovers,
     batch_jobs,
     batch_progress,
+    batch_state,
+    cancel_batch,
     claim_next,
     complete_job,
     create_batch,
@@ -23,6 +27,8 @@ from voxdock.storage.jobs import (
     register_sources,
     renew_leases,
     requeue_job,
+    retry_batch,
+    set_batch_owner,
     set_batch_state,
 )
 from voxdock.storage.nodes import heartbeat, list_nodes, register_node
@@ -285,3 +291,231 @@ def test_node_heartbeat_carries_metrics(db: Database) -> None:
     (row,) = list_nodes(db)
     assert row.metrics["stages"]["asr"]["rtf"] == pytest.approx(0.05)
     assert row.seconds_since_heartbeat < 5
+
+
+# --- what a batch is: one state, derived from its files --------------------------------------------
+
+
+def states(db: Database) -> dict[str, str]:
+    return {b.name: b.state for b in batch_progress(db)}
+
+
+def test_a_batch_is_done_or_failed_when_its_last_file_finishes(db: Database) -> None:
+    good = queue_batch(db, 2, "good", "/g")
+    bad = queue_batch(db, 2, "bad", "/b")
+    nodes(db, "n")
+    assert states(db) == {"good": "running", "bad": "running"}
+    worked: list[int] = []
+    while (job := claim_next(db, "n", lease_seconds=60, max_attempts=3)) is not None:
+        assert batch_state(db, job.batch_id) == "running"  # a file in flight: not finished yet
+        if job.batch_id == bad and bad in worked:
+            fail_job(db, job.job_id, job.source_id, "decode: truncated file")
+        else:
+            complete_job(db, job.job_id, "n")
+        worked.append(job.batch_id)
+    assert states(db) == {"good": "done", "bad": "failed"}
+    assert (batch_state(db, good), batch_state(db, bad)) == ("done", "failed")
+    # The database says the same to anyone who asks it directly.
+    with db.connection() as conn:
+        rows = dict(conn.execute("SELECT name, state FROM batch_status").fetchall())
+    assert rows == {"good": "done", "bad": "failed"}
+
+
+def test_a_paused_batch_is_paused_until_its_files_in_flight_finish(db: Database) -> None:
+    batch = queue_batch(db, 1)
+    nodes(db, "n")
+    job = claim_next(db, "n", lease_seconds=60, max_attempts=3)
+    assert job is not None
+    set_batch_state(db, batch, "paused")
+    assert batch_state(db, batch) == "paused"
+    complete_job(db, job.job_id, "n")
+    assert batch_state(db, batch) == "done"  # nothing left to pause
+
+
+def test_a_batch_with_only_stored_files_is_done_at_once(db: Database) -> None:
+    first = queue_batch(db, 1, "first")
+    nodes(db, "n")
+    job = claim_next(db, "n", lease_seconds=60, max_attempts=3)
+    assert job is not None
+    store(db, job.source_id, "/a-0", "n")
+    complete_job(db, job.job_id, "n")
+    again = queue_batch(db, 1, "again")
+    (progress,) = batch_progress(db, [again])
+    assert (progress.state, progress.skipped, progress.left) == ("done", 1, 0)
+    assert batch_state(db, first) == "done"
+
+
+def test_cancel_stops_every_queued_file_and_lets_those_in_flight_finish(db: Database) -> None:
+    batch = queue_batch(db, 4)
+    other = queue_batch(db, 1, "other", "/o")
+    nodes(db, "n", "dead")
+    dead = claim_next(db, "dead", lease_seconds=0.05, max_attempts=3)  # its node stops renewing
+    live = claim_next(db, "n", lease_seconds=60, max_attempts=3)
+    assert dead is not None and live is not None and {dead.batch_id, live.batch_id} == {batch}
+    time.sleep(0.1)
+    result = cancel_batch(db, batch)
+    assert (result.cancelled, result.in_flight) == (3, 1)  # two queued + the dead claim; one live
+    (progress,) = batch_progress(db, [batch])
+    assert (progress.state, progress.queued, progress.claimed, progress.cancelled) == ("cancelled", 0, 1, 3)
+    # No node gets another of its files; other batches go on.
+    job = claim_next(db, "n", lease_seconds=60, max_attempts=3)
+    assert job is not None and job.batch_id == other
+    assert claim_next(db, "n", lease_seconds=60, max_attempts=3) is None
+    # The file in flight finishes (done), or, given back, is cancelled rather than queued again.
+    requeue_job(db, live.job_id, live.source_id)
+    by_state = Counter(r.state for r in batch_jobs(db, batch))
+    assert by_state == {"cancelled": 4}
+    assert batch_state(db, batch) == "cancelled"
+    with db.connection() as conn:
+        statuses = {r[0] for r in conn.execute("SELECT status FROM sources WHERE path LIKE '/a/%%'")}
+    assert statuses == {"new"}  # nothing left 'processing'
+
+
+def test_a_finished_file_in_a_cancelled_batch_counts_as_done(db: Database) -> None:
+    batch = queue_batch(db, 2)
+    nodes(db, "n")
+    job = claim_next(db, "n", lease_seconds=60, max_attempts=3)
+    assert job is not None
+    cancel_batch(db, batch)
+    complete_job(db, job.job_id, "n")
+    (progress,) = batch_progress(db, [batch])
+    assert (progress.state, progress.done, progress.cancelled, progress.left) == ("cancelled", 1, 1, 0)
+
+
+def test_retry_queues_failed_and_cancelled_files_again_with_fresh_attempts(db: Database) -> None:
+    batch = queue_batch(db, 3)
+    nodes(db, "n")
+    first = claim_next(db, "n", lease_seconds=60, max_attempts=1)
+    second = claim_next(db, "n", lease_seconds=60, max_attempts=1)
+    assert first is not None and second is not None
+    complete_job(db, first.job_id, "n")
+    fail_job(db, second.job_id, second.source_id, "asr: out of memory")
+    cancel_batch(db, batch)
+    assert Counter(r.state for r in batch_jobs(db, batch)) == {"done": 1, "failed": 1, "cancelled": 1}
+    assert retry_batch(db, batch) == 2
+    (progress,) = batch_progress(db, [batch])
+    assert (progress.state, progress.queued, progress.done, progress.failed) == ("running", 2, 1, 0)
+    rows = {r.source_id: r for r in batch_jobs(db, batch)}
+    assert rows[second.source_id].attempts == 0 and rows[second.source_id].last_error is None
+    with db.connection() as conn:
+        status = conn.execute(
+            "SELECT status, error FROM sources WHERE id = %s", (second.source_id,)
+        ).fetchone()
+    assert status == ("new", None)
+    # max_attempts=1 and the failed file had been tried once: claimable again all the same.
+    claimed = {j.source_id for j in iter(lambda: claim_next(db, "n", lease_seconds=60, max_attempts=1), None)}
+    assert second.source_id in claimed and len(claimed) == 2
+    assert retry_batch(db, batch) == 0
+
+
+def test_cancel_and_retry_name_an_unknown_batch(db: Database) -> None:
+    with pytest.raises(BatchNotFound):
+        cancel_batch(db, 999)
+    with pytest.raises(BatchNotFound):
+        retry_batch(db, 999)
+
+
+# --- an ingest that died: a re-run adopts what it left ---------------------------------------------
+
+
+def dead_pid() -> int:
+    """A pid of this host that no process has now."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_rerun_adopts_the_files_a_killed_ingest_left(db: Database) -> None:
+    import os
+    import socket
+
+    here = socket.gethostname()
+    register_node(db, "killed", here, dead_pid(), "test")  # an ingest killed with -9, seconds ago
+    old = create_batch(db, "old")
+    set_batch_owner(db, old, "killed")
+    sources = register_sources(db, files(5))
+    enqueue(db, old, sources)
+    held = claim_next(db, "killed", lease_seconds=120, max_attempts=3)  # its lease is still running
+    done = claim_next(db, "killed", lease_seconds=120, max_attempts=3)
+    assert held is not None and done is not None
+    complete_job(db, done.job_id, "killed")
+    enqueue(db, old, register_sources(db, files(1, "/elsewhere")))  # not among the new paths
+
+    register_node(db, "rerun", here, os.getpid(), "test")
+    new = create_batch(db, "new")
+    set_batch_owner(db, new, "rerun")
+    enqueue(db, new, sources)
+    (adopted,) = adopt_leftovers(db, new, lost_after_s=120)
+    assert (adopted.name, adopted.files, adopted.left) == ("old", 4, 1)
+    old_rows = {r.source_id: r for r in batch_jobs(db, old)}
+    assert old_rows[held.source_id].state == "cancelled"
+    assert "adopted by batch new" in (old_rows[held.source_id].last_error or "")
+    assert old_rows[done.source_id].state == "done"
+    # The new batch can take the file the dead ingest held at once (no waiting out its lease), and
+    # no claimer gets the adopted files from the old batch.
+    claimed = []
+    while (job := claim_next(db, "rerun", lease_seconds=60, max_attempts=3, only_batches=[new])) is not None:
+        claimed.append(job.source_id)
+    assert held.source_id in claimed and len(claimed) == 5
+    nodes(db, "worker")
+    other = claim_next(db, "worker", lease_seconds=60, max_attempts=3)
+    assert other is not None and other.path.startswith("/elsewhere")
+    assert adopt_leftovers(db, new, lost_after_s=120) == []  # nothing more to take
+
+
+def test_a_live_or_unowned_batch_is_not_adopted(db: Database) -> None:
+    import os
+    import socket
+
+    sources = register_sources(db, files(2))
+    register_node(db, "alive", socket.gethostname(), os.getpid(), "test")
+    running = create_batch(db, "running-ingest")
+    set_batch_owner(db, running, "alive")
+    enqueue(db, running, sources)
+    submitted = create_batch(db, "submitted")  # `voxdock submit`: for any worker, owned by none
+    enqueue(db, submitted, sources)
+    register_node(db, "elsewhere", "another-host", 1, "test")  # silent 40 s, lease 120 s: maybe alive
+    with db.connection() as conn:
+        conn.execute("UPDATE nodes SET heartbeat_at = now() - interval '40 seconds' WHERE id = 'elsewhere'")
+    remote = create_batch(db, "remote")
+    set_batch_owner(db, remote, "elsewhere")
+    enqueue(db, remote, sources)
+    new = create_batch(db, "new")
+    enqueue(db, new, sources)
+    assert adopt_leftovers(db, new, lost_after_s=120) == []
+    assert {b.name: b.queued for b in batch_progress(db)} == {
+        "running-ingest": 2,
+        "submitted": 2,
+        "remote": 2,
+        "new": 2,
+    }
+    # Silent for longer than the lease, or stopped: gone.
+    with db.connection() as conn:
+        conn.execute("UPDATE nodes SET heartbeat_at = now() - interval '200 seconds' WHERE id = 'elsewhere'")
+    heartbeat(db, "alive", {}, state="stopped")
+    assert sorted(a.name for a in adopt_leftovers(db, new, lost_after_s=120)) == ["remote", "running-ingest"]
+    assert states(db)["running-ingest"] == "cancelled" and states(db)["submitted"] == "running"
+
+
+# --- nodes: stopped ones are marked, lost ones shown as lost, both expire ---------------------------
+
+
+def test_nodes_that_stopped_or_went_silent_are_marked_and_expire(db: Database) -> None:
+    register_node(db, "up", "h", 1, "test")
+    register_node(db, "clean", "h", 2, "test")
+    heartbeat(db, "clean", {}, state="stopped")
+    register_node(db, "killed", "h", 3, "test")
+    register_node(db, "old", "h", 4, "test")
+    register_node(db, "ancient", "h", 5, "test")
+    with db.connection() as conn:
+        conn.execute("UPDATE nodes SET heartbeat_at = now() - interval '45 seconds' WHERE id = 'killed'")
+        conn.execute("UPDATE nodes SET heartbeat_at = now() - interval '11 minutes' WHERE id = 'old'")
+        conn.execute("UPDATE nodes SET heartbeat_at = now() - interval '2 days' WHERE id = 'ancient'")
+    assert {n.id: n.state for n in list_nodes(db)} == {"up": "running", "clean": "stopped", "killed": "lost"}
+    register_node(db, "next", "h", 6, "test")  # a new node forgets those silent for a day
+    with db.connection() as conn:
+        ids = {r[0] for r in conn.execute("SELECT id FROM nodes")}
+    assert ids == {"up", "clean", "killed", "old", "next"}

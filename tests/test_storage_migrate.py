@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import psycopg
 import pytest
 from conftest import TEST_SPEC
 
 from voxdock.storage.database import Database
-from voxdock.storage.jobs import FileEntry, register_sources
+from voxdock.storage.jobs import FileEntry, batch_progress, create_batch, enqueue, register_sources
 from voxdock.storage.migrate import StoreMismatch, available_migrations, current_version, migrate
 from voxdock.storage.status import store_status
 
@@ -64,17 +65,59 @@ def test_status_reports_version_counts_and_no_password(db: Database) -> None:
     assert status.vectors == TEST_SPEC
 
 
+def undo_batch_states(conn: psycopg.Connection) -> None:
+    """Take a store back from version 3 to version 2, as such a store was left."""
+    conn.execute("DROP VIEW batch_status")
+    conn.execute("DROP FUNCTION batch_state")
+    conn.execute("ALTER TABLE batches DROP COLUMN owner")
+    conn.execute("ALTER TABLE jobs DROP CONSTRAINT jobs_state_check")
+    conn.execute(
+        "ALTER TABLE jobs ADD CONSTRAINT jobs_state_check"
+        " CHECK (state IN ('queued', 'claimed', 'done', 'failed', 'skipped'))"
+    )
+    conn.execute("DELETE FROM schema_migrations WHERE version > 2")
+
+
 def test_a_version_1_store_reports_status_and_upgrades_with_its_data(db: Database) -> None:
     """A store made before speaker turns were kept: `db status` still works, and migrating adds the
     table without touching what is stored."""
     register_sources(db, [FileEntry("/old.wav", 1, "h")])
     with db.connection() as conn:  # back to version 1, as such a store was left
+        undo_batch_states(conn)
         conn.execute("DROP TABLE speaker_turns")
         conn.execute("DELETE FROM schema_migrations WHERE version > 1")
     status = store_status(db)
     assert (status.schema_version, status.latest_version) == (1, len(available_migrations()))
     assert "speaker_turns" not in status.row_counts and status.row_counts["sources"] == 1
-    assert [m.name for m in migrate(db, TEST_SPEC)] == ["speaker_turns"]
+    assert [m.name for m in migrate(db, TEST_SPEC)] == ["speaker_turns", "batch_states"]
     status = store_status(db)
     assert status.schema_version == status.latest_version
     assert status.row_counts["speaker_turns"] == 0 and status.row_counts["sources"] == 1
+
+
+def test_a_version_2_store_gets_batch_states_and_its_cancelled_leftovers_closed(db: Database) -> None:
+    """A store of version 2 (batch states running/paused/cancelled only): migrating keeps every batch
+    and file, cancels the files a cancelled batch left queued, and shows finished batches as done or
+    failed instead of running."""
+    finished = create_batch(db, "finished")
+    enqueue(db, finished, register_sources(db, [FileEntry("/f/one.wav", 1, "f1")]))
+    broken = create_batch(db, "broken")
+    enqueue(db, broken, register_sources(db, [FileEntry("/b/one.wav", 1, "b1")]))
+    stopped = create_batch(db, "stopped")
+    enqueue(db, stopped, register_sources(db, [FileEntry("/s/one.wav", 1, "s1")]))
+    waiting = create_batch(db, "waiting")
+    enqueue(db, waiting, register_sources(db, [FileEntry("/w/one.wav", 1, "w1")]))
+    with db.connection() as conn:
+        undo_batch_states(conn)
+        conn.execute("UPDATE jobs SET state = 'done' WHERE batch_id = %s", (finished,))
+        conn.execute("UPDATE jobs SET state = 'failed' WHERE batch_id = %s", (broken,))
+        conn.execute("UPDATE batches SET state = 'cancelled' WHERE id = %s", (stopped,))
+    assert store_status(db).schema_version == 2
+    assert [m.name for m in migrate(db, TEST_SPEC)] == ["batch_states"]
+    states = {b.name: (b.state, b.queued, b.cancelled) for b in batch_progress(db)}
+    assert states == {
+        "finished": ("done", 0, 0),
+        "broken": ("failed", 0, 0),
+        "stopped": ("cancelled", 0, 1),
+        "waiting": ("running", 1, 0),
+    }
