@@ -36,10 +36,11 @@ from voxdock.engine.metrics import EngineCounters, EngineSnapshot, mark_bottlene
 from voxdock.engine.models import ModelPlan
 from voxdock.engine.oom import AdaptiveBatch, FaultInjector
 from voxdock.engine.runtime import Stage, lower_thread_priority
+from voxdock.engine.store_watch import StoreWatch
 from voxdock.engine.work import FileWork
 from voxdock.settings import Settings
 from voxdock.storage import jobs, nodes
-from voxdock.storage.database import Database
+from voxdock.storage.database import Database, is_store_unavailable
 from voxdock.storage.segments import ModelSet
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class Engine:
         self.models = models
         self.faults = faults or FaultInjector()
         self.events = EventHub()
+        self.store = StoreWatch(db, self.events.emit)
         self.counters = EngineCounters()
         self.gpu = GpuMonitor()
         self.node_id = f"{settings.node_name or socket.gethostname()}-{uuid.uuid4().hex[:6]}"
@@ -101,6 +103,8 @@ class Engine:
         self._aborting = False
         self._shutting_down = False
         self._ready = threading.Event()
+        self._stop_requested = False  # under _lock: a stop during model loading must stay a stop
+        self._loader: threading.Thread | None = None
         self._threads: list[threading.Thread] = []
         self._batch_states: dict[int, tuple[str, float]] = {}
         self.tunables = Tunables(
@@ -138,8 +142,11 @@ class Engine:
         work.release_audio()
         message = f"{stage}: {reason}"
         try:
-            jobs.fail_job(self.db, work.job.job_id, work.job.source_id, message)
-        except Exception as exc:
+            self.store.call(
+                lambda: jobs.fail_job(self.db, work.job.job_id, work.job.source_id, message),
+                self._store_wait_over,
+            )
+        except Exception as exc:  # its lease runs out and another attempt records it
             log.error("could not record the failure of %s: %s", work.path, exc)
         self.counters.file_failed()
         self.events.emit(
@@ -158,19 +165,33 @@ class Engine:
         if not self._take_in_flight(work):
             return
         work.release_audio()
-        try:
-            jobs.requeue_job(self.db, work.job.job_id, work.job.source_id)
-        except Exception as exc:
-            log.error("could not re-queue %s: %s", work.path, exc)
+        if not self.store.available:  # nothing to write to: the lease runs out and frees it instead
+            log.warning("%s left claimed: the database is unavailable; its lease frees it", work.path)
+        else:
+            try:
+                jobs.requeue_job(self.db, work.job.job_id, work.job.source_id)
+            except Exception as exc:
+                if is_store_unavailable(exc):
+                    self.store.lost(exc)
+                log.error("could not re-queue %s: %s", work.path, exc)
         self.counters.file_requeued()
         self.events.emit(
             EngineEvent("requeued", f"re-queued {work.path}", path=work.path, batch_id=work.job.batch_id)
         )
 
+    def _store_wait_over(self) -> bool:
+        """A call waiting for the store gives up when the engine hands its files back."""
+        return self._aborting or self._shutting_down
+
     def _stored(self, work: FileWork, written: int) -> None:
+        with self._lock:
+            if work.job.job_id not in self._in_flight:
+                return
+        self.store.call(
+            lambda: jobs.complete_job(self.db, work.job.job_id, self.node_id), self._store_wait_over
+        )
         if not self._take_in_flight(work):
             return
-        jobs.complete_job(self.db, work.job.job_id, self.node_id)
         self.counters.file_done(work.duration_s, written, bool(work.fast_path))
         speakers = f", {work.speaker_count} speaker(s)" if work.speaker_count else ""
         fast = " (fast path)" if work.fast_path else ""
@@ -196,7 +217,8 @@ class Engine:
         nodes.register_node(self.db, self.node_id, socket.gethostname(), os.getpid(), __version__)
         self.gpu.start()
         self._spawn(self._heartbeat_loop, "heartbeat")
-        self._spawn(self._load_and_run, "loader")
+        self._spawn(lambda: self.store.run(lambda: self._shutting_down), "store-watch")
+        self._loader = self._spawn(self._load_and_run, "loader")
         if wait and not self.wait_ready(timeout):
             raise EngineError(self.error or "the engine did not become ready in time")
 
@@ -204,7 +226,7 @@ class Engine:
         self._ready.wait(timeout)
         return self.state == "running"
 
-    def _spawn(self, target: Callable[[], None], name: str) -> None:
+    def _spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
         def run() -> None:
             lower_thread_priority()  # before the loader starts the model libraries' thread pools
             target()
@@ -212,6 +234,7 @@ class Engine:
         thread = threading.Thread(target=run, name=f"voxdock-{name}", daemon=True)
         self._threads.append(thread)
         thread.start()
+        return thread
 
     def _load_and_run(self) -> None:
         try:
@@ -224,6 +247,11 @@ class Engine:
                     cache_dir=self.settings.voxdock_data_dir.expanduser() / "cache",
                     progress=lambda m: self.events.emit(EngineEvent("engine", m)),
                 )
+            with self._lock:
+                if self._stop_requested:  # stopped while loading: start nothing
+                    self.state = "stopped"
+                    self._ready.set()
+                    return
             for choice in self.plan.all():
                 if choice.note:  # e.g. pyannote asked for but unavailable: say which backend runs
                     self.events.emit(EngineEvent("engine", f"{choice.stage}: {choice.note}", logging.WARNING))
@@ -234,7 +262,11 @@ class Engine:
             self.events.emit(EngineEvent("engine", f"engine failed to start: {self.error}", logging.ERROR))
             self._ready.set()
             return
-        self.state = "running"
+        with self._lock:
+            if self._stop_requested:
+                self._ready.set()
+                return
+            self.state = "running"
         self._claiming.set()
         self._ready.set()
         self.events.emit(
@@ -260,6 +292,7 @@ class Engine:
             faults=self.faults,
             model_set=model_set,
             on_stored=self._stored,
+            store_call=lambda write: self.store.call(write, self._store_wait_over),
         )
         s = self.settings
         workers = {
@@ -282,10 +315,10 @@ class Engine:
             "store": {"handle": handlers.store},
         }
         inboxes = {name: queue.Queue[FileWork](maxsize=max(4, s.asr_workers * 2)) for name in STAGES}
-        self.stages = {}
+        stages: dict[str, Stage] = {}
         for i, name in enumerate(STAGES):
             outbox = inboxes[STAGES[i + 1]] if i + 1 < len(STAGES) else None
-            self.stages[name] = Stage(
+            stages[name] = Stage(
                 name,
                 self,
                 inboxes[name],
@@ -294,7 +327,8 @@ class Engine:
                 batch=self.adaptive_batches.get(name),
                 **specs[name],
             )
-        for stage in self.stages.values():
+        self.stages = stages  # whole, so a snapshot from another thread never sees half a table
+        for stage in stages.values():
             stage.start()
 
     def _make_diarizer(self, models: LoadedModels) -> Diarizer:
@@ -320,14 +354,14 @@ class Engine:
         batch = work.job.batch_id
         now = time.monotonic()
         cached = self._batch_states.get(batch)
-        if cached is None or now - cached[1] > BATCH_STATE_TTL_S:
+        if (cached is None or now - cached[1] > BATCH_STATE_TTL_S) and self.store.available:
             try:
                 state = jobs.batch_state(self.db, batch)
             except Exception:
                 state = cached[0] if cached else "running"
             self._batch_states[batch] = (state, now)
             cached = self._batch_states[batch]
-        return cached[0] == "running"
+        return cached is None or cached[0] == "running"
 
     def max_in_flight(self) -> int:
         """Files held at once: two per ASR worker (one transcribing, one ready) and two on their way
@@ -358,8 +392,12 @@ class Engine:
                     only_batches=self._only_batches,
                 )
             except Exception as exc:
-                log.warning("claiming from the queue failed (will retry): %s", exc)
-                self._wake.wait(2.0)
+                if is_store_unavailable(exc):
+                    self.store.lost(exc)
+                    self.store.wait_until_back(lambda: self._shutting_down)
+                else:
+                    log.warning("claiming from the queue failed (will retry): %s", exc)
+                    self._wake.wait(2.0)
                 continue
             if job is None:
                 self._wake.wait(1.0)
@@ -394,6 +432,9 @@ class Engine:
         last_sweep = 0.0
         while not self._shutting_down:
             now = time.monotonic()
+            if not self.store.available:  # the watcher probes; nothing to renew until it is back
+                time.sleep(0.25)
+                continue
             try:
                 with self._lock:
                     held = list(self._in_flight)
@@ -410,7 +451,10 @@ class Engine:
                     jobs.fail_abandoned(self.db, max_attempts=self.settings.job_max_attempts)
                     last_sweep = now
             except Exception as exc:
-                log.warning("heartbeat to the store failed (will retry): %s", exc)
+                if is_store_unavailable(exc):
+                    self.store.lost(exc)
+                else:
+                    log.warning("heartbeat to the store failed (will retry): %s", exc)
             time.sleep(min(HEARTBEAT_S, self.settings.job_lease_seconds / 4))
 
     def _node_state(self) -> str:
@@ -421,10 +465,17 @@ class Engine:
         queue at the next stage boundary ("requeue"). Returns True when nothing was left in flight."""
         if mode not in ("finish", "requeue"):
             raise ValueError("stop mode is 'finish' or 'requeue'")
-        if self.state in ("stopped", "created"):
-            self.state = "stopped"
-            return True
-        self.state = "stopping"
+        with self._lock:
+            self._stop_requested = True
+            previous = self.state
+            if previous in ("stopped", "created"):
+                self.state = "stopped"
+                return True
+            self.state = "stopping"
+        if previous == "loading" and self._loader is not None:
+            # Model loading cannot be cut short; leaving it running while the process exits aborts
+            # in the native runtimes' threads. It sees the stop when done and starts nothing.
+            self._loader.join(timeout)
         self._claiming.clear()
         if mode == "requeue":
             self._aborting = True
@@ -451,7 +502,8 @@ class Engine:
             stage.join(timeout=10)
         self.gpu.stop()
         try:
-            nodes.heartbeat(self.db, self.node_id, self.snapshot().to_json(), state="stopped")
+            if self.store.available:
+                nodes.heartbeat(self.db, self.node_id, self.snapshot().to_json(), state="stopped")
         except Exception as exc:
             log.warning("could not record the node as stopped: %s", exc)
         self.state = "stopped"
@@ -577,4 +629,5 @@ class Engine:
             gpu_available=self.gpu.available,
             models=dict(self.models.names) if self.models else {},
             fast_path_threshold=self.tunables.fast_path_threshold,
+            store_problem=self.store.problem(),
         )

@@ -75,6 +75,7 @@ class StageHandlers:
         faults: FaultInjector,
         model_set: ModelSet,
         on_stored: Callable[[FileWork, int], None],
+        store_call: Callable[[Callable[[], int]], int] = lambda write: write(),
     ) -> None:
         self.models = models
         self.embed_segments = BatchedEmbedder(models.voice, batches["voice"], faults, "voice")
@@ -86,6 +87,7 @@ class StageHandlers:
         self.faults = faults
         self.model_set = model_set
         self.on_stored = on_stored
+        self.store_call = store_call  # runs a write again once a lost store is back
 
     # --- stages --------------------------------------------------------------------------------
     def decode(self, work: FileWork) -> None:
@@ -195,7 +197,9 @@ class StageHandlers:
         )
         turns = [TurnRecord(t.start, t.end, t.speaker) for t in work.turns]
         turns += [TurnRecord(t.start, t.end, t.speaker, overlapped=True) for t in work.overlaps]
-        written = replace_segments(self.db, work.job.source_id, records, self.model_set, outcome, turns)
+        written = self.store_call(
+            lambda: replace_segments(self.db, work.job.source_id, records, self.model_set, outcome, turns)
+        )
         self.on_stored(work, written)
 
 

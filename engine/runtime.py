@@ -22,7 +22,9 @@ from typing import Protocol
 
 from voxdock.engine.metrics import StageMetrics, StageSnapshot
 from voxdock.engine.oom import AdaptiveBatch
+from voxdock.engine.store_watch import StoreGone
 from voxdock.engine.work import FileWork
+from voxdock.storage.database import is_store_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -202,10 +204,15 @@ class Stage:
         except FileFailed as exc:
             failed = {id(w) for w in works}
             self._fail_all(works, str(exc))
-        except Exception as exc:  # a bug or a model error: the file fails, the engine goes on
-            log.debug("%s failed", self.name, exc_info=True)
+        except Exception as exc:
             failed = {id(w) for w in works}
-            self._fail_all(works, f"{type(exc).__name__}: {_one_line(exc)}")
+            if isinstance(exc, StoreGone) or is_store_unavailable(exc):
+                # Not the file's fault: the store went away (and the engine is stopping). Hand it back.
+                for work in works:
+                    self.ctx.requeue(work)
+            else:  # a bug or a model error: the file fails, the engine goes on
+                log.debug("%s failed", self.name, exc_info=True)
+                self._fail_all(works, f"{type(exc).__name__}: {_one_line(exc)}")
         finally:
             self.metrics.finished()
         busy = time.perf_counter() - start

@@ -16,12 +16,16 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from voxdock.storage.embedded import EmbeddedServer, start_embedded
+from voxdock.storage.embedded import EmbeddedServer, restart_embedded, start_embedded
 from voxdock.storage.urls import mask_url, register_url, scrub
 
 log = logging.getLogger(__name__)
+# The pool warns at every failed reconnection attempt; the engine reports an outage once, itself.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 EXTENSION_LOCK_KEY = 0x766F78657874  # "voxext"
+POOL_WAIT_S = 5.0  # how long a store call waits for a connection before it counts as unavailable
+PROBE_TIMEOUT_S = 3
 
 
 class StoreUnavailable(RuntimeError):
@@ -56,20 +60,37 @@ class Database:
         self.embedded = embedded
         self.masked_url = "embedded PostgreSQL in " + str(embedded.data_dir) if embedded else mask_url(url)
         self._probe_and_prepare()
-        self._pool = ConnectionPool(
-            url,
-            min_size=1,
-            max_size=max_size,
-            configure=_configure,
-            open=False,
-            name="voxdock",
-            kwargs={"application_name": "voxdock"},
-        )
+        self._max_size = max_size
+        self._pool = self._new_pool()
         try:
             self._pool.open(wait=True, timeout=15)
         except Exception as exc:
             self._pool.close()
             raise StoreUnavailable(f"cannot connect to {self.masked_url}: {_reason(exc)}") from None
+
+    def _new_pool(self) -> ConnectionPool:
+        return ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=self._max_size,
+            configure=_configure,
+            # After a server restart every pooled connection is dead: test each one as it is taken.
+            check=ConnectionPool.check_connection,
+            timeout=POOL_WAIT_S,
+            open=False,
+            name="voxdock",
+            kwargs={"application_name": "voxdock"},
+        )
+
+    def reset_pool(self) -> None:
+        """Close every pooled connection and start a fresh pool. A server asked to shut down waits
+        for its open sessions to end; this lets it, and takes nothing from calls in progress."""
+        old, self._pool = self._pool, self._new_pool()
+        self._pool.open(wait=False)
+        try:
+            old.close(timeout=1.0)
+        except Exception as exc:  # its connections are gone anyway
+            log.debug("closing the old pool: %s", _reason(exc))
 
     def _probe_and_prepare(self) -> None:
         """Connect once directly, for a clear error instead of a pool timeout, and make sure the
@@ -101,6 +122,26 @@ class Database:
     def connection(self) -> Iterator[psycopg.Connection]:
         with self._pool.connection() as conn:
             yield conn
+
+    def ping(self) -> None:
+        """Raise unless the server answers a fresh connection now (the pool may hold dead ones)."""
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=PROBE_TIMEOUT_S) as conn:
+            conn.execute("SELECT 1")
+
+    def restart_embedded(self) -> bool:
+        """Start the embedded server this process uses again if it died; True when it was restarted
+        (False: it was running, or a sibling process restarted it first)."""
+        if self.embedded is None:
+            return False
+        before = self.embedded.pid
+        server = restart_embedded(self.embedded.data_dir)
+        self.embedded = server
+        if server.url != self.url:  # the same socket directory: only if the package changed its layout
+            log.warning("the restarted embedded server has a new address; reconnecting there")
+            self.url = server.url
+            register_url(server.url)
+            self._pool.conninfo = server.url
+        return server.pid != before
 
     def server_info(self) -> ServerInfo:
         with self.connection() as conn:

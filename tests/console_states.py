@@ -202,6 +202,12 @@ def state(name: str) -> ConsoleData:
         return replace(base, batches=batches(paused=True))
     if name == "failed-file":
         return replace(base, batches=batches(failed=True), files=files(failed=True))
+    if name == "store-down":  # the engine waits for the database; the gather's own read failed too
+        down = replace(
+            base.snapshot,
+            store_problem="database unavailable since 12:00:01, retrying, attempt 4: connection refused",
+        )
+        return replace(base, snapshot=down, error="PoolTimeout: couldn't get a connection after 5.00 sec")
     if name == "gpu":
         history = gpu_history()
         return replace(base, snapshot=snapshot(gpus=[history[0][-1]], oom=True), gpu_history=history)

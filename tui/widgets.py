@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from rich.markup import escape
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -176,8 +177,12 @@ class Totals(Quiet):
                 f"[b]fast path[/] {t.fast_path_skips} skipped (threshold {threshold:.3f})",
             ],
         ]
-        if data.error:
-            groups.append([f"[b reverse] store unreachable [/] {data.error}"])
+        # The engine's own word while it waits for the store; else why this picture is stale.
+        problem = data.snapshot.store_problem or (
+            f"database unavailable, retrying: {data.error}" if data.error else None
+        )
+        if problem:
+            groups.append([f"[b reverse]{escape(problem)}[/]"])
         # Before the first layout the width is 0: one line per group until the resize repacks it.
         width = self.content_region.width or 1000
         self.show_text("\n".join(pack_phrases(groups, width)))

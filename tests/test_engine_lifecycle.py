@@ -1,0 +1,56 @@
+"""The engine's lifecycle under a stop that comes early: a stop while the models are still loading
+stays a stop (it used to be overwritten by "running", and the process then exited with the loader's
+native threads alive, aborting with status 134)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import test_settings
+
+from voxdock.engine.engine import Engine
+from voxdock.engine.models import ModelPlan
+from voxdock.storage.database import Database
+
+pytestmark = [pytest.mark.models, pytest.mark.slow]
+
+
+def test_stop_during_model_loading_stays_stopped(db: Database, plan: ModelPlan, tmp_path: Path) -> None:
+    engine = Engine(test_settings(tmp_path), db, plan)  # no preloaded models: start() loads them
+    engine.start()
+    assert engine.state == "loading"
+    loader = next(t for t in threading.enumerate() if t.name == "voxdock-loader")
+    assert engine.stop(mode="requeue") is True
+    # stop() waited for the loader, which saw the stop and started nothing.
+    assert not loader.is_alive()
+    assert engine.state == "stopped"
+    assert engine.stages == {}
+    assert engine.wait_ready(0) is False
+    time.sleep(1.0)
+    assert engine.state == "stopped"
+    assert not any(t.name.startswith(("voxdock-decode", "voxdock-asr")) for t in threading.enumerate())
+    assert [e.message for e in engine.events.recent()][-1] == "engine stopped"
+
+
+def test_snapshot_during_loading_has_no_stages(db: Database, plan: ModelPlan, tmp_path: Path) -> None:
+    engine = Engine(test_settings(tmp_path), db, plan)
+    engine.start()
+    try:
+        snapshot = engine.snapshot()
+        assert snapshot.state == "loading" and snapshot.stages == []
+        assert engine.wait_ready(300)
+        assert [s.name for s in engine.snapshot().stages] == [
+            "decode",
+            "vad",
+            "asr",
+            "diarize",
+            "voice",
+            "text",
+            "store",
+        ]
+    finally:
+        engine.stop(mode="requeue", timeout=60)
+    assert engine.state == "stopped"
