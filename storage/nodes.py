@@ -9,6 +9,7 @@ and lost nodes leave the list `SHOWN_FOR_S` after their last heartbeat, and thei
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -66,9 +67,9 @@ def list_nodes(
     db: Database, *, seen_within_s: float = SHOWN_FOR_S, lost_after_s: float = LOST_AFTER_S
 ) -> list[NodeRow]:
     """Running nodes, and those stopped or lost within `seen_within_s`; a node silent for
-    `lost_after_s` without having stopped is `lost`."""
+    `lost_after_s` without having stopped, or a process of this host that is gone, is `lost`."""
     with db.connection() as conn, conn.cursor(row_factory=class_row(NodeRow)) as cur:
-        return cur.execute(
+        rows = cur.execute(
             "SELECT id, hostname, pid, version,"
             " CASE WHEN state <> 'stopped' AND heartbeat_at < now() - make_interval(secs => %(lost)s)"
             "   THEN 'lost' ELSE state END AS state,"
@@ -78,6 +79,12 @@ def list_nodes(
             " ORDER BY hostname, started_at",
             {"lost": lost_after_s, "seen": seen_within_s},
         ).fetchall()
+    return [
+        dataclasses.replace(row, state="lost")
+        if row.state in ("running", "stopping") and process_gone(row.hostname, row.pid)
+        else row
+        for row in rows
+    ]
 
 
 def process_gone(hostname: str, pid: int) -> bool:

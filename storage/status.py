@@ -18,6 +18,7 @@ class StoreStatus:
     vectors: VectorSpec | None
     row_counts: dict[str, int] = field(default_factory=dict)
     jobs_by_state: dict[str, int] = field(default_factory=dict)
+    batches_by_state: dict[str, int] = field(default_factory=dict)  # running, paused, done, failed, ...
 
 
 def store_status(db: Database) -> StoreStatus:
@@ -27,6 +28,7 @@ def store_status(db: Database) -> StoreStatus:
         vectors = read_vector_spec(conn)
         counts: dict[str, int] = {}
         by_state: dict[str, int] = {}
+        batches: dict[str, int] = {}
         if version > 0:
             for table in _COUNTED_TABLES:
                 exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
@@ -38,4 +40,12 @@ def store_status(db: Database) -> StoreStatus:
                 str(state): int(n)
                 for state, n in conn.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
             }
-    return StoreStatus(server, version, latest_version(), vectors, counts, by_state)
+            view = conn.execute("SELECT to_regclass('batch_status') IS NOT NULL").fetchone()
+            if view and view[0]:  # what each batch is (from version 3)
+                batches = {
+                    str(state): int(n)
+                    for state, n in conn.execute(
+                        "SELECT state, count(*) FROM batch_status GROUP BY state"
+                    ).fetchall()
+                }
+    return StoreStatus(server, version, latest_version(), vectors, counts, by_state, batches)

@@ -191,7 +191,8 @@ def test_an_engine_that_cannot_start_fails_the_ingest_and_cancels_its_batch(tmp_
     assert line.startswith("voxdock: the engine could not start:")
     assert "batch nogpu cancelled with 1 file(s) not processed" in line
     listing = " ".join(voxdock(tmp_path, "batch", "list").stdout.split())
-    assert "nogpu │ cancelled │ 1 │ 0 │ 0 │ 0 │ 1" in listing  # nothing claimed, nothing runs it later
+    # files, done, failed, skipped, cancelled, left: nothing claimed or queued, nothing runs it later
+    assert "nogpu │ cancelled │ 1 │ 0 │ 0 │ 0 │ 1 │ 0" in listing
     status = " ".join(voxdock(tmp_path, "db", "status").stdout.split())
     assert "claimed" not in status
 

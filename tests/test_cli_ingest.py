@@ -50,9 +50,13 @@ def test_ingest_summary_exit_codes_and_reruns(tmp_path: Path) -> None:
     assert "0 file(s) to process, 1 already stored" in again.stdout
     assert "0 done, 0 failed, 1 skipped" in again.stdout
 
-    forced = ingest(data, str(inbox / "talk.mp4"), "--no-skip-existing", "--speakers", "1")
+    forced = ingest(data, str(inbox / "talk.mp4"), "--no-skip-existing", "--speakers", "1", "-q")
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert "1 done, 0 failed, 0 skipped" in forced.stdout
+    # -q: the summary alone, no progress bar or line before it.
+    assert "file(s) to process" not in forced.stdout and "loading models" not in forced.stdout
+    assert "h/h" not in forced.stdout and "1/1" not in forced.stdout, forced.stdout
+    assert forced.stdout.lstrip().startswith("per-stage real-time factor"), forced.stdout
 
     status = voxdock(data, "db", "status", timeout=120)
     assert status.returncode == 0
@@ -104,9 +108,54 @@ def test_submit_then_pause_and_resume_a_batch_from_the_command_line(tmp_path: Pa
     assert conflict.returncode == 2 and "--min-speakers is larger than --max-speakers" in conflict.stderr
     assert voxdock(data, "batch", "pause", "nightly").returncode == 0
     listing = " ".join(voxdock(data, "batch", "list").stdout.split())
-    assert "nightly │ paused │ 2 │ 0 │ 0 │ 0 │ 2 │ 00:00 │ auto" in listing
-    assert "interviews │ running │ 1 │ 0 │ 0 │ 0 │ 1 │ 00:00 │ 2" in listing
+    # files, done, failed, skipped, cancelled, left
+    assert "nightly │ paused │ 2 │ 0 │ 0 │ 0 │ 0 │ 2 │ 00:00 │ auto" in listing
+    assert "interviews │ running │ 1 │ 0 │ 0 │ 0 │ 0 │ 1 │ 00:00 │ 2" in listing
     assert voxdock(data, "batch", "resume", "nightly").returncode == 0
     assert "nightly │ running" in " ".join(voxdock(data, "batch", "list").stdout.split())
     missing = voxdock(data, "batch", "pause", "no-such-batch")
     assert missing.returncode == 2 and "no batch named 'no-such-batch'" in missing.stderr
+
+
+def test_a_rerun_adopts_what_a_killed_ingest_left_and_does_each_file_once(tmp_path: Path) -> None:
+    import re
+    import signal
+    import time
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for name in ("dialogue_2spk.wav", "monologue.ogg", "monologue_video.mp4"):
+        shutil.copy(MEDIA / name, inbox / name)
+    data = tmp_path / "data"
+    env = {**os.environ, "VOXDOCK_DATA_DIR": str(data), "COLUMNS": "160", "HF_HUB_OFFLINE": "1"}
+    env.pop("DATABASE_URL", None)
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "voxdock", "ingest", str(inbox), "--batch", "killed"],
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert killed.stdout is not None
+    assert "batch killed: 3 file(s) to process" in killed.stdout.readline()
+    time.sleep(3)
+    killed.send_signal(signal.SIGKILL)  # no clean-up at all: its batch stays running, files queued
+    killed.wait(timeout=30)
+
+    rerun = ingest(data, str(inbox), "--batch", "rerun")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    out = " ".join(rerun.stdout.split())
+    adopted = re.search(r"adopted (\d) unfinished file\(s\) of batch killed left by a stopped ingest", out)
+    assert adopted is not None, out
+    taken = int(adopted.group(1))
+    assert taken >= 1
+    done_before = 3 - taken  # what the killed ingest finished is stored, and not done again
+    assert f"{taken} done, 0 failed, {done_before} skipped" in out, out
+    listing = " ".join(voxdock(data, "batch", "list").stdout.split())
+    # files, done, failed, skipped, cancelled, left: the old batch is closed, nothing left anywhere
+    assert f"killed │ cancelled │ 3 │ {done_before} │ 0 │ 0 │ {taken} │ 0" in listing, listing
+    assert f"rerun │ done │ 3 │ {taken} │ 0 │ {done_before} │ 0 │ 0" in listing, listing
+    nodes = voxdock(data, "nodes")
+    assert nodes.returncode == 0
+    states = [line.split("│")[4].strip() for line in nodes.stdout.splitlines() if line.startswith("│")]
+    assert sorted(states) == ["lost", "stopped"], nodes.stdout  # the killed one, the re-run

@@ -515,7 +515,11 @@ def test_nodes_that_stopped_or_went_silent_are_marked_and_expire(db: Database) -
         conn.execute("UPDATE nodes SET heartbeat_at = now() - interval '11 minutes' WHERE id = 'old'")
         conn.execute("UPDATE nodes SET heartbeat_at = now() - interval '2 days' WHERE id = 'ancient'")
     assert {n.id: n.state for n in list_nodes(db)} == {"up": "running", "clean": "stopped", "killed": "lost"}
+    import socket
+
+    register_node(db, "killed-here", socket.gethostname(), dead_pid(), "test")  # killed a second ago
+    assert {n.id: n.state for n in list_nodes(db)}["killed-here"] == "lost"
     register_node(db, "next", "h", 6, "test")  # a new node forgets those silent for a day
     with db.connection() as conn:
         ids = {r[0] for r in conn.execute("SELECT id FROM nodes")}
-    assert ids == {"up", "clean", "killed", "old", "next"}
+    assert ids == {"up", "clean", "killed", "killed-here", "old", "next"}

@@ -30,7 +30,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The PostgreSQL + pgvector store.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-batch_app = typer.Typer(help="Batches in the shared queue: list, pause, resume.", no_args_is_help=True)
+batch_app = typer.Typer(
+    help="Batches in the shared queue: list, pause, resume, cancel, retry.", no_args_is_help=True
+)
 app.add_typer(batch_app, name="batch")
 
 out = Console()
@@ -193,6 +195,10 @@ def db_status() -> None:
         table.add_row("vectors", f"text {v.text_model} {v.text_dim}-d, voice {v.voice_model} {v.voice_dim}-d")
     for name, count in status.row_counts.items():
         table.add_row(name, f"{count:,}")
+    if status.batches_by_state:
+        table.add_row(
+            "batches by state", ", ".join(f"{k} {v:,}" for k, v in sorted(status.batches_by_state.items()))
+        )
     if status.jobs_by_state:
         table.add_row(
             "jobs by state", ", ".join(f"{k} {v:,}" for k, v in sorted(status.jobs_by_state.items()))
@@ -317,20 +323,39 @@ def ingest(
     from voxdock.engine.engine import Engine
     from voxdock.headless import run_ingest, summary_tables
     from voxdock.storage import jobs
+    from voxdock.storage.nodes import LOST_AFTER_S
 
     with open_store(settings) as db:
         engine = Engine(settings, db, plan)
+        # The batch is this process's own: registered as its owner before it exists, so a concurrent
+        # ingest of the same files never takes this node for a dead one.
+        _register_node(db, engine.node_id)
         submission = engine.submit(paths, batch_name=batch, skip_existing=skip_existing, options=options)
+        jobs.set_batch_owner(db, submission.batch_id, engine.node_id)
         engine.restrict_to_batches([submission.batch_id])
         total = submission.queued + submission.skipped
         note = f", {submission.ignored} non-media file(s) ignored" if submission.ignored else ""
-        out.print(
-            f"batch [bold]{submission.name}[/]: {submission.queued} file(s) to process, "
-            f"{submission.skipped} already stored{note}",
-            highlight=False,
+        if not quiet:
+            out.print(
+                f"batch [bold]{submission.name}[/]: {submission.queued} file(s) to process, "
+                f"{submission.skipped} already stored{note}",
+                highlight=False,
+            )
+        # What an earlier ingest of these files left when it died is done here, once.
+        adopted = jobs.adopt_leftovers(
+            db, submission.batch_id, lost_after_s=max(settings.job_lease_seconds, LOST_AFTER_S)
         )
+        for taken in adopted if not quiet else ():
+            rest = f"; its {taken.left} other file(s) stay in it" if taken.left else ""
+            out.print(
+                f"adopted {taken.files} unfinished file(s) of batch {taken.name} "
+                f"left by a stopped ingest{rest}",
+                highlight=False,
+                markup=False,
+            )
         if total == 0:  # the media went away since the check above: close the empty batch
             jobs.set_batch_state(db, submission.batch_id, "cancelled")
+            _mark_stopped(db, engine.node_id)
             raise fail(NOTHING_FOUND, code=exit_codes.INCOMPLETE)
         try:
             outcome = run_ingest(engine, submission.batch_id, total, out, quiet=quiet)
@@ -358,6 +383,21 @@ def ingest(
             raise typer.Exit(exit_codes.INCOMPLETE)
 
 
+def _register_node(db, node_id: str) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import socket
+
+    from voxdock.storage import nodes
+
+    nodes.register_node(db, node_id, socket.gethostname(), os.getpid(), __version__)
+
+
+def _mark_stopped(db, node_id: str) -> None:  # type: ignore[no-untyped-def]
+    from voxdock.storage import nodes
+
+    nodes.heartbeat(db, node_id, {}, state="stopped")
+
+
 def _engine_failure(db, name: str, batch_id: int, outcome) -> str:  # type: ignore[no-untyped-def]
     """Cancel what is left of the batch (nothing else would ever run it) and say so in one line."""
     from voxdock.storage import jobs
@@ -366,7 +406,7 @@ def _engine_failure(db, name: str, batch_id: int, outcome) -> str:  # type: igno
     left = outcome.batch.queued + outcome.batch.claimed
     if not left:
         return f"the engine {what}: {outcome.engine_error}"
-    jobs.set_batch_state(db, batch_id, "cancelled")
+    jobs.cancel_batch(db, batch_id)
     return (
         f"the engine {what}: {outcome.engine_error}; batch {name} cancelled with {left} file(s) not "
         f"processed ({outcome.batch.done} done); run the same command again once fixed"
@@ -579,7 +619,8 @@ def submit(
     if not any_media(paths):
         raise fail(NOTHING_FOUND, code=exit_codes.INCOMPLETE)
     settings = settings_or_exit()
-    setup_logging(settings.log_level)
+    # The engine's own "batch ... queued" event would repeat the line printed below.
+    setup_logging("WARNING" if settings.log_level == "INFO" else settings.log_level)
     plan = require_models(settings)
 
     from voxdock.engine.engine import Engine
@@ -596,7 +637,7 @@ def submit(
 
 @batch_app.command("list")
 def batch_list(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20) -> None:
-    """Batches with their state and progress."""
+    """Batches with their state (running, paused, done, failed, cancelled) and progress."""
     from voxdock.engine.speakers import SpeakerOptions
     from voxdock.formatting import fmt_duration
     from voxdock.storage.jobs import batch_progress
@@ -605,7 +646,19 @@ def batch_list(limit: Annotated[int, typer.Option(help="How many, newest first."
     with open_store(settings) as db:
         rows = batch_progress(db, limit=limit)
     table = Table()
-    columns = ("id", "name", "state", "files", "done", "failed", "skipped", "left", "audio done", "speakers")
+    columns = (
+        "id",
+        "name",
+        "state",
+        "files",
+        "done",
+        "failed",
+        "skipped",
+        "cancelled",
+        "left",
+        "audio done",
+        "speakers",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column in ("name", "state", "speakers") else "right")
     for b in rows:
@@ -617,36 +670,142 @@ def batch_list(limit: Annotated[int, typer.Option(help="How many, newest first."
             str(b.done),
             str(b.failed),
             str(b.skipped),
-            str(b.queued + b.claimed),
+            str(b.cancelled),
+            str(b.left),
             fmt_duration(b.audio_seconds_done),
             SpeakerOptions.from_options(b.options).describe(),
         )
     out.print(table)
 
 
-def _set_batch_state(name: str, state: str) -> None:
-    from voxdock.storage.jobs import BatchNotFound, find_batch, set_batch_state
+BatchName = Annotated[str, typer.Argument(help="Batch name or id.")]
 
-    settings = settings_or_exit()
-    with open_store(settings) as db:
-        try:
-            batch_id = find_batch(db, name)
-        except BatchNotFound as exc:
-            raise fail(str(exc)) from None
-        set_batch_state(db, batch_id, state)
-    out.print(f"batch {name}: {state}")
+
+def _find_batch(db, name: str):  # type: ignore[no-untyped-def]
+    """The batch's progress, or exit 2 naming it."""
+    from voxdock.storage.jobs import BatchNotFound, batch_progress, find_batch
+
+    try:
+        return batch_progress(db, [find_batch(db, name)])[0]
+    except BatchNotFound as exc:
+        raise fail(str(exc)) from None
+
+
+def _no_engine_hint(db) -> str:  # type: ignore[no-untyped-def]
+    """What to do when no engine runs on this store to take the batch's files (empty when one does)."""
+    from voxdock.storage.nodes import list_nodes
+
+    if any(n.state == "running" for n in list_nodes(db)):
+        return ""
+    return "; no engine runs on this store now: start `voxdock worker` (or a console) to process them"
 
 
 @batch_app.command("pause")
-def batch_pause(name: Annotated[str, typer.Argument(help="Batch name or id.")]) -> None:
+def batch_pause(name: BatchName) -> None:
     """Start no new file from this batch on any node; files in flight finish."""
-    _set_batch_state(name, "paused")
+    from voxdock.storage.jobs import set_batch_state
+
+    settings = settings_or_exit()
+    with open_store(settings) as db:
+        b = _find_batch(db, name)
+        if b.finished:
+            raise fail(f"batch {b.name} is {b.state}: nothing to pause", exit_codes.INCOMPLETE)
+        set_batch_state(db, b.id, "paused")
+    out.print(f"batch {b.name}: paused ({b.claimed} file(s) in flight finish)", highlight=False, markup=False)
 
 
 @batch_app.command("resume")
-def batch_resume(name: Annotated[str, typer.Argument(help="Batch name or id.")]) -> None:
+def batch_resume(name: BatchName) -> None:
     """Let every node take files from this batch again."""
-    _set_batch_state(name, "running")
+    from voxdock.storage.jobs import set_batch_state
+
+    settings = settings_or_exit()
+    with open_store(settings) as db:
+        b = _find_batch(db, name)
+        if b.finished:
+            again = f": `voxdock batch retry {b.name}` queues them again" if b.failed or b.cancelled else ""
+            what = {"cancelled": "its files were cancelled", "failed": "only failed files are left"}
+            raise fail(
+                f"batch {b.name} is {b.state}, nothing to resume ({what.get(b.state, 'every file finished')})"
+                + again,
+                exit_codes.INCOMPLETE,
+            )
+        set_batch_state(db, b.id, "running")
+        hint = _no_engine_hint(db)
+    out.print(f"batch {b.name}: running, {b.left} file(s) left{hint}", highlight=False, markup=False)
+
+
+@batch_app.command("cancel")
+def batch_cancel(name: BatchName) -> None:
+    """Cancel a batch: its queued files are never processed; files in flight on a node finish."""
+    from voxdock.storage.jobs import cancel_batch
+
+    settings = settings_or_exit()
+    with open_store(settings) as db:
+        b = _find_batch(db, name)
+        if b.state in ("done", "failed"):
+            raise fail(f"batch {b.name} is {b.state}: nothing to cancel", exit_codes.INCOMPLETE)
+        result = cancel_batch(db, b.id)
+    flight = f", {result.in_flight} in flight finish on their node" if result.in_flight else ""
+    out.print(
+        f"batch {b.name}: cancelled, {result.cancelled} file(s) not processed{flight}"
+        f" (`voxdock batch retry {b.name}` queues them again)",
+        highlight=False,
+        markup=False,
+    )
+
+
+@batch_app.command("retry")
+def batch_retry(name: BatchName) -> None:
+    """Queue the batch's failed and cancelled files again (attempts reset) and let it run."""
+    from voxdock.storage.jobs import retry_batch
+
+    settings = settings_or_exit()
+    with open_store(settings) as db:
+        b = _find_batch(db, name)
+        if not (b.failed or b.cancelled):
+            raise fail(f"batch {b.name} is {b.state} with no failed or cancelled file", exit_codes.INCOMPLETE)
+        requeued = retry_batch(db, b.id)
+        hint = _no_engine_hint(db)
+    out.print(
+        f"batch {b.name}: running, {requeued} file(s) queued again{hint}", highlight=False, markup=False
+    )
+
+
+@app.command("nodes")
+def nodes_cmd() -> None:
+    """The engines sharing this store: running, and those stopped or lost in the last 10 minutes."""
+    from voxdock.formatting import fmt_duration
+    from voxdock.storage.nodes import LOST_AFTER_S, SHOWN_FOR_S, list_nodes
+
+    settings = settings_or_exit()
+    with open_store(settings) as db:
+        rows = list_nodes(db)
+    if not rows:
+        out.print(f"no node has run on this store in the last {SHOWN_FOR_S / 60:.0f} minutes")
+        return
+    table = Table(
+        caption=f"lost: silent for {LOST_AFTER_S:.0f} s without stopping; stopped and lost nodes leave "
+        f"the list {SHOWN_FOR_S / 60:.0f} min after their last heartbeat",
+        caption_justify="left",
+    )
+    for column in ("node", "host", "pid", "state", "seen", "up", "done", "failed", "in flight"):
+        table.add_column(column, justify="left" if column in ("node", "host", "state") else "right")
+    for n in rows:
+        totals = n.metrics.get("totals", {}) if isinstance(n.metrics, dict) else {}
+        up = (n.heartbeat_at - n.started_at).total_seconds()
+        table.add_row(
+            n.id,
+            n.hostname,
+            str(n.pid),
+            n.state,
+            f"{n.seconds_since_heartbeat:.0f} s ago",
+            fmt_duration(up),
+            str(totals.get("files_done", 0)),
+            str(totals.get("files_failed", 0)),
+            str(totals.get("files_in_flight", 0)) if n.state in ("running", "stopping") else "",
+        )
+    out.print(table)
 
 
 @app.command("worker")

@@ -7,12 +7,15 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
@@ -22,9 +25,11 @@ from voxdock.engine.events import EngineEvent
 from voxdock.engine.metrics import EngineSnapshot
 from voxdock.formatting import estimate_eta, fmt_duration, fmt_rtf
 from voxdock.storage import jobs
+from voxdock.storage.database import is_store_unavailable
 from voxdock.storage.jobs import BatchProgress
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -62,16 +67,20 @@ class IngestDisplay:
         )
         self.task = self.progress.add_task("files", total=max(total, 1), detail="loading models…")
 
-    def render(self, progress: BatchProgress, snapshot: EngineSnapshot) -> Group:
-        finished = progress.done + progress.failed + progress.skipped
+    def render(self, progress: BatchProgress, snapshot: EngineSnapshot, problem: str | None = None) -> Group:
+        """The bars from `progress` (the last figures read, while the database is away) and what the
+        engine says; `problem` (e.g. the database is unavailable) leads the line."""
+        finished = progress.done + progress.failed + progress.skipped + progress.cancelled
         totals = snapshot.totals
-        e2e = totals.active_wall_s / totals.audio_s_done if totals.audio_s_done else None
+        e2e = 1 / totals.hours_per_hour if totals.hours_per_hour else None
         detail = (
             f"RTF {fmt_rtf(e2e)} · {totals.hours_per_hour or 0:.1f} h/h · ETA "
             f"{fmt_duration(batch_eta(progress, snapshot))} · {totals.segments_written} segments"
             if snapshot.state == "running"
             else snapshot.state + "…"
         )
+        if problem:
+            detail = f"[yellow]{escape(problem)}[/] · {detail}"
         if progress.failed:
             detail += f" · [red]{progress.failed} failed[/]"
         self.progress.update(self.task, completed=finished, total=max(progress.total, 1), detail=detail)
@@ -90,11 +99,17 @@ class IngestDisplay:
         return Group(*lines)
 
 
+STORE_UNAVAILABLE = "database unavailable, retrying"
+FINAL_READ_S = 120.0  # how long the summary waits for a database that went away at the very end
+
+
 def run_ingest(
     engine: Engine, batch_id: int, total: int, console: Console, *, quiet: bool = False
 ) -> IngestOutcome:
     """Run the engine until the batch is finished; Ctrl-C or SIGTERM re-queues in-flight files and
-    pauses it (a second Ctrl-C stops waiting for that)."""
+    pauses it (a second Ctrl-C stops waiting for that). With `quiet`, nothing is shown while it runs.
+    While the database is away the last figures stay on screen with what the engine says about it,
+    and the run goes on when it is back."""
     db = engine.db
     interrupted = threading.Event()
     terminated = threading.Event()
@@ -121,30 +136,47 @@ def run_ingest(
     progress = jobs.batch_progress(db, [batch_id])[0]
     try:
         engine.start()
-        with Live(
-            display.render(progress, engine.snapshot()),
-            console=console,
-            refresh_per_second=4,
-            transient=False,
-            redirect_stderr=False,
-        ) as live:
+        live: Live | None = None
+        if not quiet:
+            live = Live(
+                display.render(progress, engine.snapshot()),
+                console=console,
+                refresh_per_second=4,
+                transient=False,
+                redirect_stderr=False,
+            )
+        with live if live is not None else contextlib.nullcontext():
             while True:
-                progress = jobs.batch_progress(db, [batch_id])[0]
                 snapshot = engine.snapshot()
-                live.update(display.render(progress, snapshot))
+                store_lost = False
+                try:
+                    progress = jobs.batch_progress(db, [batch_id])[0]
+                except Exception as exc:
+                    if not is_store_unavailable(exc):
+                        raise
+                    store_lost = True  # keep the last figures; the engine waits for the store too
+                problem = snapshot.store_problem or (STORE_UNAVAILABLE if store_lost else None)
+                if live is not None:
+                    live.update(display.render(progress, snapshot, problem))
                 started = started or engine.state == "running"
                 if engine.state == "failed":
                     break
-                if progress.queued + progress.claimed == 0 and engine.files_in_flight() == 0:
+                if not store_lost and progress.left == 0 and engine.files_in_flight() == 0:
                     break
                 if interrupted.is_set():
                     console.print(
                         "[yellow]interrupted: re-queuing the files in flight and pausing the batch…"
                     )
-                    jobs.set_batch_state(db, batch_id, "paused")
+                    try:
+                        jobs.set_batch_state(db, batch_id, "paused")
+                    except Exception as exc:
+                        if not is_store_unavailable(exc):
+                            raise
+                        console.print("[yellow]the database is unavailable: the batch could not be paused[/]")
                     break
                 time.sleep(0.25)
-        console.print()
+        if live is not None:
+            console.print()
         if engine.state == "loading":
             # Stopping an engine whose models are still loading leaves the loader running on, into
             # the claim loop, and a model library torn down under it at exit aborts the process: let
@@ -166,8 +198,10 @@ def run_ingest(
         signal.signal(signal.SIGTERM, previous_term)
         unsubscribe()
         engine_log.removeFilter(_no_events)
-    progress = jobs.batch_progress(db, [batch_id])[0]
-    failures = [row for row in jobs.batch_jobs(db, batch_id) if row.state == "failed"]
+    progress = _read_when_back(console, lambda: jobs.batch_progress(db, [batch_id])[0])
+    failures = _read_when_back(
+        console, lambda: [row for row in jobs.batch_jobs(db, batch_id) if row.state == "failed"]
+    )
     return IngestOutcome(
         progress,
         failures,
@@ -178,6 +212,22 @@ def run_ingest(
         engine_error=error,
         engine_started=started,
     )
+
+
+def _read_when_back(console: Console, read: Callable[[], T], wait_s: float = FINAL_READ_S) -> T:
+    """`read()`, retried while the database is unavailable, for up to `wait_s` (then its error)."""
+    deadline = time.monotonic() + wait_s
+    said = False
+    while True:
+        try:
+            return read()
+        except Exception as exc:
+            if not is_store_unavailable(exc) or time.monotonic() > deadline:
+                raise
+            if not said:
+                console.print(f"[yellow]{STORE_UNAVAILABLE}[/]")
+                said = True
+            time.sleep(1.0)
 
 
 def _no_events(_record: logging.LogRecord) -> bool:
@@ -215,11 +265,12 @@ def summary_tables(outcome: IngestOutcome) -> list[Table]:
     totals = Table(show_header=False, box=None, title=f"batch {p.name}", title_justify="left")
     totals.add_column(style="bold")
     totals.add_column()
-    e2e = t.active_wall_s / t.audio_s_done if t.audio_s_done else None
+    e2e = 1 / t.hours_per_hour if t.hours_per_hour else None
     totals.add_row(
         "files",
         f"{p.done} done, {p.failed} failed, {p.skipped} skipped (already stored)"
-        + (f", {p.queued + p.claimed} left" if p.queued + p.claimed else ""),
+        + (f", {p.cancelled} cancelled" if p.cancelled else "")
+        + (f", {p.left} left" if p.left else ""),
     )
     totals.add_row(
         "audio",
