@@ -121,3 +121,4 @@ def test_a_version_2_store_gets_batch_states_and_its_cancelled_leftovers_closed(
         "stopped": ("cancelled", 0, 1),
         "waiting": ("running", 1, 0),
     }
+    assert store_status(db).batches_by_state == {"done": 1, "failed": 1, "cancelled": 1, "running": 1}
