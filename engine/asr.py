@@ -13,7 +13,7 @@ the silences inside each clip, and that cost 2.4 points of WER on the shared 3-s
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +73,16 @@ class AsrModel:
         self.english_only = not self.model.model.is_multilingual
 
     def transcribe(
-        self, samples: np.ndarray, speech: list[tuple[float, float]], *, batch_size: int, beam_size: int
+        self,
+        samples: np.ndarray,
+        speech: list[tuple[float, float]],
+        *,
+        batch_size: int,
+        beam_size: int,
+        progress: Callable[[float], None] | None = None,
     ) -> tuple[list[Word], str | None]:
-        """All recognised words in time order, and the language (None when nothing was said)."""
+        """All recognised words in time order, and the language (None when nothing was said).
+        `progress` hears how far into the audio decoding has got (seconds) as segments arrive."""
         if not speech:  # our VAD found none: nothing to decode
             return [], None
         segments, info = self.pipeline.transcribe(
@@ -87,7 +94,16 @@ class AsrModel:
             beam_size=beam_size,
             word_timestamps=True,
         )
+        if progress is not None:
+            segments = _reporting(segments, progress)
         words, dropped = spoken_words(segments, speech)
         if dropped:
             log.debug("left out %d word(s) Whisper decoded where nothing was said", dropped)
         return words, info.language
+
+
+def _reporting(segments: Iterable[Any], progress: Callable[[float], None]) -> Iterator[Any]:
+    # Whisper's segments arrive lazily, a batch at a time: each one's end is how far decoding got.
+    for segment in segments:
+        progress(segment.end)
+        yield segment

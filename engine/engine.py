@@ -148,7 +148,7 @@ class Engine:
             )
         except Exception as exc:  # its lease runs out and another attempt records it
             log.error("could not record the failure of %s: %s", work.path, exc)
-        self.counters.file_failed()
+        self.counters.file_failed(key=work.job.job_id)
         self.events.emit(
             EngineEvent(
                 "failed",
@@ -174,7 +174,7 @@ class Engine:
                 if is_store_unavailable(exc):
                     self.store.lost(exc)
                 log.error("could not re-queue %s: %s", work.path, exc)
-        self.counters.file_requeued()
+        self.counters.file_requeued(key=work.job.job_id)
         self.events.emit(
             EngineEvent("requeued", f"re-queued {work.path}", path=work.path, batch_id=work.job.batch_id)
         )
@@ -192,7 +192,7 @@ class Engine:
         )
         if not self._take_in_flight(work):
             return
-        self.counters.file_done(work.duration_s, written, bool(work.fast_path))
+        self.counters.file_done(work.duration_s, written, bool(work.fast_path), key=work.job.job_id)
         speakers = f", {work.speaker_count} speaker(s)" if work.speaker_count else ""
         fast = " (fast path)" if work.fast_path else ""
         self.events.emit(
@@ -293,6 +293,7 @@ class Engine:
             model_set=model_set,
             on_stored=self._stored,
             store_call=lambda write: self.store.call(write, self._store_wait_over),
+            on_progress=lambda work, audio_s: self.counters.file_progress(work.job.job_id, audio_s),
         )
         s = self.settings
         workers = {
@@ -406,7 +407,7 @@ class Engine:
             work = FileWork(job=job)
             with self._lock:
                 self._in_flight[job.job_id] = work
-            self.counters.file_claimed()
+            self.counters.file_claimed(key=job.job_id)
             self.events.emit(
                 EngineEvent(
                     "claimed",

@@ -76,6 +76,7 @@ class StageHandlers:
         model_set: ModelSet,
         on_stored: Callable[[FileWork, int], None],
         store_call: Callable[[Callable[[], int]], int] = lambda write: write(),
+        on_progress: Callable[[FileWork, float], None] = lambda _work, _audio_s: None,
     ) -> None:
         self.models = models
         self.embed_segments = BatchedEmbedder(models.voice, batches["voice"], faults, "voice")
@@ -88,6 +89,7 @@ class StageHandlers:
         self.model_set = model_set
         self.on_stored = on_stored
         self.store_call = store_call  # runs a write again once a lost store is back
+        self.on_progress = on_progress  # how far into a file's audio its slowest stage has got
 
     # --- stages --------------------------------------------------------------------------------
     def decode(self, work: FileWork) -> None:
@@ -109,7 +111,11 @@ class StageHandlers:
         def run(batch_size: int) -> list:  # type: ignore[type-arg]
             self.faults.check("asr", batch_size)
             words, _language = self.models.asr.transcribe(
-                samples, speech, batch_size=batch_size, beam_size=self.tunables.asr_beam_size
+                samples,
+                speech,
+                batch_size=batch_size,
+                beam_size=self.tunables.asr_beam_size,
+                progress=lambda audio_s: self.on_progress(work, audio_s),
             )
             return words
 

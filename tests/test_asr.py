@@ -89,3 +89,19 @@ def test_every_word_of_real_speech_lies_in_a_speech_region(models: LoadedModels)
     assert len(words) > 40
     assert all(any(a - 0.5 < w.start and w.end < b + 0.5 for a, b in speech) for w in words)
     assert all(w.end >= w.start and w.text.strip() for w in words)
+
+
+def test_progress_follows_decoding_through_the_file(models: LoadedModels) -> None:
+    """The live pace counts a long file's decoded part: ASR reports how far into the audio it got
+    (a segment at a time: Whisper's batched pipeline decodes up to 30 s per segment)."""
+    names = ("ami_trn03.wav", "pyannote_sample.wav", "ami_trn09.wav")
+    audio = np.concatenate([decode_file(REAL / name).samples for name in names])
+    heard: list[float] = []
+    words, _ = models.asr.transcribe(
+        audio, detect_speech(audio), batch_size=4, beam_size=1, progress=heard.append
+    )
+    duration = audio.shape[0] / 16000
+    assert len(heard) >= 3
+    assert heard == sorted(heard)
+    assert heard[0] < duration / 2
+    assert words[-1].end - 1.0 <= heard[-1] <= duration + 0.01
