@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from conftest import REAL
 from faster_whisper.transcribe import Segment as WhisperSegment
 from faster_whisper.transcribe import Word as WhisperWord
 
-from voxdock.engine.asr import spoken_words
+from voxdock.engine import asr
+from voxdock.engine.asr import speech_windows, spoken_words
 from voxdock.engine.decode import decode_file
 from voxdock.engine.loader import LoadedModels
 from voxdock.engine.vad import detect_speech
+from voxdock.evaluation import word_error_rate
 
 SR = 16000
 
@@ -105,3 +109,38 @@ def test_progress_follows_decoding_through_the_file(models: LoadedModels) -> Non
     assert heard == sorted(heard)
     assert heard[0] < duration / 2
     assert words[-1].end - 1.0 <= heard[-1] <= duration + 0.01
+
+
+def test_speech_windows_cut_long_files_in_pauses() -> None:
+    assert speech_windows([(1.0, 5.0)], 500.0, 600.0) == [(0.0, 500.0)]
+    regions = [(float(a), float(a) + 50.0) for a in range(10, 3000, 60)]  # 50 s said, 10 s pauses
+    windows = speech_windows(regions, 3010.0, 600.0)
+    assert windows[0][0] == 0.0 and windows[-1][1] == 3010.0
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(windows))
+    for start, end in windows:
+        assert end - start <= 600.0 + 10.0
+        assert not any(a < start < b or a < end < b for a, b in regions), "a cut inside speech"
+    assert len(windows) == 5
+    # One region longer than a window makes a window alone.
+    long = [(0.0, 10.0), (20.0, 900.0), (910.0, 920.0)]
+    assert speech_windows(long, 930.0, 600.0) == [(0.0, 15.0), (15.0, 905.0), (905.0, 930.0)]
+
+
+def test_windows_transcribe_like_the_whole_file(
+    models: LoadedModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long file goes to Whisper in windows (bounded memory); cut in pauses, the words are the
+    same as from the whole file, at the same times."""
+    names = ("ami_trn03.wav", "pyannote_sample.wav", "ami_trn09.wav")
+    audio = np.concatenate([decode_file(REAL / name).samples for name in names])
+    speech = detect_speech(audio)
+    whole, _ = models.asr.transcribe(audio, speech, batch_size=4, beam_size=1)
+    monkeypatch.setattr(asr, "WINDOW_S", 35.0)
+    assert len(speech_windows(speech, audio.shape[0] / 16000, 35.0)) >= 3
+    heard: list[float] = []
+    windowed, _ = models.asr.transcribe(audio, speech, batch_size=4, beam_size=1, progress=heard.append)
+    text = " ".join(w.text.strip() for w in whole)
+    assert word_error_rate(text, " ".join(w.text.strip() for w in windowed)) < 0.05
+    assert [w.start for w in windowed] == sorted(w.start for w in windowed)
+    assert abs(windowed[-1].end - whole[-1].end) < 0.5
+    assert heard == sorted(heard) and heard[-1] > 60.0
