@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from voxdock import __version__
 from voxdock.engine.diarization import DEFAULT_FAST_PATH_THRESHOLD, Diarizer, build_diarizer
 from voxdock.engine.discovery import discover
@@ -72,6 +74,13 @@ def initial_fast_path_threshold(settings: Settings) -> float:
     return DEFAULT_FAST_PATH_THRESHOLD
 
 
+def audio_budget_bytes(setting_gb: float | None) -> int:
+    """IN_FLIGHT_AUDIO_GB, or a quarter of this host's memory (decoded audio: 230 MB per hour)."""
+    if setting_gb is not None:
+        return int(setting_gb * 1024**3)
+    return int(psutil.virtual_memory().total / 4)
+
+
 class Engine:
     def __init__(
         self,
@@ -118,6 +127,8 @@ class Engine:
             "text": AdaptiveBatch(settings.text_embedding_batch_size, self._backoff_hook("text")),
         }
         self.stages: dict[str, Stage] = {}
+        self.audio_budget_bytes = audio_budget_bytes(settings.in_flight_audio_gb)
+        self._typical_audio_bytes = 0.0
 
     # --- context for stages --------------------------------------------------------------------
     @property
@@ -365,12 +376,29 @@ class Engine:
         return cached is None or cached[0] == "running"
 
     def max_in_flight(self) -> int:
-        """Files held at once: two per ASR worker (one transcribing, one ready) and two on their way
-        through the faster stages. More would only hold decoded audio in memory and keep files from
-        other nodes and from a pause."""
+        """Files held at once: one for every worker of every stage, and one more waiting for each
+        worker of the stage with the most (the one given workers because it is the slowest), so
+        every configured worker can be busy. More would only keep files from other nodes and from
+        a pause; memory is bounded apart, by `audio_room`."""
         if not self.stages:
             return 1
-        return 2 * self.stages["asr"].workers + 2
+        workers = [stage.workers for stage in self.stages.values()]
+        return sum(workers) + max(workers)
+
+    def audio_room(self) -> bool:
+        """Whether another file's decoded audio fits in the budget beside what is held now. A file
+        not yet decoded counts as the typical decoded file of this run (as the whole budget until one
+        has been seen); with nothing in flight a file is always admitted, however long."""
+        with self._lock:
+            works = list(self._in_flight.values())
+        if not works:
+            return True
+        held = [w.samples.nbytes for w in works if w.samples is not None]
+        if held:
+            self._typical_audio_bytes = sum(held) / len(held)
+        pending = sum(1 for w in works if w.samples is None and w.duration_s == 0.0)
+        typical = self._typical_audio_bytes or self.audio_budget_bytes
+        return sum(held) + pending * typical < self.audio_budget_bytes
 
     def _claim_loop(self) -> None:
         stage = self.stages["decode"]
@@ -380,6 +408,7 @@ class Engine:
                 not self._claiming.is_set()
                 or self.files_in_flight() >= self.max_in_flight()
                 or stage.inbox.qsize() >= stage.workers
+                or not self.audio_room()
             ):
                 self._wake.wait(0.25)
                 self._wake.clear()

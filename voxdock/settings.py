@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         default=64, ge=1, le=4096, description="text-embedding batch size, across files"
     )
     storage_workers: int = Field(default=1, ge=1, le=64, description="workers writing segments")
+    in_flight_audio_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="decoded audio the engine holds at once (GB); unset: a quarter of this host's memory",
+    )
     fast_path_threshold: float | None = Field(
         default=None,
         ge=0.0,
