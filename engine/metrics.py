@@ -76,6 +76,10 @@ class EngineSnapshot:
     fast_path_threshold: float = 0.0
     # Set while the engine cannot reach the store ("database unavailable since 12:00:01, retrying").
     store_problem: str | None = None
+    # Self-tuning: whether it is on, and the knobs ("asr.workers", "text.batch") the operator set,
+    # which it leaves alone until released.
+    auto_tune: bool = False
+    pinned: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
