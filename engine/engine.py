@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 
 from voxdock import __version__
+from voxdock.engine.autotune import PERIOD_S, AutoTuner, Host
 from voxdock.engine.diarization import DEFAULT_FAST_PATH_THRESHOLD, Diarizer, build_diarizer
 from voxdock.engine.discovery import discover
 from voxdock.engine.events import EngineEvent, EventHub
@@ -37,7 +38,7 @@ from voxdock.engine.loader import LoadedModels, load_models
 from voxdock.engine.metrics import EngineCounters, EngineSnapshot, mark_bottleneck
 from voxdock.engine.models import ModelPlan
 from voxdock.engine.oom import AdaptiveBatch, FaultInjector
-from voxdock.engine.runtime import Stage, lower_thread_priority
+from voxdock.engine.runtime import MAX_WORKERS, Stage, lower_thread_priority
 from voxdock.engine.store_watch import StoreWatch
 from voxdock.engine.work import FileWork
 from voxdock.settings import Settings
@@ -65,6 +66,27 @@ class Submission:
 
 class EngineError(RuntimeError):
     pass
+
+
+# Settings whose value, when given, pins a knob (the tuner leaves it as given).
+KNOB_SETTINGS = {
+    "decode_workers": "decode.workers",
+    "vad_workers": "vad.workers",
+    "asr_workers": "asr.workers",
+    "diarization_workers": "diarize.workers",
+    "voice_workers": "voice.workers",
+    "text_workers": "text.workers",
+    "storage_workers": "store.workers",
+    "asr_batch_size": "asr.batch",
+    "diarization_batch_size": "diarize.batch",
+    "voice_enrollment_batch_size": "voice.batch",
+    "text_embedding_batch_size": "text.batch",
+}
+
+
+def pinned_by_settings(settings: Settings) -> set[str]:
+    """The knobs whose settings were given (environment, .env or arguments), not defaulted."""
+    return {knob for name, knob in KNOB_SETTINGS.items() if name in settings.model_fields_set}
 
 
 def initial_fast_path_threshold(settings: Settings) -> float:
@@ -127,6 +149,8 @@ class Engine:
             "text": AdaptiveBatch(settings.text_embedding_batch_size, self._backoff_hook("text")),
         }
         self.stages: dict[str, Stage] = {}
+        self.tuner: AutoTuner | None = None
+        self._pinned = pinned_by_settings(settings)
         self.audio_budget_bytes = audio_budget_bytes(settings.in_flight_audio_gb)
         self._typical_audio_bytes = 0.0
 
@@ -278,6 +302,8 @@ class Engine:
                 self._ready.set()
                 return
             self.state = "running"
+        if self.settings.auto_tune:
+            self._start_tuner()
         self._claiming.set()
         self._ready.set()
         self.events.emit(
@@ -583,6 +609,31 @@ class Engine:
         self.events.emit(EngineEvent("batch", f"batch {batch_id} resumed", batch_id=batch_id))
         self._wake.set()
 
+    def cancel(self, batch_id: int) -> jobs.CancelResult:
+        """No file of this batch starts any more; its queued files are cancelled (in flight finish)."""
+        result = jobs.cancel_batch(self.db, batch_id)
+        self._batch_states.pop(batch_id, None)
+        self.events.emit(
+            EngineEvent(
+                "batch",
+                f"batch {batch_id} cancelled: {result.cancelled} file(s) not processed, "
+                f"{result.in_flight} in flight finish",
+                batch_id=batch_id,
+            )
+        )
+        self._wake.set()
+        return result
+
+    def retry(self, batch_id: int) -> int:
+        """Queue the batch's failed and cancelled files again; returns how many."""
+        queued = jobs.retry_batch(self.db, batch_id)
+        self._batch_states.pop(batch_id, None)
+        self.events.emit(
+            EngineEvent("batch", f"batch {batch_id}: {queued} file(s) queued again", batch_id=batch_id)
+        )
+        self._wake.set()
+        return queued
+
     def restrict_to_batches(self, batch_ids: Sequence[int] | None) -> None:
         """Claim only from these batches (a headless ingest works on its own batch alone)."""
         self._only_batches = list(batch_ids) if batch_ids is not None else None
@@ -606,10 +657,79 @@ class Engine:
 
     # --- tuning --------------------------------------------------------------------------------
     def set_workers(self, stage: str, workers: int) -> None:
+        """The operator's choice: applied at once and pinned (self-tuning leaves it) until released."""
         target = self._stage(stage)
         target.set_workers(workers)
+        self._pin(f"{stage}.workers")
         self.events.emit(EngineEvent("tuning", f"{stage}: workers set to {workers}"))
         self._wake.set()
+
+    def release(self, stage: str) -> None:
+        """Hand a stage's knobs (workers and batch size) back to self-tuning."""
+        self._stage(stage)
+        with self._lock:
+            self._pinned -= {f"{stage}.workers", f"{stage}.batch"}
+            if self.tuner is not None:
+                self.tuner.release(f"{stage}.workers")
+        automatic = " to self-tuning" if self.tuner is not None else " (self-tuning is off)"
+        self.events.emit(EngineEvent("tuning", f"{stage}: released{automatic}"))
+
+    def _pin(self, knob: str) -> None:
+        with self._lock:
+            self._pinned.add(knob)
+            if self.tuner is not None:
+                self.tuner.pin(knob)
+
+    # --- self-tuning ---------------------------------------------------------------------------
+    def _start_tuner(self) -> None:
+        assert self.models is not None
+        on_gpu = self.models.device.startswith("cuda")
+        cores = os.cpu_count() or 1
+
+        def max_workers(stage: str) -> int:
+            # A CPU stage's worker wants a core; a GPU stage's workers mostly wait on the device.
+            gpu_stage = on_gpu and stage in BATCHED_STAGES
+            return min(MAX_WORKERS, 2 * cores if gpu_stage else cores)
+
+        with self._lock:
+            self.tuner = AutoTuner(
+                apply=self._tuned_workers, max_workers=max_workers, on_gpu=on_gpu, pinned=set(self._pinned)
+            )
+            self.tuner.start([stage.snapshot() for stage in self.stages.values()])
+        self._spawn(self._tune_loop, "tuner")
+
+    def _tuned_workers(self, stage: str, workers: int) -> None:
+        self.stages[stage].set_workers(workers)
+        self._wake.set()
+
+    def _tune_loop(self) -> None:
+        psutil.cpu_percent(None)  # the first reading starts the measuring interval
+        cores = os.cpu_count() or 1
+        while not self._shutting_down:
+            deadline = time.monotonic() + PERIOD_S
+            while time.monotonic() < deadline and not self._shutting_down:
+                time.sleep(0.2)
+            if self._shutting_down or self.state != "running":
+                continue
+            snapshot = self.snapshot()
+            utilisation = [g.utilization_pct for g in snapshot.gpus]
+            host = Host(
+                cpu_busy=psutil.cpu_percent(None) / 100.0,
+                gpu_busy=sum(utilisation) / len(utilisation) / 100.0 if utilisation else None,
+                cores=cores,
+            )
+            with self._lock:
+                tuner = self.tuner
+                if tuner is None:
+                    return
+                changes = tuner.look(snapshot, host, time.monotonic())
+            for change in changes:
+                if change.workers_to == change.workers_from:
+                    message = f"auto: {change.stage} {change.reason}"
+                else:
+                    step = f"{change.workers_from} -> {change.workers_to}"
+                    message = f"auto: {change.stage} workers {step} ({change.reason})"
+                self.events.emit(EngineEvent("tuning", message))
 
     def set_batch_size(self, stage: str, size: int) -> None:
         if stage not in BATCHED_STAGES:
@@ -617,6 +737,7 @@ class Engine:
         if not 1 <= size <= 4096:
             raise ValueError(f"{stage}: batch size must be between 1 and 4096, not {size}")
         self.adaptive_batches[stage].configure(size)
+        self._pin(f"{stage}.batch")
         self.events.emit(EngineEvent("tuning", f"{stage}: batch size set to {size}"))
 
     def set_fast_path_threshold(self, value: float) -> None:
@@ -660,4 +781,6 @@ class Engine:
             models=dict(self.models.names) if self.models else {},
             fast_path_threshold=self.tunables.fast_path_threshold,
             store_problem=self.store.problem(),
+            auto_tune=self.tuner is not None,
+            pinned=sorted(self._pinned),
         )

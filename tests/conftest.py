@@ -69,8 +69,14 @@ def db(empty_db_url: str) -> Iterator[Database]:
 
 
 def test_settings(tmp_path: Path, **overrides: object) -> Settings:
-    """Settings for tests: no .env, small defaults; overrides win."""
-    base: dict[str, object] = {"_env_file": None, "voxdock_data_dir": tmp_path, "asr_workers": 2}
+    """Settings for tests: no .env, small defaults, the knobs held still (no self-tuning unless a
+    test asks for it); overrides win."""
+    base: dict[str, object] = {
+        "_env_file": None,
+        "voxdock_data_dir": tmp_path,
+        "asr_workers": 2,
+        "auto_tune": False,
+    }
     base.update(overrides)
     return load_settings(**base)
 

@@ -242,6 +242,15 @@ class FrozenBackend:
     def resume(self, batch_id: int) -> None:
         self.calls.append(("resume", batch_id))
 
+    def cancel(self, batch_id: int) -> None:
+        self.calls.append(("cancel", batch_id))
+
+    def retry(self, batch_id: int) -> None:
+        self.calls.append(("retry", batch_id))
+
+    def release(self, stage: str) -> None:
+        self.calls.append(("release", stage))
+
     def set_workers(self, stage: str, workers: int) -> None:
         self.calls.append(("workers", (stage, workers)))
 

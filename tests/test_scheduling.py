@@ -4,6 +4,7 @@ audio than the budget."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -73,3 +74,29 @@ def test_no_file_is_admitted_beyond_the_audio_budget(
     assert progress.done == 5
     assert len(held_at_claim) == 5
     assert held_at_claim == [0] * 5, held_at_claim
+
+
+def test_self_tuning_leaves_what_the_operator_set(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(auto_tune=True, diarization_workers=1)  # both given: pinned
+    engine.start(wait=True)
+    snapshot = engine.snapshot()
+    assert snapshot.auto_tune and engine.tuner is not None
+    assert {"asr.workers", "diarize.workers"} <= set(snapshot.pinned)
+    assert "voice.workers" not in snapshot.pinned  # left to its default: the tuner's
+    assert "diarize.workers" in engine.tuner.pinned
+    engine.release("diarize")
+    assert "diarize.workers" not in engine.snapshot().pinned
+    assert "diarize.workers" not in engine.tuner.pinned
+    engine.set_workers("voice", 2)  # set live: pinned from now on
+    engine.set_batch_size("text", 32)
+    assert {"voice.workers", "text.batch"} <= set(engine.snapshot().pinned)
+    assert "voice.workers" in engine.tuner.pinned
+    messages = [e.message for e in engine.events.recent()]
+    assert "diarize: released to self-tuning" in messages
+
+
+def test_without_self_tuning_nothing_is_tuned(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()  # the tests' settings turn it off
+    engine.start(wait=True)
+    assert engine.tuner is None and not engine.snapshot().auto_tune
+    assert not any(t.name == "voxdock-tuner" for t in threading.enumerate())

@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.screen import Screen
@@ -25,6 +26,7 @@ from textual.widgets import Footer, Header, TabbedContent, TabPane
 from voxdock.engine.engine import BATCHED_STAGES
 from voxdock.themes import DEFAULT_THEME, THEMES, console_css_path
 from voxdock.tui.backend import ConsoleBackend, ConsoleData
+from voxdock.tui.commands import COMMANDS, CONTROL_ACTIONS, bindings
 from voxdock.tui.prefs import default_prefs_path, load_prefs, save_prefs
 from voxdock.tui.screens import AddPathScreen, HelpScreen, QuitScreen, ThresholdScreen, TuneScreen
 from voxdock.tui.widgets import (
@@ -38,7 +40,6 @@ from voxdock.tui.widgets import (
     Totals,
 )
 
-CONTROL_ACTIONS = frozenset({"pause", "resume", "asr_more", "asr_less", "tune", "threshold", "add_path"})
 NARROW_BELOW = 120  # columns: under this the side panel moves under the stage table
 WIDE_FROM = 150  # columns: from this the log also shows beside the batches
 
@@ -69,22 +70,7 @@ class VoxdockConsole(App[None]):
     }
     """
     TITLE = "voxdock"
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q", "quit_console", "quit"),
-        Binding("question_mark", "help", "help"),
-        Binding("p", "pause", "pause"),
-        Binding("r", "resume", "resume"),
-        Binding("plus,equals_sign", "asr_more", "+asr", key_display="+"),
-        Binding("minus", "asr_less", "-asr", key_display="-"),
-        Binding("w", "tune", "tune"),
-        Binding("f", "threshold", "fast path"),
-        Binding("a", "add_path", "add"),
-        Binding("b", "show_tab('batches')", "batches", show=False),
-        Binding("l", "show_tab('files')", "files", show=False),
-        Binding("g", "show_tab('log')", "log", show=False),
-        Binding("n", "show_tab('nodes')", "nodes", show=False),
-        Binding("ctrl+t", "next_theme", "theme"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = list(bindings())
 
     def __init__(
         self,
@@ -272,6 +258,28 @@ class VoxdockConsole(App[None]):
             return
         self._control(f"batch {batch} resumed", lambda: self.backend.resume(batch))
 
+    def action_cancel(self) -> None:
+        batch = self.selected_batch
+        if batch is None:
+            self.notify("no batch selected", severity="warning")
+            return
+        self._control(f"batch {batch} cancelled", lambda: self.backend.cancel(batch))
+
+    def action_retry(self) -> None:
+        batch = self.selected_batch
+        if batch is None:
+            self.notify("no batch selected", severity="warning")
+            return
+        self._control(f"batch {batch}: failed and cancelled files queued", lambda: self.backend.retry(batch))
+
+    def action_release(self) -> None:
+        if self.data is None or not self.data.snapshot.stages:
+            self.notify("the engine is still loading", severity="warning")
+            return
+        table = self.query_one(StageTable)
+        stage = self.data.snapshot.stages[table.cursor_row].name if table.row_count else "asr"
+        self._control(f"{stage}: released to self-tuning", lambda: self.backend.release(stage))
+
     def _stage_workers(self, stage: str) -> int | None:
         if self.data is None:
             return None
@@ -404,23 +412,7 @@ class VoxdockConsole(App[None]):
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        commands = [
-            ("Help", "keys and what the columns mean", self.action_help, False),
-            ("Show batches", "the batch list", lambda: self.action_show_tab("batches"), False),
-            ("Show files", "files of the selected batch", lambda: self.action_show_tab("files"), False),
-            ("Show log", "engine events", lambda: self.action_show_tab("log"), False),
-            ("Show nodes", "every engine sharing this store", lambda: self.action_show_tab("nodes"), False),
-            ("Next theme", "cycle voxdock and Textual themes", self.action_next_theme, False),
-            ("Pause batch", "start no new file from the selected batch", self.action_pause, True),
-            ("Resume batch", "let the selected batch run again", self.action_resume, True),
-            ("More ASR workers", "one more ASR worker", self.action_asr_more, True),
-            ("Fewer ASR workers", "one ASR worker fewer", self.action_asr_less, True),
-            ("Tune a stage", "workers and batch size of any stage", self.action_tune, True),
-            ("Fast-path threshold", "set the monologue similarity threshold", self.action_threshold, True),
-            ("Add path", "queue a file or folder as a new batch", self.action_add_path, True),
-            ("Quit voxdock", "stop the engine and leave", self.action_quit_console, False),
-        ]
-        for title, help_text, callback, is_control in commands:
-            if is_control and self.readonly:
+        for command in COMMANDS:
+            if command.control and self.readonly:
                 continue
-            yield SystemCommand(title, help_text, callback)
+            yield SystemCommand(command.title, command.description, partial(self.run_action, command.action))

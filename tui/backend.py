@@ -47,6 +47,12 @@ class ConsoleBackend(Protocol):
 
     def resume(self, batch_id: int) -> None: ...
 
+    def cancel(self, batch_id: int) -> None: ...
+
+    def retry(self, batch_id: int) -> None: ...
+
+    def release(self, stage: str) -> None: ...
+
     def set_workers(self, stage: str, workers: int) -> None: ...
 
     def set_batch_size(self, stage: str, size: int) -> None: ...
@@ -116,6 +122,15 @@ class EngineBackend:
 
     def resume(self, batch_id: int) -> None:
         self.engine.resume(batch_id)
+
+    def cancel(self, batch_id: int) -> None:
+        self.engine.cancel(batch_id)
+
+    def retry(self, batch_id: int) -> None:
+        self.engine.retry(batch_id)
+
+    def release(self, stage: str) -> None:
+        self.engine.release(stage)
 
     def set_workers(self, stage: str, workers: int) -> None:
         self.engine.set_workers(stage, workers)

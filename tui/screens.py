@@ -15,11 +15,12 @@ from textual.validation import Integer, Number
 from textual.widgets import Button, Input, Label, Markdown, Select, Static
 
 from voxdock.engine.speakers import SpeakerOptions
+from voxdock.tui.commands import key_table
 
 STAGE_NAMES = ("decode", "vad", "asr", "diarize", "voice", "text", "store")
 BATCHED = ("asr", "diarize", "voice", "text")
 
-HELP = """\
+HELP_TEXT = """\
 # voxdock console
 
 The engine runs inside this console; every file goes
@@ -27,23 +28,14 @@ decode → vad → asr → diarize → voice → text → store.
 
 **Stage table.** RTF (real-time factor) = processing seconds per second of audio, over the last 30 s
 (*now*) and since start (*run*). *workers* is busy/total, *batch* shows `now/configured` after a GPU
-out-of-memory backoff. The stage marked **▶** limits throughput (highest RTF per worker).
+out-of-memory backoff. The stage marked **▶** limits throughput (highest RTF per worker). With
+self-tuning on, `*` marks a knob set by hand, which the tuner leaves alone until released.
 
-| key | action |
-| --- | --- |
-| `p` / `r` | pause / resume the selected batch (files in flight finish) |
-| `+` / `-` | one more / one fewer ASR worker |
-| `w` | set workers and batch size of any stage |
-| `f` | set the fast-path threshold |
-| `a` | add a file or folder as a new batch |
-| `b` `l` `n` `o` | show batches, files of the selected batch, log, cluster nodes |
-| `ctrl+t` | next theme (remembered) |
-| `ctrl+p` | command palette |
-| `?` | this help |
-| `q` | quit (asks what to do with files in flight) |
+{keys}
 
 In `--readonly` mode only viewing keys work.
 """
+HELP = HELP_TEXT.format(keys=key_table())
 
 
 class HelpScreen(ModalScreen[None]):

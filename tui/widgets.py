@@ -88,6 +88,8 @@ class StageTable(DataTable):
 
     def show(self, snapshot: EngineSnapshot) -> None:
         rows = []
+        # With self-tuning on, a knob the operator set is marked: the tuner leaves it alone.
+        pinned = set(snapshot.pinned) if snapshot.auto_tune else set()
         for s in snapshot.stages:
             name = Text(
                 ("▶ " if s.bottleneck else "  ") + s.name, style="bold reverse" if s.bottleneck else ""
@@ -98,6 +100,9 @@ class StageTable(DataTable):
                 batch = f"{s.batch_size_now}/{s.batch_size}"
             else:
                 batch = str(s.batch_size)
+            if f"{s.name}.batch" in pinned:
+                batch += "*"
+            workers = f"{s.workers_busy}/{s.workers}" + ("*" if f"{s.name}.workers" in pinned else "")
             rows.append(
                 (
                     s.name,
@@ -106,7 +111,7 @@ class StageTable(DataTable):
                         fmt_rtf(s.rtf_now),
                         fmt_rtf(s.rtf_run),
                         str(s.queue_depth),
-                        f"{s.workers_busy}/{s.workers}",
+                        workers,
                         batch,
                         str(s.items),
                         Text(str(s.errors), style="bold" if s.errors else ""),
@@ -177,6 +182,8 @@ class Totals(Quiet):
                 f"[b]fast path[/] {t.fast_path_skips} skipped (threshold {threshold:.3f})",
             ],
         ]
+        if data.snapshot.auto_tune:
+            groups.append(["[b]self-tuning[/] on", "* = set by hand, left alone"])
         # The engine's own word while it waits for the store; else why this picture is stale.
         problem = data.snapshot.store_problem or (
             f"database unavailable, retrying: {data.error}" if data.error else None

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         default=64, ge=1, le=4096, description="text-embedding batch size, across files"
     )
     storage_workers: int = Field(default=1, ge=1, le=64, description="workers writing segments")
+    auto_tune: bool = Field(
+        default=True,
+        description="let the engine add workers to its bottleneck stage while the host has room "
+        "(worker settings given here stay as given)",
+    )
     in_flight_audio_gb: float | None = Field(
         default=None,
         gt=0,
