@@ -6,6 +6,8 @@ DecodeError with a one-line reason an operator can act on.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,55 @@ logging.getLogger("libav").setLevel(logging.ERROR)
 
 class DecodeError(Exception):
     """The file cannot be turned into audio; str() is the reason, without the path."""
+
+
+class _Samples:
+    """Decoded samples written into one array sized from the length the container declares (grown
+    when it says too little). A list of per-frame arrays joined at the end held the audio twice at the
+    peak and left about its size behind in the C heap, in thousands of small blocks."""
+
+    def __init__(self, expected_seconds: float | None) -> None:
+        expected = int((expected_seconds or 60.0) * SAMPLE_RATE * 1.01) + SAMPLE_RATE
+        self._buffer = np.empty(expected, dtype=np.float32)
+        self.count = 0
+        self.finite = True
+
+    def add(self, chunk: np.ndarray) -> None:
+        end = self.count + chunk.shape[0]
+        if end > self._buffer.shape[0]:
+            grown = np.empty(max(end, 2 * self._buffer.shape[0]), dtype=np.float32)
+            grown[: self.count] = self._buffer[: self.count]
+            self._buffer = grown
+        self._buffer[self.count : end] = chunk
+        self.finite = self.finite and bool(np.isfinite(chunk).all())
+        self.count = end
+
+    @property
+    def seconds(self) -> float:
+        return self.count / SAMPLE_RATE
+
+    def array(self) -> np.ndarray:
+        if self.count < 0.9 * self._buffer.shape[0]:  # the container overstated: keep only what is used
+            return self._buffer[: self.count].copy()
+        return self._buffer[: self.count]
+
+
+def _return_freed_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc keeps them otherwise)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _load_libc()
 
 
 @dataclass(frozen=True)
@@ -117,25 +168,28 @@ def decode_file(path: str | Path) -> DecodedAudio:
         rate = int(stream.rate or 0)
         channels = int(stream.channels or 0)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        chunks: list[np.ndarray] = []
+        declared = _declared_seconds(container, stream)
+        decoded = _Samples(declared)
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
+                    decoded.add(out.to_ndarray().reshape(-1))
             for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                decoded.add(out.to_ndarray().reshape(-1))
         except av.error.FFmpegError as exc:
-            decoded = sum(c.shape[0] for c in chunks) / SAMPLE_RATE
-            raise DecodeError(f"corrupt or truncated after {decoded:.1f} s: {_ffmpeg_reason(exc)}") from None
-        declared = _declared_seconds(container, stream)
+            raise DecodeError(
+                f"corrupt or truncated after {decoded.seconds:.1f} s: {_ffmpeg_reason(exc)}"
+            ) from None
         container_name = container.format.name if container.format else "?"
-    samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    samples, finite = decoded.array(), decoded.finite
+    del decoded
+    _return_freed_memory()
     got = samples.shape[0] / SAMPLE_RATE
     if got == 0:
         raise DecodeError("the audio track holds no decodable audio (truncated or corrupt)")
     if declared and declared > 1.0 and got < TRUNCATION_RATIO * declared:
         raise DecodeError(f"truncated: the header says {declared:.1f} s but only {got:.1f} s decodes")
-    if not np.all(np.isfinite(samples)):
+    if not finite:
         raise DecodeError("decoded audio contains NaN or infinite samples")
     np.clip(samples, -1.0, 1.0, out=samples)
     return DecodedAudio(
