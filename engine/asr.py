@@ -13,6 +13,10 @@ A long file goes to the pipeline in windows of at most WINDOW_S, cut in the midd
 pipeline computes the log-mel features and copies of every chunk of what it is given before it
 decodes any (about 0.5 GB per hour of speech), so a whole 3-hour file would hold 1.5 GB of them.
 Files up to WINDOW_S go in whole, as before.
+
+Host cost (engine/cpu.py): all of faster-whisper's work counts as a model call, under three names:
+"ctranslate2" (the network's encode, generate, align and language calls), "silero-vad" (its VAD's
+network) and "faster-whisper" (the rest of it: log-mel features, chunking, word timings, on the host).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from voxdock.engine.vad import VAD_OPTIONS
+from voxdock.engine.cpu import model_call
+from voxdock.engine.vad import VAD_OPTIONS, count_vad_calls
 from voxdock.engine.work import Word
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,8 @@ LOW_AVG_LOGPROB = -1.0
 VAD_MARGIN_S = 0.5  # word times drift a little from the VAD's region edges
 WINDOW_S = 600.0
 SAMPLE_RATE = 16000
+MODEL_CALL = "faster-whisper"  # its calls' names in the host-cost figures (engine/cpu.py)
+NETWORK_CALL = "ctranslate2"
 
 
 def is_silence(no_speech_prob: float, avg_logprob: float) -> bool:
@@ -96,8 +103,10 @@ class AsrModel:
         self.model = WhisperModel(
             str(path), device=device, compute_type=compute_type, cpu_threads=cpu_threads, num_workers=workers
         )
+        self.model.model = _CountedWhisper(self.model.model)  # its network calls count as such
         self.pipeline = BatchedInferencePipeline(self.model)
         self.english_only = not self.model.model.is_multilingual
+        count_vad_calls()
 
     def transcribe(
         self,
@@ -133,21 +142,44 @@ class AsrModel:
         offset: float,
         progress: Callable[[float], None] | None,
     ) -> tuple[list[Word], str | None]:
-        segments, info = self.pipeline.transcribe(
-            samples,
-            language="en" if self.english_only else None,
-            vad_filter=True,
-            vad_parameters={"min_silence_duration_ms": VAD_OPTIONS.min_silence_duration_ms},
-            batch_size=batch_size,
-            beam_size=beam_size,
-            word_timestamps=True,
-        )
-        if progress is not None:
-            segments = _reporting(segments, lambda at: progress(offset + at))
-        words, dropped = spoken_words(segments, speech)
+        with model_call(MODEL_CALL):
+            segments, info = self.pipeline.transcribe(
+                samples,
+                language="en" if self.english_only else None,
+                vad_filter=True,
+                vad_parameters={"min_silence_duration_ms": VAD_OPTIONS.min_silence_duration_ms},
+                batch_size=batch_size,
+                beam_size=beam_size,
+                word_timestamps=True,
+            )
+            if progress is not None:
+                segments = _reporting(segments, lambda at: progress(offset + at))
+            decoded = list(segments)  # a generator: decoding happens while it is read
+        words, dropped = spoken_words(decoded, speech)
         if dropped:
             log.debug("left out %d word(s) Whisper decoded where nothing was said", dropped)
         return words, info.language
+
+
+class _CountedWhisper:
+    """CTranslate2's Whisper model with its compute calls counted as model calls (engine/cpu.py);
+    everything else passes through."""
+
+    COUNTED = frozenset({"encode", "generate", "align", "detect_language", "generate_tokens"})
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._model, name)
+        if name not in self.COUNTED or not callable(value):
+            return value
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            with model_call(NETWORK_CALL):
+                return value(*args, **kwargs)
+
+        return counted
 
 
 def _reporting(segments: Iterable[Any], progress: Callable[[float], None]) -> Iterator[Any]:

@@ -5,6 +5,12 @@ handled, so 0.05 means a stage needs 3 s of one worker for a minute of audio. "N
 WINDOW_S seconds, "run" since the engine started. A stage's RTF counts an item when it is finished,
 busy time and audio together: time spent on an item still in work is never counted without its audio.
 Snapshots are plain dataclasses (JSON-able), taken under short locks, cheap enough for every second.
+
+Host cost: a stage's `cpu_s` is the CPU time of its worker threads in its handlers (`time.thread_time`,
+Python and native work on those threads), `model_cpu_s` the part inside model calls, per model in
+`models` (engine/cpu.py says how they are counted). The runtimes' own thread pools (ONNX Runtime,
+CTranslate2, torch) work on no stage's thread: they are in the process's CPU (`EngineSnapshot.
+process_cpu_s`) beyond the stages' sum. Like busy time, CPU is counted when an item is finished.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+from voxdock.engine.cpu import ModelTime, process_cpu_seconds
 
 WINDOW_S = 30.0
 
@@ -35,6 +43,21 @@ class StageSnapshot:
     batch_size_now: int | None  # after out-of-memory backoff
     oom_backoffs: int
     bottleneck: bool = False
+    # Host CPU seconds of the stage's worker threads in its handlers, the part inside model calls (CPU
+    # and wall), and per model (engine/cpu.py). Per audio hour: `per_audio_hour`.
+    cpu_s: float = 0.0
+    model_cpu_s: float = 0.0
+    model_wall_s: float = 0.0
+    models: dict[str, ModelTime] = field(default_factory=dict)
+
+    @property
+    def host_cpu_s(self) -> float:
+        """CPU seconds outside model calls: the stage's own host work."""
+        return max(0.0, self.cpu_s - self.model_cpu_s)
+
+    def per_audio_hour(self, seconds: float) -> float | None:
+        """`seconds` (e.g. `cpu_s`) per hour of the audio this stage has finished."""
+        return seconds / self.audio_s * 3600.0 if self.audio_s > 0 else None
 
 
 @dataclass(frozen=True)
@@ -76,6 +99,9 @@ class EngineSnapshot:
     fast_path_threshold: float = 0.0
     # Set while the engine cannot reach the store ("database unavailable since 12:00:01, retrying").
     store_problem: str | None = None
+    # CPU seconds of the whole process (every thread: the stages', the runtimes' pools, the rest) when
+    # the snapshot was made; less the stages' `cpu_s`, what runs on no stage's thread.
+    process_cpu_s: float = field(default_factory=process_cpu_seconds)
     # Self-tuning: whether it is on, and the knobs ("asr.workers", "text.batch") the operator set,
     # which it leaves alone until released.
     auto_tune: bool = False
@@ -104,6 +130,8 @@ class StageMetrics:
         self._errors = 0
         self._oom_backoffs = 0
         self._busy_workers = 0
+        self._cpu_s = 0.0
+        self._models: dict[str, ModelTime] = {}
         self._recent: deque[tuple[float, float, float]] = deque()  # (when, audio_s, busy_s)
         self._last: tuple[float, float, float] | None = None
 
@@ -115,15 +143,33 @@ class StageMetrics:
         with self._lock:
             self._busy_workers -= 1
 
-    def record(self, *, audio_s: float, busy_s: float, items: int = 1) -> None:
+    def record(
+        self,
+        *,
+        audio_s: float,
+        busy_s: float,
+        items: int = 1,
+        cpu_s: float = 0.0,
+        models: dict[str, ModelTime] | None = None,
+    ) -> None:
+        """A finished item: its audio, busy seconds and, when measured, the CPU seconds of its handler
+        and the model calls in it (engine/cpu.py)."""
         now = self._clock()
         with self._lock:
+            self._cpu_s += cpu_s
+            for name, use in (models or {}).items():
+                self._models.setdefault(name, ModelTime()).add(use)
             self._audio_s += audio_s
             self._busy_s += busy_s
             self._items += items
             self._last = (now, audio_s, busy_s)
             self._recent.append(self._last)
             self._trim(now)
+
+    def add_cpu(self, cpu_s: float) -> None:
+        """CPU a worker spent on items after recording them (handing them on)."""
+        with self._lock:
+            self._cpu_s += cpu_s
 
     def error(self) -> None:
         with self._lock:
@@ -162,6 +208,10 @@ class StageMetrics:
                 batch_size=batch_size,
                 batch_size_now=batch_size_now,
                 oom_backoffs=self._oom_backoffs,
+                cpu_s=self._cpu_s,
+                model_cpu_s=sum(m.cpu_s for m in self._models.values()),
+                model_wall_s=sum(m.wall_s for m in self._models.values()),
+                models={name: replace(m) for name, m in self._models.items()},
             )
 
 
@@ -291,6 +341,4 @@ def mark_bottleneck(stages: list[StageSnapshot]) -> list[StageSnapshot]:
     if not loads:
         return stages
     _, worst = max(loads)
-    from dataclasses import replace
-
     return [replace(s, bottleneck=(i == worst)) for i, s in enumerate(stages)]

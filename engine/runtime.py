@@ -7,6 +7,9 @@ fill its batch, so short files still fill a GPU batch. A stage knows nothing abo
 Tuning: `set_workers` starts threads at once or lets surplus ones retire after their current file;
 `set_batch_size` applies to the next batch formed. Workers wait on their inbox with a short timeout,
 so both changes take effect well within a second, and no file is dropped or handled twice.
+
+Host cost: each handler call's CPU time on its worker thread, and the part inside model calls, go to
+the stage's metrics (engine/cpu.py); so does the CPU of handing the files on.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from voxdock.engine.cpu import HandlerCost
 from voxdock.engine.metrics import StageMetrics, StageSnapshot
 from voxdock.engine.oom import AdaptiveBatch
 from voxdock.engine.store_watch import StoreGone
@@ -194,6 +198,8 @@ class Stage:
             work.stage = self.name
         self.metrics.started()
         start = time.perf_counter()
+        cost = HandlerCost()
+        cost.start()
         failed: set[int] = set()
         try:
             if self._handle_many is not None:
@@ -215,8 +221,16 @@ class Stage:
                 self._fail_all(works, f"{type(exc).__name__}: {_one_line(exc)}")
         finally:
             self.metrics.finished()
+            cost.stop()
         busy = time.perf_counter() - start
-        self.metrics.record(audio_s=sum(w.duration_s for w in works), busy_s=busy, items=len(works))
+        self.metrics.record(
+            audio_s=sum(w.duration_s for w in works),
+            busy_s=busy,
+            items=len(works),
+            cpu_s=cost.cpu_s,
+            models=cost.models,
+        )
+        handing_on = time.thread_time()
         share = busy / len(works)
         for work in works:
             if id(work) in failed:
@@ -226,6 +240,7 @@ class Stage:
                 self._forward(work)
             elif self._on_finished is not None:
                 self._on_finished(work)
+        self.metrics.add_cpu(time.thread_time() - handing_on)
 
     def _fail_all(self, works: list[FileWork], reason: str) -> None:
         self.metrics.error()

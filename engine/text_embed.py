@@ -8,6 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from voxdock.engine.cpu import model_call
+
+MODEL_CALL = "text-embedding"  # its calls' name in the host-cost figures (engine/cpu.py)
+
 
 class TextEncoder:
     def __init__(self, path: Path, device: str = "cpu") -> None:
@@ -38,8 +42,9 @@ class TextEncoder:
         torch = self._torch
         with self._tokenizer_lock:
             features = self._preprocess(list(texts))
-        features = batch_to_device(features, self.model.device)
-        with torch.inference_mode():
-            out = self.model.forward(features)["sentence_embedding"]
-            out = torch.nn.functional.normalize(out.float(), p=2, dim=1)
-        return out.cpu().numpy()
+        with model_call(MODEL_CALL):
+            features = batch_to_device(features, self.model.device)
+            with torch.inference_mode():
+                out = self.model.forward(features)["sentence_embedding"]
+                out = torch.nn.functional.normalize(out.float(), p=2, dim=1)
+            return out.cpu().numpy()

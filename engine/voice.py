@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from voxdock.engine.cpu import model_call
 from voxdock.engine.fbank import fbank, frame_span
 
 EMBEDDING_DIM = 192
@@ -27,6 +28,7 @@ ONNX_MIN_FRAMES = 10
 # On the CPU, at most this many frames per ONNX call (8 clips of 10 s): no slower per clip than
 # bigger calls, and ONNX Runtime keeps the memory of its biggest call (+2.8 GB at 64 clips of 10 s).
 ONNX_FRAMES_PER_CALL = 8000
+MODEL_CALL = "campplus"  # its calls' name in the host-cost figures (engine/cpu.py)
 log = logging.getLogger(__name__)
 
 
@@ -71,14 +73,15 @@ class VoiceEncoder:
             batch = torch.from_numpy(np.stack([np.asarray(f, dtype=np.float32) for f in features]))
         else:
             batch = torch.stack(list(features))
-        if self._onnx is not None and batch.shape[1] >= ONNX_MIN_FRAMES:
-            embedded_onnx = self._onnx.run(
-                batch.cpu().numpy(), max_items=max(1, ONNX_FRAMES_PER_CALL // batch.shape[1])
-            )
-            if np.all(np.isfinite(embedded_onnx)):
-                return embedded_onnx
-        with torch.inference_mode():
-            return self.model(batch.to(self.device)).float().cpu().numpy()
+        with model_call(MODEL_CALL):
+            if self._onnx is not None and batch.shape[1] >= ONNX_MIN_FRAMES:
+                embedded_onnx = self._onnx.run(
+                    batch.cpu().numpy(), max_items=max(1, ONNX_FRAMES_PER_CALL // batch.shape[1])
+                )
+                if np.all(np.isfinite(embedded_onnx)):
+                    return embedded_onnx
+            with torch.inference_mode():
+                return self.model(batch.to(self.device)).float().cpu().numpy()
 
     def embed_features(self, features: Sequence[np.ndarray]) -> np.ndarray:
         """(n, 192) float32 embeddings of n (frames, 80) feature arrays; one forward pass per distinct
@@ -90,14 +93,15 @@ class VoiceEncoder:
             by_length.setdefault(int(f.shape[0]), []).append(i)
         for length, indexes in by_length.items():
             batch = np.stack([np.asarray(features[i], dtype=np.float32) for i in indexes])
-            if self._onnx is not None and length >= ONNX_MIN_FRAMES:
-                embedded_onnx = self._onnx.run(batch, max_items=max(1, ONNX_FRAMES_PER_CALL // length))
-                if np.all(np.isfinite(embedded_onnx)):
-                    out[indexes] = embedded_onnx
-                    continue
-            with torch.inference_mode():
-                embedded = self.model(torch.from_numpy(batch).to(self.device))
-            out[indexes] = embedded.float().cpu().numpy()
+            with model_call(MODEL_CALL):
+                if self._onnx is not None and length >= ONNX_MIN_FRAMES:
+                    embedded_onnx = self._onnx.run(batch, max_items=max(1, ONNX_FRAMES_PER_CALL // length))
+                    if np.all(np.isfinite(embedded_onnx)):
+                        out[indexes] = embedded_onnx
+                        continue
+                with torch.inference_mode():
+                    embedded = self.model(torch.from_numpy(batch).to(self.device))
+                out[indexes] = embedded.float().cpu().numpy()
         return out
 
     def embed_clips(self, clips: Sequence[np.ndarray]) -> np.ndarray:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from voxdock.engine.cpu import model_call
 from voxdock.engine.diarization.turns import DiarizationResult, SpeakerTurn, split_overlaps
 from voxdock.engine.speakers import SpeakerOptions
 
@@ -55,7 +56,8 @@ class PyannoteDiarizer:
             return DiarizationResult(turns=[])
         waveform = self._torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).unsqueeze(0)
         kwargs = speakers.as_options()
-        output = self.pipeline({"waveform": waveform, "sample_rate": 16000}, **kwargs)
+        with model_call("pyannote"):  # its whole pipeline, clustering included
+            output = self.pipeline({"waveform": waveform, "sample_rate": 16000}, **kwargs)
         annotation = getattr(output, "speaker_diarization", output)  # pyannote 4 wraps the annotation
         turns = [
             SpeakerTurn(float(segment.start), float(segment.end), str(label))

@@ -28,11 +28,13 @@ from typing import Any
 import numpy as np
 
 from voxdock.engine.batching import SharedBatcher
+from voxdock.engine.cpu import model_call
 from voxdock.engine.oom import AdaptiveBatch, FaultInjector
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "pyannote/segmentation-3.0"
+MODEL_CALL = "segmentation-3.0"  # its calls' name in the host-cost figures (engine/cpu.py)
 SAMPLE_RATE = 16000
 CHUNK_SAMPLES = 160_000  # 10 s: what the model was trained on
 FRAME_SAMPLES = 270  # the model's frame step (16.875 ms)
@@ -143,12 +145,13 @@ class SegmentationModel:
         if self._faults is not None:
             self._faults.check("diarize", len(chunks))
         batch = np.stack(chunks)[:, None, :].astype(np.float32, copy=False)
-        if self._onnx is not None:
-            logits = self._onnx.run(batch, max_items=ONNX_CHUNKS_PER_CALL)
-        else:
-            torch = self._torch
-            with torch.inference_mode():
-                logits = self._model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+        with model_call(MODEL_CALL):
+            if self._onnx is not None:
+                logits = self._onnx.run(batch, max_items=ONNX_CHUNKS_PER_CALL)
+            else:
+                torch = self._torch
+                with torch.inference_mode():
+                    logits = self._model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
         return list(logits)
 
     def log_probs(self, chunks: Sequence[np.ndarray]) -> np.ndarray:
