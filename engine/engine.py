@@ -44,6 +44,8 @@ from voxdock.engine.work import FileWork
 from voxdock.settings import Settings
 from voxdock.storage import jobs, nodes
 from voxdock.storage.database import Database, is_store_unavailable
+from voxdock.storage.jobs import BatchProgress, JobRow
+from voxdock.storage.nodes import NodeRow
 from voxdock.storage.segments import ModelSet
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,11 @@ class Submission:
     queued: int
     skipped: int
     ignored: int  # files under the given folders that are not media
+
+
+# What the engine hands its callers about batches, files and nodes (the console reads them through
+# the engine, never from the store itself).
+__all__ = ["BatchProgress", "Engine", "EngineError", "JobRow", "NodeRow", "Submission"]
 
 
 class EngineError(RuntimeError):
@@ -639,15 +646,15 @@ class Engine:
         self._only_batches = list(batch_ids) if batch_ids is not None else None
         self._wake.set()
 
-    def batches(self, limit: int = 50) -> list[jobs.BatchProgress]:
+    def batches(self, limit: int = 50) -> list[BatchProgress]:
         """Every batch in the shared store, newest first, with its progress."""
         return jobs.batch_progress(self.db, limit=limit)
 
-    def batch_files(self, batch_id: int, limit: int = 500) -> list[jobs.JobRow]:
+    def batch_files(self, batch_id: int, limit: int = 500) -> list[JobRow]:
         """The files of a batch with their state and, for failed ones, the reason."""
         return jobs.batch_jobs(self.db, batch_id, limit=limit)
 
-    def cluster_nodes(self, seen_within_s: float = 600.0) -> list[nodes.NodeRow]:
+    def cluster_nodes(self, seen_within_s: float = 600.0) -> list[NodeRow]:
         """Every engine that wrote a heartbeat recently, this one included, with its metrics."""
         return nodes.list_nodes(self.db, seen_within_s=seen_within_s)
 

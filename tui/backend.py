@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from voxdock.engine.engine import Engine, Submission
+from voxdock.engine.engine import BatchProgress, Engine, JobRow, NodeRow, Submission
 from voxdock.engine.events import EngineEvent
 from voxdock.engine.metrics import EngineSnapshot, GpuSnapshot
-from voxdock.storage.jobs import BatchProgress, JobRow
-from voxdock.storage.nodes import NodeRow
 
 
 @dataclass(frozen=True)
