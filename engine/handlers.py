@@ -20,7 +20,7 @@ from voxdock.engine.runtime import FileFailed
 from voxdock.engine.segmenting import SINGLE_SPEAKER, assign_speakers, words_to_segments
 from voxdock.engine.vad import detect_speech
 from voxdock.engine.voice import EMBEDDING_DIM, VoiceEncoder
-from voxdock.engine.work import FileWork, Segment
+from voxdock.engine.work import FileWork, Segment, Word
 from voxdock.storage.database import Database
 from voxdock.storage.segments import ModelSet, SegmentRecord, SourceOutcome, replace_segments
 from voxdock.storage.turns import TurnRecord
@@ -108,7 +108,7 @@ class StageHandlers:
         assert work.samples is not None
         samples, speech = work.samples, work.speech
 
-        def run(batch_size: int) -> list:  # type: ignore[type-arg]
+        def run(batch_size: int) -> list[Word]:
             self.faults.check("asr", batch_size)
             words, _language = self.models.asr.transcribe(
                 samples,

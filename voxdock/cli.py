@@ -18,7 +18,12 @@ from voxdock import __version__, exit_codes
 from voxdock.settings import Settings, SettingsError, load_settings
 from voxdock.storage.urls import scrub
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used, so a command loads only what it needs
+    from voxdock.engine.models import ModelPlan
+    from voxdock.headless import IngestOutcome
+    from voxdock.storage.database import Database
+    from voxdock.storage.jobs import BatchProgress
+    from voxdock.storage.migrate import Migration
     from voxdock.storage.turns import SourceTurns
 
 app = typer.Typer(
@@ -100,7 +105,7 @@ def _terminate_cleanly() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(exit_codes.TERMINATED))
 
 
-def model_plan(settings: Settings):  # type: ignore[no-untyped-def]
+def model_plan(settings: Settings) -> ModelPlan:
     from voxdock.engine.models import resolve_models
 
     return resolve_models(
@@ -111,7 +116,7 @@ def model_plan(settings: Settings):  # type: ignore[no-untyped-def]
     )
 
 
-def require_models(settings: Settings):  # type: ignore[no-untyped-def]
+def require_models(settings: Settings) -> ModelPlan:
     """The model plan, or exit naming each missing model and what to install or where to put it."""
     plan = model_plan(settings)
     if plan.missing():
@@ -119,7 +124,7 @@ def require_models(settings: Settings):  # type: ignore[no-untyped-def]
     return plan
 
 
-def migrate_or_exit(db, settings: Settings) -> list:  # type: ignore[no-untyped-def,type-arg]
+def migrate_or_exit(db: Database, settings: Settings) -> list[Migration]:
     from voxdock.engine.models import ModelNotFound, vector_spec
     from voxdock.storage.migrate import StoreMismatch, migrate
 
@@ -130,7 +135,7 @@ def migrate_or_exit(db, settings: Settings) -> list:  # type: ignore[no-untyped-
         raise fail(str(exc)) from None
 
 
-def open_store(settings: Settings, *, migrate: bool = True):  # type: ignore[no-untyped-def]
+def open_store(settings: Settings, *, migrate: bool = True) -> Database:
     """Open the database and, unless told not to, bring its schema up to date."""
     from voxdock.storage.database import Database, StoreUnavailable
     from voxdock.storage.embedded import DataDirError, EmbeddedServerError
@@ -383,7 +388,7 @@ def ingest(
             raise typer.Exit(exit_codes.INCOMPLETE)
 
 
-def _register_node(db, node_id: str) -> None:  # type: ignore[no-untyped-def]
+def _register_node(db: Database, node_id: str) -> None:
     import os
     import socket
 
@@ -392,13 +397,13 @@ def _register_node(db, node_id: str) -> None:  # type: ignore[no-untyped-def]
     nodes.register_node(db, node_id, socket.gethostname(), os.getpid(), __version__)
 
 
-def _mark_stopped(db, node_id: str) -> None:  # type: ignore[no-untyped-def]
+def _mark_stopped(db: Database, node_id: str) -> None:
     from voxdock.storage import nodes
 
     nodes.heartbeat(db, node_id, {}, state="stopped")
 
 
-def _engine_failure(db, name: str, batch_id: int, outcome) -> str:  # type: ignore[no-untyped-def]
+def _engine_failure(db: Database, name: str, batch_id: int, outcome: IngestOutcome) -> str:
     """Cancel what is left of the batch (nothing else would ever run it) and say so in one line."""
     from voxdock.storage import jobs
 
@@ -681,7 +686,7 @@ def batch_list(limit: Annotated[int, typer.Option(help="How many, newest first."
 BatchName = Annotated[str, typer.Argument(help="Batch name or id.")]
 
 
-def _find_batch(db, name: str):  # type: ignore[no-untyped-def]
+def _find_batch(db: Database, name: str) -> BatchProgress:
     """The batch's progress, or exit 2 naming it."""
     from voxdock.storage.jobs import BatchNotFound, batch_progress, find_batch
 
@@ -691,7 +696,7 @@ def _find_batch(db, name: str):  # type: ignore[no-untyped-def]
         raise fail(str(exc)) from None
 
 
-def _no_engine_hint(db) -> str:  # type: ignore[no-untyped-def]
+def _no_engine_hint(db: Database) -> str:
     """What to do when no engine runs on this store to take the batch's files (empty when one does)."""
     from voxdock.storage.nodes import list_nodes
 
