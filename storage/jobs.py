@@ -563,8 +563,3 @@ def batch_jobs(db: Database, batch_id: int, *, limit: int = 500) -> list[JobRow]
             " ORDER BY (j.state = 'failed') DESC, j.id LIMIT %s",
             (batch_id, limit),
         ).fetchall()
-
-
-def record_duration(db: Database, source_id: int, duration_s: float) -> None:
-    with db.connection() as conn, conn.transaction():
-        conn.execute("UPDATE sources SET duration_s = %s WHERE id = %s", (duration_s, source_id))

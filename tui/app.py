@@ -358,9 +358,6 @@ class VoxdockConsole(App[None]):
         self.selected_batch = sub.batch_id
         self.call_from_thread(self.request_refresh)
 
-    def submit_initial(self, paths: Iterable[str], name: str | None = None) -> None:
-        self._submit([str(p) for p in paths], name)
-
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
         widgets: dict[str, type[Widget]] = {
