@@ -27,7 +27,14 @@ class GpuMonitor:
         self._thread: threading.Thread | None = None
         self._nvml = None
         self._handles: list[object] = []
-        self.available = self._init()
+        self._available: bool | None = None  # NVML is opened when first needed, not on construction
+
+    @property
+    def available(self) -> bool:
+        with self._lock:
+            if self._available is None:
+                self._available = self._init()
+            return self._available
 
     def _init(self) -> bool:
         try:

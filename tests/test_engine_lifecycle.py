@@ -54,3 +54,12 @@ def test_snapshot_during_loading_has_no_stages(db: Database, plan: ModelPlan, tm
     finally:
         engine.stop(mode="requeue", timeout=60)
     assert engine.state == "stopped"
+
+
+def test_constructing_an_engine_loads_nothing(db: Database, plan: ModelPlan, tmp_path: Path) -> None:
+    """`voxdock submit` builds an engine only to queue files: no model, no GPU library, no thread."""
+    threads = set(threading.enumerate())
+    engine = Engine(test_settings(tmp_path), db, plan)
+    assert engine.models is None and engine.stages == {}
+    assert engine.gpu._available is None  # NVML not opened
+    assert set(threading.enumerate()) == threads
