@@ -24,6 +24,7 @@ import psutil
 
 from voxdock import __version__
 from voxdock.engine.autotune import PERIOD_S, AutoTuner, Host
+from voxdock.engine.config import ConfigSource, EngineConfig
 from voxdock.engine.diarization import DEFAULT_FAST_PATH_THRESHOLD, Diarizer, build_diarizer
 from voxdock.engine.discovery import discover
 from voxdock.engine.events import EngineEvent, EventHub
@@ -41,7 +42,6 @@ from voxdock.engine.oom import AdaptiveBatch, FaultInjector
 from voxdock.engine.runtime import MAX_WORKERS, Stage, lower_thread_priority
 from voxdock.engine.store_watch import StoreWatch
 from voxdock.engine.work import FileWork
-from voxdock.settings import Settings
 from voxdock.storage import jobs, nodes
 from voxdock.storage.database import Database, is_store_unavailable
 from voxdock.storage.jobs import BatchProgress, JobRow
@@ -75,31 +75,10 @@ class EngineError(RuntimeError):
     pass
 
 
-# Settings whose value, when given, pins a knob (the tuner leaves it as given).
-KNOB_SETTINGS = {
-    "decode_workers": "decode.workers",
-    "vad_workers": "vad.workers",
-    "asr_workers": "asr.workers",
-    "diarization_workers": "diarize.workers",
-    "voice_workers": "voice.workers",
-    "text_workers": "text.workers",
-    "storage_workers": "store.workers",
-    "asr_batch_size": "asr.batch",
-    "diarization_batch_size": "diarize.batch",
-    "voice_enrollment_batch_size": "voice.batch",
-    "text_embedding_batch_size": "text.batch",
-}
-
-
-def pinned_by_settings(settings: Settings) -> set[str]:
-    """The knobs whose settings were given (environment, .env or arguments), not defaulted."""
-    return {knob for name, knob in KNOB_SETTINGS.items() if name in settings.model_fields_set}
-
-
-def initial_fast_path_threshold(settings: Settings) -> float:
+def initial_fast_path_threshold(config: EngineConfig) -> float:
     """FAST_PATH_THRESHOLD when set, else the calibrated default."""
-    if settings.fast_path_threshold is not None:
-        return settings.fast_path_threshold
+    if config.fast_path_threshold is not None:
+        return config.fast_path_threshold
     return DEFAULT_FAST_PATH_THRESHOLD
 
 
@@ -113,7 +92,7 @@ def audio_budget_bytes(setting_gb: float | None) -> int:
 class Engine:
     def __init__(
         self,
-        settings: Settings,
+        config: EngineConfig | ConfigSource,
         db: Database,
         plan: ModelPlan,
         *,
@@ -121,7 +100,9 @@ class Engine:
         only_batches: Sequence[int] | None = None,
         faults: FaultInjector | None = None,
     ) -> None:
-        self.settings = settings
+        # The CLI's settings (or anything else) can stand in: they know how to make the config.
+        self.config = config if isinstance(config, EngineConfig) else config.engine_config()
+        config = self.config
         self.db = db
         self.plan = plan
         self.models = models
@@ -130,7 +111,7 @@ class Engine:
         self.store = StoreWatch(db, self.events.emit)
         self.counters = EngineCounters()
         self.gpu = GpuMonitor()
-        self.node_id = f"{settings.node_name or socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        self.node_id = f"{config.node_name or socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         self.state = "created"
         self.error: str | None = None
         self._only_batches = list(only_batches) if only_batches is not None else None
@@ -146,19 +127,19 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self._batch_states: dict[int, tuple[str, float]] = {}
         self.tunables = Tunables(
-            asr_beam_size=settings.asr_beam_size,
-            fast_path_threshold=initial_fast_path_threshold(settings),
+            asr_beam_size=config.asr_beam_size,
+            fast_path_threshold=initial_fast_path_threshold(config),
         )
         self.adaptive_batches = {
-            "asr": AdaptiveBatch(settings.asr_batch_size, self._backoff_hook("asr")),
-            "diarize": AdaptiveBatch(settings.diarization_batch_size, self._backoff_hook("diarize")),
-            "voice": AdaptiveBatch(settings.voice_enrollment_batch_size, self._backoff_hook("voice")),
-            "text": AdaptiveBatch(settings.text_embedding_batch_size, self._backoff_hook("text")),
+            "asr": AdaptiveBatch(config.asr_batch_size, self._backoff_hook("asr")),
+            "diarize": AdaptiveBatch(config.diarization_batch_size, self._backoff_hook("diarize")),
+            "voice": AdaptiveBatch(config.voice_enrollment_batch_size, self._backoff_hook("voice")),
+            "text": AdaptiveBatch(config.text_embedding_batch_size, self._backoff_hook("text")),
         }
         self.stages: dict[str, Stage] = {}
         self.tuner: AutoTuner | None = None
-        self._pinned = pinned_by_settings(settings)
-        self.audio_budget_bytes = audio_budget_bytes(settings.in_flight_audio_gb)
+        self._pinned = set(config.pinned)
+        self.audio_budget_bytes = audio_budget_bytes(config.in_flight_audio_gb)
         self._typical_audio_bytes = 0.0
 
     # --- context for stages --------------------------------------------------------------------
@@ -283,10 +264,10 @@ class Engine:
             if self.models is None:
                 self.models = load_models(
                     self.plan,
-                    device_setting=self.settings.compute_device,
-                    compute_type_setting=self.settings.compute_type,
-                    asr_workers=self.settings.asr_workers,
-                    cache_dir=self.settings.voxdock_data_dir.expanduser() / "cache",
+                    device_setting=self.config.compute_device,
+                    compute_type_setting=self.config.compute_type,
+                    asr_workers=self.config.asr_workers,
+                    cache_dir=self.config.cache_dir,
                     progress=lambda m: self.events.emit(EngineEvent("engine", m)),
                 )
             with self._lock:
@@ -309,7 +290,7 @@ class Engine:
                 self._ready.set()
                 return
             self.state = "running"
-        if self.settings.auto_tune:
+        if self.config.auto_tune:
             self._start_tuner()
         self._claiming.set()
         self._ready.set()
@@ -339,7 +320,7 @@ class Engine:
             store_call=lambda write: self.store.call(write, self._store_wait_over),
             on_progress=lambda work, audio_s: self.counters.file_progress(work.job.job_id, audio_s),
         )
-        s = self.settings
+        s = self.config
         workers = {
             "decode": s.decode_workers,
             "vad": s.vad_workers,
@@ -389,7 +370,7 @@ class Engine:
             batch=self.adaptive_batches["diarize"],
             faults=self.faults,
             device=models.device,
-            onnx_cache=self.settings.voxdock_data_dir.expanduser() / "cache",
+            onnx_cache=self.config.cache_dir,
             pyannote_snapshot=pyannote,
             warn=warn,
         )
@@ -450,8 +431,8 @@ class Engine:
                 job = jobs.claim_next(
                     self.db,
                     self.node_id,
-                    lease_seconds=self.settings.job_lease_seconds,
-                    max_attempts=self.settings.job_max_attempts,
+                    lease_seconds=self.config.job_lease_seconds,
+                    max_attempts=self.config.job_max_attempts,
                     only_batches=self._only_batches,
                 )
             except Exception as exc:
@@ -503,7 +484,7 @@ class Engine:
                     held = list(self._in_flight)
                 if held:
                     jobs.renew_leases(
-                        self.db, self.node_id, held, lease_seconds=self.settings.job_lease_seconds
+                        self.db, self.node_id, held, lease_seconds=self.config.job_lease_seconds
                     )
                 if now - last_metrics >= METRICS_EVERY_S:
                     nodes.heartbeat(
@@ -511,14 +492,14 @@ class Engine:
                     )
                     last_metrics = now
                 if now - last_sweep >= 30.0:
-                    jobs.fail_abandoned(self.db, max_attempts=self.settings.job_max_attempts)
+                    jobs.fail_abandoned(self.db, max_attempts=self.config.job_max_attempts)
                     last_sweep = now
             except Exception as exc:
                 if is_store_unavailable(exc):
                     self.store.lost(exc)
                 else:
                     log.warning("heartbeat to the store failed (will retry): %s", exc)
-            time.sleep(min(HEARTBEAT_S, self.settings.job_lease_seconds / 4))
+            time.sleep(min(HEARTBEAT_S, self.config.job_lease_seconds / 4))
 
     def _node_state(self) -> str:
         return {"stopping": "stopping", "stopped": "stopped"}.get(self.state, "running")

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # package directory -> module prefixes it must not import
 FORBIDDEN = {
     "storage": ("voxdock.engine", "voxdock.tui", "voxdock.cli", "voxdock.headless", "voxdock.settings"),
-    "engine": ("voxdock.tui", "voxdock.cli", "voxdock.headless"),
+    "engine": ("voxdock.tui", "voxdock.cli", "voxdock.headless", "voxdock.settings"),
     "tui": ("voxdock.storage", "voxdock.cli", "voxdock.headless"),
 }
 

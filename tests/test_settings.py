@@ -109,3 +109,15 @@ def test_env_example_documents_every_setting() -> None:
             default = getattr(defaults, name.lower())
             parsed = type(default)(value) if isinstance(default, int | float) else value
             assert default == parsed, name
+
+
+def test_engine_config_carries_the_settings_and_pins_what_was_given() -> None:
+    s = load_settings(_env_file=None, asr_workers=3, text_embedding_batch_size=16)
+    config = s.engine_config()
+    assert (config.asr_workers, config.text_embedding_batch_size, config.vad_workers) == (
+        3,
+        16,
+        s.vad_workers,
+    )
+    assert config.pinned == {"asr.workers", "text.batch"}
+    assert config.cache_dir == s.voxdock_data_dir.expanduser() / "cache"

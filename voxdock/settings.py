@@ -13,6 +13,7 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from voxdock.engine.config import KNOB_SETTINGS, EngineConfig
 from voxdock.storage.urls import mask_url, register_url, scrub
 
 
@@ -146,6 +147,12 @@ class Settings(BaseSettings):
 
     def database_url_value(self) -> str | None:
         return self.database_url.get_secret_value() if self.database_url else None
+
+    def engine_config(self) -> EngineConfig:
+        """What the engine needs of these settings; a knob given rather than defaulted is pinned."""
+        values = {name: getattr(self, name) for name in EngineConfig.field_names()}
+        pinned = frozenset(knob for name, knob in KNOB_SETTINGS.items() if name in self.model_fields_set)
+        return EngineConfig(**values, pinned=pinned)
 
     def masked_database_url(self) -> str:
         url = self.database_url_value()
