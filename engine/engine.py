@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,18 @@ class Submission:
 __all__ = ["BatchProgress", "Engine", "EngineError", "JobRow", "NodeRow", "Submission"]
 
 
+class EngineState(StrEnum):
+    """Where the engine is in its life; written under Engine._lock only (a StrEnum: it compares and
+    prints as its name)."""
+
+    CREATED = "created"
+    LOADING = "loading"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
 class EngineError(RuntimeError):
     pass
 
@@ -112,7 +125,7 @@ class Engine:
         self.counters = EngineCounters()
         self.gpu = GpuMonitor()
         self.node_id = f"{config.node_name or socket.gethostname()}-{uuid.uuid4().hex[:6]}"
-        self.state = "created"
+        self.state = EngineState.CREATED
         self.error: str | None = None
         self._only_batches = list(only_batches) if only_batches is not None else None
         self._lock = threading.Lock()
@@ -234,9 +247,10 @@ class Engine:
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self, *, wait: bool = False, timeout: float = 600.0) -> None:
         """Register this node, load models (in the background unless preloaded), start the stages."""
-        if self.state != "created":
-            raise EngineError(f"engine already {self.state}")
-        self.state = "loading"
+        with self._lock:
+            if self.state != EngineState.CREATED:
+                raise EngineError(f"engine already {self.state}")
+            self.state = EngineState.LOADING
         nodes.register_node(self.db, self.node_id, socket.gethostname(), os.getpid(), __version__)
         self.gpu.start()
         self._spawn(self._heartbeat_loop, "heartbeat")
@@ -247,7 +261,7 @@ class Engine:
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         self._ready.wait(timeout)
-        return self.state == "running"
+        return self.state == EngineState.RUNNING
 
     def _spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
         def run() -> None:
@@ -272,7 +286,7 @@ class Engine:
                 )
             with self._lock:
                 if self._stop_requested:  # stopped while loading: start nothing
-                    self.state = "stopped"
+                    self.state = EngineState.STOPPED
                     self._ready.set()
                     return
             for choice in self.plan.all():
@@ -281,7 +295,8 @@ class Engine:
             self._build_stages(self.models)
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
-            self.state = "failed"
+            with self._lock:
+                self.state = EngineState.FAILED
             self.events.emit(EngineEvent("engine", f"engine failed to start: {self.error}", logging.ERROR))
             self._ready.set()
             return
@@ -289,7 +304,7 @@ class Engine:
             if self._stop_requested:
                 self._ready.set()
                 return
-            self.state = "running"
+            self.state = EngineState.RUNNING
         if self.config.auto_tune:
             self._start_tuner()
         self._claiming.set()
@@ -502,7 +517,8 @@ class Engine:
             time.sleep(min(HEARTBEAT_S, self.config.job_lease_seconds / 4))
 
     def _node_state(self) -> str:
-        return {"stopping": "stopping", "stopped": "stopped"}.get(self.state, "running")
+        # A failed engine takes no work: to the other nodes it is as good as stopped.
+        return {"stopping": "stopping", "stopped": "stopped", "failed": "stopped"}.get(self.state, "running")
 
     def stop(self, mode: str = "finish", timeout: float | None = None) -> bool:
         """Stop claiming; then either let in-flight files finish ("finish") or give them back to the
@@ -512,11 +528,11 @@ class Engine:
         with self._lock:
             self._stop_requested = True
             previous = self.state
-            if previous in ("stopped", "created"):
-                self.state = "stopped"
+            if previous in (EngineState.STOPPED, EngineState.CREATED):
+                self.state = EngineState.STOPPED
                 return True
-            self.state = "stopping"
-        if previous == "loading" and self._loader is not None:
+            self.state = EngineState.STOPPING
+        if previous == EngineState.LOADING and self._loader is not None:
             # Model loading cannot be cut short; leaving it running while the process exits aborts
             # in the native runtimes' threads. It sees the stop when done and starts nothing.
             self._loader.join(timeout)
@@ -550,7 +566,8 @@ class Engine:
                 nodes.heartbeat(self.db, self.node_id, self.snapshot().to_json(), state="stopped")
         except Exception as exc:
             log.warning("could not record the node as stopped: %s", exc)
-        self.state = "stopped"
+        with self._lock:
+            self.state = EngineState.STOPPED
         self.events.emit(EngineEvent("engine", "engine stopped"))
         return drained
 
@@ -697,7 +714,7 @@ class Engine:
             deadline = time.monotonic() + PERIOD_S
             while time.monotonic() < deadline and not self._shutting_down:
                 time.sleep(0.2)
-            if self._shutting_down or self.state != "running":
+            if self._shutting_down or self.state != EngineState.RUNNING:
                 continue
             snapshot = self.snapshot()
             utilisation = [g.utilization_pct for g in snapshot.gpus]
@@ -761,7 +778,7 @@ class Engine:
         return EngineSnapshot(
             taken_at=time.time(),
             node_id=self.node_id,
-            state=self.state,
+            state=str(self.state),
             stages=mark_bottleneck(stages),
             totals=self.counters.snapshot(),
             gpus=self.gpu.latest(),

@@ -355,8 +355,11 @@ class VoxdockConsole(App[None]):
         if sub.skipped:
             message += f", {sub.skipped} already stored"
         self.call_from_thread(self.notify, message)
-        self.selected_batch = sub.batch_id
-        self.call_from_thread(self.request_refresh)
+        self.call_from_thread(self._select_batch, sub.batch_id)  # UI state changes on the UI thread
+
+    def _select_batch(self, batch_id: int) -> None:
+        self.selected_batch = batch_id
+        self.request_refresh()
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
