@@ -7,6 +7,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Protocol
 
+# The bounds of the live knobs, wherever they are set (settings, console, engine API).
+MAX_WORKERS = 64
+MAX_BATCH_SIZE = 4096
+
 # Settings whose value, when given rather than defaulted, pins a knob: self-tuning leaves it as given.
 KNOB_SETTINGS = {
     "decode_workers": "decode.workers",

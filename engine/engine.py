@@ -25,7 +25,7 @@ import psutil
 
 from voxdock import __version__
 from voxdock.engine.autotune import PERIOD_S, AutoTuner, Host
-from voxdock.engine.config import ConfigSource, EngineConfig
+from voxdock.engine.config import MAX_BATCH_SIZE, ConfigSource, EngineConfig
 from voxdock.engine.diarization import DEFAULT_FAST_PATH_THRESHOLD, Diarizer, build_diarizer
 from voxdock.engine.discovery import discover
 from voxdock.engine.events import EngineEvent, EventHub
@@ -739,8 +739,8 @@ class Engine:
     def set_batch_size(self, stage: str, size: int) -> None:
         if stage not in BATCHED_STAGES:
             raise ValueError(f"{stage} has no batch size (batched stages: {', '.join(BATCHED_STAGES)})")
-        if not 1 <= size <= 4096:
-            raise ValueError(f"{stage}: batch size must be between 1 and 4096, not {size}")
+        if not 1 <= size <= MAX_BATCH_SIZE:
+            raise ValueError(f"{stage}: batch size must be between 1 and {MAX_BATCH_SIZE}, not {size}")
         self.adaptive_batches[stage].configure(size)
         self._pin(f"{stage}.batch")
         self.events.emit(EngineEvent("tuning", f"{stage}: batch size set to {size}"))

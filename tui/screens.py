@@ -14,6 +14,7 @@ from textual.suggester import Suggester
 from textual.validation import Integer, Number
 from textual.widgets import Button, Input, Label, Markdown, Select, Static
 
+from voxdock.engine.config import MAX_BATCH_SIZE, MAX_WORKERS
 from voxdock.engine.speakers import SpeakerOptions
 from voxdock.tui.commands import key_table
 
@@ -68,10 +69,10 @@ class TuneScreen(ModalScreen[tuple[str, int | None, int | None] | None]):
                 [(s, s) for s in STAGE_NAMES], value=self.stage, allow_blank=False, id="stage", compact=True
             )
             with Grid(classes="form"):
-                yield Label("workers (1-64)")
-                yield Input(id="workers", type="integer", validators=[Integer(1, 64)], compact=True)
-                yield Label("batch size (1-4096)")
-                yield Input(id="batch", type="integer", validators=[Integer(1, 4096)], compact=True)
+                yield Label(f"workers (1-{MAX_WORKERS})")
+                yield Input(id="workers", type="integer", validators=[Integer(1, MAX_WORKERS)], compact=True)
+                yield Label(f"batch size (1-{MAX_BATCH_SIZE})")
+                yield Input(id="batch", type="integer", validators=[Integer(1, MAX_BATCH_SIZE)], compact=True)
             yield Static("", id="tune-error", classes="error")
             with Horizontal(classes="buttons"):
                 yield Button("Apply", id="apply", variant="primary", compact=True)

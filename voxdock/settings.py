@@ -13,7 +13,7 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from voxdock.engine.config import KNOB_SETTINGS, EngineConfig
+from voxdock.engine.config import KNOB_SETTINGS, MAX_BATCH_SIZE, MAX_WORKERS, EngineConfig
 from voxdock.storage.urls import mask_url, register_url, scrub
 
 
@@ -48,23 +48,26 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=3, ge=1, description="claims before a file is failed for good")
 
     # --- workers and batches (each can also be changed while the engine runs)
-    decode_workers: int = Field(default=1, ge=1, le=64, description="workers decoding media")
-    vad_workers: int = Field(default=1, ge=1, le=64, description="workers finding speech")
-    asr_workers: int = Field(default=2, ge=1, le=64, description="parallel ASR workers")
+    decode_workers: int = Field(default=1, ge=1, le=MAX_WORKERS, description="workers decoding media")
+    vad_workers: int = Field(default=1, ge=1, le=MAX_WORKERS, description="workers finding speech")
+    asr_workers: int = Field(default=2, ge=1, le=MAX_WORKERS, description="parallel ASR workers")
     asr_batch_size: int = Field(default=8, ge=1, le=256, description="batched-ASR chunks per decoder call")
-    diarization_workers: int = Field(default=1, ge=1, le=64)
+    diarization_workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
     diarization_batch_size: int = Field(
-        default=64, ge=1, le=4096, description="segmentation chunks or speaker embeddings per model call"
+        default=64,
+        ge=1,
+        le=MAX_BATCH_SIZE,
+        description="segmentation chunks or speaker embeddings per model call",
     )
-    voice_workers: int = Field(default=1, ge=1, le=64)
+    voice_workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
     voice_enrollment_batch_size: int = Field(
-        default=32, ge=1, le=4096, description="voice-embedding batch size, across files"
+        default=32, ge=1, le=MAX_BATCH_SIZE, description="voice-embedding batch size, across files"
     )
-    text_workers: int = Field(default=1, ge=1, le=64)
+    text_workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
     text_embedding_batch_size: int = Field(
-        default=64, ge=1, le=4096, description="text-embedding batch size, across files"
+        default=64, ge=1, le=MAX_BATCH_SIZE, description="text-embedding batch size, across files"
     )
-    storage_workers: int = Field(default=1, ge=1, le=64, description="workers writing segments")
+    storage_workers: int = Field(default=1, ge=1, le=MAX_WORKERS, description="workers writing segments")
     auto_tune: bool = Field(
         default=True,
         description="let the engine add workers to its bottleneck stage while the host has room "
