@@ -17,7 +17,8 @@ from voxdock.engine.fbank import fbank
 from voxdock.engine.loader import LoadedModels
 from voxdock.engine.oom import AdaptiveBatch, FaultInjector
 from voxdock.engine.runtime import FileFailed
-from voxdock.engine.segmenting import SINGLE_SPEAKER, assign_speakers, words_to_segments
+from voxdock.engine.segmenting import words_to_segments
+from voxdock.engine.speaker_assignment import SINGLE_SPEAKER, assign_speakers
 from voxdock.engine.vad import detect_speech
 from voxdock.engine.voice import EMBEDDING_DIM, VoiceEncoder
 from voxdock.engine.work import FileWork, Segment, Word

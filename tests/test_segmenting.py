@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from voxdock.engine.diarization import SpeakerTurn
-from voxdock.engine.segmenting import SINGLE_SPEAKER, assign_speakers, words_to_segments
+from voxdock.engine.segmenting import words_to_segments
+from voxdock.engine.speaker_assignment import SINGLE_SPEAKER, assign_speakers
 from voxdock.engine.work import Word
 
 
