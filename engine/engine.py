@@ -391,17 +391,24 @@ class Engine:
         )
 
     def _may_start(self, work: FileWork) -> bool:
-        """A claimed file starts only while its batch is running (another node may have paused it)."""
+        """A claimed file starts only while its batch is running (another node may have paused it).
+        The batch's state is read at most every BATCH_STATE_TTL_S; while the store cannot say, the
+        last answer stands (a file already claimed goes on: the claim itself saw the batch running)."""
         batch = work.job.batch_id
         now = time.monotonic()
-        cached = self._batch_states.get(batch)
+        with self._lock:
+            cached = self._batch_states.get(batch)
         if (cached is None or now - cached[1] > BATCH_STATE_TTL_S) and self.store.available:
             try:
-                state = jobs.batch_state(self.db, batch)
-            except Exception:
-                state = cached[0] if cached else "running"
-            self._batch_states[batch] = (state, now)
-            cached = self._batch_states[batch]
+                cached = (jobs.batch_state(self.db, batch), now)
+            except Exception as exc:
+                if is_store_unavailable(exc):
+                    self.store.lost(exc)
+                else:
+                    log.warning("reading the state of batch %s failed: %s", batch, exc)
+            else:
+                with self._lock:
+                    self._batch_states[batch] = cached
         return cached is None or cached[0] == "running"
 
     def max_in_flight(self) -> int:
@@ -603,21 +610,21 @@ class Engine:
 
     def pause(self, batch_id: int) -> None:
         jobs.set_batch_state(self.db, batch_id, "paused")
-        self._batch_states.pop(batch_id, None)
+        self._forget_batch_state(batch_id)
         self.events.emit(
             EngineEvent("batch", f"batch {batch_id} paused (in-flight files finish)", batch_id=batch_id)
         )
 
     def resume(self, batch_id: int) -> None:
         jobs.set_batch_state(self.db, batch_id, "running")
-        self._batch_states.pop(batch_id, None)
+        self._forget_batch_state(batch_id)
         self.events.emit(EngineEvent("batch", f"batch {batch_id} resumed", batch_id=batch_id))
         self._wake.set()
 
     def cancel(self, batch_id: int) -> jobs.CancelResult:
         """No file of this batch starts any more; its queued files are cancelled (in flight finish)."""
         result = jobs.cancel_batch(self.db, batch_id)
-        self._batch_states.pop(batch_id, None)
+        self._forget_batch_state(batch_id)
         self.events.emit(
             EngineEvent(
                 "batch",
@@ -632,12 +639,16 @@ class Engine:
     def retry(self, batch_id: int) -> int:
         """Queue the batch's failed and cancelled files again; returns how many."""
         queued = jobs.retry_batch(self.db, batch_id)
-        self._batch_states.pop(batch_id, None)
+        self._forget_batch_state(batch_id)
         self.events.emit(
             EngineEvent("batch", f"batch {batch_id}: {queued} file(s) queued again", batch_id=batch_id)
         )
         self._wake.set()
         return queued
+
+    def _forget_batch_state(self, batch_id: int) -> None:
+        with self._lock:
+            self._batch_states.pop(batch_id, None)
 
     def restrict_to_batches(self, batch_ids: Sequence[int] | None) -> None:
         """Claim only from these batches (a headless ingest works on its own batch alone)."""
