@@ -405,7 +405,9 @@ def snapshot(store: Store) -> dict[str, Any]:
                     zip(("name", "state", "queued", "claimed", "done", "failed", "skipped"), row, strict=True)
                 )
                 for row in conn.execute(
-                    "SELECT b.name, b.state,"
+                    # The batch's state as every reader sees it (the batch_status view), not
+                    # batches.state, which keeps only what was asked (running, paused, cancelled).
+                    "SELECT b.name, (SELECT v.state FROM batch_status v WHERE v.id = b.id),"
                     " count(j.id) FILTER (WHERE j.state = 'queued'),"
                     " count(j.id) FILTER (WHERE j.state = 'claimed'),"
                     " count(j.id) FILTER (WHERE j.state = 'done'),"
@@ -417,7 +419,8 @@ def snapshot(store: Store) -> dict[str, Any]:
             left = [
                 {"path": Path(path).name, "state": state, "batch": batch, "batch_state": bstate}
                 for path, state, batch, bstate in conn.execute(
-                    "SELECT s.path, j.state, b.name, b.state FROM jobs j"
+                    "SELECT s.path, j.state, b.name,"
+                    " (SELECT v.state FROM batch_status v WHERE v.id = b.id) FROM jobs j"
                     " JOIN sources s ON s.id = j.source_id JOIN batches b ON b.id = j.batch_id"
                     " WHERE j.state IN ('queued', 'claimed') ORDER BY j.id"
                 ).fetchall()
