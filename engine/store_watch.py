@@ -49,8 +49,9 @@ class StoreWatch:
         self._clock = clock
         self._wall = wall
         self._lock = threading.Lock()
-        self._back = threading.Event()
+        self._back = threading.Event()  # set while the store answers
         self._back.set()
+        self._gone = threading.Event()  # set while it does not: the watcher sleeps on this one
         self._lost_at: float | None = None  # monotonic
         self._lost_wall: float | None = None
         self._reason = ""
@@ -82,6 +83,7 @@ class StoreWatch:
             self._attempts = 0
             self.outages += 1
             self._back.clear()
+            self._gone.set()
         self._emit(EngineEvent("store", f"database unavailable, retrying ({self._reason})", logging.WARNING))
 
     def _recovered(self) -> None:
@@ -91,6 +93,7 @@ class StoreWatch:
             down = self._clock() - self._lost_at
             self._lost_at = None
             self._lost_wall = None
+            self._gone.clear()
             self._back.set()
         self._emit(EngineEvent("store", f"database back after {down:.1f} s; going on"))
 
@@ -124,7 +127,7 @@ class StoreWatch:
         the embedded server when this node uses one and it is down."""
         delay = FIRST_PROBE_S
         while not stopping():
-            if self._back.wait(0.25):
+            if not self._gone.wait(0.25):  # nothing lost: sleep (a wait on _back would return at once)
                 delay = FIRST_PROBE_S
                 continue
             with self._lock:
