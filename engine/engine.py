@@ -25,7 +25,7 @@ import psutil
 
 from voxdock import __version__
 from voxdock.engine.autotune import PERIOD_S, AutoTuner, Host
-from voxdock.engine.config import MAX_BATCH_SIZE, ConfigSource, EngineConfig
+from voxdock.engine.config import MAX_BATCH_SIZE, MAX_WORKERS, ConfigSource, EngineConfig
 from voxdock.engine.diarization import DEFAULT_FAST_PATH_THRESHOLD, Diarizer, build_diarizer
 from voxdock.engine.discovery import discover
 from voxdock.engine.events import EngineEvent, EventHub
@@ -40,7 +40,7 @@ from voxdock.engine.loader import LoadedModels, load_models
 from voxdock.engine.metrics import EngineCounters, EngineSnapshot, mark_bottleneck
 from voxdock.engine.models import ModelPlan
 from voxdock.engine.oom import AdaptiveBatch, FaultInjector
-from voxdock.engine.runtime import MAX_WORKERS, Stage, lower_thread_priority
+from voxdock.engine.runtime import Stage, lower_thread_priority
 from voxdock.engine.store_watch import StoreWatch
 from voxdock.engine.work import FileWork
 from voxdock.storage import jobs, nodes

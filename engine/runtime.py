@@ -5,8 +5,9 @@ take one file at a time; a batched stage takes several files at once, until thei
 fill its batch, so short files still fill a GPU batch. A stage knows nothing about the stage after it.
 
 Tuning: `set_workers` starts threads at once or lets surplus ones retire after their current file;
-`set_batch_size` applies to the next batch formed. Workers wait on their inbox with a short timeout,
-so both changes take effect well within a second, and no file is dropped or handled twice.
+a new batch size (set on the stage's shared AdaptiveBatch) applies to the next batch formed. Workers
+wait on their inbox with a short timeout, so both changes take effect well within a second, and no
+file is dropped or handled twice.
 
 Host cost: each handler call's CPU time on its worker thread, and the part inside model calls, go to
 the stage's metrics (engine/cpu.py); so does the CPU of handing the files on.
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from voxdock.engine.config import MAX_WORKERS
 from voxdock.engine.cpu import HandlerCost
 from voxdock.engine.metrics import StageMetrics, StageSnapshot
 from voxdock.engine.oom import AdaptiveBatch
@@ -38,7 +40,6 @@ POLL_S = 0.2  # how often an idle worker looks at its inbox, retirement and stop
 # model libraries start from an engine thread inherit it.
 ENGINE_NICE = 10
 LINGER_S = 0.1  # how long a batched stage waits for more files to fill a batch
-MAX_WORKERS = 64
 
 
 class PipelineContext(Protocol):
@@ -74,7 +75,6 @@ class Stage:
         handle_many: Callable[[list[FileWork]], None] | None = None,
         units: Callable[[FileWork], int] | None = None,
         batch: AdaptiveBatch | None = None,
-        on_finished: Callable[[FileWork], None] | None = None,
         gate: Callable[[FileWork], bool] | None = None,
     ) -> None:
         if (handle is None) == (handle_many is None):
@@ -88,7 +88,6 @@ class Stage:
         self._handle = handle
         self._handle_many = handle_many
         self._units = units or (lambda _w: 1)
-        self._on_finished = on_finished
         self._gate = gate  # False: the file must not start here (its batch was paused): give it back
         self._lock = threading.Lock()
         self._target = 0
@@ -119,13 +118,6 @@ class Stage:
                 )
                 self._threads.append(thread)
                 thread.start()
-
-    def set_batch_size(self, n: int) -> None:
-        if self.batch is None:
-            raise ValueError(f"{self.name} does not batch")
-        if not 1 <= n <= 4096:
-            raise ValueError(f"{self.name}: batch size must be between 1 and 4096, not {n}")
-        self.batch.configure(n)
 
     def join(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -236,10 +228,8 @@ class Stage:
             if id(work) in failed:
                 continue
             work.stage_seconds[self.name] = work.stage_seconds.get(self.name, 0.0) + share
-            if self.outbox is not None:
+            if self.outbox is not None:  # the last stage's handler finishes the file itself
                 self._forward(work)
-            elif self._on_finished is not None:
-                self._on_finished(work)
         self.metrics.add_cpu(time.thread_time() - handing_on)
 
     def _fail_all(self, works: list[FileWork], reason: str) -> None:

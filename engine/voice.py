@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from voxdock.engine.cpu import model_call
-from voxdock.engine.fbank import fbank, frame_span
 
 EMBEDDING_DIM = 192
 # The export fixes CAM++'s statistics pooling to its many-frames branch; clips so short that one
@@ -104,31 +103,9 @@ class VoiceEncoder:
                 out[indexes] = embedded.float().cpu().numpy()
         return out
 
-    def embed_clips(self, clips: Sequence[np.ndarray]) -> np.ndarray:
-        return self.embed_features([fbank(c) for c in clips])
-
-
-def window_features(file_fbank: np.ndarray, windows: Sequence[tuple[float, float]]) -> list[np.ndarray]:
-    """Cut per-window features out of a whole-file (un-normalised) fbank and normalise each window.
-
-    Computing the filterbank once per file instead of once per overlapping window saves most of the
-    feature work; window edges land on the 10 ms frame grid.
-    """
-    out = []
-    for start, end in windows:
-        first, last = frame_span(start, end, file_fbank.shape[0])
-        feats = file_fbank[first:last]
-        out.append(feats - feats.mean(axis=0, keepdims=True))
-    return out
-
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
     if na == 0.0 or nb == 0.0:
         return 0.0
     return float(np.dot(a, b) / (na * nb))
-
-
-def normalise_rows(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)

@@ -127,7 +127,7 @@ def test_a_stage_records_its_threads_cpu_and_the_part_in_model_calls() -> None:
 
     inbox: queue.Queue[FileWork] = queue.Queue()
     ctx = _Context()
-    stage = Stage("x", ctx, inbox, None, workers=2, handle=handle, on_finished=done.put)
+    stage = Stage("x", ctx, inbox, done, workers=2, handle=handle)  # finished files land in `done`
     stage.start()
     for _ in range(4):
         work = FileWork(job=None)  # type: ignore[arg-type]
