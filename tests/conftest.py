@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,8 +39,14 @@ REAL = MEDIA / "real"  # real recordings with reference turns (see its README.md
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedServer:
-    return start_embedded(tmp_path_factory.mktemp("voxdock-data"))
+def pg_server() -> EmbeddedServer:
+    # Not under pytest's basetemp: a second pytest run that starts meanwhile resets that folder's
+    # tree to mode 0700, and the server (which runs as another user when we are root) then loses its
+    # own data directory and aborts. The folder goes after the server has stopped (atexit runs
+    # last-in, first-out, and the server registers its stop when it starts).
+    data_dir = Path(tempfile.mkdtemp(prefix="voxdock-test-store-"))
+    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
+    return start_embedded(data_dir)
 
 
 def _with_database(url: str, name: str) -> str:
