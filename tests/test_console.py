@@ -60,8 +60,10 @@ async def run(
 def test_pause_and_resume_reach_the_engine_and_the_database(
     make_engine: Callable[..., Engine], db: Database, tmp_path: Path
 ) -> None:
-    engine = make_engine()
-    submission = engine.submit(media_copies(tmp_path, 2))
+    # One file's audio at a time, so files are still queued when "p" lands: a batch whose files have
+    # all finished is done, and a done batch cannot be paused.
+    engine = make_engine(in_flight_audio_gb=1e-6)
+    submission = engine.submit(media_copies(tmp_path, 3))
     engine.pause(submission.batch_id)  # nothing gets processed while the test looks
     engine.resume(submission.batch_id)
     engine.pause(submission.batch_id)
