@@ -300,7 +300,9 @@ def test_pause_starts_no_new_file_and_resume_finishes(
         f.write_bytes((MEDIA / "monologue.ogg").read_bytes())
         with f.open("ab") as handle:
             handle.write(bytes([i]))
-    engine = make_engine(decode_workers=1, asr_workers=1)
+    # One file's audio at a time: files are left queued when the pause lands (with every file
+    # claimed at once the batch could finish first, and a finished batch is done, not paused).
+    engine = make_engine(decode_workers=1, asr_workers=1, in_flight_audio_gb=1e-6)
     submission = engine.submit(files)
     engine.pause(submission.batch_id)
     engine.start(wait=True)
