@@ -98,7 +98,7 @@ def test_takes_back_a_change_that_brought_nothing_and_cools_down() -> None:
 def test_pinned_knobs_and_a_busy_host_are_left_alone() -> None:
     pipeline = Pipeline({"asr": 0.02, "diarize": 0.12})
     run(tuner_for(pipeline, pinned={"diarize.workers"}), pipeline, pace=20.0, seconds=60.0, start=0.0)
-    busy_cpu = Host(cpu_busy=0.80, gpu_busy=None, cores=16)
+    busy_cpu = Host(cpu_busy=0.90, gpu_busy=None, cores=16)
     run(tuner_for(pipeline), pipeline, pace=20.0, seconds=60.0, start=0.0, host=busy_cpu)
     busy_gpu = Host(cpu_busy=0.20, gpu_busy=0.95, cores=16)
     run(tuner_for(pipeline, on_gpu=True), pipeline, pace=20.0, seconds=60.0, start=0.0, host=busy_gpu)
@@ -131,3 +131,10 @@ def test_no_backlog_no_change_and_idle_workers_are_given_back() -> None:
             quiet.snapshot(0.0, tuner.period_s, saturated=(), queued=0), ROOM, (i + 1) * tuner.period_s
         )
     assert quiet.applied == []
+
+
+def test_a_small_host_with_room_still_tries() -> None:
+    """Two cores 60% busy: a worker more is tried (and taken back if the pace does not follow)."""
+    pipeline = Pipeline({"asr": 0.02, "diarize": 0.12})
+    run(tuner_for(pipeline), pipeline, pace=9.4, seconds=5.0, start=0.0, host=Host(0.60, None, 2))
+    assert pipeline.applied == [("diarize", 2)]

@@ -15,11 +15,9 @@ from textual.validation import Integer, Number
 from textual.widgets import Button, Input, Label, Markdown, Select, Static
 
 from voxdock.engine.config import MAX_BATCH_SIZE, MAX_WORKERS
+from voxdock.engine.engine import BATCHED_STAGES, STAGES
 from voxdock.engine.speakers import SpeakerOptions
 from voxdock.tui.commands import key_table
-
-STAGE_NAMES = ("decode", "vad", "asr", "diarize", "voice", "text", "store")
-BATCHED = ("asr", "diarize", "voice", "text")
 
 HELP_TEXT = """\
 # voxdock console
@@ -66,7 +64,7 @@ class TuneScreen(ModalScreen[tuple[str, int | None, int | None] | None]):
         with Vertical(classes="dialog", id="tune"):
             yield Static("Tune a stage", classes="title")
             yield Select(
-                [(s, s) for s in STAGE_NAMES], value=self.stage, allow_blank=False, id="stage", compact=True
+                [(s, s) for s in STAGES], value=self.stage, allow_blank=False, id="stage", compact=True
             )
             with Grid(classes="form"):
                 yield Label(f"workers (1-{MAX_WORKERS})")
@@ -86,8 +84,8 @@ class TuneScreen(ModalScreen[tuple[str, int | None, int | None] | None]):
         self.query_one("#workers", Input).value = str(workers)
         batch_input = self.query_one("#batch", Input)
         batch_input.value = str(batch) if batch is not None else ""
-        batch_input.disabled = stage not in BATCHED
-        batch_input.placeholder = "" if stage in BATCHED else "does not batch"
+        batch_input.disabled = stage not in BATCHED_STAGES
+        batch_input.placeholder = "" if stage in BATCHED_STAGES else "does not batch"
 
     @on(Select.Changed, "#stage")
     def _stage_changed(self, event: Select.Changed) -> None:
@@ -104,7 +102,7 @@ class TuneScreen(ModalScreen[tuple[str, int | None, int | None] | None]):
             error.update(f"workers: {'; '.join(result.failure_descriptions)}; nothing applied")
             return
         batch: int | None = None
-        if self.stage in BATCHED:
+        if self.stage in BATCHED_STAGES:
             batch_input = self.query_one("#batch", Input)
             result = batch_input.validate(batch_input.value)
             if result is not None and not result.is_valid:
