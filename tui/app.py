@@ -244,41 +244,41 @@ class VoxdockConsole(App[None]):
         self.call_from_thread(self.notify, describe, timeout=3)
         self.call_from_thread(self.request_refresh)
 
-    def action_pause(self) -> None:
+    def _on_selected_batch(self, describe: str, call: Callable[[ConsoleBackend, int], object]) -> None:
+        """Run a control on the selected batch, or say there is none."""
         batch = self.selected_batch
         if batch is None:
             self.notify("no batch selected", severity="warning")
             return
-        self._control(f"batch {batch} paused", lambda: self.backend.pause(batch))
+        self._control(describe.format(batch=batch), lambda: call(self.backend, batch))
+
+    def action_pause(self) -> None:
+        self._on_selected_batch("batch {batch} paused", lambda b, batch: b.pause(batch))
 
     def action_resume(self) -> None:
-        batch = self.selected_batch
-        if batch is None:
-            self.notify("no batch selected", severity="warning")
-            return
-        self._control(f"batch {batch} resumed", lambda: self.backend.resume(batch))
+        self._on_selected_batch("batch {batch} resumed", lambda b, batch: b.resume(batch))
 
     def action_cancel(self) -> None:
-        batch = self.selected_batch
-        if batch is None:
-            self.notify("no batch selected", severity="warning")
-            return
-        self._control(f"batch {batch} cancelled", lambda: self.backend.cancel(batch))
+        self._on_selected_batch("batch {batch} cancelled", lambda b, batch: b.cancel(batch))
 
     def action_retry(self) -> None:
-        batch = self.selected_batch
-        if batch is None:
-            self.notify("no batch selected", severity="warning")
-            return
-        self._control(f"batch {batch}: failed and cancelled files queued", lambda: self.backend.retry(batch))
+        self._on_selected_batch(
+            "batch {batch}: failed and cancelled files queued", lambda b, batch: b.retry(batch)
+        )
 
-    def action_release(self) -> None:
+    def _selected_stage(self) -> str | None:
+        """The stage under the stage table's cursor (asr before the table has rows); None while the
+        engine is still loading, which is said."""
         if self.data is None or not self.data.snapshot.stages:
             self.notify("the engine is still loading", severity="warning")
-            return
+            return None
         table = self.query_one(StageTable)
-        stage = self.data.snapshot.stages[table.cursor_row].name if table.row_count else "asr"
-        self._control(f"{stage}: released to self-tuning", lambda: self.backend.release(stage))
+        return self.data.snapshot.stages[table.cursor_row].name if table.row_count else "asr"
+
+    def action_release(self) -> None:
+        stage = self._selected_stage()
+        if stage is not None:
+            self._control(f"{stage}: released to self-tuning", lambda: self.backend.release(stage))
 
     def _stage_workers(self, stage: str) -> int | None:
         if self.data is None:
@@ -303,12 +303,10 @@ class VoxdockConsole(App[None]):
         self._control(f"asr workers {current} → {target}", lambda: self.backend.set_workers("asr", target))
 
     def action_tune(self) -> None:
-        if self.data is None or not self.data.snapshot.stages:
-            self.notify("the engine is still loading", severity="warning")
+        selected = self._selected_stage()
+        if selected is None or self.data is None:
             return
         current = {s.name: (s.workers, s.batch_size) for s in self.data.snapshot.stages}
-        stage = self.query_one(StageTable)
-        selected = self.data.snapshot.stages[stage.cursor_row].name if stage.row_count else "asr"
         self.push_screen(TuneScreen(current, selected), self._tuned)
 
     def _tuned(self, result: tuple[str, int | None, int | None] | None) -> None:
