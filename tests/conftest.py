@@ -5,6 +5,8 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -159,6 +161,26 @@ def make_diarizer(onnx_cache: Path | None) -> SegmentationDiarizer:
 def diarizer(onnx_cache: Path) -> SegmentationDiarizer:
     """voxdock's own diarizer as the engine runs it on a CPU host (both networks in ONNX Runtime)."""
     return make_diarizer(onnx_cache)
+
+
+def run_voxdock(cwd: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m voxdock ARGS` in `cwd` with exactly `env`, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "voxdock", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The command's only line on stderr (a failure said in one line, no traceback)."""
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
 
 
 def wait_for_batch(engine: Engine, batch_id: int, timeout: float = 300) -> jobs.BatchProgress:

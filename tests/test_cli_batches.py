@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import MEDIA
+from conftest import MEDIA, one_line, run_voxdock
 
 from voxdock import exit_codes
 from voxdock.storage.database import Database
@@ -38,21 +37,7 @@ def voxdock(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess
         "COLUMNS": "200",
         "HF_HUB_OFFLINE": "1",
     }
-    return subprocess.run(
-        [sys.executable, "-m", "voxdock", *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def one_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
+    return run_voxdock(tmp_path, *args, env=env)
 
 
 def listing(url: str, tmp_path: Path) -> dict[str, list[str]]:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import one_line, run_voxdock
 
 from voxdock import exit_codes
 from voxdock.storage.database import Database, StoreUnavailable
@@ -36,21 +37,7 @@ def voxdock(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProce
         "VOXDOCK_DATA_DIR": str(tmp_path / "data"),
         "COLUMNS": "200",
     }
-    return subprocess.run(
-        [sys.executable, "-m", "voxdock", *args],
-        env={**base, **env},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def one_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
+    return run_voxdock(tmp_path, *args, env={**base, **env})
 
 
 @pytest.mark.parametrize("form", MALFORMED)
