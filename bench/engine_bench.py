@@ -32,11 +32,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from voxdock.cli import model_plan
 from voxdock.engine.discovery import discover
 from voxdock.engine.engine import Engine
 from voxdock.engine.handlers import StageHandlers
 from voxdock.engine.loader import LoadedModels, load_models
-from voxdock.engine.models import resolve_models, vector_spec
+from voxdock.engine.models import vector_spec
 from voxdock.engine.oom import AdaptiveBatch, FaultInjector
 from voxdock.engine.work import FileWork
 from voxdock.evaluation import Turn, diarization_error_rate, read_rttm, turns_from_segments, word_error_rate
@@ -274,12 +275,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="voxdock-engine-bench-") as tmp_name:
         tmp = Path(tmp_name)
         settings = load_settings(_env_file=None, voxdock_data_dir=tmp / "data")
-        plan = resolve_models(
-            asr_model=settings.asr_model,
-            text_model=settings.text_embedding_model,
-            diarization_backend=settings.diarization_backend,
-            models_dir=settings.models_dir,
-        )
+        plan = model_plan(settings)
         spec = vector_spec(plan)
         t0 = time.perf_counter()
         models = load_models(

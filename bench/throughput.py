@@ -702,8 +702,9 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).parent))
     from diarization_memory import git_commit, machine
 
+    from voxdock.cli import model_plan
     from voxdock.engine.loader import load_models
-    from voxdock.engine.models import resolve_models, vector_spec
+    from voxdock.engine.models import vector_spec
 
     eval_dir = find_eval(args.eval)
     configs = configurations(args)
@@ -729,12 +730,7 @@ def main() -> int:
         model_names: dict[str, str] = {}
         for index, (name, values) in enumerate(configs):
             settings = settings_for(values, data_dir)
-            plan = resolve_models(
-                asr_model=settings.asr_model,
-                text_model=settings.text_embedding_model,
-                diarization_backend=settings.diarization_backend,
-                models_dir=settings.models_dir,
-            )
+            plan = model_plan(settings)
             spec = vector_spec(plan)
             key = model_key(settings)
             if key not in loaded:
@@ -769,12 +765,7 @@ def main() -> int:
         isolated = None
         if args.isolated > 0:
             settings = settings_for({}, data_dir)
-            plan = resolve_models(
-                asr_model=settings.asr_model,
-                text_model=settings.text_embedding_model,
-                diarization_backend=settings.diarization_backend,
-                models_dir=settings.models_dir,
-            )
+            plan = model_plan(settings)
             if model_key(settings) not in loaded:
                 loaded.clear()
                 loaded[model_key(settings)] = load_models(

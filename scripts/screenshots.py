@@ -17,8 +17,9 @@ from pathlib import Path
 
 from textual.pilot import Pilot
 
+from voxdock.cli import model_plan
 from voxdock.engine.engine import Engine
-from voxdock.engine.models import resolve_models, vector_spec
+from voxdock.engine.models import vector_spec
 from voxdock.settings import load_settings
 from voxdock.storage.database import Database
 from voxdock.storage.migrate import migrate
@@ -68,12 +69,7 @@ def main() -> None:
         shutil.copytree(ROOT / "examples", inputs)
         (inputs / "broken.wav").write_bytes((ROOT / "examples" / "meeting_2spk.wav").read_bytes()[:40000])
         settings = load_settings(_env_file=None, voxdock_data_dir=tmp / "data")
-        plan = resolve_models(
-            asr_model=settings.asr_model,
-            text_model=settings.text_embedding_model,
-            diarization_backend=settings.diarization_backend,
-            models_dir=settings.models_dir,
-        )
+        plan = model_plan(settings)
         db = Database.open(None, tmp / "data")
         migrate(db, vector_spec(plan))
         for size, suffix in (((100, 30), ""), ((80, 24), "-80x24")):
