@@ -86,9 +86,6 @@ class AutoTuner:
         if self.trial is not None and f"{self.trial.change.stage}.workers" == knob:
             self.trial = None  # the operator decided: the trial is over, nothing to take back
 
-    def release(self, knob: str) -> None:
-        self.pinned.discard(knob)
-
     def look(self, snap: EngineSnapshot, host: Host, now: float) -> list[Change]:
         """One look at the engine: the changes to make now (already applied through `apply`)."""
         period = self.period_s if self._last_look is None else max(now - self._last_look, 1e-6)

@@ -685,8 +685,6 @@ class Engine:
         self._stage(stage)
         with self._lock:
             self._pinned -= {f"{stage}.workers", f"{stage}.batch"}
-            if self.tuner is not None:
-                self.tuner.release(f"{stage}.workers")
         automatic = " to self-tuning" if self.tuner is not None else " (self-tuning is off)"
         self.events.emit(EngineEvent("tuning", f"{stage}: released{automatic}"))
 
@@ -694,7 +692,7 @@ class Engine:
         with self._lock:
             self._pinned.add(knob)
             if self.tuner is not None:
-                self.tuner.pin(knob)
+                self.tuner.pin(knob)  # also ends a trial on that knob
 
     # --- self-tuning ---------------------------------------------------------------------------
     def _start_tuner(self) -> None:
@@ -709,7 +707,11 @@ class Engine:
 
         with self._lock:
             self.tuner = AutoTuner(
-                apply=self._tuned_workers, max_workers=max_workers, on_gpu=on_gpu, pinned=set(self._pinned)
+                # One set, the engine's: what the operator pins, the tuner sees.
+                apply=self._tuned_workers,
+                max_workers=max_workers,
+                on_gpu=on_gpu,
+                pinned=self._pinned,
             )
             self.tuner.start([stage.snapshot() for stage in self.stages.values()])
         self._spawn(self._tune_loop, "tuner")
