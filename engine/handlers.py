@@ -192,6 +192,7 @@ class StageHandlers:
                 speaker=s.speaker,
                 text_embedding=s.text_embedding,
                 voice_embedding=s.voice_embedding,
+                words=[(w.start, w.end, w.text.strip(), w.probability) for w in s.words],
             )
             for s in work.segments
         ]

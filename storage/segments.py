@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import psycopg
+from psycopg.types.json import Jsonb
 
 from voxdock.storage.database import Database
 from voxdock.storage.turns import TurnRecord, TurnWriteError, check_turns, write_turns
@@ -31,6 +32,8 @@ class SegmentRecord:
     text_embedding: np.ndarray | None
     voice_embedding: np.ndarray | None
     speaker_id: int | None = None
+    # (start_s, end_s, word, probability) in time order, times from the start of the source
+    words: Sequence[tuple[float, float, str, float]] = ()
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,21 @@ class SourceOutcome:
 
 _COPY_SQL = (
     "COPY segments (source_id, seq, start_s, end_s, text, speaker, speaker_id,"
-    " text_embedding, voice_embedding, model_set_id) FROM STDIN WITH (FORMAT BINARY)"
+    " text_embedding, voice_embedding, model_set_id, words) FROM STDIN WITH (FORMAT BINARY)"
 )
-_COPY_TYPES = ["int8", "int4", "float8", "float8", "text", "text", "int8", "vector", "vector", "int4"]
+_COPY_TYPES = [
+    "int8",
+    "int4",
+    "float8",
+    "float8",
+    "text",
+    "text",
+    "int8",
+    "vector",
+    "vector",
+    "int4",
+    "jsonb",
+]
 
 
 def vector_dims(conn: psycopg.Connection) -> tuple[int, int]:
@@ -135,6 +150,7 @@ def replace_segments(
                     _as_vector(seg.text_embedding, text_dim, "text embedding", seq),
                     _as_vector(seg.voice_embedding, voice_dim, "voice embedding", seq),
                     model_set_id,
+                    _words_json(seg.words, seq),
                 )
             )
         conn.execute("DELETE FROM segments WHERE source_id = %s", (source_id,))
@@ -171,6 +187,26 @@ def replace_segments(
             ),
         )
     return stored_count
+
+
+def _words_json(words: Sequence[tuple[float, float, str, float]], seq: int) -> Jsonb | None:
+    """The words as stored (see migration 0004), or None when the segment has none."""
+    if not words:
+        return None
+    out = []
+    for start, end, word, probability in words:
+        if not (np.isfinite(start) and np.isfinite(end)) or end < start:
+            raise SegmentWriteError(f"segment {seq}: word {word!r} has bad times {start}..{end}")
+        # Milliseconds are finer than Whisper's word timing; rounding keeps the rows small.
+        out.append(
+            {
+                "start": round(float(start), 3),
+                "end": round(float(end), 3),
+                "word": word,
+                "p": round(float(probability), 3),
+            }
+        )
+    return Jsonb(out)
 
 
 def count_segments(db: Database, source_id: int) -> int:

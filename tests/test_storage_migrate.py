@@ -65,8 +65,15 @@ def test_status_reports_version_counts_and_no_password(db: Database) -> None:
     assert status.vectors == TEST_SPEC
 
 
+def undo_segment_words(conn: psycopg.Connection) -> None:
+    """Take a store back from version 4 to version 3, as such a store was left."""
+    conn.execute("ALTER TABLE segments DROP COLUMN words")
+    conn.execute("DELETE FROM schema_migrations WHERE version > 3")
+
+
 def undo_batch_states(conn: psycopg.Connection) -> None:
-    """Take a store back from version 3 to version 2, as such a store was left."""
+    """Take a store back from the latest version to version 2, as such a store was left."""
+    undo_segment_words(conn)
     conn.execute("DROP VIEW batch_status")
     conn.execute("DROP FUNCTION batch_state")
     conn.execute("ALTER TABLE batches DROP COLUMN owner")
@@ -89,7 +96,7 @@ def test_a_version_1_store_reports_status_and_upgrades_with_its_data(db: Databas
     status = store_status(db)
     assert (status.schema_version, status.latest_version) == (1, len(available_migrations()))
     assert "speaker_turns" not in status.row_counts and status.row_counts["sources"] == 1
-    assert [m.name for m in migrate(db, TEST_SPEC)] == ["speaker_turns", "batch_states"]
+    assert [m.name for m in migrate(db, TEST_SPEC)] == [m.name for m in available_migrations()[1:]]
     status = store_status(db)
     assert status.schema_version == status.latest_version
     assert status.row_counts["speaker_turns"] == 0 and status.row_counts["sources"] == 1
@@ -113,7 +120,7 @@ def test_a_version_2_store_gets_batch_states_and_its_cancelled_leftovers_closed(
         conn.execute("UPDATE jobs SET state = 'failed' WHERE batch_id = %s", (broken,))
         conn.execute("UPDATE batches SET state = 'cancelled' WHERE id = %s", (stopped,))
     assert store_status(db).schema_version == 2
-    assert [m.name for m in migrate(db, TEST_SPEC)] == ["batch_states"]
+    assert [m.name for m in migrate(db, TEST_SPEC)] == [m.name for m in available_migrations()[2:]]
     states = {b.name: (b.state, b.queued, b.cancelled) for b in batch_progress(db)}
     assert states == {
         "finished": ("done", 0, 0),
@@ -122,3 +129,22 @@ def test_a_version_2_store_gets_batch_states_and_its_cancelled_leftovers_closed(
         "waiting": ("running", 1, 0),
     }
     assert store_status(db).batches_by_state == {"done": 1, "failed": 1, "cancelled": 1, "running": 1}
+
+
+def test_a_version_3_store_keeps_its_segments_without_words(db: Database) -> None:
+    from test_storage_segments import MODELS, OUTCOME, make_segments
+
+    from voxdock.storage.segments import replace_segments
+
+    with db.connection() as conn:
+        undo_segment_words(conn)
+    source = register_sources(db, [FileEntry("/old.wav", 1, "h")])[0]
+    with db.connection() as conn:  # a segment as version 3 wrote it
+        conn.execute(
+            "INSERT INTO segments (source_id, seq, start_s, end_s, text) VALUES (%s, 0, 0, 1, 'old')",
+            (source,),
+        )
+    assert [m.name for m in migrate(db, TEST_SPEC)] == [m.name for m in available_migrations()[3:]]
+    with db.connection() as conn:
+        assert conn.execute("SELECT text, words FROM segments").fetchall() == [("old", None)]
+    assert replace_segments(db, source, make_segments(2, seed=1), MODELS, OUTCOME) == 2

@@ -222,3 +222,26 @@ def test_a_turn_the_database_refuses_rolls_back_the_segments_too(
         replace_segments(db, source, make_segments(6, seed=2), MODELS, OUTCOME, [TurnRecord(3.0, 2.0, "X")])
     assert [r[3] for r in stored(db, source)] == [s.text for s in make_segments(4, seed=1)]
     assert read_turns(db, "/archive/a.wav")[0].turns == sorted(TURNS, key=lambda t: t.start_s)
+
+
+def test_words_are_stored_with_their_segment_and_bad_word_times_are_refused(db: Database) -> None:
+    source = new_source(db)
+    words = [(0.5, 0.9, "Hello", 0.91234), (1.0, 1.4, "there.", 0.5)]
+    replace_segments(
+        db, source, [SegmentRecord(0.5, 1.4, "Hello there.", None, None, None, words=words)], MODELS, OUTCOME
+    )
+    replace_segments(db, other := new_source(db, "/archive/b.wav"), make_segments(1, seed=1), MODELS, OUTCOME)
+    with db.connection() as conn:
+        (stored_words,) = conn.execute(
+            "SELECT words FROM segments WHERE source_id = %s", (source,)
+        ).fetchone()
+        (no_words,) = conn.execute("SELECT words FROM segments WHERE source_id = %s", (other,)).fetchone()
+    assert stored_words == [
+        {"start": 0.5, "end": 0.9, "word": "Hello", "p": 0.912},
+        {"start": 1.0, "end": 1.4, "word": "there.", "p": 0.5},
+    ]
+    assert no_words is None
+    backwards = SegmentRecord(0.0, 2.0, "x", None, None, None, words=[(1.5, 1.0, "x", 0.9)])
+    with pytest.raises(SegmentWriteError, match="bad times"):
+        replace_segments(db, source, [backwards], MODELS, OUTCOME)
+    assert count_segments(db, source) == 1  # the earlier set is untouched
