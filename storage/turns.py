@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import psycopg
 
 from voxdock.storage.database import Database
+from voxdock.storage.sources import PathMatch, find_sources
 
 
 @dataclass(frozen=True)
@@ -67,29 +67,20 @@ class SourceTurns:
     turns: list[TurnRecord]
 
 
-_MATCHES = {
-    "exact": "path = %s",
-    "folder": "starts_with(path, rtrim(%s, '/') || '/')",
-    "contains": "strpos(path, %s) > 0",
-}
-
-
-def read_turns(
-    db: Database, path: str, *, match: Literal["exact", "folder", "contains"] = "exact"
-) -> list[SourceTurns]:
+def read_turns(db: Database, path: str, *, match: PathMatch = "exact") -> list[SourceTurns]:
     """Turns of the source stored under `path`; with `match`, of every source in that folder or whose
     path contains it (in path order). Each source's turns in time order."""
+    return [
+        SourceTurns(source.path, source.status, source.segment_count, source_turns(db, source.id))
+        for source in find_sources(db, path, match=match)
+    ]
+
+
+def source_turns(db: Database, source_id: int) -> list[TurnRecord]:
+    """The source's turns in time order (overlapped ones where they fall)."""
     with db.connection() as conn:
-        sources = conn.execute(
-            f"SELECT id, path, status, segment_count FROM sources WHERE {_MATCHES[match]} ORDER BY path",
-            (path,),
+        rows = conn.execute(
+            "SELECT start_s, end_s, speaker, overlapped FROM speaker_turns WHERE source_id = %s ORDER BY seq",
+            (source_id,),
         ).fetchall()
-        out = []
-        for source_id, source_path, status, segment_count in sources:
-            rows = conn.execute(
-                "SELECT start_s, end_s, speaker, overlapped FROM speaker_turns"
-                " WHERE source_id = %s ORDER BY seq",
-                (source_id,),
-            ).fetchall()
-            out.append(SourceTurns(source_path, status, segment_count, [TurnRecord(*row) for row in rows]))
-    return out
+    return [TurnRecord(*row) for row in rows]

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +17,7 @@ from rich.table import Table
 from voxdock import __version__, exit_codes
 from voxdock.settings import Settings, SettingsError, load_settings
 from voxdock.storage.urls import scrub
+from voxdock.transcripts_cli import export, not_stored, show, stored_sources, why_empty
 
 if TYPE_CHECKING:  # imported where used, so a command loads only what it needs
     from voxdock.engine.models import ModelPlan
@@ -458,20 +459,9 @@ def search(
 
 
 def _why_no_turns(source: SourceTurns) -> str:
-    if source.status == "done":
-        if source.segment_count:
-            return f"stored before speaker turns were kept: `voxdock ingest --no-skip-existing {source.path}`"
-        return "no speech"
-    return "failed" if source.status == "failed" else f"not processed yet ({source.status})"
-
-
-def _rttm_ids(paths: list[str]) -> dict[str, str]:
-    """RTTM file ids: the file's stem, or its whole path where two stems are alike; no whitespace."""
-    stems = [Path(p).stem for p in paths]
-    ids = {
-        p: (stem if stems.count(stem) == 1 else p.strip("/")) for p, stem in zip(paths, stems, strict=True)
-    }
-    return {p: "_".join(name.replace("/", "_").split()) for p, name in ids.items()}
+    if source.status == "done" and source.segment_count:
+        return f"stored before speaker turns were kept: `voxdock ingest --no-skip-existing {source.path}`"
+    return why_empty(source.status)
 
 
 @app.command("turns")
@@ -484,25 +474,21 @@ def turns(
     """Who speaks when in processed files: their speaker turns, overlapped speech marked."""
     from rich.markup import escape
 
+    from voxdock.exports import export_names
     from voxdock.formatting import fmt_clock
-    from voxdock.storage.turns import read_turns
+    from voxdock.storage.turns import SourceTurns, source_turns
 
     settings = settings_or_exit()
     setup_logging("WARNING")
-    given = Path(path).expanduser()
     with open_store(settings) as db:
-        if given.exists():  # stored as discovery wrote it (absolute), or through its links
-            match: Literal["folder", "exact"] = "folder" if given.is_dir() else "exact"
-            found = read_turns(db, str(given.absolute()), match=match) or read_turns(
-                db, str(given.resolve()), match=match
-            )
-        else:
-            found = read_turns(db, path, match="contains")
+        found = [
+            SourceTurns(s.path, s.status, s.segment_count, source_turns(db, s.id))
+            for s in stored_sources(db, path)
+        ]
     if not found:
-        where = "under" if given.is_dir() else ("at" if given.exists() else "with a path containing")
-        raise fail(f"no file stored {where} {path!r}", code=exit_codes.INCOMPLETE)
+        raise fail(not_stored(path), code=exit_codes.INCOMPLETE)
     if rttm:
-        ids = _rttm_ids([source.path for source in found])
+        ids = export_names([source.path for source in found])
         for source in found:
             if not source.turns:
                 err.print(f"{source.path}: no turns ({_why_no_turns(source)})", highlight=False, markup=False)
@@ -536,6 +522,10 @@ def turns(
             mark = ("overlap" if t.overlapped else "",) if overlapped else ()
             table.add_row(fmt_clock(t.start_s), fmt_clock(t.end_s), escape(t.speaker), *mark)
         out.print(table)
+
+
+app.command("show")(show)
+app.command("export")(export)
 
 
 @app.command("console")
