@@ -3,9 +3,11 @@ settings, a test, a benchmark). Defaults live with the settings that fill it, no
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
+
+from voxdock.engine.vram import BudgetSetting
 
 # The bounds of the live knobs, wherever they are set (settings, console, engine API).
 MAX_WORKERS = 64
@@ -50,6 +52,8 @@ class EngineConfig:
     fast_path_threshold: float | None  # None: the calibrated default
     in_flight_audio_gb: float | None  # None: a quarter of the host's memory
     auto_tune: bool
+    # GPU_MEMORY_BUDGET, resolved to bytes once the device is known (engine/vram.py)
+    gpu_memory_budget: BudgetSetting = field(default_factory=BudgetSetting)
     pinned: frozenset[str] = frozenset()  # knobs given by the operator ("asr.workers", ...)
 
     @property

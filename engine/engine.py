@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -42,6 +43,7 @@ from voxdock.engine.models import ModelPlan
 from voxdock.engine.oom import AdaptiveBatch, FaultInjector
 from voxdock.engine.runtime import Stage, lower_thread_priority
 from voxdock.engine.store_watch import StoreWatch
+from voxdock.engine.vram import VramMeter, VramSnapshot, device_index, gib
 from voxdock.engine.work import FileWork
 from voxdock.storage import jobs, nodes
 from voxdock.storage.database import Database, is_store_unavailable
@@ -143,11 +145,18 @@ class Engine:
             asr_beam_size=config.asr_beam_size,
             fast_path_threshold=initial_fast_path_threshold(config),
         )
+        # Set once the models are on a CUDA device (engine/vram.py); None on CPU.
+        self.vram_meter: VramMeter | None = None
+        self.vram_budget_bytes: int | None = None
+        self._vram_total_bytes: int | None = None
         self.adaptive_batches = {
-            "asr": AdaptiveBatch(config.asr_batch_size, self._backoff_hook("asr")),
-            "diarize": AdaptiveBatch(config.diarization_batch_size, self._backoff_hook("diarize")),
-            "voice": AdaptiveBatch(config.voice_enrollment_batch_size, self._backoff_hook("voice")),
-            "text": AdaptiveBatch(config.text_embedding_batch_size, self._backoff_hook("text")),
+            stage: AdaptiveBatch(size, self._backoff_hook(stage), self._measure_hook(stage))
+            for stage, size in (
+                ("asr", config.asr_batch_size),
+                ("diarize", config.diarization_batch_size),
+                ("voice", config.voice_enrollment_batch_size),
+                ("text", config.text_embedding_batch_size),
+            )
         }
         self.stages: dict[str, Stage] = {}
         self.tuner: AutoTuner | None = None
@@ -292,6 +301,7 @@ class Engine:
             for choice in self.plan.all():
                 if choice.note:  # e.g. pyannote asked for but unavailable: say which backend runs
                     self.events.emit(EngineEvent("engine", f"{choice.stage}: {choice.note}", logging.WARNING))
+            self._set_up_vram(self.models.device)
             self._build_stages(self.models)
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
@@ -771,6 +781,57 @@ class Engine:
             raise EngineError("the engine is still loading its models")
         return self.stages[name]
 
+    def _measure_hook(self, stage: str) -> Callable[[int], AbstractContextManager[object]]:
+        def measure(items: int) -> AbstractContextManager[object]:
+            meter = self.vram_meter
+            return meter.measure(stage, items) if meter is not None else nullcontext()
+
+        return measure
+
+    def _set_up_vram(self, device: str) -> None:
+        """GPU_MEMORY_BUDGET in bytes of this device's memory, and the meter of every model call."""
+        if not device.startswith("cuda"):
+            return  # no budget on CPU: the snapshot says so
+        index = device_index(device)
+        total = self.gpu.total_bytes(index) if self.gpu.available else None
+        if total is None:
+            self.events.emit(
+                EngineEvent(
+                    "engine",
+                    "VRAM budget: NVML cannot tell the device's memory; none applies",
+                    logging.WARNING,
+                )
+            )
+            return
+        setting = self.config.gpu_memory_budget
+        self._vram_total_bytes = total
+        self.vram_budget_bytes = setting.resolve(total)
+        self.vram_meter = VramMeter(index, lambda: self.gpu.memory_use(index))
+        self.events.emit(
+            EngineEvent(
+                "engine",
+                f"VRAM budget {gib(self.vram_budget_bytes)} of {gib(total)} GiB ({setting.describe()})",
+            )
+        )
+
+    def _vram(self) -> VramSnapshot | None:
+        if self.models is None:
+            return None
+        setting = self.config.gpu_memory_budget.describe()
+        meter = self.vram_meter
+        if meter is None:  # on CPU, or a device NVML cannot measure: no budget applies
+            return VramSnapshot(setting, None, None, None)
+        use = self.gpu.memory_use(meter.device_index)
+        return VramSnapshot(
+            setting,
+            self.vram_budget_bytes,
+            use[0] if use else None,
+            self._vram_total_bytes,
+            use[1] if use else None,
+            meter.stages(),
+            meter.device_index,
+        )
+
     def _backoff_hook(self, stage: str) -> Callable[[int, int], None]:
         def hook(failed: int, now: int) -> None:
             if stage in self.stages:
@@ -801,4 +862,5 @@ class Engine:
             store_problem=self.store.problem(),
             auto_tune=self.tuner is not None,
             pinned=sorted(self._pinned),
+            vram=self._vram(),
         )

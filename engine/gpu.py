@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections import deque
 
@@ -86,6 +87,35 @@ class GpuMonitor:
             for s in samples:
                 self._history.setdefault(s.index, deque(maxlen=HISTORY)).append(s)
         return samples
+
+    def memory_use(self, index: int) -> tuple[int, str] | None:
+        """Device memory this process holds on GPU `index` in bytes, with "process"; where NVML cannot
+        tell processes apart (no per-process figure, another PID namespace), the whole device's use,
+        with "device". None without NVML. A fresh query: the VRAM meter reads it around model calls."""
+        nvml = self._nvml
+        if nvml is None or index >= len(self._handles):
+            return None
+        handle = self._handles[index]
+        try:
+            pid = os.getpid()
+            for process in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                if process.pid == pid and process.usedGpuMemory is not None:
+                    return int(process.usedGpuMemory), "process"
+            return int(nvml.nvmlDeviceGetMemoryInfo(handle).used), "device"
+        except Exception as exc:
+            log.debug("NVML memory query failed for GPU %d: %s", index, exc)
+            return None
+
+    def total_bytes(self, index: int) -> int | None:
+        """GPU `index`'s memory in bytes; None without NVML."""
+        nvml = self._nvml
+        if nvml is None or index >= len(self._handles):
+            return None
+        try:
+            return int(nvml.nvmlDeviceGetMemoryInfo(self._handles[index]).total)
+        except Exception as exc:
+            log.debug("NVML memory query failed for GPU %d: %s", index, exc)
+            return None
 
     def latest(self) -> list[GpuSnapshot]:
         with self._lock:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from voxdock.engine.cpu import ModelTime, process_cpu_seconds
+from voxdock.engine.vram import VramSnapshot
 
 WINDOW_S = 30.0
 
@@ -106,6 +107,9 @@ class EngineSnapshot:
     # which it leaves alone until released.
     auto_tune: bool = False
     pinned: list[str] = field(default_factory=list)
+    # Device memory against GPU_MEMORY_BUDGET, with each stage's measured peaks (engine/vram.py);
+    # None until the engine knows its device.
+    vram: VramSnapshot | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -53,12 +54,19 @@ def is_out_of_memory(exc: BaseException) -> bool:
 class AdaptiveBatch:
     """The batch size a stage runs with right now: the configured one, or less after out-of-memory."""
 
-    def __init__(self, configured: int, on_backoff: Callable[[int, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        configured: int,
+        on_backoff: Callable[[int, int], None] | None = None,
+        measure: Callable[[int], AbstractContextManager[object]] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._configured = configured
         self._current = configured
         self._successes = 0
         self._on_backoff = on_backoff
+        # Wraps each model call with its item count: the engine's VRAM meter (engine/vram.py).
+        self._measure = measure or (lambda _items: nullcontext())
 
     @property
     def configured(self) -> int:
@@ -102,7 +110,8 @@ class AdaptiveBatch:
             size = self._current
             chunk = items[position : position + size]
             try:
-                out = run(chunk)
+                with self._measure(len(chunk)):
+                    out = run(chunk)
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
@@ -123,7 +132,8 @@ class AdaptiveBatch:
         while True:
             size = self._current
             try:
-                out = run(size)
+                with self._measure(size):
+                    out = run(size)
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise

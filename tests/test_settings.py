@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from voxdock.engine.vram import BudgetSetting
 from voxdock.settings import Settings, SettingsError, load_settings
 from voxdock.storage.urls import mask_url
 
@@ -44,6 +45,8 @@ def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         ("COMPUTE_DEVICE", "tpu", "COMPUTE_DEVICE=tpu"),
         ("COMPUTE_TYPE", "float8", "COMPUTE_TYPE=float8"),
         ("VOICE_ENROLLMENT_BATCH_SIZE", "lots", "VOICE_ENROLLMENT_BATCH_SIZE=lots"),
+        ("GPU_MEMORY_BUDGET", "lots", "GPU_MEMORY_BUDGET=lots"),
+        ("GPU_MEMORY_BUDGET", "150%", "GPU_MEMORY_BUDGET=150%"),
     ],
 )
 def test_bad_value_is_one_clear_line(
@@ -121,3 +124,33 @@ def test_engine_config_carries_the_settings_and_pins_what_was_given() -> None:
     )
     assert config.pinned == {"asr.workers", "text.batch"}
     assert config.cache_dir == s.voxdock_data_dir.expanduser() / "cache"
+
+
+@pytest.mark.parametrize(
+    ("value", "expect"),
+    [
+        ("14", BudgetSetting(gib=14.0)),
+        ("14GiB", BudgetSetting(gib=14.0)),
+        ("0.9", BudgetSetting(share=0.9)),
+        ("90%", BudgetSetting(share=0.9)),
+        ("", BudgetSetting()),
+    ],
+)
+def test_gpu_memory_budget_reaches_the_engine(
+    monkeypatch: pytest.MonkeyPatch, value: str, expect: BudgetSetting
+) -> None:
+    monkeypatch.setenv("GPU_MEMORY_BUDGET", value)
+    assert load_settings(_env_file=None).engine_config().gpu_memory_budget == expect
+
+
+def test_gpu_memory_budget_says_what_is_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPU_MEMORY_BUDGET", "14MB")
+    with pytest.raises(SettingsError) as info:
+        load_settings(_env_file=None)
+    assert str(info.value) == (
+        "invalid setting GPU_MEMORY_BUDGET=14MB: not a size: give GiB (14, 14GiB, 14G) "
+        "or a share of the card (0.9, 90%)"
+    )
+    monkeypatch.setenv("GPU_MEMORY_BUDGET", "0")
+    with pytest.raises(SettingsError, match="GPU_MEMORY_BUDGET=0: must be more than 0"):
+        load_settings(_env_file=None)

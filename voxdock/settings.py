@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voxdock.engine.config import KNOB_SETTINGS, MAX_BATCH_SIZE, MAX_WORKERS, EngineConfig
+from voxdock.engine.vram import parse_budget
 from voxdock.storage.urls import mask_url, register_url, scrub
 
 
@@ -77,6 +78,11 @@ class Settings(BaseSettings):
         default=None,
         gt=0,
         description="decoded audio the engine holds at once (GB); unset: a quarter of this host's memory",
+    )
+    gpu_memory_budget: str | None = Field(
+        default=None,
+        description="device memory the engine's batches may take: GiB (14, 14GiB, 14G) or a share of "
+        "the card (0.9, 90%); unset: 10% of the card left free",
     )
     fast_path_threshold: float | None = Field(
         default=None,
@@ -148,12 +154,19 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(sorted(known))}")
         return value
 
+    @field_validator("gpu_memory_budget")
+    @classmethod
+    def _budget(cls, value: str | None) -> str | None:
+        parse_budget(value)  # the reason of a bad value, now rather than when the device is known
+        return value
+
     def database_url_value(self) -> str | None:
         return self.database_url.get_secret_value() if self.database_url else None
 
     def engine_config(self) -> EngineConfig:
         """What the engine needs of these settings; a knob given rather than defaulted is pinned."""
         values = {name: getattr(self, name) for name in EngineConfig.field_names()}
+        values["gpu_memory_budget"] = parse_budget(self.gpu_memory_budget)
         pinned = frozenset(knob for name, knob in KNOB_SETTINGS.items() if name in self.model_fields_set)
         return EngineConfig(**values, pinned=pinned)
 
