@@ -9,6 +9,9 @@ settling time it compares the engine's pace (audio hours per hour over the last 
 before: a gain under MIN_GAIN takes the change back and leaves that stage alone for a cool-down. A
 stage whose workers idle for a long while gives back workers it was given, never below where it
 started. Knobs the operator set (in the settings or live) are pinned: the tuner never touches them.
+On a GPU no stage grows when the device memory it would then take passes GPU_MEMORY_BUDGET, or when
+use is already over it (engine/vram.py predicts from each stage's measured calls); the tuner says once
+why it held back, and again only after it grew or the budget let it.
 
 The decisions are a pure function of the snapshots and a clock, so they are tested without models.
 """
@@ -19,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from voxdock.engine.metrics import EngineSnapshot, StageSnapshot, mark_bottleneck
+from voxdock.engine.vram import workers_over_budget
 
 PERIOD_S = 5.0  # how often the tuner looks
 SETTLE_S = 45.0  # a trial runs this long before its pace is judged (more than the pace's window)
@@ -53,6 +57,7 @@ class _StageState:
     idle_since: float | None = None
     cool_until: float = 0.0
     floor: int = 1  # the workers it started with: never given back below
+    held: str | None = None  # why the VRAM budget last held it back, until it no longer does
 
 
 @dataclass
@@ -142,6 +147,17 @@ class AutoTuner:
             return None
         step = max(1, neck.workers // 4)  # +1 at first, +25% once there are many
         target = min(neck.workers + step, self.max_workers(neck.name))
+        # Only the model stages take device memory; decode or store workers take none of it.
+        over = None
+        if neck.name in GPU_STAGES:
+            over = workers_over_budget(snap.vram, neck.name, neck.workers, target, neck.batch_size_now)
+        if over is not None:
+            said, state.held = state.held, over
+            if said is not None:  # said once: a hold every period would flood the log
+                return None
+            held = f"held at {neck.workers} worker{'s' if neck.workers != 1 else ''}: {over}"
+            return Change(neck.name, neck.workers, neck.workers, held)
+        state.held = None
         where = f"GPU {host.gpu_busy:.0%} busy, " if uses_gpu and host.gpu_busy is not None else ""
         change = Change(
             neck.name,

@@ -1,5 +1,6 @@
 """Self-tuning decisions on made-up snapshots and a made-up clock: grow the saturated bottleneck
-while the host has room, keep what helps, take back what does not, leave pinned knobs alone."""
+while the host has room, keep what helps, take back what does not, leave pinned knobs alone, and
+grow nothing past the VRAM budget."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import replace
 
 from voxdock.engine.autotune import COOL_DOWN_S, IDLE_S, AutoTuner, Host
 from voxdock.engine.metrics import EngineSnapshot, StageSnapshot, Totals
+from voxdock.engine.vram import GIB, StageVram, VramSnapshot
 
 NAMES = ("decode", "vad", "asr", "diarize", "voice", "text", "store")
 ROOM = Host(cpu_busy=0.30, gpu_busy=None, cores=16)
@@ -21,6 +23,8 @@ class Pipeline:
         self.workers = {name: 1 for name in NAMES} | (workers or {})
         self.busy = dict.fromkeys(NAMES, 0.0)
         self.applied: list[tuple[str, int]] = []
+        self.vram: VramSnapshot | None = None  # what the engine would measure on a GPU
+        self.batch = {"asr": 8, "diarize": 64}
 
     def apply(self, stage: str, workers: int) -> None:
         self.applied.append((stage, workers))
@@ -45,13 +49,15 @@ class Pipeline:
                     queue_depth=queued if name in saturated else 0,
                     workers=self.workers[name],
                     workers_busy=busy_workers,
-                    batch_size=None,
-                    batch_size_now=None,
+                    batch_size=self.batch.get(name),
+                    batch_size_now=self.batch.get(name),
                     oom_backoffs=0,
                 )
             )
         totals = Totals(0, 0, 0, 4, 0, 0, 0.0, 0.0, pace, pace)
-        return EngineSnapshot(taken_at=0.0, node_id="n", state="running", stages=stages, totals=totals)
+        return EngineSnapshot(
+            taken_at=0.0, node_id="n", state="running", stages=stages, totals=totals, vram=self.vram
+        )
 
 
 def tuner_for(pipeline: Pipeline, **kwargs: object) -> AutoTuner:
@@ -138,3 +144,67 @@ def test_a_small_host_with_room_still_tries() -> None:
     pipeline = Pipeline({"asr": 0.02, "diarize": 0.12})
     run(tuner_for(pipeline), pipeline, pace=9.4, seconds=5.0, start=0.0, host=Host(0.60, None, 2))
     assert pipeline.applied == [("diarize", 2)]
+
+
+def vram(used_gib: float, diarize_mib_per_item: float, budget_gib: float = 14.0) -> VramSnapshot:
+    """A 14 GiB budget (the seed's operators' figure) with diarize's calls measured per item."""
+    per_item = diarize_mib_per_item * 2**20
+    return VramSnapshot(
+        "GPU_MEMORY_BUDGET=14 GiB",
+        int(budget_gib * GIB),
+        int(used_gib * GIB),
+        80 * GIB,
+        "process",
+        {"diarize": StageVram(50, int(64 * per_item), per_item)},
+        0,
+    )
+
+
+def tune_on_gpu(pipeline: Pipeline, seconds: float) -> list[str]:
+    tuner = tuner_for(pipeline, on_gpu=True)
+    said: list[str] = []
+    now = 0.0
+    while now < seconds:
+        now += tuner.period_s
+        snap = pipeline.snapshot(20.0, tuner.period_s, saturated=("diarize",))
+        said += [c.reason for c in tuner.look(snap, Host(0.30, 0.40, 16), now)]
+    return said
+
+
+def test_no_worker_more_when_its_predicted_vram_passes_the_budget() -> None:
+    """12 GiB in use; a diarize call of 64 items measured at 40 MiB each: one more worker would take
+    2.5 GiB more, to 14.5 GiB of a 14 GiB budget. The tuner holds, and says why once."""
+    pipeline = Pipeline({"asr": 0.02, "diarize": 0.12})
+    pipeline.vram = vram(12.0, 40.0)
+    said = tune_on_gpu(pipeline, 60.0)
+    assert pipeline.applied == []
+    assert len(said) == 1, said
+    assert said[0].startswith("held at 1 worker: 1 more worker would take VRAM to 14.5 GiB")
+    assert "over the 14.0 GiB budget" in said[0]
+
+
+def test_a_worker_more_when_it_fits_and_none_when_use_is_already_over() -> None:
+    fits = Pipeline({"asr": 0.02, "diarize": 0.12})
+    fits.vram = vram(10.0, 40.0)  # 12.5 GiB after one more worker: within 14
+    tune_on_gpu(fits, 5.0)
+    assert fits.applied == [("diarize", 2)]
+    over = Pipeline({"asr": 0.02, "diarize": 0.12})
+    over.vram = vram(14.2, 0.0)  # over already (another tenant, a runtime's cache): nothing grows
+    said = tune_on_gpu(over, 30.0)
+    assert over.applied == [] and "already over the 14.0 GiB budget" in said[0]
+
+
+def test_a_hold_is_said_again_once_the_budget_let_the_stage_grow() -> None:
+    pipeline = Pipeline({"asr": 0.02, "diarize": 0.12})
+    pipeline.vram = vram(12.0, 40.0)
+    tuner = tuner_for(pipeline, on_gpu=True)
+    host = Host(0.30, 0.40, 16)
+
+    def look(now: float) -> list[str]:
+        snap = pipeline.snapshot(20.0, tuner.period_s, saturated=("diarize",))
+        return [c.reason for c in tuner.look(snap, host, now)]
+
+    assert look(5.0)[0].startswith("held")
+    assert look(10.0) == []  # said once
+    pipeline.vram = vram(8.0, 40.0)  # memory freed: it grows, and the trial runs
+    assert look(15.0)[0].startswith("bottleneck") and pipeline.applied == [("diarize", 2)]
