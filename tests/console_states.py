@@ -9,6 +9,7 @@ from pathlib import Path
 from voxdock.engine.engine import Submission
 from voxdock.engine.events import EngineEvent
 from voxdock.engine.metrics import EngineSnapshot, GpuSnapshot, StageSnapshot, Totals
+from voxdock.engine.vram import GIB, StageVram, VramSnapshot
 from voxdock.storage.jobs import BatchProgress, JobRow
 from voxdock.storage.nodes import NodeRow
 from voxdock.tui.backend import ConsoleData
@@ -187,6 +188,20 @@ def gpu_history() -> dict[int, list[GpuSnapshot]]:
     return {0: samples}
 
 
+def vram() -> VramSnapshot:
+    """The engine's use of the H100 in `gpu_history` against the default budget (90% of the card)."""
+    total = 81559 * 2**20
+    return VramSnapshot(
+        "default: 10% of the card left free",
+        budget_bytes=int(0.9 * total),
+        used_bytes=int(31.4 * GIB),
+        total_bytes=total,
+        used_by="process",
+        stages={"asr": StageVram(40, 2 * GIB, 256 * 2**20), "diarize": StageVram(300, GIB, 16 * 2**20)},
+        device=0,
+    )
+
+
 def state(name: str) -> ConsoleData:
     base = ConsoleData(
         snapshot=snapshot(),
@@ -210,7 +225,8 @@ def state(name: str) -> ConsoleData:
         return replace(base, snapshot=down, error="PoolTimeout: couldn't get a connection after 5.00 sec")
     if name == "gpu":
         history = gpu_history()
-        return replace(base, snapshot=snapshot(gpus=[history[0][-1]], oom=True), gpu_history=history)
+        on_gpu = replace(snapshot(gpus=[history[0][-1]], oom=True), vram=vram())
+        return replace(base, snapshot=on_gpu, gpu_history=history)
     raise KeyError(name)
 
 

@@ -68,6 +68,11 @@ class VoxdockConsole(App[None]):
         border: none;
         padding: 0 1;
     }
+    /* Room for the engine's use against its budget ("VRAM 126.9/126.9G budget"), fixed so that
+       the sparklines beside it keep their place as the figures change. */
+    .gpu-mem-label {
+        width: 25;
+    }
     """
     TITLE = "voxdock"
     BINDINGS: ClassVar[list[BindingType]] = list(bindings())

@@ -18,6 +18,7 @@ from textual.widgets.data_table import ColumnKey, RowKey
 from voxdock.engine.events import EngineEvent
 from voxdock.engine.metrics import EngineSnapshot, GpuSnapshot
 from voxdock.engine.speakers import SpeakerOptions
+from voxdock.engine.vram import VramSnapshot, gib
 from voxdock.formatting import estimate_eta, fmt_duration, fmt_mb, fmt_rtf, text_bar
 from voxdock.tui.backend import ConsoleData
 
@@ -210,13 +211,21 @@ class GpuRow(Horizontal):
         yield Label("", classes="gpu-mem-label")
         yield Sparkline([], classes="gpu-mem")
 
-    def show(self, latest: GpuSnapshot, history: Sequence[GpuSnapshot]) -> None:
+    def show(self, latest: GpuSnapshot, history: Sequence[GpuSnapshot], vram: VramSnapshot | None) -> None:
         self.query_one(".gpu-label", Label).update(f"GPU{latest.index} {latest.utilization_pct:3.0f}%")
         self.query_one(".gpu-util", Sparkline).data = [h.utilization_pct for h in history] or [0.0]
-        self.query_one(".gpu-mem-label", Label).update(
-            f"VRAM {fmt_mb(latest.memory_used_mb)}/{fmt_mb(latest.memory_total_mb)}"
-        )
+        self.query_one(".gpu-mem-label", Label).update(vram_label(latest, vram))
         self.query_one(".gpu-mem", Sparkline).data = [h.memory_used_mb for h in history] or [0.0]
+
+
+def vram_label(gpu: GpuSnapshot, vram: VramSnapshot | None) -> str:
+    """The engine's use against GPU_MEMORY_BUDGET in GiB on the device it is of ("VRAM 3.1/126.9G
+    budget", "... OVER" past it), else the device's use of its memory. Short: it shares a row with
+    two sparklines in a narrow panel."""
+    if vram is None or vram.budget_bytes is None or vram.device != gpu.index:
+        return f"VRAM {fmt_mb(gpu.memory_used_mb)}/{fmt_mb(gpu.memory_total_mb)}"
+    used = gib(vram.used_bytes) if vram.used_bytes is not None else "?"
+    return f"VRAM {used}/{gib(vram.budget_bytes)}G {'OVER' if vram.over else 'budget'}"
 
 
 class GpuPanel(Vertical):
@@ -229,7 +238,8 @@ class GpuPanel(Vertical):
         snapshot = data.snapshot
         none = self.query_one("#gpu-none", Quiet)
         if not snapshot.gpu_available:
-            none.show_text("no GPU: running on CPU")
+            # Once the engine knows it runs on CPU, it says so of the VRAM budget too.
+            none.show_text("no GPU: running on CPU" + (", no VRAM budget" if snapshot.vram else ""))
             if not self.has_class("no-gpu"):
                 self.set_class(True, "no-gpu")
             return
@@ -243,9 +253,9 @@ class GpuPanel(Vertical):
             if row is None:
                 row = GpuRow(gpu.index)
                 self.mount(row)
-                self.call_after_refresh(row.show, gpu, history)  # once its children exist
+                self.call_after_refresh(row.show, gpu, history, snapshot.vram)  # once its children exist
                 continue
-            row.show(gpu, history)
+            row.show(gpu, history, snapshot.vram)
 
 
 BAR_FROM_WIDTH = 96  # columns of the batch table from which its progress column has a bar
