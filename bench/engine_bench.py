@@ -136,14 +136,13 @@ def run_baseline(settings: Settings, db: Database, plan, models: LoadedModels, p
     }
     faults = FaultInjector()
     # As the engine makes it (Engine._make_diarizer), so both runs do the same diarization work.
-    choice = plan.diarization
     diarizer = build_diarizer(
         voice=models.voice,
         batch=batches["diarize"],
         faults=faults,
         device=models.device,
         onnx_cache=settings.voxdock_data_dir.expanduser() / "cache",
-        pyannote_snapshot=choice.path if choice.name.startswith("pyannote/") else None,
+        pyannote_snapshot=plan.diarization.pyannote_pipeline,
     )
     model_set = ModelSet(models.names["asr"], diarizer.name, models.names["voice"], models.names["text"])
     handlers = StageHandlers(

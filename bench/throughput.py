@@ -477,14 +477,13 @@ def run_isolated(
         "text": AdaptiveBatch(settings.text_embedding_batch_size),
     }
     faults = FaultInjector()
-    choice = plan.diarization
     diarizer = build_diarizer(  # as Engine._make_diarizer makes it
         voice=models.voice,
         batch=batches["diarize"],
         faults=faults,
         device=models.device,
         onnx_cache=settings.voxdock_data_dir.expanduser() / "cache",
-        pyannote_snapshot=choice.path if choice.name.startswith("pyannote/") else None,
+        pyannote_snapshot=plan.diarization.pyannote_pipeline,
     )
     handlers = StageHandlers(
         models=models,

@@ -383,9 +383,6 @@ class Engine:
             stage.start()
 
     def _make_diarizer(self, models: LoadedModels) -> Diarizer:
-        choice = self.plan.diarization
-        pyannote = choice.path if choice.name.startswith("pyannote/") else None
-
         def warn(message: str) -> None:
             self.events.emit(EngineEvent("engine", message, logging.WARNING))
 
@@ -396,7 +393,7 @@ class Engine:
             faults=self.faults,
             device=models.device,
             onnx_cache=self.config.cache_dir,
-            pyannote_snapshot=pyannote,
+            pyannote_snapshot=self.plan.diarization.pyannote_pipeline,
             warn=warn,
         )
 

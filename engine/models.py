@@ -44,6 +44,12 @@ class ModelChoice:
     def found(self) -> bool:
         return self.path is not None
 
+    @property
+    def pyannote_pipeline(self) -> Path | None:
+        """Of the diarization choice: the pyannote.audio pipeline snapshot to run, or None when the
+        choice is voxdock's own diarizer."""
+        return self.path if self.name.startswith("pyannote/") else None
+
     def require(self) -> Path:
         if self.path is None:
             raise ModelNotFound(f"{self.stage} model {self.name!r} not found: {self.note}")
