@@ -152,7 +152,7 @@ def test_show_and_export_what_the_engine_stored(
             "2 files to export as srt: give --out",
         ),
         (("export", "--batch", "talks", "--format", "doc"), exit_codes.USAGE, "unknown format 'doc'"),
-        (("export", "--batch", "nope", "--format", "srt"), exit_codes.INCOMPLETE, "no batch named 'nope'"),
+        (("export", "--batch", "nope", "--format", "srt"), exit_codes.USAGE, "no batch named 'nope'"),
         (
             ("export", "gone.wav", "--format", "srt"),
             exit_codes.INCOMPLETE,

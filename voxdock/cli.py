@@ -6,6 +6,8 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Annotated
@@ -686,6 +688,13 @@ def _find_batch(db: Database, name: str) -> BatchProgress:
         raise fail(str(exc)) from None
 
 
+@contextmanager
+def _open_batch(name: str) -> Iterator[tuple[Database, BatchProgress]]:
+    """The store, and the batch's progress as it stands (exit 2 naming it when there is none)."""
+    with open_store(settings_or_exit()) as db:
+        yield db, _find_batch(db, name)
+
+
 def _no_engine_hint(db: Database) -> str:
     """What to do when no engine runs on this store to take the batch's files (empty when one does)."""
     from voxdock.storage.nodes import list_nodes
@@ -700,9 +709,7 @@ def batch_pause(name: BatchName) -> None:
     """Start no new file from this batch on any node; files in flight finish."""
     from voxdock.storage.jobs import set_batch_state
 
-    settings = settings_or_exit()
-    with open_store(settings) as db:
-        b = _find_batch(db, name)
+    with _open_batch(name) as (db, b):
         if b.finished:
             raise fail(f"batch {b.name} is {b.state}: nothing to pause", exit_codes.INCOMPLETE)
         set_batch_state(db, b.id, "paused")
@@ -714,9 +721,7 @@ def batch_resume(name: BatchName) -> None:
     """Let every node take files from this batch again."""
     from voxdock.storage.jobs import set_batch_state
 
-    settings = settings_or_exit()
-    with open_store(settings) as db:
-        b = _find_batch(db, name)
+    with _open_batch(name) as (db, b):
         if b.finished:
             again = f": `voxdock batch retry {b.name}` queues them again" if b.failed or b.cancelled else ""
             what = {"cancelled": "its files were cancelled", "failed": "only failed files are left"}
@@ -735,9 +740,7 @@ def batch_cancel(name: BatchName) -> None:
     """Cancel a batch: its queued files are never processed; files in flight on a node finish."""
     from voxdock.storage.jobs import cancel_batch
 
-    settings = settings_or_exit()
-    with open_store(settings) as db:
-        b = _find_batch(db, name)
+    with _open_batch(name) as (db, b):
         if b.state in ("done", "failed"):
             raise fail(f"batch {b.name} is {b.state}: nothing to cancel", exit_codes.INCOMPLETE)
         result = cancel_batch(db, b.id)
@@ -755,9 +758,7 @@ def batch_retry(name: BatchName) -> None:
     """Queue the batch's failed and cancelled files again (attempts reset) and let it run."""
     from voxdock.storage.jobs import retry_batch
 
-    settings = settings_or_exit()
-    with open_store(settings) as db:
-        b = _find_batch(db, name)
+    with _open_batch(name) as (db, b):
         if not (b.failed or b.cancelled):
             raise fail(f"batch {b.name} is {b.state} with no failed or cancelled file", exit_codes.INCOMPLETE)
         requeued = retry_batch(db, b.id)

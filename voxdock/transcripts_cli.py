@@ -130,7 +130,7 @@ def export(
             try:
                 batch_id = find_batch(db, batch)
             except BatchNotFound as exc:
-                raise fail(str(exc), code=exit_codes.INCOMPLETE) from None
+                raise fail(str(exc)) from None
             sources.update((s.id, s) for s in batch_sources(db, batch_id))
         for path in paths or []:
             found = stored_sources(db, path)
