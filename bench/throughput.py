@@ -423,6 +423,7 @@ def run_config(
             "mean_utilization_pct": _round(float(np.mean(gpu_util)) if gpu_util else None, 1),
             "peak_vram_mb": _round(vram_peak, 0),
             "samples": len(gpu_util),
+            "budget": vram_budget(snap.vram),
         },
         "events": events,
         "timeline": timeline,
@@ -554,6 +555,28 @@ def versions() -> dict[str, str]:
     return out
 
 
+def vram_budget(vram: Any) -> dict[str, Any] | None:
+    """The engine's own VRAM figures at the end of a run (engine/vram.py): use against
+    GPU_MEMORY_BUDGET and each model stage's measured peaks; None on CPU."""
+    if vram is None or vram.budget_bytes is None:
+        return None
+    mib = 2**20
+    return {
+        "setting": vram.setting,
+        "budget_mb": round(vram.budget_bytes / mib),
+        "used_mb": None if vram.used_bytes is None else round(vram.used_bytes / mib),
+        "used_by": vram.used_by,
+        "stages": {
+            name: {
+                "calls": st.calls,
+                "peak_call_mb": round(st.peak_call_bytes / mib, 1),
+                "peak_item_mb": round(st.peak_item_bytes / mib, 2),
+            }
+            for name, st in vram.stages.items()
+        },
+    }
+
+
 def fmt(x: float | None, digits: int = 1) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
@@ -622,6 +645,22 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{fmt(s['cpu_s_per_audio_h'])} | {fmt(s['model_cpu_s_per_audio_h'])} | "
                 f"{fmt(s['host_cpu_s_per_audio_h'])}{flag} | {models or '-'} |"
             )
+        budget = run["gpu"].get("budget")
+        if budget:
+            lines += [
+                "",
+                f"VRAM: {fmt(budget['used_mb'], 0)} MB used ({budget['used_by']}) of a "
+                f"{budget['budget_mb']} MB budget ({budget['setting']}); measured per model call: "
+                + (
+                    "; ".join(
+                        f"{name} {st['calls']} calls, peak {st['peak_call_mb']} MB, "
+                        f"{st['peak_item_mb']} MB per item"
+                        for name, st in budget["stages"].items()
+                    )
+                    or "nothing"
+                )
+                + ".",
+            ]
         p = run["process"]
         lines += [
             "",
