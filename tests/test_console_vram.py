@@ -10,9 +10,10 @@ from console_states import FrozenBackend, gpu_history, state, vram
 from textual.widgets import Label
 
 from voxdock.engine.vram import GIB, VramSnapshot
+from voxdock.formatting import vram_label
 from voxdock.tui.app import VoxdockConsole
 from voxdock.tui.backend import ConsoleData
-from voxdock.tui.widgets import Quiet, vram_label
+from voxdock.tui.widgets import Quiet
 
 
 def test_the_label_is_use_against_budget_on_the_budgets_device() -> None:

@@ -154,3 +154,25 @@ def test_end_to_end_rtf_is_the_inverse_of_the_throughput() -> None:
         text.print(table)
     shown = text.export_text()
     assert "end-to-end RTF 0.0885" in shown, shown  # 1 / 11.3, not 480 / 5400 = 0.0889
+
+
+def test_on_a_gpu_host_the_display_and_summary_show_the_device_and_the_vram_budget() -> None:
+    from console_states import gpu_history, vram
+
+    gpu = replace(snapshot(), gpus=[gpu_history()[0][-1]], gpu_available=True, vram=vram())
+    display = headless.IngestDisplay(Console(file=io.StringIO()), FakeEngine(), 7, 2)  # type: ignore[arg-type]
+    text = Console(file=io.StringIO(), width=200, record=True)
+    text.print(display.render(progress(1, 1), gpu))
+    for table in headless.summary_tables(headless.IngestOutcome(progress(0, 2), [], gpu, 500.0, False)):
+        text.print(table)
+    shown = text.export_text()
+    assert "GPU0  98% · VRAM 31.4/71.7G budget" in shown, shown
+    assert "31.4 GiB used of a 71.7 GiB budget (default: 10% of the card left free)" in shown, shown
+    # On CPU neither line appears.
+    text = Console(file=io.StringIO(), width=200, record=True)
+    text.print(display.render(progress(1, 1), snapshot()))
+    for table in headless.summary_tables(
+        headless.IngestOutcome(progress(0, 2), [], snapshot(), 500.0, False)
+    ):
+        text.print(table)
+    assert "VRAM" not in text.export_text() and "GPU0" not in text.export_text()

@@ -18,8 +18,8 @@ from textual.widgets.data_table import ColumnKey, RowKey
 from voxdock.engine.events import EngineEvent
 from voxdock.engine.metrics import EngineSnapshot, GpuSnapshot
 from voxdock.engine.speakers import SpeakerOptions
-from voxdock.engine.vram import VramSnapshot, gib
-from voxdock.formatting import estimate_eta, fmt_duration, fmt_mb, fmt_rtf, text_bar
+from voxdock.engine.vram import VramSnapshot
+from voxdock.formatting import estimate_eta, fmt_duration, fmt_rtf, text_bar, vram_label
 from voxdock.tui.backend import ConsoleData
 
 Cell = str | Text
@@ -216,16 +216,6 @@ class GpuRow(Horizontal):
         self.query_one(".gpu-util", Sparkline).data = [h.utilization_pct for h in history] or [0.0]
         self.query_one(".gpu-mem-label", Label).update(vram_label(latest, vram))
         self.query_one(".gpu-mem", Sparkline).data = [h.memory_used_mb for h in history] or [0.0]
-
-
-def vram_label(gpu: GpuSnapshot, vram: VramSnapshot | None) -> str:
-    """The engine's use against GPU_MEMORY_BUDGET in GiB on the device it is of ("VRAM 3.1/126.9G
-    budget", "... OVER" past it), else the device's use of its memory. Short: it shares a row with
-    two sparklines in a narrow panel."""
-    if vram is None or vram.budget_bytes is None or vram.device != gpu.index:
-        return f"VRAM {fmt_mb(gpu.memory_used_mb)}/{fmt_mb(gpu.memory_total_mb)}"
-    used = gib(vram.used_bytes) if vram.used_bytes is not None else "?"
-    return f"VRAM {used}/{gib(vram.budget_bytes)}G {'OVER' if vram.over else 'budget'}"
 
 
 class GpuPanel(Vertical):

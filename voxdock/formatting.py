@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from voxdock.engine.metrics import GpuSnapshot
+    from voxdock.engine.vram import VramSnapshot
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -78,3 +83,15 @@ def estimate_eta(files_left: int, files_done: int, audio_done_s: float, pace: fl
     if pace is None or not math.isfinite(pace) or pace <= 0:
         return None
     return files_left * (audio_done_s / files_done) / pace
+
+
+def vram_label(gpu: GpuSnapshot, vram: VramSnapshot | None) -> str:
+    """The engine's use against GPU_MEMORY_BUDGET in GiB on the device it is of ("VRAM 3.1/126.9G
+    budget", "... OVER" past it), else the device's use of its memory. Short: it shares a row with
+    two sparklines in a narrow panel."""
+    if vram is None or vram.budget_bytes is None or vram.device != gpu.index:
+        return f"VRAM {fmt_mb(gpu.memory_used_mb)}/{fmt_mb(gpu.memory_total_mb)}"
+    from voxdock.engine.vram import gib
+
+    used = gib(vram.used_bytes) if vram.used_bytes is not None else "?"
+    return f"VRAM {used}/{gib(vram.budget_bytes)}G {'OVER' if vram.over else 'budget'}"

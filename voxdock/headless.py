@@ -23,7 +23,8 @@ from rich.text import Text
 from voxdock.engine.engine import Engine
 from voxdock.engine.events import EngineEvent
 from voxdock.engine.metrics import EngineSnapshot
-from voxdock.formatting import estimate_eta, fmt_duration, fmt_rtf
+from voxdock.engine.vram import gib
+from voxdock.formatting import estimate_eta, fmt_duration, fmt_rtf, vram_label
 from voxdock.storage import jobs
 from voxdock.storage.database import is_store_unavailable
 from voxdock.storage.jobs import BatchProgress
@@ -85,6 +86,13 @@ class IngestDisplay:
             detail += f" · [red]{progress.failed} failed[/]"
         self.progress.update(self.task, completed=finished, total=max(progress.total, 1), detail=detail)
         lines = [self.progress.get_renderable()]
+        for gpu in snapshot.gpus:  # a GPU host: is the device busy, and how full is it
+            lines.append(
+                Text(
+                    f"  GPU{gpu.index} {gpu.utilization_pct:3.0f}% · {vram_label(gpu, snapshot.vram)}",
+                    style="dim",
+                )
+            )
         for work in sorted(self.engine.in_flight_files(), key=lambda w: w.claimed_at)[:8]:
             elapsed = time.monotonic() - work.claimed_at
             length = f"{work.duration_s:.0f} s audio" if work.duration_s else ""
@@ -279,6 +287,14 @@ def summary_tables(outcome: IngestOutcome) -> list[Table]:
     )
     totals.add_row("segments", f"{t.segments_written} written")
     totals.add_row("fast path", f"{t.fast_path_skips} file(s) skipped diarization as monologues")
+    vram = snap.vram
+    if vram is not None and vram.budget_bytes is not None:
+        used = "?" if vram.used_bytes is None else f"{gib(vram.used_bytes)} GiB"
+        totals.add_row(
+            "VRAM",
+            f"{used} used of a {gib(vram.budget_bytes)} GiB budget ({vram.setting})"
+            + (" OVER" if vram.over else ""),
+        )
     tables = [stages, totals]
     if outcome.failures:
         failed = Table(title="failures", title_justify="left", title_style="bold red")
