@@ -16,6 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from voxdock.storage.database import Database
+from voxdock.storage.speakers import refresh_source
 from voxdock.storage.turns import TurnRecord, TurnWriteError, check_turns, write_turns
 
 
@@ -186,6 +187,7 @@ def replace_segments(
                 source_id,
             ),
         )
+        refresh_source(conn, source_id)  # its speakers named after enrolled voices and grouped
     return stored_count
 
 

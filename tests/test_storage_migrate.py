@@ -65,8 +65,19 @@ def test_status_reports_version_counts_and_no_password(db: Database) -> None:
     assert status.vectors == TEST_SPEC
 
 
+def undo_voices_across_files(conn: psycopg.Connection) -> None:
+    """Take a store back from version 5 to version 4, as such a store was left."""
+    conn.execute("DROP TABLE source_speakers")
+    conn.execute("DROP TABLE voices")
+    conn.execute("DROP INDEX speakers_voice_hnsw")
+    for column in ("speech_s", "enrolled_from", "updated_at"):
+        conn.execute(f"ALTER TABLE speakers DROP COLUMN {column}")
+    conn.execute("DELETE FROM schema_migrations WHERE version > 4")
+
+
 def undo_segment_words(conn: psycopg.Connection) -> None:
     """Take a store back from version 4 to version 3, as such a store was left."""
+    undo_voices_across_files(conn)
     conn.execute("ALTER TABLE segments DROP COLUMN words")
     conn.execute("DELETE FROM schema_migrations WHERE version > 3")
 
