@@ -9,7 +9,7 @@ they are different voices), the most similar pairs first. The name reaches the s
 segments.speaker_id, which every reader joins to speakers.name.
 
 Every file speaker also belongs to a voice (an archive-wide identity, named or not): it joins the
-nearest voice whose centroid is at least VOICE_THRESHOLD away and not taken by another speaker of
+nearest voice whose centroid is at least VOICE_THRESHOLD similar and not taken by another speaker of
 the same file, or starts a new one. Voice numbers stay put when files are matched again.
 
 Every change runs under one advisory lock: engines storing files and an operator enrolling at the

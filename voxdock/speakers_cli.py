@@ -288,7 +288,7 @@ def match(
         named = sum(s.files for s in list_speakers(db))
         voices = len(list_voices(db))
     out.print(
-        f"matched {count} file(s): {named} file(s) hold an enrolled speaker;"
+        f"matched {count} file(s): enrolled speakers found {named} time(s) (once per file each is in);"
         f" {voices} voice(s) across the archive",
         highlight=False,
         markup=False,
