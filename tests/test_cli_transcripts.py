@@ -14,7 +14,6 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import srt
 import webvtt
@@ -37,19 +36,6 @@ def voxdock(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess
     return run_voxdock(tmp_path, *args, env=env)
 
 
-def name_speaker(db: Database, source_id: int, label: str, name: str) -> None:
-    """Give a file's speaker an enrolled name, as matching against a voice print does."""
-    with db.connection() as conn:
-        (speaker_id,) = conn.execute(
-            "INSERT INTO speakers (name, voice_embedding) VALUES (%s, %s) RETURNING id",
-            (name, np.ones(192, dtype=np.float32)),
-        ).fetchone()
-        conn.execute(
-            "UPDATE segments SET speaker_id = %s WHERE source_id = %s AND speaker = %s",
-            (speaker_id, source_id, label),
-        )
-
-
 def words_of(transcript: Transcript) -> list[str]:
     return [w for s in transcript.segments for w in s.text.split()]
 
@@ -64,7 +50,18 @@ def test_show_and_export_what_the_engine_stored(
     assert wait_for_batch(engine, submission.batch_id).done == 2
     engine.stop(mode="requeue", timeout=60)
     (source,) = find_sources(db, str(dialogue.resolve()))
-    name_speaker(db, source.id, "SPEAKER_00", "Alice Smith")
+    enrolled = voxdock(
+        empty_db_url,
+        tmp_path,
+        "speakers",
+        "enroll",
+        "Alice Smith",
+        "--from",
+        str(dialogue),
+        "--speaker",
+        "SPEAKER_00",
+    )
+    assert enrolled.returncode == 0, enrolled.stderr
     stored = read_transcript(db, source)
     assert {s.speaker for s in stored.segments} == {"SPEAKER_00", "SPEAKER_01"}
     # The engine keeps faster-whisper's word times, inside their segment, in time order.
@@ -85,6 +82,19 @@ def test_show_and_export_what_the_engine_stored(
         ("Alice Smith" in row) == (s.speaker == "SPEAKER_00")
         for row, s in zip(rows, stored.segments, strict=True)
     )
+
+    # search --speaker: only what the enrolled speaker said, shown under the name.
+    said = voxdock(
+        empty_db_url, tmp_path, "search", "the park on Saturday", "--speaker", "alice smith", "-n", "50"
+    )
+    assert said.returncode == 0, said.stderr
+    alice = [s for s in stored.segments if s.speaker == "SPEAKER_00"]
+    rows = [line for line in said.stdout.splitlines() if ".wav" in line or ".ogg" in line]
+    assert rows and all("Alice Smith" in row for row in rows), said.stdout
+    assert sum("dialogue_2spk" in row for row in rows) == len(alice) > 0, said.stdout
+    assert "SPEAKER_01" not in said.stdout
+    nobody = voxdock(empty_db_url, tmp_path, "search", "the park", "--speaker", "Bob")
+    assert nobody.returncode == exit_codes.USAGE and "no enrolled speaker named 'Bob'" in one_line(nobody)
 
     out = tmp_path / "exports"
     for fmt in ("srt", "vtt", "json", "tsv", "rttm", "txt"):

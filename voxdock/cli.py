@@ -18,6 +18,7 @@ from rich.table import Table
 
 from voxdock import __version__, exit_codes
 from voxdock.settings import Settings, SettingsError, load_settings
+from voxdock.speakers_cli import speakers_app
 from voxdock.storage.urls import scrub
 from voxdock.transcripts_cli import export, not_stored, show, stored_sources, why_empty
 
@@ -42,6 +43,7 @@ batch_app = typer.Typer(
     help="Batches in the shared queue: list, pause, resume, cancel, retry.", no_args_is_help=True
 )
 app.add_typer(batch_app, name="batch")
+app.add_typer(speakers_app, name="speakers")
 
 out = Console()
 err = Console(stderr=True)
@@ -426,12 +428,16 @@ def search(
     query: Annotated[str, typer.Argument(help="What was said, in your own words.")],
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000)] = 10,
     path: Annotated[str | None, typer.Option("--path", help="Only files whose path contains this.")] = None,
+    speaker: Annotated[
+        str | None, typer.Option("--speaker", help="Only what this enrolled speaker said.")
+    ] = None,
 ) -> None:
     """Find stored segments by meaning (text embeddings, nearest first)."""
     from voxdock.engine.loader import resolve_device
     from voxdock.engine.text_embed import TextEncoder
     from voxdock.formatting import fmt_duration
     from voxdock.storage.search import search_text
+    from voxdock.storage.speakers import find_speaker
 
     settings = settings_or_exit()
     setup_logging("WARNING")
@@ -439,12 +445,27 @@ def search(
     if not plan.text.found:
         raise fail(f"text model {plan.text.name!r} not found: {plan.text.note}")
     with open_store(settings) as db:
+        speaker_id = None
+        if speaker is not None:
+            found = find_speaker(db, speaker)
+            if found is None:
+                raise fail(f"no enrolled speaker named {speaker!r} (`voxdock speakers list` lists them)")
+            speaker_id = found.id
         encoder = TextEncoder(plan.text.require(), device=resolve_device(settings.compute_device))
-        hits = search_text(db, encoder.encode([query])[0], limit=limit, path_contains=path)
-    if not hits:
-        out.print(
-            "no segments stored yet" if path is None else f"nothing stored under paths containing {path!r}"
+        hits = search_text(
+            db, encoder.encode([query])[0], limit=limit, path_contains=path, speaker_id=speaker_id
         )
+    if not hits:
+        if speaker is not None:
+            out.print(
+                f"nothing stored that {speaker} said" + (f" under paths containing {path!r}" if path else "")
+            )
+        else:
+            out.print(
+                "no segments stored yet"
+                if path is None
+                else f"nothing stored under paths containing {path!r}"
+            )
         raise typer.Exit(exit_codes.INCOMPLETE)
     table = Table(title=f"segments nearest to {query!r}", title_justify="left")
     for column in ("score", "file", "at", "speaker", "text"):
@@ -454,7 +475,7 @@ def search(
             f"{hit.similarity:.2f}",
             Path(hit.path).name,
             fmt_duration(hit.start_s),
-            hit.speaker or "",
+            hit.speaker_name or hit.speaker or "",
             hit.text,
         )
     out.print(table)

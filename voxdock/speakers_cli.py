@@ -266,8 +266,9 @@ def match(
         list[str] | None, typer.Argument(help="Processed files or folders (default: every stored file).")
     ] = None,
 ) -> None:
-    """Match stored files' speakers to the enrolled ones again and regroup their voices, from what
-    is stored (no model runs): after an upgrade, or to relabel files now."""
+    """Match stored files' speakers to enrolled ones again and regroup voices (no model runs).
+
+    From what is stored: after an upgrade, or to relabel files now."""
     from voxdock.cli import fail, open_store, out, settings_or_exit, setup_logging
     from voxdock.storage.speakers import list_speakers, list_voices, match_store
     from voxdock.transcripts_cli import not_stored, stored_sources
