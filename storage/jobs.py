@@ -114,6 +114,8 @@ class JobRow:
     claimed_by: str | None
     duration_s: float | None
     segment_count: int
+    speaker_count: int | None = None  # as the diarizer found them
+    speaker_names: Sequence[str] = ()  # the enrolled names its speakers were matched to
 
 
 def create_batch(
@@ -558,7 +560,9 @@ def batch_jobs(db: Database, batch_id: int, *, limit: int = 500) -> list[JobRow]
     with db.connection() as conn, conn.cursor(row_factory=class_row(JobRow)) as cur:
         return cur.execute(
             "SELECT j.id AS job_id, j.source_id, s.path, j.state, j.attempts, j.last_error, j.claimed_by,"
-            " s.duration_s, s.segment_count"
+            " s.duration_s, s.segment_count, s.speaker_count, coalesce(("
+            "  SELECT array_agg(DISTINCT p.name ORDER BY p.name) FROM source_speakers ss"
+            "  JOIN speakers p ON p.id = ss.speaker_id WHERE ss.source_id = s.id), '{}') AS speaker_names"
             " FROM jobs j JOIN sources s ON s.id = j.source_id WHERE j.batch_id = %s"
             " ORDER BY (j.state = 'failed') DESC, j.id LIMIT %s",
             (batch_id, limit),

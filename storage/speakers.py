@@ -526,16 +526,3 @@ def file_speakers(db: Database, source_id: int) -> list[FileSpeaker]:
             " WHERE ss.source_id = %s ORDER BY ss.label",
             (source_id,),
         ).fetchall()
-
-
-def speaker_names(db: Database, source_ids: Sequence[int]) -> dict[int, dict[str, str]]:
-    """source id -> {label: enrolled name} for the named speakers of those files (one query)."""
-    names: dict[int, dict[str, str]] = {}
-    with db.connection() as conn:
-        for source_id, label, name in conn.execute(
-            "SELECT ss.source_id, ss.label, p.name FROM source_speakers ss"
-            " JOIN speakers p ON p.id = ss.speaker_id WHERE ss.source_id = ANY(%s)",
-            (list(source_ids),),
-        ).fetchall():
-            names.setdefault(int(source_id), {})[label] = name
-    return names

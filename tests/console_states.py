@@ -130,6 +130,8 @@ def files(*, failed: bool = False) -> list[JobRow]:
             claimed_by="gpu-a-1f2e3d",
             duration_s=1834.0,
             segment_count=412,
+            speaker_count=3,
+            speaker_names=("Alice Moreau", "Ben Okafor"),
         ),
         JobRow(
             job_id=12,

@@ -14,7 +14,7 @@ from conftest import TEST_SPEC
 from test_storage_migrate import undo_voices_across_files
 
 from voxdock.storage.database import Database
-from voxdock.storage.jobs import FileEntry, register_sources
+from voxdock.storage.jobs import FileEntry, batch_jobs, create_batch, enqueue, register_sources
 from voxdock.storage.migrate import migrate
 from voxdock.storage.search import search_text
 from voxdock.storage.segments import ModelSet, SegmentRecord, SourceOutcome, replace_segments
@@ -31,7 +31,6 @@ from voxdock.storage.speakers import (
     match_store,
     merge_speakers,
     rename_speaker,
-    speaker_names,
 )
 
 MODELS = ModelSet(
@@ -104,10 +103,13 @@ def test_enrolling_one_file_names_the_voice_in_every_other_file_and_leaves_stran
     # A file stored afterwards is matched when it is written.
     third = store_file(db, "/a/3.wav", {"SPEAKER_00": "ann"}, seed=3)
     assert names(db, third) == {"SPEAKER_00": "Alice"}
-    assert speaker_names(db, [first, second, third]) == {
-        first: {"SPEAKER_00": "Alice"},
-        second: {"SPEAKER_01": "Alice"},
-        third: {"SPEAKER_00": "Alice"},
+    # The console's files view reads the names with the batch's files.
+    batch = create_batch(db, "named")
+    enqueue(db, batch, [first, second])
+    enroll_from_source(db, "Bob", first, label="SPEAKER_01", described_as="/a/1.wav")
+    assert {j.path: (j.speaker_count, list(j.speaker_names)) for j in batch_jobs(db, batch)} == {
+        "/a/1.wav": (2, ["Alice", "Bob"]),
+        "/a/2.wav": (2, ["Alice"]),
     }
     [one] = [s for s in file_speakers(db, second) if s.name]
     assert one.label == "SPEAKER_01" and one.similarity is not None and one.similarity > 0.9

@@ -15,6 +15,7 @@ from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Label, RichLog, Sparkline, Static
 from textual.widgets.data_table import ColumnKey, RowKey
 
+from voxdock.engine.engine import JobRow
 from voxdock.engine.events import EngineEvent
 from voxdock.engine.metrics import EngineSnapshot, GpuSnapshot
 from voxdock.engine.speakers import SpeakerOptions
@@ -323,12 +324,22 @@ class BatchTable(DataTable):
         sync_table(self, rows, rebuild=rebuild)
 
 
+def speakers_cell(row: JobRow) -> str:
+    """Who speaks in a stored file: its enrolled names, then how many others stay anonymous."""
+    names = list(row.speaker_names)
+    others = max((row.speaker_count or 0) - len(names), 0)
+    if not names:
+        return str(row.speaker_count) if row.speaker_count is not None else ""
+    return ", ".join(names) + (f" +{others}" if others else "")
+
+
 class FileTable(DataTable):
     COLUMNS = (
         ("file", "file"),
         ("state", "state"),
         ("audio", "audio"),
         ("segments", "segs"),
+        ("speakers", "speakers"),
         ("attempts", "tries"),
         ("reason", "reason"),
     )
@@ -353,6 +364,7 @@ class FileTable(DataTable):
                         Text(state, style="bold" if f.state == "failed" else ""),
                         fmt_duration(f.duration_s) if f.duration_s else "",
                         str(f.segment_count) if f.state == "done" else "",
+                        speakers_cell(f) if f.state == "done" else "",
                         str(f.attempts),
                         f.last_error or "",
                     ),
