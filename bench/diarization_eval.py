@@ -12,6 +12,10 @@ with the 0.25 s collar and without):
 
 - `meetings`: the ten AMI excerpts of ../shared/eval/meetings (1-4 speakers, overlap, far-field);
 - `real`: the real call ../shared/eval/real/pyannote_sample;
+- `mixed`: conversations of real voices mixed from the single-speaker recordings of
+  ../shared/eval/real (jfk, the LibriVox reader, the card reader, LJ, the Harvard sentence): 2-4 of
+  them taking turns of 3, 5 or 8 s (`mixed_specs`). Every speaker has seconds of speech, so unlike
+  the AMI excerpts the speaker count can be judged on real voices;
 - `fixed`: the espeak conversations that ship: ../shared/eval/synth, tests/fixtures/media/dialogue_*,
   examples/meeting_2spk.wav and examples/interview_3spk.flac;
 - `generated`: espeak conversations written by ../shared/eval/make_dialogue.py with the reported
@@ -89,12 +93,13 @@ AIM_HOST_CPU_S_PER_H = 40.0
 SET_TITLES = {
     "meetings": "meetings (AMI)",
     "real": "real call",
+    "mixed": "real voices mixed",
     "fixed": "espeak fixed",
     "generated": "espeak generated",
     "calibration": "espeak calibration",
     "monologues": "monologues",
 }
-DEFAULT_SETS = ["meetings", "real", "fixed", "generated", "monologues"]
+DEFAULT_SETS = ["meetings", "real", "mixed", "fixed", "generated", "monologues"]
 ESPEAK_SETS = ("fixed", "generated", "calibration")
 MONOLOGUE_ORIGINS = ("real speech", "espeak fixed", "espeak generated", "espeak calibration")
 
@@ -195,6 +200,58 @@ def generate(specs: list[Spec], folder: Path) -> list[Path]:
                 capture_output=True,
             )
         out.append(prefix.with_suffix(".wav"))
+    return out
+
+
+# The voices of ../shared/eval/real that speak alone, by the recordings of each.
+REAL_VOICES = {
+    "jfk": ["jfk"],
+    "reader": [f"ps_librivox_0{n}" for n in (870, 880, 890, 920, 930)],
+    "cards": [f"ps_cards_00{n}" for n in range(1, 6)],
+    "lj": ["sb_LJ050-0131"],
+    "harvard": ["sb_example1"],
+}
+MIXED_COMBOS = [
+    ("jfk", "lj"),
+    ("jfk", "reader"),
+    ("reader", "cards"),
+    ("lj", "reader", "jfk"),
+    ("cards", "lj", "harvard"),
+    ("jfk", "lj", "reader", "harvard"),
+]
+MIXED_TURNS_S = (3.0, 5.0, 8.0)
+
+
+def mixed_specs() -> list[tuple[str, tuple[str, ...], float, int]]:
+    """(name, voices, turn seconds, seed) of every `mixed` conversation."""
+    return [
+        (f"mix{turn:.0f}s_{'+'.join(combo)}", combo, turn, 300 + i)
+        for i, (turn, combo) in enumerate((t, c) for t in MIXED_TURNS_S for c in MIXED_COMBOS)
+    ]
+
+
+def write_mixed(folder: Path) -> list[Path]:
+    """The `mixed` conversations as 16 kHz WAV + RTTM in `folder` (made again each run: cheap)."""
+    import wave
+
+    from voxdock.engine.decode import decode_file
+    from voxdock.evaluation import mix_conversation, write_rttm
+
+    recordings = {
+        voice: [decode_file(SHARED / "real" / f"{stem}.wav").samples for stem in stems]
+        for voice, stems in REAL_VOICES.items()
+    }
+    out = []
+    for name, combo, turn_s, seed in mixed_specs():
+        samples, turns = mix_conversation({v: recordings[v] for v in combo}, turn_s, seed)
+        path = folder / f"{name}.wav"
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            w.writeframes((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+        write_rttm(path.with_suffix(".rttm"), name, turns)
+        out.append(path)
     return out
 
 
@@ -454,6 +511,8 @@ def main() -> int:
         conversations += [("meetings", p) for p in sorted((SHARED / "meetings").glob("*.wav"))]
     if "real" in sets:
         conversations += [("real", p) for p in existing([SHARED / "real" / "pyannote_sample.wav"])]
+    if "mixed" in sets:
+        conversations += [("mixed", p) for p in write_mixed(tmp)]
     if "fixed" in sets:
         conversations += [("fixed", p) for p in existing(FIXED_CONVERSATIONS)]
     if "generated" in sets:

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
+
+import numpy as np
 import pytest
 
-from voxdock.evaluation import Turn, diarization_error_rate, turns_from_segments
+from voxdock.evaluation import (
+    Turn,
+    diarization_error_rate,
+    mix_conversation,
+    read_rttm,
+    turns_from_segments,
+    write_rttm,
+)
 
 
 def test_turns_join_one_speakers_segments_across_short_pauses_only() -> None:
@@ -36,3 +47,27 @@ def test_der_counts_miss_false_alarm_and_confusion() -> None:
     assert diarization_error_rate(reference, gappy, collar=0.0).miss == pytest.approx(0.025, abs=0.005)
     joined = turns_from_segments(gappy)
     assert diarization_error_rate(reference, joined, collar=0.0).miss == pytest.approx(0.0, abs=0.005)
+
+
+def test_mixed_conversations_take_turns_and_say_where_each_voice_is(tmp_path: Path) -> None:
+    rate = 16000
+    a = np.full(int(7.2 * rate), 0.5, np.float32)  # 3 + 3 + 1.2 s
+    b = [
+        np.full(int(2.0 * rate), -0.5, np.float32),
+        np.full(int(0.3 * rate), -0.5, np.float32),
+    ]  # 0.3 s dropped
+    samples, turns = mix_conversation({"a": [a], "b": b}, 3.0, seed=1)
+    assert [t.speaker for t in turns] == ["a", "b", "a", "a"]
+    assert [round(t.end - t.start, 3) for t in turns] == [3.0, 2.0, 3.0, 1.2]
+    assert all(0.2 <= b.start - a.end <= 0.8 for a, b in itertools.pairwise(turns))
+    for t in turns:  # the samples hold each voice where its turn says, silence between
+        inside = samples[int(t.start * rate) + 1 : int(t.end * rate) - 1]
+        assert np.all(inside == (0.5 if t.speaker == "a" else -0.5))
+    assert np.all(samples[: int(turns[0].start * rate)] == 0)
+    again, same = mix_conversation({"a": [a], "b": b}, 3.0, seed=1)
+    assert same == turns and np.array_equal(again, samples)
+    write_rttm(tmp_path / "x.rttm", "x", turns)
+    back = read_rttm(tmp_path / "x.rttm")
+    assert [t.speaker for t in back] == [t.speaker for t in turns]
+    flat = [x for t in back for x in (t.start, t.end)]
+    assert flat == pytest.approx([x for t in turns for x in (t.start, t.end)], abs=2e-3)
