@@ -35,20 +35,18 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from engine_bench import run_engine
 
 from voxdock.cli import model_plan
-from voxdock.engine.engine import Engine
 from voxdock.engine.loader import load_models
 from voxdock.engine.models import vector_spec
 from voxdock.evaluation import Turn, read_rttm
 from voxdock.settings import load_settings
-from voxdock.storage import jobs
 from voxdock.storage import speakers as speakers_store
 from voxdock.storage.database import Database
 from voxdock.storage.migrate import migrate
@@ -105,22 +103,6 @@ def espeak_references(folder: Path, seconds: float) -> dict[Path, list[Turn]]:
             Turn(t["start"], t["end"], "espeak:" + t["voice"]) for t in meta["turns"]
         ]
     return refs
-
-
-def run_engine(db: Database, settings, plan, models, paths: list[Path]) -> float:  # type: ignore[no-untyped-def]
-    engine = Engine(settings, db, plan, models=models)
-    engine.start(wait=True)
-    start = time.perf_counter()
-    submission = engine.submit(paths)
-    while True:
-        progress = jobs.batch_progress(db, [submission.batch_id])[0]
-        if progress.queued + progress.claimed == 0 and engine.files_in_flight() == 0:
-            break
-        time.sleep(0.1)
-    engine.stop()
-    if progress.failed:
-        print(f"warning: {progress.failed} file(s) failed", flush=True)
-    return time.perf_counter() - start
 
 
 def label_truth(db: Database, refs: dict[Path, list[Turn]]) -> list[dict]:
@@ -310,7 +292,10 @@ def main() -> None:
         )
         db = Database.open(None, tmp / "store")
         migrate(db, vector_spec(plan))
-        wall = run_engine(db, settings, plan, models, sorted(refs))
+        run = run_engine(settings, db, plan, models, sorted(refs))
+        if run["failed"]:
+            print(f"warning: {run['failed']} file(s) failed", flush=True)
+        wall = run["wall_s"]
         print(f"engine: {len(refs)} files in {wall:.0f} s", flush=True)
 
         labels = label_truth(db, refs)
