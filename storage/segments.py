@@ -187,7 +187,12 @@ def replace_segments(
                 source_id,
             ),
         )
-        refresh_source(conn, source_id)  # its speakers named after enrolled voices and grouped
+    # Its speakers named after enrolled voices and grouped into the archive's voices, in a transaction
+    # of its own: naming serialises every writer on one lock (storage/speakers.py), which must not be
+    # held with the source row that claimers skip while it is locked. Segments stand without names
+    # for that moment; a write cut off here is made again whole, or `voxdock speakers match` redoes it.
+    with db.connection() as conn, conn.transaction():
+        refresh_source(conn, source_id)
     return stored_count
 
 
