@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from voxdock import exit_codes
+from voxdock.transcripts_cli import one_stored_source
 
 if TYPE_CHECKING:
     from voxdock.engine.enrollment import ClipPrint
     from voxdock.settings import Settings
     from voxdock.storage.database import Database
-    from voxdock.storage.sources import StoredSource
     from voxdock.storage.speakers import Speaker
 
 T = TypeVar("T")
@@ -37,20 +37,6 @@ def _hours(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def _one_source(db: Database, path: str) -> StoredSource:
-    """The one stored file `path` names, or exit saying it is not stored or names several."""
-    from voxdock.cli import fail
-    from voxdock.transcripts_cli import not_stored, stored_sources
-
-    found = stored_sources(db, path)
-    if not found:
-        raise fail(not_stored(path), code=exit_codes.INCOMPLETE)
-    if len(found) > 1:
-        listed = ", ".join(s.path for s in found[:3]) + (", ..." if len(found) > 3 else "")
-        raise fail(f"{len(found)} files match {path!r} ({listed}); name one")
-    return found[0]
 
 
 def _said(speaker: Speaker, verb: str) -> None:
@@ -125,7 +111,7 @@ def enroll(
     with open_store(settings) as db:
         try:
             if from_file is not None:
-                source = _one_source(db, from_file)
+                source = one_stored_source(db, from_file)
                 enrolled = enroll_from_source(
                     db, name, source.id, label=speaker, start_s=start, end_s=end, described_as=source.path
                 )
@@ -309,7 +295,7 @@ def file_cmd(
     settings = settings_or_exit()
     setup_logging("WARNING")
     with open_store(settings) as db:
-        source = _one_source(db, path)
+        source = one_stored_source(db, path)
         rows = file_speakers(db, source.id)
     if not rows:
         out.print(f"{source.path}: no speakers stored", highlight=False, markup=False)

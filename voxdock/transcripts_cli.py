@@ -30,6 +30,20 @@ def stored_sources(db: Database, path: str) -> list[StoredSource]:
     )
 
 
+def one_stored_source(db: Database, path: str, *, otherwise: str = "") -> StoredSource:
+    """The one stored file `path` names, or exit with one line: not stored (1), or several (2), with
+    `otherwise` saying what to do instead."""
+    from voxdock.cli import fail
+
+    found = stored_sources(db, path)
+    if not found:
+        raise fail(not_stored(path), code=exit_codes.INCOMPLETE)
+    if len(found) > 1:
+        listed = ", ".join(s.path for s in found[:5]) + (", ..." if len(found) > 5 else "")
+        raise fail(f"{len(found)} files match {path!r} ({listed}); name one{otherwise}")
+    return found[0]
+
+
 def not_stored(path: str) -> str:
     given = Path(path).expanduser()
     where = "under" if given.is_dir() else ("at" if given.exists() else "with a path containing")
@@ -51,20 +65,14 @@ def show(
     from rich.markup import escape
     from rich.table import Table
 
-    from voxdock.cli import fail, open_store, out, settings_or_exit, setup_logging
+    from voxdock.cli import open_store, out, settings_or_exit, setup_logging
     from voxdock.formatting import fmt_clock, fmt_duration
     from voxdock.storage.transcripts import read_transcript
 
     settings = settings_or_exit()
     setup_logging("WARNING")
     with open_store(settings) as db:
-        found = stored_sources(db, path)
-        if not found:
-            raise fail(not_stored(path), code=exit_codes.INCOMPLETE)
-        if len(found) > 1:
-            listed = ", ".join(s.path for s in found[:5]) + (", ..." if len(found) > 5 else "")
-            raise fail(f"{len(found)} files match {path!r} ({listed}); name one, or use `voxdock export`")
-        transcript = read_transcript(db, found[0])
+        transcript = read_transcript(db, one_stored_source(db, path, otherwise=", or use `voxdock export`"))
     source = transcript.source
     if not transcript.segments:
         out.print(f"{source.path}: no transcript ({why_empty(source.status)})", highlight=False, markup=False)
