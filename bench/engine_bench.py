@@ -32,11 +32,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from voxdock.cli import model_plan
+from voxdock.cli import load_planned_models, model_plan
 from voxdock.engine.discovery import discover
 from voxdock.engine.engine import Engine
 from voxdock.engine.handlers import StageHandlers
-from voxdock.engine.loader import LoadedModels, load_models
+from voxdock.engine.loader import LoadedModels
 from voxdock.engine.models import vector_spec
 from voxdock.engine.oom import AdaptiveBatch, FaultInjector
 from voxdock.engine.work import FileWork
@@ -277,13 +277,7 @@ def main() -> None:
         plan = model_plan(settings)
         spec = vector_spec(plan)
         t0 = time.perf_counter()
-        models = load_models(
-            plan,
-            cache_dir=tmp / "cache",
-            device_setting=settings.compute_device,
-            compute_type_setting=settings.compute_type,
-            asr_workers=settings.asr_workers,
-        )
+        models = load_planned_models(settings, plan, tmp / "cache")
         print(f"models loaded in {time.perf_counter() - t0:.1f} s on {models.device}", flush=True)
 
         # Warm every model once so neither run pays first-call costs.

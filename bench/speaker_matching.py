@@ -42,8 +42,7 @@ from pathlib import Path
 import numpy as np
 from engine_bench import run_engine
 
-from voxdock.cli import model_plan
-from voxdock.engine.loader import load_models
+from voxdock.cli import load_planned_models, model_plan
 from voxdock.engine.models import vector_spec
 from voxdock.evaluation import Turn, read_rttm
 from voxdock.settings import load_settings
@@ -283,13 +282,7 @@ def main() -> None:
         refs.update(espeak_references(tmp / "espeak", args.espeak_seconds))
         settings = load_settings(_env_file=None, voxdock_data_dir=tmp / "data")
         plan = model_plan(settings)
-        models = load_models(
-            plan,
-            cache_dir=tmp / "cache",
-            device_setting=settings.compute_device,
-            compute_type_setting=settings.compute_type,
-            asr_workers=settings.asr_workers,
-        )
+        models = load_planned_models(settings, plan, tmp / "cache")
         db = Database.open(None, tmp / "store")
         migrate(db, vector_spec(plan))
         run = run_engine(settings, db, plan, models, sorted(refs))

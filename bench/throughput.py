@@ -740,8 +740,7 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).parent))
     from diarization_memory import git_commit, machine
 
-    from voxdock.cli import model_plan
-    from voxdock.engine.loader import load_models
+    from voxdock.cli import load_planned_models, model_plan
     from voxdock.engine.models import vector_spec
 
     eval_dir = find_eval(args.eval)
@@ -774,13 +773,7 @@ def main() -> int:
             if key not in loaded:
                 loaded.clear()  # one set of models in memory at a time
                 t0 = time.perf_counter()
-                models = load_models(
-                    plan,
-                    device_setting=settings.compute_device,
-                    compute_type_setting=settings.compute_type,
-                    asr_workers=settings.asr_workers,
-                    cache_dir=data_dir / "cache",
-                )
+                models = load_planned_models(settings, plan, data_dir / "cache")
                 loaded[key] = models
                 print(
                     f"models loaded in {time.perf_counter() - t0:.1f} s "
@@ -806,13 +799,7 @@ def main() -> int:
             plan = model_plan(settings)
             if model_key(settings) not in loaded:
                 loaded.clear()
-                loaded[model_key(settings)] = load_models(
-                    plan,
-                    device_setting=settings.compute_device,
-                    compute_type_setting=settings.compute_type,
-                    asr_workers=settings.asr_workers,
-                    cache_dir=data_dir / "cache",
-                )
+                loaded[model_key(settings)] = load_planned_models(settings, plan, data_dir / "cache")
             print(f"each stage alone on {args.isolated} file(s)", flush=True)
             isolated = run_isolated(
                 settings,

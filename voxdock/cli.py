@@ -23,6 +23,7 @@ from voxdock.storage.urls import scrub
 from voxdock.transcripts_cli import export, not_stored, show, stored_sources, why_empty
 
 if TYPE_CHECKING:  # imported where used, so a command loads only what it needs
+    from voxdock.engine.loader import LoadedModels
     from voxdock.engine.models import ModelPlan
     from voxdock.headless import IngestOutcome
     from voxdock.storage.database import Database
@@ -118,6 +119,20 @@ def model_plan(settings: Settings) -> ModelPlan:
         text_model=settings.text_embedding_model,
         diarization_backend=settings.diarization_backend,
         models_dir=settings.models_dir,
+    )
+
+
+def load_planned_models(settings: Settings, plan: ModelPlan, cache_dir: Path) -> LoadedModels:
+    """The plan's models loaded on the device and with the compute type the settings ask for (what a
+    benchmark runs the engine with; the engine itself loads from its EngineConfig)."""
+    from voxdock.engine.loader import load_models
+
+    return load_models(
+        plan,
+        device_setting=settings.compute_device,
+        compute_type_setting=settings.compute_type,
+        asr_workers=settings.asr_workers,
+        cache_dir=cache_dir,
     )
 
 
