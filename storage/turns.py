@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import psycopg
 
 from voxdock.storage.database import Database
-from voxdock.storage.sources import PathMatch, find_sources
+from voxdock.storage.sources import PathMatch, StoredSource, find_sources
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,11 @@ class SourceTurns:
 def read_turns(db: Database, path: str, *, match: PathMatch = "exact") -> list[SourceTurns]:
     """Turns of the source stored under `path`; with `match`, of every source in that folder or whose
     path contains it (in path order). Each source's turns in time order."""
-    return [
-        SourceTurns(source.path, source.status, source.segment_count, source_turns(db, source.id))
-        for source in find_sources(db, path, match=match)
-    ]
+    return [turns_of_source(db, source) for source in find_sources(db, path, match=match)]
+
+
+def turns_of_source(db: Database, source: StoredSource) -> SourceTurns:
+    return SourceTurns(source.path, source.status, source.segment_count, source_turns(db, source.id))
 
 
 def source_turns(db: Database, source_id: int) -> list[TurnRecord]:

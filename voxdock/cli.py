@@ -514,15 +514,12 @@ def turns(
 
     from voxdock.exports import export_names
     from voxdock.formatting import fmt_clock
-    from voxdock.storage.turns import SourceTurns, source_turns
+    from voxdock.storage.turns import turns_of_source
 
     settings = settings_or_exit()
     setup_logging("WARNING")
     with open_store(settings) as db:
-        found = [
-            SourceTurns(s.path, s.status, s.segment_count, source_turns(db, s.id))
-            for s in stored_sources(db, path)
-        ]
+        found = [turns_of_source(db, s) for s in stored_sources(db, path)]
     if not found:
         raise fail(not_stored(path), code=exit_codes.INCOMPLETE)
     if rttm:
