@@ -6,13 +6,16 @@ The recipe of pyannote 3.1, with the weights that install here and calibrated on
    speakers talks, overlap included. It is also the voice activity detection: the engine's Silero
    regions (tuned for ASR) are not used here, because they miss quiet and overlapped speech.
 2. fast path (fastpath.py): when allowed, a sample of chunks decides whether one voice speaks
-   throughout; then the rest is skipped.
-3. embeddings (embedding.py): CAM++ over each local speaker's own frames, a block of chunks at a
-   time (memory stays flat however long the file).
-4. clustering (clustering.py): agglomerative, centroid linkage, calibrated threshold; an operator's
-   count or bounds cut the dendrogram instead.
-5. reconstruction (reconstruction.py): per frame, the clusters' averaged activity and the number of
-   voices give who talks, two at once where the model hears overlap. Turns follow: the most active
+   throughout (each sampled track's units averaged: one point per local speaker); then the rest is
+   skipped.
+3. embeddings (embedding.py): CAM++ over each local speaker's own frames, its track cut at pauses
+   into units, a block of chunks at a time (memory stays flat however long the file).
+4. clustering (clustering.py): a track's units joined again where their voices agree, then
+   agglomerative, centroid linkage, calibrated threshold; an operator's count or bounds cut the
+   dendrogram instead.
+5. reconstruction (reconstruction.py): per frame, the clusters' averaged activity (each unit credits
+   the part of its chunk it stands for) and the number of voices give who talks, two at once where
+   the model hears overlap. Turns follow: the most active
    speaker of each frame makes the turns words are attributed by, the second one where two talk
    makes the overlap turns (`DiarizationResult.overlaps`).
 
@@ -40,7 +43,6 @@ from voxdock.engine.diarization.reconstruction import (
     voices_per_frame,
 )
 from voxdock.engine.diarization.segmentation import (
-    CHUNK_FRAMES,
     FRAME_SAMPLES,
     SAMPLE_RATE,
     STEP_S,
@@ -138,9 +140,10 @@ class SegmentationDiarizer:
             done.append(part)
             embedded.update(sample.tolist())
             heard_at_once = len(seg.offsets) == 1  # the whole file is one chunk
+            track_embeddings, track_seconds = part.per_track()
             decision = fastpath.one_voice(
-                part.embeddings,
-                part.seconds,
+                track_embeddings,
+                track_seconds,
                 fast_path_threshold,
                 heard_at_once=bool(heard_at_once),
                 second_voice=fastpath.second_voice_heard(alone_s),
@@ -175,11 +178,13 @@ class SegmentationDiarizer:
         clusters = cluster_local_speakers(
             units.embeddings,
             units.seconds,
-            units.chunk,
+            units.track,
             bounds=speakers.bounds(config.max_speakers),
             threshold=config.threshold,
         )
-        activity = speaker_activity(seg, units.chunk, units.local, clusters.labels, clusters.count)
+        activity = speaker_activity(
+            seg, units.chunk, units.local, clusters.labels, clusters.count, (units.first, units.last)
+        )
         first, second = rank_speakers(activity, voices)
         # SPEAKER_00 talks most, then SPEAKER_01, ...
         talk = np.bincount(first[first >= 0], minlength=clusters.count)
@@ -189,8 +194,10 @@ class SegmentationDiarizer:
             names[cluster] = speaker_name(rank)
         exclusive, overlaps = turns_of(first, second, names, config.bridge_gap_s)
         exclusive, overlaps = _within(exclusive, seg.num_samples), _within(overlaps, seg.num_samples)
-        starts = seg.offsets[units.chunk] * FRAME_SAMPLES / SAMPLE_RATE
-        spans = [(float(a), float(a + CHUNK_FRAMES * FRAME_SAMPLES / SAMPLE_RATE)) for a in starts]
+        frame_s = FRAME_SAMPLES / SAMPLE_RATE
+        starts = (seg.offsets[units.chunk] + units.first) * frame_s
+        ends = (seg.offsets[units.chunk] + units.last) * frame_s
+        spans = [(float(a), float(b)) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
         return DiarizationResult(
             turns=exclusive,
             overlaps=overlaps,

@@ -61,10 +61,19 @@ def voices_per_frame(
 
 
 def speaker_activity(
-    seg: ChunkSegmentation, chunk: np.ndarray, local: np.ndarray, labels: np.ndarray, count: int
+    seg: ChunkSegmentation,
+    chunk: np.ndarray,
+    local: np.ndarray,
+    labels: np.ndarray,
+    count: int,
+    spans: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """(file frames, count) how much each cluster talks, from the local speakers assigned to it (a
-    local speaker not in the table is left out), averaged over the chunks that see each frame."""
+    """(file frames, count) how much each cluster talks, from the units assigned to it (a unit is a
+    local speaker of a chunk, over the chunk frames [first, last) of `spans`, the whole chunk
+    without; a local speaker not in the table is left out), averaged over the chunks that see each
+    frame."""
+    first = spans[0] if spans is not None else np.zeros_like(chunk)
+    last = spans[1] if spans is not None else np.full_like(chunk, CHUNK_FRAMES)
     total = np.zeros((seg.num_frames + CHUNK_FRAMES, max(count, 1)), np.float32)
     order = np.argsort(chunk, kind="stable")
     for group in np.split(order, np.flatnonzero(np.diff(chunk[order])) + 1):
@@ -73,8 +82,9 @@ def speaker_activity(
         c = int(chunk[group[0]])
         probs = seg.local_probabilities([c])[0]  # (589, 3)
         mine = np.zeros((CHUNK_FRAMES, max(count, 1)), np.float32)
-        for j, label in zip(local[group].tolist(), labels[group].tolist(), strict=True):
-            np.maximum(mine[:, label], probs[:, j], out=mine[:, label])
+        for i in group.tolist():
+            a, b, j, label = int(first[i]), int(last[i]), int(local[i]), int(labels[i])
+            np.maximum(mine[a:b, label], probs[a:b, j], out=mine[a:b, label])
         offset = int(seg.offsets[c])
         total[offset : offset + CHUNK_FRAMES] += mine
     return (total / np.maximum(_chunks_per_frame(seg), 1.0))[: seg.num_frames]
