@@ -145,7 +145,7 @@ def _load(path):  # type: ignore[no-untyped-def]
 
 
 # Measured (ONNX Runtime on CPU) when the tests were written: the lowest similarity of a sampled
-# local speaker to the sample's mean voice, against the threshold of 0.88.
+# local speaker to the sample's mean voice, against the default threshold (0.91).
 CONVERSATIONS = {
     "real/pyannote_sample.wav": 0.785,
     "real/ami_trn03.wav": 0.423,
