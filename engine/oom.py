@@ -92,9 +92,11 @@ class AdaptiveBatch:
             self._on_backoff(failed_size, size)
         return size
 
-    def _succeeded(self) -> None:
+    def _succeeded(self, size: int) -> None:
+        """A call of `size` items fitted. Only a call of the full current size counts towards growing
+        again: smaller ones (a remainder, a group of equal lengths) prove nothing about it."""
         with self._lock:
-            if self._current >= self._configured:
+            if self._current >= self._configured or size < self._current:
                 return
             self._successes += 1
             if self._successes >= GROW_AFTER_SUCCESSES:
@@ -123,7 +125,7 @@ class AdaptiveBatch:
                 raise RuntimeError(f"batch of {len(chunk)} gave {len(out)} results")
             results.extend(out)
             position += len(chunk)
-            self._succeeded()
+            self._succeeded(len(chunk))
         return results
 
     def call(self, run: Callable[[int], R]) -> R:
@@ -141,7 +143,7 @@ class AdaptiveBatch:
                     raise OutOfMemory(f"does not fit in device memory at batch size 1: {exc}") from exc
                 self._backoff(size)
                 continue
-            self._succeeded()
+            self._succeeded(size)
             return out
 
 

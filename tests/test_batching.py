@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from voxdock.engine.batching import SharedBatcher
-from voxdock.engine.oom import AdaptiveBatch, FaultInjector, InjectedFault, OutOfMemory, torch_oom
+from voxdock.engine.oom import (
+    GROW_AFTER_SUCCESSES,
+    AdaptiveBatch,
+    FaultInjector,
+    InjectedFault,
+    OutOfMemory,
+    torch_oom,
+)
 
 
 def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -127,6 +134,27 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing() -> None:
     assert 2 <= batch.current <= 4
     # Every item ran exactly once in a call that fitted: nothing lost, nothing run twice.
     assert sum(n for n in faults.batch_sizes["diarize"] if n <= 3) == 100
+
+
+def test_only_calls_of_the_full_size_grow_the_batch_back() -> None:
+    """After a backoff the size grows again only once calls of that full size have fitted: calls of
+    fewer items (a remainder, a group of equal lengths) prove nothing about it."""
+    batch = AdaptiveBatch(16)
+    faults = FaultInjector()
+    faults.add(InjectedFault("diarize", error=torch_oom, when=lambda n: n > 2, remaining=1))
+
+    def run(items: Sequence[int]) -> list[int]:
+        faults.check("diarize", len(items))
+        return list(items)
+
+    batch.map(list(range(4)), run)  # 4 fails once: halved to 2, then two calls of 2
+    assert batch.current == 2
+    for _ in range(GROW_AFTER_SUCCESSES * 2):
+        batch.map([0], run)  # single items fit at any size
+    assert batch.current == 2
+    for _ in range(GROW_AFTER_SUCCESSES):
+        batch.map([0, 1], run)
+    assert batch.current == 4
 
 
 def test_an_item_too_large_even_alone_fails_its_caller_only() -> None:

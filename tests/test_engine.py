@@ -397,8 +397,8 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(
     progress = wait_for_batch(engine, submission.batch_id)
     assert (progress.done, progress.failed) == (2, 0)
     snap = engine.snapshot()
-    # (The diarizer makes many small calls: after 8 that fit it tries twice the size again, and may
-    # end the run there.)
+    # (After 8 calls of the full size that fit, a stage tries twice the size again, and may end the
+    # run there.)
     for stage, fits in (("text", 4), ("voice", 2), ("asr", 2), ("diarize", 2 * 2)):
         s = snap.stage(stage)
         assert s.oom_backoffs >= 1, stage
