@@ -106,6 +106,16 @@ def _partition(
     return best
 
 
+def pool(embeddings: np.ndarray, seconds: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(points, seconds) of groups 0..k-1: each group's normalised embeddings averaged, weighted by
+    their seconds (normalised again), and their seconds summed."""
+    count = int(groups.max()) + 1 if groups.size else 0
+    points = normalise(np.asarray(embeddings, dtype=np.float64))
+    summed = np.zeros((count, points.shape[1]))
+    np.add.at(summed, groups, points * seconds[:, None])
+    return normalise(summed), np.bincount(groups, weights=seconds, minlength=count)
+
+
 def voices_of_tracks(
     points: np.ndarray, tracks: np.ndarray, threshold: float = TRACK_THRESHOLD
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -147,11 +157,7 @@ def cluster_local_speakers(
         voice, split = np.arange(n), np.zeros(n, dtype=bool)
     else:
         voice, split = voices_of_tracks(points, tracks, track_threshold)
-    count = int(voice.max()) + 1
-    joined = np.zeros((count, points.shape[1]))
-    np.add.at(joined, voice, points * seconds[:, None])
-    joined = normalise(joined)
-    voice_seconds = np.bincount(voice, weights=seconds, minlength=count)
+    joined, voice_seconds = pool(points, seconds, voice)
     shaping = voice_seconds >= np.where(split, max(min_speech_s, SPLIT_MIN_SPEECH_S), min_speech_s)
     if not shaping.any():
         shaping = voice_seconds >= voice_seconds.max()

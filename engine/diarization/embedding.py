@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from voxdock.engine.batching import SharedBatcher
+from voxdock.engine.diarization.clustering import pool
 from voxdock.engine.diarization.segmentation import (
     CHUNK_FRAMES,
     FRAME_SAMPLES,
@@ -93,15 +94,9 @@ class LocalSpeakers:
         return self.chunk * 3 + self.local
 
     def per_track(self) -> tuple[np.ndarray, np.ndarray]:
-        """(embeddings, seconds) of each track: its units' normalised embeddings averaged, weighted
-        by their seconds, and their seconds summed."""
+        """(embeddings, seconds) of each track: its units pooled by `clustering.pool`."""
         _, inverse = np.unique(self.track, return_inverse=True)
-        count = int(inverse.max()) + 1 if len(self) else 0
-        points = self.embeddings / np.maximum(np.linalg.norm(self.embeddings, axis=1, keepdims=True), 1e-12)
-        summed = np.zeros((count, points.shape[1]), np.float64)
-        np.add.at(summed, inverse, points * self.seconds[:, None])
-        seconds = np.bincount(inverse, weights=self.seconds, minlength=count)
-        return summed.astype(np.float32), seconds
+        return pool(self.embeddings, self.seconds, inverse.reshape(-1))
 
 
 class UnitEmbedder:
