@@ -16,6 +16,10 @@ with the 0.25 s collar and without):
   ../shared/eval/real (jfk, the LibriVox reader, the card reader, LJ, the Harvard sentence): 2-4 of
   them taking turns of 3, 5 or 8 s (`mixed_specs`). Every speaker has seconds of speech, so unlike
   the AMI excerpts the speaker count can be judged on real voices;
+- `long`: one 7-minute file of real speech: the ten AMI excerpts, pyannote_sample and the five
+  real voices taking 8 s turns, one after another with pauses of 0.5-3 s (`write_long`), its
+  reference the parts' turns moved to where they start (an AMI speaker in two excerpts is one
+  person: 28 speakers). A long recording is judged as one: speakers must be tied across minutes;
 - `fixed`: the espeak conversations that ship: ../shared/eval/synth, tests/fixtures/media/dialogue_*,
   examples/meeting_2spk.wav and examples/interview_3spk.flac;
 - `generated`: espeak conversations written by ../shared/eval/make_dialogue.py with the reported
@@ -94,12 +98,13 @@ SET_TITLES = {
     "meetings": "meetings (AMI)",
     "real": "real call",
     "mixed": "real voices mixed",
+    "long": "real speech, one long file",
     "fixed": "espeak fixed",
     "generated": "espeak generated",
     "calibration": "espeak calibration",
     "monologues": "monologues",
 }
-DEFAULT_SETS = ["meetings", "real", "mixed", "fixed", "generated", "monologues"]
+DEFAULT_SETS = ["meetings", "real", "mixed", "long", "fixed", "generated", "monologues"]
 ESPEAK_SETS = ("fixed", "generated", "calibration")
 MONOLOGUE_ORIGINS = ("real speech", "espeak fixed", "espeak generated", "espeak calibration")
 
@@ -230,29 +235,71 @@ def mixed_specs() -> list[tuple[str, tuple[str, ...], float, int]]:
     ]
 
 
-def write_mixed(folder: Path) -> list[Path]:
-    """The `mixed` conversations as 16 kHz WAV + RTTM in `folder` (made again each run: cheap)."""
-    import wave
-
+def real_voice_recordings() -> dict[str, list[np.ndarray]]:
     from voxdock.engine.decode import decode_file
-    from voxdock.evaluation import mix_conversation, write_rttm
 
-    recordings = {
+    return {
         voice: [decode_file(SHARED / "real" / f"{stem}.wav").samples for stem in stems]
         for voice, stems in REAL_VOICES.items()
     }
+
+
+def write_wav(path: Path, samples: np.ndarray) -> None:
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+
+
+def write_mixed(folder: Path) -> list[Path]:
+    """The `mixed` conversations as 16 kHz WAV + RTTM in `folder` (made again each run: cheap)."""
+    from voxdock.evaluation import mix_conversation, write_rttm
+
+    recordings = real_voice_recordings()
     out = []
     for name, combo, turn_s, seed in mixed_specs():
         samples, turns = mix_conversation({v: recordings[v] for v in combo}, turn_s, seed)
         path = folder / f"{name}.wav"
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(16000)
-            w.writeframes((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+        write_wav(path, samples)
         write_rttm(path.with_suffix(".rttm"), name, turns)
         out.append(path)
     return out
+
+
+LONG_SEED = 7
+
+
+def write_long(folder: Path) -> list[Path]:
+    """The `long` set's one file, WAV + RTTM in `folder`: every real recording with a reference,
+    back to back."""
+    from voxdock.engine.decode import decode_file
+    from voxdock.evaluation import Turn, mix_conversation, read_rttm, write_rttm
+
+    parts: list[tuple[np.ndarray, list[Any]]] = []
+    for path in sorted((SHARED / "meetings").glob("*.wav")):
+        parts.append((decode_file(path).samples, read_rttm(path.with_suffix(".rttm"))))
+    call = SHARED / "real" / "pyannote_sample.wav"
+    if call.exists():  # its speakers are not AMI's: named apart
+        turns = [Turn(t.start, t.end, f"call_{t.speaker}") for t in read_rttm(call.with_suffix(".rttm"))]
+        parts.append((decode_file(call).samples, turns))
+    parts.append(mix_conversation(real_voice_recordings(), 8.0, LONG_SEED))
+    rng = np.random.default_rng(LONG_SEED)
+    audio: list[np.ndarray] = []
+    reference: list[Any] = []
+    at = 0
+    for samples, turns in parts:
+        pause = int(rng.uniform(0.5, 3.0) * 16000)
+        audio += [np.zeros(pause, np.float32), samples.astype(np.float32)]
+        at += pause
+        reference += [Turn(t.start + at / 16000, t.end + at / 16000, t.speaker) for t in turns]
+        at += samples.shape[0]
+    path = folder / "long_real.wav"
+    write_wav(path, np.concatenate(audio))
+    write_rttm(path.with_suffix(".rttm"), path.stem, reference)
+    return [path]
 
 
 def existing(paths: list[Path]) -> list[Path]:
@@ -513,6 +560,8 @@ def main() -> int:
         conversations += [("real", p) for p in existing([SHARED / "real" / "pyannote_sample.wav"])]
     if "mixed" in sets:
         conversations += [("mixed", p) for p in write_mixed(tmp)]
+    if "long" in sets:
+        conversations += [("long", p) for p in write_long(tmp)]
     if "fixed" in sets:
         conversations += [("fixed", p) for p in existing(FIXED_CONVERSATIONS)]
     if "generated" in sets:

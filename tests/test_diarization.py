@@ -26,10 +26,16 @@ from voxdock.engine.diarization import (
     SpeakerTurn,
     join_turns,
 )
-from voxdock.engine.diarization.clustering import MIN_SPEECH_S, cluster_local_speakers, voices_of_tracks
+from voxdock.engine.diarization.clustering import (
+    MAX_SPEAKERS,
+    MIN_SPEECH_S,
+    cluster_local_speakers,
+    voices_of_tracks,
+)
 from voxdock.engine.diarization.embedding import track_runs, unit_spans
 from voxdock.engine.diarization.pipeline import SegmentationDiarizer
 from voxdock.engine.diarization.reconstruction import (
+    RANK_BLOCK_FRAMES,
     bridge_labels,
     bridge_mask,
     frames_to_turns,
@@ -192,6 +198,16 @@ def test_clustering_finds_separated_speakers(k: int) -> None:
     assert _same_partition(clusters.labels, truth)
     assert clusters.centroids.shape == (k, 192)
     np.testing.assert_allclose(np.linalg.norm(clusters.centroids, axis=1), 1.0, atol=1e-5)
+
+
+def test_a_long_recording_with_many_people_keeps_them_apart() -> None:
+    """Hours of a conference or of meetings back to back hold more than a handful of voices: they
+    are all found, not cut to a low cap."""
+    emb, seconds, truth = _local_speakers(_conversation(30, chunks=150), seed=30)
+    clusters = cluster_local_speakers(emb, seconds)
+    assert MAX_SPEAKERS >= 30
+    assert clusters.count == 30
+    assert _same_partition(clusters.labels, truth)
 
 
 def test_clustering_keeps_one_speaker_together() -> None:
@@ -387,6 +403,19 @@ def test_rank_speakers_names_each_frames_first_and_second_voice() -> None:
     assert second.tolist() == [2, -1, -1, 1, 1]  # a second one only where two talk, never the first
     alone, none = rank_speakers(np.ones((3, 1)), np.array([2, 1, 0]))
     assert alone.tolist() == [0, 0, -1] and none.tolist() == [-1, -1, -1]  # one speaker: no overlap
+
+
+def test_rank_speakers_over_hours_of_frames_agrees_with_a_frame_by_frame_ranking() -> None:
+    """Ranked a block at a time (so that hours of audio never need a second frames x speakers
+    array): the answer does not depend on where the blocks end."""
+    rng = np.random.default_rng(4)
+    frames = RANK_BLOCK_FRAMES * 2 + 123
+    activity = rng.random((frames, 5)).astype(np.float32)
+    voices = rng.integers(0, 3, frames)
+    first, second = rank_speakers(activity, voices)
+    order = np.argsort(-activity, axis=1, kind="stable")
+    assert np.array_equal(first, np.where(voices >= 1, order[:, 0], -1))
+    assert np.array_equal(second, np.where(voices >= 2, order[:, 1], -1))
 
 
 def test_bridging_fills_short_pauses_only_inside_a_speakers_turn() -> None:

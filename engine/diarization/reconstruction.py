@@ -29,6 +29,7 @@ from voxdock.engine.diarization.turns import BRIDGE_GAP_S, SpeakerTurn
 SPEECH_THRESHOLD = 0.4
 OVERLAP_THRESHOLD = 0.2
 MIN_TURN_S = 0.0
+RANK_BLOCK_FRAMES = 65_536  # about 18 minutes
 
 
 def _chunks_per_frame(seg: ChunkSegmentation) -> np.ndarray:
@@ -87,7 +88,8 @@ def speaker_activity(
             np.maximum(mine[a:b, label], probs[a:b, j], out=mine[a:b, label])
         offset = int(seg.offsets[c])
         total[offset : offset + CHUNK_FRAMES] += mine
-    return (total / np.maximum(_chunks_per_frame(seg), 1.0))[: seg.num_frames]
+    total /= np.maximum(_chunks_per_frame(seg), 1.0)  # in place: one frames x speakers array at a time
+    return total[: seg.num_frames]
 
 
 def rank_speakers(activity: np.ndarray, voices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -95,11 +97,14 @@ def rank_speakers(activity: np.ndarray, voices: np.ndarray) -> tuple[np.ndarray,
     where two do (-1 elsewhere). The first is who the frame's words are attributed to."""
     frames, k = activity.shape
     first = np.where(voices >= 1, activity.argmax(axis=1), -1)
+    second = np.full(frames, -1, dtype=np.int64)
     if k < 2:
-        return first, np.full(frames, -1, dtype=np.int64)
-    others = activity.copy()
-    others[np.arange(frames), np.maximum(first, 0)] = -np.inf
-    second = np.where(voices >= 2, others.argmax(axis=1), -1)
+        return first, second
+    for a in range(0, frames, RANK_BLOCK_FRAMES):  # a copy of a block, not of hours of frames
+        b = min(frames, a + RANK_BLOCK_FRAMES)
+        others = activity[a:b].copy()
+        others[np.arange(b - a), np.maximum(first[a:b], 0)] = -np.inf
+        second[a:b] = np.where(voices[a:b] >= 2, others.argmax(axis=1), -1)
     return first, second
 
 
