@@ -11,8 +11,8 @@ The recipe of pyannote 3.1, with the weights that install here and calibrated on
 3. embeddings (embedding.py): CAM++ over each local speaker's own frames, its track cut at pauses
    into units, a block of chunks at a time (memory stays flat however long the file).
 4. clustering (clustering.py): a track's units joined again where their voices agree, then
-   agglomerative, centroid linkage, calibrated threshold; an operator's count or bounds cut the
-   dendrogram instead.
+   agglomerative (average linkage, cosine distance, calibrated threshold); an operator's count or
+   bounds cut the dendrogram instead.
 5. reconstruction (reconstruction.py): per frame, the clusters' averaged activity (each unit credits
    the part of its chunk it stands for) and the number of voices give who talks, two at once where
    the model hears overlap. Turns follow: the most active
