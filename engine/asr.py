@@ -4,30 +4,39 @@ The batched pipeline packs the speech (silences cut out) into 30 s chunks and de
 chunks per call (the runtime knob); a GPU out-of-memory error is handled by the caller halving that
 size. Words come with timestamps, so segments can be cut at speaker changes and sentence ends later.
 
-faster-whisper runs its own Silero VAD with the options of engine/vad.py, which gives the same regions
-as our VAD stage (same model, same options). Handing it our regions as clip timestamps instead keeps
-the silences inside each clip, and that cost 2.4 points of WER on the shared 3-speaker dialogue
-(15.3% vs 12.9%); repeating the VAD costs about 0.2% of the audio's duration.
+faster-whisper's batched pipeline runs its own Silero VAD (the options of engine/vad.py: the same
+regions as our VAD stage) and packs the regions it finds into 30 s chunks with the silences cut out.
+Our VAD stage has already found those regions, so the pipeline is handed them in place of its VAD
+run (`_given_speech`: its call to `get_speech_timestamps` answers with them in the calling thread):
+the chunks, and so the transcripts, are the same, without running Silero a second time (about 8
+CPU-seconds per audio hour, as much as the whole VAD stage). Handing them as clip timestamps
+instead would keep the silences inside each clip, which cost 2.4 points of WER on the shared
+3-speaker dialogue (15.3% vs 12.9%).
 
 A long file goes to the pipeline in windows of at most WINDOW_S, cut in the middle of a pause: the
 pipeline computes the log-mel features and copies of every chunk of what it is given before it
 decodes any (about 0.5 GB per hour of speech), so a whole 3-hour file would hold 1.5 GB of them.
-Files up to WINDOW_S go in whole, as before.
+Files up to WINDOW_S go in whole, as before. Each window is handed the file's regions that fall in
+it (before, the pipeline's own VAD run started cold at each cut and could place the regions near it
+differently from the file's).
 
-Host cost (engine/cpu.py): all of faster-whisper's work counts as a model call, under three names:
-"ctranslate2" (the network's encode, generate, align and language calls), "silero-vad" (its VAD's
-network) and "faster-whisper" (the rest of it: log-mel features, chunking, word timings, on the host).
+Host cost (engine/cpu.py): all of faster-whisper's work counts as a model call, under two names:
+"ctranslate2" (the network's encode, generate, align and language calls) and "faster-whisper" (the
+rest of it: log-mel features, chunking, word timings, on the host); "silero-vad" only when it runs
+its own VAD (never in the engine).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from faster_whisper.vad import get_speech_timestamps
 
 from voxdock.engine.cpu import model_call
 from voxdock.engine.vad import VAD_OPTIONS, count_vad_calls
@@ -94,6 +103,46 @@ def speech_windows(
     return windows
 
 
+class _GivenSpeech(threading.local):
+    stamps: list[dict[str, int]] | None = None
+
+
+_given_speech = _GivenSpeech()
+_install_lock = threading.Lock()
+
+
+def _speech_or_detect(audio: np.ndarray, *args: Any, **kwargs: Any) -> list[dict[str, int]]:
+    """faster-whisper's VAD call: the regions this thread's transcription was given, or a VAD run
+    when it was given none (someone else's use of faster-whisper in this process)."""
+    stamps = _given_speech.stamps
+    if stamps is not None:
+        return [dict(stamp) for stamp in stamps]
+    result: list[dict[str, int]] = get_speech_timestamps(audio, *args, **kwargs)
+    return result
+
+
+def _install_given_speech() -> None:
+    """Route the batched pipeline's VAD call through `_speech_or_detect` (once per process)."""
+    import faster_whisper.transcribe as fw
+
+    with _install_lock:
+        fw.get_speech_timestamps = _speech_or_detect
+
+
+def region_stamps(
+    speech: list[tuple[float, float]], first_sample: int, num_samples: int
+) -> list[dict[str, int]]:
+    """Speech regions (file seconds, as engine/vad.py gives them from Silero's sample stamps) as the
+    sample stamps of a window of `num_samples` starting at file sample `first_sample`."""
+    stamps = []
+    for start_s, end_s in speech:
+        start = min(max(round(start_s * SAMPLE_RATE) - first_sample, 0), num_samples)
+        end = min(max(round(end_s * SAMPLE_RATE) - first_sample, 0), num_samples)
+        if end > start:
+            stamps.append({"start": start, "end": end})
+    return stamps
+
+
 class AsrModel:
     """One loaded Whisper model; `transcribe` may be called from several threads at once."""
 
@@ -107,6 +156,7 @@ class AsrModel:
         self.pipeline = BatchedInferencePipeline(self.model)
         self.english_only = not self.model.model.is_multilingual
         count_vad_calls()
+        _install_given_speech()
 
     def transcribe(
         self,
@@ -127,8 +177,12 @@ class AsrModel:
             local = [(a - start, b - start) for a, b in speech if a < end and b > start]
             if not local:
                 continue
-            window = samples[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
-            found, heard = self._transcribe_window(window, local, batch_size, beam_size, start, progress)
+            first = int(start * SAMPLE_RATE)
+            window = samples[first : int(end * SAMPLE_RATE)]
+            stamps = region_stamps(speech, first, window.shape[0])
+            found, heard = self._transcribe_window(
+                window, local, stamps, batch_size, beam_size, start, progress
+            )
             words += [Word(w.start + start, w.end + start, w.text, w.probability) for w in found]
             language = language or heard
         return words, language
@@ -137,21 +191,28 @@ class AsrModel:
         self,
         samples: np.ndarray,
         speech: list[tuple[float, float]],
+        stamps: list[dict[str, int]] | None,
         batch_size: int,
         beam_size: int,
         offset: float,
         progress: Callable[[float], None] | None,
     ) -> tuple[list[Word], str | None]:
+        """Words of one window; `stamps`: its speech regions in window samples (None: the pipeline
+        runs its own VAD)."""
         with model_call(MODEL_CALL):
-            segments, info = self.pipeline.transcribe(
-                samples,
-                language="en" if self.english_only else None,
-                vad_filter=True,
-                vad_parameters={"min_silence_duration_ms": VAD_OPTIONS.min_silence_duration_ms},
-                batch_size=batch_size,
-                beam_size=beam_size,
-                word_timestamps=True,
-            )
+            _given_speech.stamps = stamps
+            try:
+                segments, info = self.pipeline.transcribe(
+                    samples,
+                    language="en" if self.english_only else None,
+                    vad_filter=True,
+                    vad_parameters={"min_silence_duration_ms": VAD_OPTIONS.min_silence_duration_ms},
+                    batch_size=batch_size,
+                    beam_size=beam_size,
+                    word_timestamps=True,
+                )
+            finally:
+                _given_speech.stamps = None
             if progress is not None:
                 segments = _reporting(segments, lambda at: progress(offset + at))
             decoded = list(segments)  # a generator: decoding happens while it is read

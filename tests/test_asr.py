@@ -144,3 +144,37 @@ def test_windows_transcribe_like_the_whole_file(
     assert [w.start for w in windowed] == sorted(w.start for w in windowed)
     assert abs(windowed[-1].end - whole[-1].end) < 0.5
     assert heard == sorted(heard) and heard[-1] > 60.0
+
+
+def test_whisper_is_handed_the_vad_stages_regions_and_decodes_the_same_words(
+    models: LoadedModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Silero runs once per file (the VAD stage): the batched pipeline is handed those regions
+    instead of running it again, and decodes exactly the words its own run would give. (A file
+    long enough to go in windows gets the file's regions in each window too; its own run on a
+    window would start cold at the cut and can place the regions near it differently.)"""
+    names = ("ami_trn03.wav", "pyannote_sample.wav", "ami_trn09.wav")
+    audio = np.concatenate([decode_file(REAL / name).samples for name in names])
+    speech = detect_speech(audio)
+    runs: list[int] = []
+    silero = asr.get_speech_timestamps
+
+    def counted(*args: object, **kwargs: object) -> list[dict[str, int]]:
+        runs.append(1)
+        return silero(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asr, "get_speech_timestamps", counted)
+    given, _ = models.asr.transcribe(audio, speech, batch_size=4, beam_size=1)
+    assert runs == []
+    own, _ = models.asr._transcribe_window(audio, speech, None, 4, 1, 0.0, None)
+    assert runs == [1]  # told nothing, the pipeline runs Silero itself
+    assert len(own) > 100
+    assert given == own
+    # The regions handed over are the ones decoded: only the first three, only their words.
+    first = asr.region_stamps(speech[:3], 0, audio.shape[0])
+    some, _ = models.asr._transcribe_window(audio, speech, first, 4, 1, 0.0, None)
+    assert 0 < len(some) < len(own)
+    assert all(w.end <= speech[2][1] + 0.5 for w in some)
+    monkeypatch.setattr(asr, "WINDOW_S", 35.0)
+    models.asr.transcribe(audio, speech, batch_size=4, beam_size=1)
+    assert runs == [1]  # in windows too
