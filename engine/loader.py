@@ -11,6 +11,7 @@ from pathlib import Path
 from voxdock.engine.asr import AsrModel
 from voxdock.engine.models import ModelPlan
 from voxdock.engine.text_embed import TextEncoder
+from voxdock.engine.vad import run_on as run_vad_on
 from voxdock.engine.voice import VoiceEncoder
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ def load_models(
         cpu_threads=cpus,
         workers=max(asr_workers, ASR_PARALLEL_MAX),
     )
+    say(f"VAD {plan.vad.name} on {run_vad_on(device)}")
     say(f"loading voice model {plan.voice.name} ({plan.voice.origin})")
     voice = VoiceEncoder(plan.voice.require(), device=device, onnx_cache=cache_dir)
     say(f"loading text model {plan.text.name} ({plan.text.origin})")

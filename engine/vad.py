@@ -1,20 +1,25 @@
 """Voice activity detection, once per file (Silero VAD v6 as shipped inside faster-whisper).
 
-The speech regions feed ASR (as its clips), the fast-path check and diarization, so no stage runs
-its own VAD over the file again.
+The speech regions feed ASR (handed to Whisper's pipeline in place of its own VAD run), the
+fast-path check and diarization, so no stage runs a VAD over the file again.
 
-The network's runs (one ONNX Runtime session, shared with faster-whisper's own VAD) count as model
-calls in the host-cost figures (engine/cpu.py); the rest of `get_speech_timestamps` (padding, the
-Python loop that turns probabilities into regions) is host work.
+On a CUDA host the network runs on the GPU (`run_on`): the same weights in torch
+(engine/silero_torch.py), batched over the file's windows, giving the same probabilities to float32
+rounding and so the same regions. Elsewhere faster-whisper's ONNX Runtime session runs it on the CPU.
+Either way the network's runs count as model calls in the host-cost figures (engine/cpu.py); the
+rest of `get_speech_timestamps` (padding, the loop that turns probabilities into regions) is host
+work.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
+import faster_whisper.vad
 import numpy as np
-from faster_whisper.vad import VadOptions, get_speech_timestamps, get_vad_model
+from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from voxdock.engine.cpu import model_call
 
@@ -40,15 +45,49 @@ class _CountedSession:
         return getattr(self._session, name)
 
 
+class _CountedModel:
+    """A VAD network whose calls count as model calls."""
+
+    def __init__(self, model: Callable[..., np.ndarray]) -> None:
+        self._model = model
+
+    def __call__(self, audio: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+        with model_call(MODEL_CALL):
+            return self._model(audio, *args, **kwargs)
+
+
 _counted_lock = threading.Lock()
+_onnx_model = faster_whisper.vad.get_vad_model  # faster-whisper's own (cached) ONNX model
 
 
 def count_vad_calls() -> None:
     """Count the runs of faster-whisper's Silero session (one per process, cached) as model calls."""
-    model = get_vad_model()
+    model = faster_whisper.vad.get_vad_model()
     with _counted_lock:
-        if not isinstance(model.session, _CountedSession):
-            model.session = _CountedSession(model.session)
+        session = getattr(model, "session", None)
+        if session is not None and not isinstance(session, _CountedSession):
+            model.session = _CountedSession(session)
+
+
+def run_on(device: str, *, torch_network: bool | None = None) -> str:
+    """Run Silero on `device` from now on, in this process (every VAD call goes through
+    faster-whisper's `get_vad_model`): the torch network (by default on CUDA; the tests run it on
+    the CPU), else faster-whisper's ONNX model on the CPU. Returns the runtime."""
+    import torch
+
+    if torch_network is None:
+        torch_network = torch.device(device).type == "cuda"
+    if not torch_network:
+        with _counted_lock:
+            faster_whisper.vad.get_vad_model = _onnx_model
+        count_vad_calls()
+        return "onnxruntime/cpu"
+    from voxdock.engine.silero_torch import TorchSileroVad
+
+    model = _CountedModel(TorchSileroVad(device))
+    with _counted_lock:
+        faster_whisper.vad.get_vad_model = lambda: model
+    return f"torch/{torch.device(device).type}"
 
 
 def detect_speech(samples: np.ndarray) -> list[tuple[float, float]]:
