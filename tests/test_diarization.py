@@ -210,6 +210,29 @@ def test_a_long_recording_with_many_people_keeps_them_apart() -> None:
     assert _same_partition(clusters.labels, truth)
 
 
+def test_one_voice_recorded_two_ways_is_one_speaker() -> None:
+    """One person in two rooms of a long file: two groups of units whose members spread too far for
+    average linkage to join them, but whose centroids agree. They are one speaker; another voice,
+    as spread, stays apart; and an operator's count is never merged below."""
+    rng = np.random.default_rng(12)
+    dim = 192
+    axes = np.linalg.qr(rng.standard_normal((dim, 4)))[0].T  # orthonormal: voice A, B, room 1, room 2
+
+    def group(voice: int, room: int | None) -> np.ndarray:
+        offset = 0.55 * axes[room] if room is not None else 0.0
+        return axes[voice] + offset + 0.6 * rng.standard_normal((20, dim)) / np.sqrt(dim)
+
+    emb = np.concatenate([group(0, 2), group(0, 3), group(1, None)]).astype(np.float32)
+    truth = np.repeat([0, 0, 1], 20)
+    seconds = np.full(60, 3.0)
+    apart = cluster_local_speakers(emb, seconds, merge_similarity=1.1)
+    assert apart.count == 3  # the rooms alone, as average linkage leaves them
+    clusters = cluster_local_speakers(emb, seconds)
+    assert clusters.count == 2
+    assert _same_partition(clusters.labels, truth)
+    assert cluster_local_speakers(emb, seconds, bounds=(3, 3)).count == 3
+
+
 def test_clustering_keeps_one_speaker_together() -> None:
     emb, seconds, _ = _local_speakers([[0]] * 30, spread=0.35, seed=3)
     clusters = cluster_local_speakers(emb, seconds)
