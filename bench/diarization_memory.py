@@ -19,6 +19,11 @@ every peak is that run's own:
    through the engine's decoder (`voxdock.engine.decode.decode_file`);
 2. it runs `diarizer.diarize(samples)` once (no fast path unless `--fast-path` gives a threshold).
 
+Each recording's reference is built with it (the clips' own turns moved to where each clip starts:
+the AMI excerpts' and the call's RTTMs, a single-speaker recording's voice over the whole clip; an
+AMI speaker is one person wherever heard), so every run is also scored: DER with a 0.25 s collar,
+overlapped speech included, and the speakers found against the true count.
+
 Per run: peak RSS (`ru_maxrss`) after loading and after diarizing, and the peak of the diarize call
 alone (the kernel's high-water mark is reset just before it: `/proc/self/clear_refs`), RSS before it,
 wall time and RTF, process CPU seconds of the call, the CPU seconds inside model calls (the two
@@ -95,11 +100,37 @@ def read_wav(path: Path) -> np.ndarray:
         return np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2").copy()
 
 
-def source_clips() -> list[tuple[str, np.ndarray]]:
+@dataclass
+class Clip:
+    name: str
+    audio: np.ndarray  # int16
+    turns: list[tuple[float, float, str]]  # who speaks when in it (seconds from its start)
+
+
+def clip_turns(path: Path, samples: int) -> list[tuple[float, float, str]]:
+    """A recording's reference: its RTTM (the call's speakers named apart from AMI's), else its one
+    voice over the whole clip (real/ holds single-speaker recordings of five voices)."""
+    from diarization_eval import REAL_VOICES
+
+    from voxdock.evaluation import read_rttm
+
+    rttm = path.with_suffix(".rttm")
+    if rttm.exists():
+        prefix = "call_" if path.parent.name == "real" else ""
+        return [(t.start, t.end, prefix + t.speaker) for t in read_rttm(rttm)]
+    voice = next((v for v, stems in REAL_VOICES.items() if path.stem in stems), path.stem)
+    return [(0.0, samples / RATE, voice)]
+
+
+def source_clips() -> list[Clip]:
     paths = sorted((SHARED / "meetings").glob("*.wav")) + sorted((SHARED / "real").glob("*.wav"))
     if not paths:
         raise SystemExit(f"no recordings under {SHARED}/meetings or {SHARED}/real")
-    return [(f"{p.parent.name}/{p.stem}", read_wav(p)) for p in paths]
+    clips = []
+    for path in paths:
+        audio = read_wav(path)
+        clips.append(Clip(f"{path.parent.name}/{path.stem}", audio, clip_turns(path, audio.shape[0])))
+    return clips
 
 
 def long_silence_count(length_s: float) -> int:
@@ -116,10 +147,12 @@ def pause_seconds(rng: np.random.Generator) -> float:
     return float(rng.uniform(30.0, 120.0))
 
 
-def recording_pieces(
-    clips: list[tuple[str, np.ndarray]], length_s: float, seed: int, noise: float
-) -> Iterator[tuple[str, np.ndarray]]:
-    """("speech" | "pause" | "silence", int16 samples) blocks adding up to exactly `length_s`."""
+Piece = tuple[str, np.ndarray, list[tuple[float, float, str]]]
+
+
+def recording_pieces(clips: list[Clip], length_s: float, seed: int, noise: float) -> Iterator[Piece]:
+    """("speech" | "pause" | "silence", int16 samples, who speaks in them) blocks adding up to exactly
+    `length_s`."""
     rng = np.random.default_rng(seed)
     target = round(length_s * RATE)
     longs = long_silence_count(length_s)
@@ -132,6 +165,7 @@ def recording_pieces(
         return np.clip(np.round(rng.normal(0.0, noise, n)), -32768, 32767).astype("<i2")
 
     while written < target:
+        turns: list[tuple[float, float, str]] = []
         if marks and written >= marks[0]:
             marks.pop(0)
             block, kind = quiet(int(LONG_SILENCE_S * RATE)), "silence"
@@ -140,27 +174,30 @@ def recording_pieces(
         else:
             if not deck:
                 deck = rng.permutation(len(clips)).tolist()
-            _, audio = clips[deck.pop()]
+            clip = clips[deck.pop()]
             gain = rng.uniform(0.6, 1.0)
-            block, kind = np.clip(np.round(audio * gain), -32768, 32767).astype("<i2"), "speech"
+            block, kind = np.clip(np.round(clip.audio * gain), -32768, 32767).astype("<i2"), "speech"
+            turns = clip.turns
         block = block[: target - written]
         written += block.shape[0]
-        yield kind, block
+        yield kind, block, turns
 
 
 def sparse_pieces(
-    clips: list[tuple[str, np.ndarray]], length_s: float, seed: int, noise: float, gap_s: float
-) -> Iterator[tuple[str, np.ndarray]]:
+    clips: list[Clip], length_s: float, seed: int, noise: float, gap_s: float
+) -> Iterator[Piece]:
     """Mostly silence: a short real utterance (the clips under 10 s) every `gap_s` (+-20 %), as in a
     long recording where someone speaks now and then."""
     rng = np.random.default_rng(seed)
-    short = [audio for _, audio in clips if audio.shape[0] < 10 * RATE]
+    short = [clip for clip in clips if clip.audio.shape[0] < 10 * RATE]
     target = round(length_s * RATE)
     written = 0
     speech = True
     while written < target:
+        turns: list[tuple[float, float, str]] = []
         if speech:
-            block, kind = short[int(rng.integers(len(short)))], "speech"
+            clip = short[int(rng.integers(len(short)))]
+            block, kind, turns = clip.audio, "speech", clip.turns
         else:
             n = int(gap_s * rng.uniform(0.8, 1.2) * RATE)
             block = np.clip(np.round(rng.normal(0.0, noise, n)), -32768, 32767).astype("<i2")
@@ -168,18 +205,21 @@ def sparse_pieces(
         speech = not speech
         block = block[: target - written]
         written += block.shape[0]
-        yield kind, block
+        yield kind, block, turns
 
 
 def write_recording(
     path: Path,
-    clips: list[tuple[str, np.ndarray]],
+    clips: list[Clip],
     length_s: float,
     seed: int,
     noise: float,
     sparse_gap_s: float | None = None,
 ) -> dict[str, Any]:
-    """Write a recording (`sparse_gap_s`: the sparse kind) and say what it holds."""
+    """Write a recording (`sparse_gap_s`: the sparse kind) and its reference turns (the clips' own,
+    moved to where each clip starts; an RTTM beside it), and say what it holds."""
+    from voxdock.evaluation import Turn, write_rttm
+
     seconds = {"speech": 0.0, "pause": 0.0, "silence": 0.0}
     count = {"speech": 0, "pause": 0, "silence": 0}
     pieces = (
@@ -187,14 +227,20 @@ def write_recording(
         if sparse_gap_s is None
         else sparse_pieces(clips, length_s, seed, noise, sparse_gap_s)
     )
+    reference: list[Turn] = []
+    at = 0.0
     with wave.open(str(path), "wb") as handle:
         handle.setnchannels(1)
         handle.setsampwidth(2)
         handle.setframerate(RATE)
-        for kind, block in pieces:
+        for kind, block, turns in pieces:
             handle.writeframes(block.tobytes())
-            seconds[kind] += block.shape[0] / RATE
+            length = block.shape[0] / RATE
+            reference += [Turn(at + a, at + min(b, length), who) for a, b, who in turns if a < length]
+            at += length
+            seconds[kind] += length
             count[kind] += 1
+    write_rttm(path.with_suffix(".rttm"), path.stem, reference)
     return {
         "kind": "meetings" if sparse_gap_s is None else f"sparse (one utterance every {sparse_gap_s:.0f} s)",
         "length_s": length_s,
@@ -204,6 +250,7 @@ def write_recording(
         "clips": count["speech"],
         "pauses": count["pause"],
         "long_silences": count["silence"],
+        "true_speakers": len({t.speaker for t in reference}),
         "seed": seed,
     }
 
@@ -420,6 +467,7 @@ def child(args: argparse.Namespace) -> None:
         },
         "host_cpu_s": round(host_cpu, 2),
         "host_cpu_s_per_audio_hour": round(host_cpu / hours, 2),
+        "score": score_against(args.child.with_suffix(".rttm"), result.all_turns),
         "speakers": len({t.speaker for t in result.turns} | {t.speaker for t in result.overlaps}),
         "turns": len(result.turns),
         "overlap_turns": len(result.overlaps),
@@ -442,6 +490,24 @@ def child(args: argparse.Namespace) -> None:
     if profile is not None:
         record["profile_top"] = model_host_split(profile)
     Path(args.json).write_text(json.dumps(record, indent=2))
+
+
+def score_against(rttm: Path, turns: Any) -> dict[str, Any] | None:
+    """DER (0.25 s collar, overlapped speech scored) and its parts against the recording's reference."""
+    if not rttm.exists():
+        return None
+    from voxdock.evaluation import Turn, diarization_error_rate, read_rttm
+
+    hyp = [Turn(t.start, t.end, t.speaker) for t in turns]
+    r = diarization_error_rate(read_rttm(rttm), hyp, collar=0.25)
+    return {
+        "der": round(r.der, 4),
+        "miss": round(r.miss, 4),
+        "false_alarm": round(r.false_alarm, 4),
+        "confusion": round(r.confusion, 4),
+        "true_speakers": r.reference_speakers,
+        "found_speakers": r.hypothesis_speakers,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -514,11 +580,19 @@ def runs_table(runs: list[dict[str, Any]]) -> list[str]:
         "| audio | speech | RSS before (models+audio+leftover) | decoder leftover | maxrss before "
         "| maxrss after | diarize peak "
         "| peak above start | wall s | RTF | CPU s | model CPU s (seg+emb) | host CPU s/audio h "
-        "| speakers | turns |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| speakers (true) | DER (miss / FA / conf.) | turns |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         rec = r["recording"]
+        sc = r.get("score")
+        der = (
+            f"{100 * sc['der']:.1f}% ({100 * sc['miss']:.1f} / {100 * sc['false_alarm']:.1f} / "
+            f"{100 * sc['confusion']:.1f})"
+            if sc
+            else "n/a"
+        )
+        true = sc["true_speakers"] if sc else "?"
         lines.append(
             f"| {r['audio_s'] / 60:.0f} min | {rec['speech_s'] / 60:.1f} min "
             f"| {r['before']['rss_mb']:.0f} MB | {r['before']['decoder_leftover_mb']:.0f} MB "
@@ -527,7 +601,7 @@ def runs_table(runs: list[dict[str, Any]]) -> list[str]:
             f"| {r['after']['diarize_peak_above_start_mb']:.0f} MB "
             f"| {r['wall_s']:.0f} | {r['rtf']:.4f} | {r['cpu_s']:.0f} "
             f"| {r['segmentation']['model_cpu_s']:.0f}+{r['embedding']['model_cpu_s']:.0f} "
-            f"| {r['host_cpu_s_per_audio_hour']:.1f} | {r['speakers']} | {r['turns']} |"
+            f"| {r['host_cpu_s_per_audio_hour']:.1f} | {r['speakers']} ({true}) | {der} | {r['turns']} |"
         )
     return lines
 
@@ -651,6 +725,7 @@ def run_scenario(
         shown = ("before", "after", "wall_s", "rtf", "cpu_s", "host_cpu_s_per_audio_hour", "speakers")
         print(json.dumps({k: record[k] for k in shown}), flush=True)
         wav.unlink()
+        wav.with_suffix(".rttm").unlink()
     return runs
 
 
@@ -706,7 +781,7 @@ def main() -> None:
         "commit": git_commit(),
         "machine": machine(),
         "fast_path": args.fast_path,
-        "sources": [name for name, _ in clips],
+        "sources": [clip.name for clip in clips],
         "runs": runs,
         "growth": growth(runs),
         "sparse_runs": sparse,
