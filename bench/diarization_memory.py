@@ -122,10 +122,11 @@ def clip_turns(path: Path, samples: int) -> list[tuple[float, float, str]]:
     return [(0.0, samples / RATE, voice)]
 
 
-def source_clips() -> list[Clip]:
-    paths = sorted((SHARED / "meetings").glob("*.wav")) + sorted((SHARED / "real").glob("*.wav"))
+def source_clips(shared: Path = SHARED) -> list[Clip]:
+    """The real recordings of `shared` (meetings/, real/) with their reference turns."""
+    paths = sorted((shared / "meetings").glob("*.wav")) + sorted((shared / "real").glob("*.wav"))
     if not paths:
-        raise SystemExit(f"no recordings under {SHARED}/meetings or {SHARED}/real")
+        raise SystemExit(f"no recordings under {shared}/meetings or {shared}/real")
     clips = []
     for path in paths:
         audio = read_wav(path)

@@ -75,13 +75,10 @@ def find_eval(given: Path | None) -> Path:
     )
 
 
-def load_clips(eval_dir: Path) -> list[tuple[str, np.ndarray]]:
-    from diarization_memory import read_wav
+def load_clips(eval_dir: Path) -> list[Any]:
+    from diarization_memory import source_clips
 
-    paths = sorted((eval_dir / "meetings").glob("*.wav")) + sorted((eval_dir / "real").glob("*.wav"))
-    if not paths:
-        raise SystemExit(f"no recordings under {eval_dir}/meetings or {eval_dir}/real")
-    return [(f"{p.parent.name}/{p.stem}", read_wav(p)) for p in paths]
+    return source_clips(eval_dir)
 
 
 def build_files(
