@@ -8,9 +8,9 @@ per-thread tally that the stage takes after the handler (`take_model_time`). So 
 and the part spent in model calls; what is left is its host work (decoding, features, clustering,
 Python glue, writes).
 
-- A call nested in another model call (Silero VAD inside faster-whisper, CTranslate2 inside it) is
-  counted under its own name and left out of the outer one's figures: per model, the seconds are its
-  own, and their sum is the time inside the outermost calls.
+- A call nested in another model call (CTranslate2 inside faster-whisper; Silero VAD inside it when
+  it is not handed the regions) is counted under its own name and left out of the outer one's
+  figures: per model, the seconds are its own, and their sum is the time inside the outermost calls.
 - A `SharedBatcher` (engine/batching.py) lets one thread run a model call for the items of several
   threads: the call is counted on the thread that runs it, so on that thread's stage.
 - Work done on the runtimes' own thread pools (ONNX Runtime's intra-op threads, CTranslate2's workers,

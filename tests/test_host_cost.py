@@ -176,7 +176,8 @@ def test_a_real_run_fills_every_stages_cpu_figures(
         assert s.cpu_s <= s.busy_s * 1.1 + 0.5, s.name
         assert abs(sum(m.cpu_s for m in s.models.values()) - s.model_cpu_s) < 1e-6, s.name
     asr = stages["asr"]
-    assert {"faster-whisper", "ctranslate2", "silero-vad"} <= set(asr.models), asr.models
+    # Silero runs once per file, in the VAD stage: Whisper's pipeline is handed its regions.
+    assert set(asr.models) == {"faster-whisper", "ctranslate2"}, asr.models
     assert asr.model_cpu_s > 0
     assert set(stages["vad"].models) == {"silero-vad"}
     assert stages["vad"].models["silero-vad"].calls >= 2
