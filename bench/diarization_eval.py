@@ -244,19 +244,9 @@ def real_voice_recordings() -> dict[str, list[np.ndarray]]:
     }
 
 
-def write_wav(path: Path, samples: np.ndarray) -> None:
-    import wave
-
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes())
-
-
 def write_mixed(folder: Path) -> list[Path]:
     """The `mixed` conversations as 16 kHz WAV + RTTM in `folder` (made again each run: cheap)."""
-    from voxdock.evaluation import mix_conversation, write_rttm
+    from voxdock.evaluation import mix_conversation, write_rttm, write_wav
 
     recordings = real_voice_recordings()
     out = []
@@ -276,7 +266,7 @@ def write_long(folder: Path) -> list[Path]:
     """The `long` set's one file, WAV + RTTM in `folder`: every real recording with a reference,
     back to back."""
     from voxdock.engine.decode import decode_file
-    from voxdock.evaluation import Turn, mix_conversation, read_rttm, write_rttm
+    from voxdock.evaluation import Turn, mix_conversation, read_rttm, write_rttm, write_wav
 
     parts: list[tuple[np.ndarray, list[Any]]] = []
     for path in sorted((SHARED / "meetings").glob("*.wav")):

@@ -108,7 +108,6 @@ class _GivenSpeech(threading.local):
 
 
 _given_speech = _GivenSpeech()
-_install_lock = threading.Lock()
 
 
 def _speech_or_detect(audio: np.ndarray, *args: Any, **kwargs: Any) -> list[dict[str, int]]:
@@ -125,8 +124,7 @@ def _install_given_speech() -> None:
     """Route the batched pipeline's VAD call through `_speech_or_detect` (once per process)."""
     import faster_whisper.transcribe as fw
 
-    with _install_lock:
-        fw.get_speech_timestamps = _speech_or_detect
+    fw.get_speech_timestamps = _speech_or_detect  # one assignment, the same each time
 
 
 def region_stamps(

@@ -4,7 +4,6 @@ Enrolling from a clip runs the real CAM++ model."""
 
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from test_speakers import counts, names, store_file
 from typer.testing import CliRunner, Result
 
 from voxdock import exit_codes
+from voxdock.evaluation import write_wav
 from voxdock.speakers_cli import speakers_app
 from voxdock.storage.database import Database
 from voxdock.storage.speakers import MATCH_THRESHOLD, list_voices
@@ -119,15 +119,6 @@ def test_each_bad_request_is_one_line_and_changes_nothing(
     for args, code, message in cases:
         refused(speakers(empty_db_url, tmp_path, *args), code, message)
     assert counts(db) == before
-
-
-def write_wav(path: Path, samples: np.ndarray) -> Path:
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16000)
-        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
 
 
 @pytest.mark.slow

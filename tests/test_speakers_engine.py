@@ -3,7 +3,6 @@ replace_segments; enrolling later and reprocessing relabel."""
 
 from __future__ import annotations
 
-import wave
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from voxdock.engine.decode import decode_file
 from voxdock.engine.engine import Engine
 from voxdock.engine.enrollment import clip_print
 from voxdock.engine.loader import LoadedModels
+from voxdock.evaluation import write_wav
 from voxdock.storage.database import Database
 from voxdock.storage.sources import find_sources
 from voxdock.storage.speakers import enroll_from_source, enroll_print, file_speakers, list_speakers
@@ -25,12 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.models]
 
 def first_half(source: Path, target: Path) -> Path:
     samples = decode_file(source).samples
-    with wave.open(str(target), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16000)
-        out.writeframes((samples[: samples.shape[0] // 2] * 32767).astype("<i2").tobytes())
-    return target
+    return write_wav(target, samples[: samples.shape[0] // 2])
 
 
 def named(db: Database, path: Path) -> set[str | None]:

@@ -219,6 +219,18 @@ def mix_conversation(
     return (np.concatenate(audio) if audio else np.zeros(0, dtype=np.float32)), turns
 
 
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int = 16000) -> Path:
+    """Float samples (clipped to [-1, 1]) as a mono 16-bit WAV; returns `path`."""
+    import wave
+
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+    return path
+
+
 def write_rttm(path: str | Path, file_id: str, turns: Sequence[Turn]) -> None:
     Path(path).write_text(
         "".join(
