@@ -35,7 +35,9 @@ from voxdock.engine.diarization.clustering import (
 from voxdock.engine.diarization.embedding import track_runs, unit_spans
 from voxdock.engine.diarization.pipeline import SegmentationDiarizer
 from voxdock.engine.diarization.reconstruction import (
+    MIN_RUN_FRAMES,
     RANK_BLOCK_FRAMES,
+    absorb_short_runs,
     bridge_labels,
     bridge_mask,
     frames_to_turns,
@@ -432,6 +434,39 @@ def _at(frame: int) -> float:
     return max(0.0, frame * FRAME_S + 991 / 2 / SAMPLE_RATE - FRAME_S / 2)
 
 
+def test_short_runs_of_the_first_voice_go_to_the_speaker_next_to_them() -> None:
+    """The frame-wise maximum flickers where two voices are near-equal: a run shorter than
+    MIN_RUN_FRAMES goes to a neighbouring speaker (the more active one over it when both sides talk,
+    swapping with the second voice), and stays when silence is on both sides or it is long enough."""
+    short, long = MIN_RUN_FRAMES - 1, MIN_RUN_FRAMES
+
+    def runs(*parts: tuple[int, int]) -> np.ndarray:
+        return np.concatenate([np.full(n, label) for label, n in parts]).astype(np.int64)
+
+    def absorbed(first: np.ndarray, second: np.ndarray | None = None, favour: int = 0) -> np.ndarray:
+        second = np.full_like(first, -1) if second is None else second
+        activity = np.full((first.size, 3), 0.1, dtype=np.float32)
+        activity[:, favour] = 0.2
+        absorb_short_runs(first, second, activity)
+        return first
+
+    inside = absorbed(runs((0, 50), (1, short), (0, 50)))
+    assert (inside == 0).all()
+    assert (absorbed(runs((-1, 20), (1, short), (0, 50)))[20:] == 0).all()  # silence on one side
+    alone = runs((-1, 20), (1, short), (-1, 20))
+    assert np.array_equal(absorbed(alone.copy()), alone)  # a short sound on its own stays
+    kept = runs((0, 50), (1, long), (0, 50))
+    assert np.array_equal(absorbed(kept.copy()), kept)
+    between = runs((0, 50), (2, short), (1, 50))
+    assert (absorbed(between.copy(), favour=1)[50 : 50 + short] == 1).all()
+    assert (absorbed(between.copy(), favour=0)[50 : 50 + short] == 0).all()
+    # In overlap the two voices swap: the absorbed run's speaker becomes the second voice.
+    first = runs((0, 50), (1, short), (0, 50))
+    second = runs((1, 50), (0, short), (1, 50))
+    absorb_short_runs(first, second, np.ones((first.size, 2), dtype=np.float32))
+    assert (first == 0).all() and (second == 1).all()
+
+
 def test_rank_speakers_names_each_frames_first_and_second_voice() -> None:
     activity = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.1], [0.2, 0.3, 0.1], [0.1, 0.2, 0.3], [0.5, 0.5, 0.0]])
     voices = np.array([2, 1, 0, 2, 2])
@@ -536,7 +571,8 @@ REAL_CONVERSATIONS = {
 }
 COUNT_RIGHT = ("pyannote_sample", "ami_trn03")
 # Told the reference's count where fewer voices are heard: (measured DER, bound). ami_trn05 measured
-# 49.1 % while the count cut the dendrogram (its main voice in two), 28.5 % with the split floor.
+# 49.1 % while the count cut the dendrogram (its main voice in two), 28.5 % with the split floor; its
+# fourth speaker gets no turn (three found: 2 without the count).
 TOLD_THE_TRUE_COUNT = {"ami_trn05": (0.285, 0.35)}
 
 
@@ -573,10 +609,15 @@ def test_told_the_count_it_finds_that_many(
 ) -> None:
     samples = _load(REAL / f"{name}.wav")
     evidence = diarizer.measure(samples)
+    natural = len(diarizer.decide(evidence).speakers)
     for n in counts:
         told = SpeakerOptions(num_speakers=n)
         result = diarizer.decide(evidence, told)
-        assert len(result.speakers) == n, (name, n)
+        if name in TOLD_THE_TRUE_COUNT:  # fewer voices than told: none is cut in two to make up the count
+            assert natural < len(result.speakers) <= n, (name, n)
+        else:
+            assert len(result.speakers) == n, (name, n)
+        assert all(t.end - t.start >= 0.1 for t in result.turns)  # no flicker between two voices
         if n == REAL_CONVERSATIONS[name][0] and name in COUNT_RIGHT:  # as found without the count
             assert _der(name, result.all_turns) <= REAL_CONVERSATIONS[name][2]
         if n == REAL_CONVERSATIONS[name][0] and name in TOLD_THE_TRUE_COUNT:

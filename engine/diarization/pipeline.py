@@ -16,7 +16,8 @@ The recipe of pyannote 3.1, with the weights that install here and calibrated on
 5. reconstruction (reconstruction.py): per frame, the clusters' averaged activity (each unit credits
    the part of its chunk it stands for) and the number of voices give who talks, two at once where
    the model hears overlap. Turns follow: the most active
-   speaker of each frame makes the turns words are attributed by, the second one where two talk
+   speaker of each frame makes the turns words are attributed by (a run of it under 0.2 s goes to the
+   speaker next to it: two near-equal voices make the maximum flicker), the second one where two talk
    makes the overlap turns (`DiarizationResult.overlaps`).
 
 Thread-safety: no per-call state; the models are shared through their batchers, so every worker's
@@ -36,6 +37,7 @@ from voxdock.engine.diarization.embedding import LocalSpeakers, UnitEmbedder, em
 from voxdock.engine.diarization.reconstruction import (
     OVERLAP_THRESHOLD,
     SPEECH_THRESHOLD,
+    absorb_short_runs,
     frames_to_turns,
     rank_speakers,
     speaker_activity,
@@ -186,6 +188,7 @@ class SegmentationDiarizer:
             seg, units.chunk, units.local, clusters.labels, clusters.count, (units.first, units.last)
         )
         first, second = rank_speakers(activity, voices)
+        absorb_short_runs(first, second, activity)
         # SPEAKER_00 talks most, then SPEAKER_01, ...
         talk = np.bincount(first[first >= 0], minlength=clusters.count)
         talk += np.bincount(second[second >= 0], minlength=clusters.count)
