@@ -238,7 +238,7 @@ class Engine:
         if not self._take_in_flight(work):
             return
         self.counters.file_done(work.duration_s, written, bool(work.fast_path), key=work.job.job_id)
-        speakers = f", {work.speaker_count} speaker(s)" if work.speaker_count else ""
+        speakers = f", {work.speaker_count} speaker(s){_count_given(work)}" if work.speaker_count else ""
         fast = " (fast path)" if work.fast_path else ""
         self.events.emit(
             EngineEvent(
@@ -861,3 +861,14 @@ class Engine:
             pinned=sorted(self._pinned),
             vram=self._vram(),
         )
+
+
+def _count_given(work: FileWork) -> str:
+    """What the operator said of the speakers, where the file came out otherwise: a voice too brief to
+    tell apart gets no turn, and no voice is cut in two to make up a count."""
+    options, found = work.speakers, work.speaker_count or 0
+    if options.num_speakers is not None and found != options.num_speakers:
+        return f" ({options.num_speakers} given)"
+    if options.min_speakers is not None and found < options.min_speakers:
+        return f" (at least {options.min_speakers} given)"
+    return ""

@@ -154,6 +154,9 @@ def test_known_speaker_counts_travel_with_the_batch(
         assert (progress.done, progress.failed) == (1, 0)
     turns = read_turns(db, str(four.resolve()))[0].turns
     assert len({t.speaker for t in turns}) == 3  # 2 without the count
+    # The operator sees that the file came out with fewer speakers than given (those with words: 2).
+    done = [e.message for e in engine.events.recent() if e.kind == "done" and e.path == str(four)]
+    assert len(done) == 1 and done[0].endswith(" speaker(s) (4 given)"), done
     assert {r[4] for r in stored_segments(db, four)} <= {t.speaker for t in turns}
     assert source_row(db, four)[3] is False
     assert source_row(db, mono)[3] is False  # never the fast path when two speakers are promised
