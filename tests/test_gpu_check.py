@@ -46,7 +46,7 @@ def test_the_gpu_check_runs_its_steps_and_compares_the_runtimes(tmp_path: Path) 
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((out / "gpu_check.json").read_text())
     steps = report["steps"]
-    assert list(steps) == ["device", "vad", "diarizer"]
+    assert list(steps) == ["device", "vad", "diarizer"]  # in the order asked
     assert all(step["status"] == "ok" for step in steps.values())
     vad = steps["vad"]["result"]
     assert vad["all_regions_identical"] and vad["max_probability_difference"] < 1e-4
