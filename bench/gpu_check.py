@@ -100,46 +100,41 @@ def step_device(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def step_vad(args: argparse.Namespace) -> dict[str, Any]:
-    """Silero's probabilities and regions, torch on the device against ONNX on the CPU."""
+    """Silero's probabilities and regions, torch on the device against ONNX on the CPU, each routed
+    the way the engine routes it (`vad.run_on`) and its regions found by the engine's `detect_speech`."""
     import faster_whisper.vad
-    from faster_whisper.vad import get_speech_timestamps
 
+    from voxdock.engine import vad
     from voxdock.engine.decode import decode_file
-    from voxdock.engine.silero_torch import WINDOW, TorchSileroVad
-    from voxdock.engine.vad import VAD_OPTIONS
+    from voxdock.engine.silero_torch import WINDOW
 
-    onnx = faster_whisper.vad.get_vad_model()
-    network = TorchSileroVad(args.device)
     audio = {p.name: decode_file(p).samples for p in _recordings(args.eval, args.quick)}
     audio["all, end to end"] = np.concatenate(list(audio.values()))
-    original = faster_whisper.vad.get_vad_model
-    files: list[dict[str, Any]] = []
+    runs: dict[str, dict[str, Any]] = {}
     try:
-        for name, samples in audio.items():
-            padded = np.pad(samples, (0, WINDOW - samples.shape[0] % WINDOW))
-            t0 = time.perf_counter()
-            expected = onnx(padded.copy())
-            onnx_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            got = network(padded.copy())
-            torch_s = time.perf_counter() - t0
-            regions = {}
-            for label, model in (("onnx", onnx), ("torch", network)):
-                faster_whisper.vad.get_vad_model = lambda model=model: model  # type: ignore[misc]
-                regions[label] = get_speech_timestamps(samples, VAD_OPTIONS)
-            files.append(
-                {
-                    "file": name,
-                    "seconds": round(samples.shape[0] / 16000, 1),
-                    "max_probability_difference": float(np.abs(got - expected).max()),
-                    "regions": len(regions["onnx"]),
-                    "regions_identical": regions["onnx"] == regions["torch"],
-                    "onnx_cpu_s": round(onnx_s, 3),
-                    "torch_device_s": round(torch_s, 3),
-                }
-            )
+        for label, torch_network in (("onnx", False), ("torch", True)):
+            vad.run_on(args.device if torch_network else "cpu", torch_network=torch_network)
+            model = faster_whisper.vad.get_vad_model()
+            for name, samples in audio.items():
+                padded = np.pad(samples, (0, WINDOW - samples.shape[0] % WINDOW))
+                t0 = time.perf_counter()
+                probabilities = model(padded.copy())  # a copy: the ONNX model writes into its input
+                seconds = time.perf_counter() - t0
+                runs.setdefault(name, {})[label] = (probabilities, seconds, vad.detect_speech(samples))
     finally:
-        faster_whisper.vad.get_vad_model = original
+        vad.run_on("cpu")  # as the engine runs it here, for the steps after this one
+    files = [
+        {
+            "file": name,
+            "seconds": round(audio[name].shape[0] / 16000, 1),
+            "max_probability_difference": float(np.abs(run["torch"][0] - run["onnx"][0]).max()),
+            "regions": len(run["onnx"][2]),
+            "regions_identical": run["onnx"][2] == run["torch"][2],
+            "onnx_cpu_s": round(run["onnx"][1], 3),
+            "torch_device_s": round(run["torch"][1], 3),
+        }
+        for name, run in runs.items()
+    ]
     return {
         "runtime": f"torch/{args.device} against onnxruntime/cpu",
         "max_probability_difference": max(f["max_probability_difference"] for f in files),
