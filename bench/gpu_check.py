@@ -27,6 +27,8 @@ Steps, each on its own: one that fails or runs past its time is written down and
    regions are the same (the engine runs the torch network on a CUDA host, engine/vad.py).
 3. `throughput`: bench/throughput.py on the device, defaults and the hand-tuned configurations
    (`--throughput-args`), in a child process; its report (throughput.json, .md) lands in --out.
+   The defaults run samples the interpreter lock (`--gil`, bench/gil.py): on 16 cores, whether the
+   stages' threads are held back by it (the answer to "threads or processes?").
    The whole check is sized for one device call (600 s at most): 1 h of audio per run, 330 s cap.
 4. `console`: the console's dashboard, saved as SVG while the engine works on the device (live GPU
    utilisation and VRAM against the budget), and the snapshot it shows.
@@ -230,6 +232,9 @@ def step_throughput(args: argparse.Namespace) -> dict[str, Any]:
                 "files_done": r.get("files_done"),
                 "files_failed": r.get("files_failed"),
                 "gpu": r.get("gpu"),
+                # the whole sampling is in throughput.md; here the figure that decides threads vs processes
+                "lock_held_s_per_audio_h": (r.get("interpreter_lock") or {}).get("held_s_per_audio_h"),
+                "lock_ceiling_h_per_h": (r.get("interpreter_lock") or {}).get("thread_ceiling_h_per_h"),
             }
             for r in runs
         ],
@@ -353,9 +358,10 @@ def main() -> int:
         # On the GPU: 1 h of audio through the defaults and one hand-tuned configuration, inside
         # one device call with the other steps (a call may last 600 s).
         args.throughput_args = (
-            "--quick --isolated 0"
+            "--quick --isolated 0 --gil"
             if args.quick
-            else "--files 12 --minutes 5 --isolated 0 --config tuned:ASR_WORKERS=4,DIARIZATION_WORKERS=8"
+            else "--files 12 --minutes 5 --isolated 0 --gil "
+            "--config tuned:ASR_WORKERS=4,DIARIZATION_WORKERS=8"
         )
     report: dict[str, Any] = {
         "command": shlex.join(["bench/gpu_check.py", *sys.argv[1:]]),

@@ -29,7 +29,10 @@ all its CPU per audio hour, split into the stages' threads, the runtimes' native
 Runtime intra-op, CTranslate2, torch/OpenMP: threads Python did not start, read from
 /proc/self/task) and the engine's other Python threads; the embedded PostgreSQL server's CPU; the
 cores the process kept busy on average; mean GPU utilisation and peak VRAM from the engine's own
-telemetry (engine/gpu.py, NVML, sampled every second; "n/a" without a GPU).
+telemetry (engine/gpu.py, NVML, sampled every second; "n/a" without a GPU). With `--gil`, the first
+run also samples the interpreter lock (bench/gil.py, py-spy): the share of wall time it is held, the
+seconds per audio hour and the ceiling that puts on threads, who holds it, how late a waiting thread
+wakes.
 
 Writes bench/results/throughput.json and .md (`--out` for another folder).
 """
@@ -300,7 +303,10 @@ def run_config(
     files: list[Path],
     store_dir: Path,
     log_every: float,
+    gil: bool = False,
 ) -> dict[str, Any]:
+    from gil import GilSampler
+
     from voxdock.engine.engine import Engine
     from voxdock.storage import jobs
     from voxdock.storage.database import Database
@@ -325,6 +331,9 @@ def run_config(
     timeline: list[dict[str, Any]] = []
     gpu_util: list[float] = []
     vram_peak: float | None = None
+    sampler = GilSampler() if gil else None
+    if sampler is not None and not sampler.start():
+        print(f"  [{name}] interpreter lock not sampled: {sampler.unavailable}", flush=True)
     start = began = time.perf_counter()
     submission = engine.submit(files, batch_name=f"throughput-{name}")
     next_log = log_every
@@ -354,6 +363,7 @@ def run_config(
             break
     wall = time.perf_counter() - start
     snap = engine.snapshot()
+    lock = sampler.stop(snap.totals.audio_s_done) if sampler is not None else None
     host = meter.read(stage_thread_ids([st.name for st in snap.stages]))
     state = engine.state
     engine.stop()
@@ -422,6 +432,7 @@ def run_config(
             "samples": len(gpu_util),
             "budget": vram_budget(snap.vram),
         },
+        "interpreter_lock": lock,
         "events": events,
         "timeline": timeline,
     }
@@ -579,6 +590,8 @@ def fmt(x: float | None, digits: int = 1) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
+    from gil import markdown_lines
+
     m = result["machine"]
     lines = [
         "# Throughput: hours of audio per hour, and every stage's host cost",
@@ -669,6 +682,8 @@ def markdown(result: dict[str, Any]) -> str:
             + f") (+ threads gone before the end); "
             f"embedded PostgreSQL server {fmt(p['postgres_server_cpu_s_per_audio_h'])} CPU s per audio hour.",
         ]
+        if run.get("interpreter_lock"):
+            lines += markdown_lines(run["interpreter_lock"], f"{run['name']}: the interpreter lock")
         tuning = [e for e in run["events"] if e["kind"] == "tuning"]
         lines += [
             "",
@@ -728,6 +743,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7100)
     parser.add_argument("--noise", type=float, default=8.0, help="pause noise, int16 standard deviation")
     parser.add_argument("--log-every", type=float, default=5.0, help="seconds between logged snapshots")
+    parser.add_argument(
+        "--gil",
+        action="store_true",
+        help="sample the interpreter lock (py-spy) in the first run: who holds it, how long (bench/gil.py)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     count = args.files or (2 if args.quick else 4)
@@ -781,7 +801,16 @@ def main() -> int:
             device, compute_type, model_names = models.device, models.compute_type, dict(models.names)
             print(f"run {name}: {values or 'defaults'}", flush=True)
             run = run_config(
-                name, values, settings, plan, models, spec, files, tmp / f"store-{index}", args.log_every
+                name,
+                values,
+                settings,
+                plan,
+                models,
+                spec,
+                files,
+                tmp / f"store-{index}",
+                args.log_every,
+                gil=args.gil and index == 0,
             )
             results.append(run)
             print(
