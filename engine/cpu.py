@@ -13,6 +13,9 @@ Python glue, writes).
   figures: per model, the seconds are its own, and their sum is the time inside the outermost calls.
 - A `SharedBatcher` (engine/batching.py) lets one thread run a model call for the items of several
   threads: the call is counted on the thread that runs it, so on that thread's stage.
+- Work a child process does for a handler (the decode stage's decoders, engine/decode_process.py)
+  is reported by the child and added to the handler's CPU (`add_cpu_elsewhere`): the stage's host
+  cost stays the same wherever the work runs. It is not in the process's CPU.
 - Work done on the runtimes' own thread pools (ONNX Runtime's intra-op threads, CTranslate2's workers,
   torch's OpenMP threads) is on no stage's thread: it shows in the process's CPU
   (`process_cpu_seconds`), less what the stages counted.
@@ -47,6 +50,7 @@ class _Tally(threading.local):
         # One entry per open model call on this thread: [cpu, wall] of the calls nested in it.
         self.open: list[list[float]] = []
         self.models: dict[str, ModelTime] = {}
+        self.elsewhere = 0.0  # CPU seconds child processes spent for this thread's handler
 
 
 _tally = _Tally()
@@ -81,6 +85,11 @@ def take_model_time() -> dict[str, ModelTime]:
     return models
 
 
+def add_cpu_elsewhere(seconds: float) -> None:
+    """CPU seconds a child process spent on the calling thread's current handler call."""
+    _tally.elsewhere += max(0.0, seconds)
+
+
 def process_cpu_seconds() -> float:
     """User + system CPU seconds of this process, every thread of it (the runtimes' pools included)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -99,8 +108,10 @@ class HandlerCost:
 
     def start(self) -> None:
         take_model_time()  # model calls made outside a handler are nobody's
+        _tally.elsewhere = 0.0
         self._started = time.thread_time()
 
     def stop(self) -> None:
-        self.cpu_s = time.thread_time() - self._started
+        self.cpu_s = time.thread_time() - self._started + _tally.elsewhere
+        _tally.elsewhere = 0.0
         self.models = take_model_time()

@@ -27,6 +27,7 @@ import psutil
 from voxdock import __version__
 from voxdock.engine.autotune import PERIOD_S, AutoTuner, Host
 from voxdock.engine.config import MAX_BATCH_SIZE, MAX_WORKERS, ConfigSource, EngineConfig
+from voxdock.engine.decode_process import DecoderProcesses
 from voxdock.engine.diarization import DEFAULT_FAST_PATH_THRESHOLD, Diarizer, build_diarizer
 from voxdock.engine.discovery import discover
 from voxdock.engine.events import EngineEvent, EventHub
@@ -126,6 +127,7 @@ class Engine:
         self.store = StoreWatch(db, self.events.emit)
         self.counters = EngineCounters()
         self.gpu = GpuMonitor()
+        self.decoders = DecoderProcesses()  # children start with the first file
         self.node_id = f"{config.node_name or socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         self.state = EngineState.CREATED
         self.error: str | None = None
@@ -344,6 +346,7 @@ class Engine:
             on_stored=self._stored,
             store_call=lambda write: self.store.call(write, self._store_wait_over),
             on_progress=lambda work, audio_s: self.counters.file_progress(work.job.job_id, audio_s),
+            decoders=self.decoders,
         )
         s = self.config
         workers = {
@@ -574,6 +577,7 @@ class Engine:
         self._wake.set()
         for stage in self.stages.values():
             stage.join(timeout=10)
+        self.decoders.close()
         self.gpu.stop()
         try:
             if self.store.available:

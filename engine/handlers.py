@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from voxdock.engine.cpu import add_cpu_elsewhere
 from voxdock.engine.decode import SAMPLE_RATE, DecodeError, decode_file
+from voxdock.engine.decode_process import DecoderProcesses
 from voxdock.engine.diarization import Diarizer, single_speaker_turns
 from voxdock.engine.fbank import fbank
 from voxdock.engine.loader import LoadedModels
@@ -78,6 +80,7 @@ class StageHandlers:
         on_stored: Callable[[FileWork, int], None],
         store_call: Callable[[Callable[[], int]], int] = lambda write: write(),
         on_progress: Callable[[FileWork, float], None] = lambda _work, _audio_s: None,
+        decoders: DecoderProcesses | None = None,
     ) -> None:
         self.models = models
         self.embed_segments = BatchedEmbedder(models.voice, batches["voice"], faults, "voice")
@@ -91,11 +94,16 @@ class StageHandlers:
         self.on_stored = on_stored
         self.store_call = store_call  # runs a write again once a lost store is back
         self.on_progress = on_progress  # how far into a file's audio its slowest stage has got
+        self.decoders = decoders  # child processes to decode in; None: in this thread
 
     # --- stages --------------------------------------------------------------------------------
     def decode(self, work: FileWork) -> None:
         try:
-            audio = decode_file(work.path)
+            if self.decoders is None:
+                audio = decode_file(work.path)
+            else:
+                audio, cpu_s = self.decoders.decode(work.path)
+                add_cpu_elsewhere(cpu_s)
         except DecodeError as exc:
             raise FileFailed(str(exc)) from None
         work.samples = audio.samples

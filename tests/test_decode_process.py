@@ -1,0 +1,167 @@
+"""The decode stage decodes in child processes (engine/decode_process.py): the same audio, the same
+errors, several files at once, and a decoder that dies costs only its file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voxdock.engine.decode import DecodeError, decode_file
+from voxdock.engine.decode_process import DecoderProcesses
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture
+def decoders() -> Iterator[DecoderProcesses]:
+    pool = DecoderProcesses()
+    yield pool
+    pool.close()
+
+
+def _wav(path: Path, seconds: float, rate: int = 16000) -> Path:
+    """Faint noise, written a minute at a time (an hour is 115 MB)."""
+    rng = np.random.default_rng(3)
+    minute = rng.normal(0, 300, 60 * rate).astype("<i2").tobytes()
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        whole, rest = divmod(int(seconds * rate), 60 * rate)
+        for _ in range(whole):
+            out.writeframes(minute)
+        out.writeframes(minute[: 2 * rest])
+    return path
+
+
+@pytest.mark.parametrize("name", ["meeting_2spk.wav", "interview_3spk.flac", "briefing_video.mp4"])
+def test_a_child_decodes_exactly_what_this_process_does(decoders: DecoderProcesses, name: str) -> None:
+    here = decode_file(EXAMPLES / name)
+    there, cpu_s = decoders.decode(EXAMPLES / name)
+    assert np.array_equal(there.samples, here.samples)
+    assert there.samples.dtype == np.float32 and there.samples.flags.writeable
+    assert (there.source_rate, there.source_channels, there.codec, there.container) == (
+        here.source_rate,
+        here.source_channels,
+        here.codec,
+        here.container,
+    )
+    assert cpu_s > 0  # the child's CPU comes back, for the stage's host cost
+
+
+def test_a_file_that_cannot_be_decoded_fails_with_its_reason_and_the_child_goes_on(
+    decoders: DecoderProcesses, tmp_path: Path
+) -> None:
+    bad = tmp_path / "notes.mp3"
+    bad.write_text("not audio at all\n" * 100)
+    with pytest.raises(DecodeError) as here:
+        decode_file(bad)
+    with pytest.raises(DecodeError) as there:
+        decoders.decode(bad)
+    assert str(there.value) == str(here.value)
+    with pytest.raises(DecodeError, match="file not found"):
+        decoders.decode(tmp_path / "gone.wav")
+    audio, _ = decoders.decode(EXAMPLES / "meeting_2spk.wav")
+    assert audio.duration_s > 1
+    assert decoders.children == 1  # one child served all three
+
+
+def test_files_decoded_at_once_get_a_child_each(decoders: DecoderProcesses, tmp_path: Path) -> None:
+    paths = [_wav(tmp_path / f"{i}.wav", 60.0 + i) for i in range(3)]
+    results: dict[int, int] = {}
+
+    def work(i: int) -> None:
+        audio, _ = decoders.decode(paths[i])
+        results[i] = audio.samples.shape[0]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {i: (60 + i) * 16000 for i in range(3)}
+    assert 2 <= decoders.children <= 3  # at least two ran at once
+    pids = decoders.child_pids()
+    assert os.getpid() not in pids
+    decoders.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)
+    with pytest.raises(DecodeError, match="stopping"):
+        decoders.decode(paths[0])
+
+
+def test_a_decoder_that_dies_fails_only_its_file(decoders: DecoderProcesses, tmp_path: Path) -> None:
+    decoders.decode(EXAMPLES / "meeting_2spk.wav")  # a child is up
+    (child,) = decoders.child_pids()
+    long = _wav(tmp_path / "long.wav", 3600.0)  # a second or more to decode and send: it dies on the way
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            decoders.decode(long)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    time.sleep(0.2)
+    os.kill(child, signal.SIGKILL)  # what a codec crashing on a bad file does to it
+    thread.join(60)
+    assert len(failure) == 1 and isinstance(failure[0], DecodeError)
+    assert "decoder process died" in str(failure[0]) and "signal 9" in str(failure[0])
+    audio, _ = decoders.decode(EXAMPLES / "meeting_2spk.wav")  # a new child takes the next file
+    assert audio.duration_s > 1
+    assert child not in decoders.child_pids()
+
+
+def test_a_child_that_died_while_idle_is_replaced(decoders: DecoderProcesses) -> None:
+    decoders.decode(EXAMPLES / "meeting_2spk.wav")
+    (child,) = decoders.child_pids()
+    os.kill(child, signal.SIGKILL)
+    time.sleep(0.2)
+    audio, _ = decoders.decode(EXAMPLES / "meeting_2spk.wav")
+    assert audio.duration_s > 1 and child not in decoders.child_pids()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped) counts as gone
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_decoding_works_under_a_screen_that_replaced_stderr() -> None:
+    """Textual replaces sys.stderr with an object whose fileno is -1; multiprocessing hands that
+    number to the helper processes it starts (every decode in the console failed with "bad value(s)
+    in fds_to_keep"). A fresh interpreter, so that the helpers start under the replaced stderr."""
+    script = f"""
+import io, sys
+from voxdock.engine.decode_process import DecoderProcesses
+class Screen(io.StringIO):
+    def fileno(self): return -1
+sys.stderr = Screen()
+pool = DecoderProcesses()
+audio, _ = pool.decode({str(EXAMPLES / "meeting_2spk.wav")!r})
+pool.close()
+assert isinstance(sys.stderr, Screen)
+print(audio.samples.shape[0])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.strip()) == decode_file(EXAMPLES / "meeting_2spk.wav").samples.shape[0]
