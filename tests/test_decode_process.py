@@ -147,9 +147,9 @@ def _alive(pid: int) -> bool:
 
 
 def test_decoding_works_under_a_screen_that_replaced_stderr() -> None:
-    """Textual replaces sys.stderr with an object whose fileno is -1; multiprocessing hands that
-    number to the helper processes it starts (every decode in the console failed with "bad value(s)
-    in fds_to_keep"). A fresh interpreter, so that the helpers start under the replaced stderr."""
+    """Textual replaces sys.stderr with an object whose fileno is -1 (a first design, on
+    multiprocessing's forkserver, handed that number to the process it started: every decode in the
+    console failed with "bad value(s) in fds_to_keep"). In a fresh interpreter, as the console is."""
     script = f"""
 import io, sys
 from voxdock.engine.decode_process import DecoderProcesses
