@@ -9,9 +9,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import av
 import numpy as np
@@ -27,7 +28,7 @@ class DecodeError(Exception):
     """The file cannot be turned into audio; str() is the reason, without the path."""
 
 
-class _Samples:
+class SampleBuffer:
     """Decoded samples written into one array sized from the length the container declares (grown
     when it says too little). A list of per-frame arrays joined at the end held the audio twice at the
     peak and left about its size behind in the C heap, in thousands of small blocks."""
@@ -39,14 +40,19 @@ class _Samples:
         self.finite = True
 
     def add(self, chunk: np.ndarray) -> None:
-        end = self.count + chunk.shape[0]
+        self.reserve(chunk.shape[0])[:] = chunk
+        self.finite = self.finite and bool(np.isfinite(chunk).all())
+
+    def reserve(self, count: int) -> np.ndarray:
+        """The next `count` samples' place, to be filled by the caller (grown as `add` grows)."""
+        end = self.count + count
         if end > self._buffer.shape[0]:
             grown = np.empty(max(end, 2 * self._buffer.shape[0]), dtype=np.float32)
             grown[: self.count] = self._buffer[: self.count]
             self._buffer = grown
-        self._buffer[self.count : end] = chunk
-        self.finite = self.finite and bool(np.isfinite(chunk).all())
+        place = self._buffer[self.count : end]
         self.count = end
+        return place
 
     @property
     def seconds(self) -> float:
@@ -121,9 +127,83 @@ def _wav_shortfall(file: Path, size: int) -> tuple[int, int] | None:
     return None
 
 
+class SampleSink(Protocol):
+    """Where decoded chunks go: kept in one array (`SampleBuffer`), or sent on (engine/decode_process.py)."""
+
+    count: int
+    finite: bool
+
+    def add(self, chunk: np.ndarray) -> None: ...
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What the file says of its audio track."""
+
+    source_rate: int
+    source_channels: int
+    codec: str
+    container: str
+
+
 def decode_file(path: str | Path) -> DecodedAudio:
     """Read `path` and return its first audio stream as 16 kHz mono float32 samples."""
-    file = Path(path)
+    kept: list[SampleBuffer] = []
+
+    def keep(declared: float | None) -> SampleBuffer:
+        kept.append(SampleBuffer(declared))
+        return kept[0]
+
+    info = decode_into(path, keep)
+    samples = kept[0].array()
+    kept.clear()
+    _return_freed_memory()
+    np.clip(samples, -1.0, 1.0, out=samples)
+    return DecodedAudio(samples, info.source_rate, info.source_channels, info.codec, info.container)
+
+
+def decode_into(path: str | Path, sink_for: Callable[[float | None], SampleSink]) -> SourceInfo:
+    """Decode `path`'s first audio stream into the sink `sink_for(declared seconds)` makes, chunk by
+    chunk (16 kHz mono float32, not yet clipped); DecodeError with the reason when the file cannot be
+    read, breaks off, or holds nothing usable (checked once every chunk has been given)."""
+    container = _open(Path(path))
+    with container:
+        if not container.streams.audio:
+            kinds = sorted({s.type for s in container.streams})
+            what = f"only {', '.join(kinds)} streams" if kinds else "no streams"
+            raise DecodeError(f"no audio track ({what})")
+        stream = container.streams.audio[0]
+        if stream.codec_context is not None:
+            stream.codec_context.thread_type = "AUTO"
+        codec = stream.codec_context.name if stream.codec_context else "?"
+        rate = int(stream.rate or 0)
+        channels = int(stream.channels or 0)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        declared = _declared_seconds(container, stream)
+        decoded = sink_for(declared)
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    decoded.add(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                decoded.add(out.to_ndarray().reshape(-1))
+        except av.error.FFmpegError as exc:
+            raise DecodeError(
+                f"corrupt or truncated after {decoded.count / SAMPLE_RATE:.1f} s: {_ffmpeg_reason(exc)}"
+            ) from None
+        container_name = container.format.name if container.format else "?"
+    got = decoded.count / SAMPLE_RATE
+    if got == 0:
+        raise DecodeError("the audio track holds no decodable audio (truncated or corrupt)")
+    if declared and declared > 1.0 and got < TRUNCATION_RATIO * declared:
+        raise DecodeError(f"truncated: the header says {declared:.1f} s but only {got:.1f} s decodes")
+    if not decoded.finite:
+        raise DecodeError("decoded audio contains NaN or infinite samples")
+    return SourceInfo(rate, channels, codec, container_name)
+
+
+def _open(file: Path) -> av.container.InputContainer:
+    """The file opened as media, after the checks that give a clearer reason than FFmpeg would."""
     try:
         size = file.stat().st_size
     except FileNotFoundError:
@@ -149,52 +229,13 @@ def decode_file(path: str | Path) -> DecodedAudio:
             f"{max(present_bytes, 0):,} are present"
         )
     try:
-        container = av.open(str(file), mode="r", metadata_errors="ignore")
+        return av.open(str(file), mode="r", metadata_errors="ignore")
     except PermissionError:
         raise DecodeError("permission denied") from None
     except av.error.InvalidDataError:
         raise DecodeError("not an audio or video file (no container format recognised)") from None
     except (av.error.FFmpegError, OSError) as exc:
         raise DecodeError(f"cannot open as media: {_ffmpeg_reason(exc)}") from None
-    with container:
-        if not container.streams.audio:
-            kinds = sorted({s.type for s in container.streams})
-            what = f"only {', '.join(kinds)} streams" if kinds else "no streams"
-            raise DecodeError(f"no audio track ({what})")
-        stream = container.streams.audio[0]
-        if stream.codec_context is not None:
-            stream.codec_context.thread_type = "AUTO"
-        codec = stream.codec_context.name if stream.codec_context else "?"
-        rate = int(stream.rate or 0)
-        channels = int(stream.channels or 0)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        declared = _declared_seconds(container, stream)
-        decoded = _Samples(declared)
-        try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    decoded.add(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                decoded.add(out.to_ndarray().reshape(-1))
-        except av.error.FFmpegError as exc:
-            raise DecodeError(
-                f"corrupt or truncated after {decoded.seconds:.1f} s: {_ffmpeg_reason(exc)}"
-            ) from None
-        container_name = container.format.name if container.format else "?"
-    samples, finite = decoded.array(), decoded.finite
-    del decoded
-    _return_freed_memory()
-    got = samples.shape[0] / SAMPLE_RATE
-    if got == 0:
-        raise DecodeError("the audio track holds no decodable audio (truncated or corrupt)")
-    if declared and declared > 1.0 and got < TRUNCATION_RATIO * declared:
-        raise DecodeError(f"truncated: the header says {declared:.1f} s but only {got:.1f} s decodes")
-    if not finite:
-        raise DecodeError("decoded audio contains NaN or infinite samples")
-    np.clip(samples, -1.0, 1.0, out=samples)
-    return DecodedAudio(
-        samples=samples, source_rate=rate, source_channels=channels, codec=codec, container=container_name
-    )
 
 
 def _ffmpeg_reason(exc: BaseException) -> str:

@@ -4,11 +4,13 @@ Measured on 2 cores (240 s of audio): two threads decoding at once took 2.1x (MP
 the time of the same two files decoded one after the other, as they fought over the lock, and every
 other stage's Python work waited behind them; two child processes took 0.52x (MP3). Sampled under
 the throughput bench (bench/gil.py), decoding was half of all the time the lock was held. So each
-decode runs in a child that does nothing else: `decode_file` there, then a header and the samples'
-raw bytes back over a pipe, read by `os.readv` straight into the array the engine keeps (the lock is
-free while the kernel copies; no second copy of the audio in this process; nothing in /dev/shm,
-which containers often keep small). Reading them with a connection's `recv_bytes` held the lock for
-its buffer copies: a fifth of all the time the lock was held in the throughput bench.
+decode runs in a child that does nothing else: `decode_into` there (decode.py's own loop and checks),
+the samples sent back in blocks of about a minute as they are decoded, each a small header and raw
+bytes that `os.readv` reads straight into the array the engine keeps. The lock is free while the
+kernel copies (reading with a connection's `recv_bytes` held it for its buffer copies: a fifth of all
+the time the lock was held in the throughput bench); the child never holds more than a block (sent
+whole at the end, a 3-hour file's samples were in both processes at once: 710 MB more at the peak);
+nothing goes through /dev/shm, which containers often keep small.
 
 A child is a plain `python -m voxdock.engine.decode_process` (not multiprocessing's spawn or
 forkserver, which import the caller's main script again in the child: a script without a main guard
@@ -34,13 +36,47 @@ from pathlib import Path
 
 import numpy as np
 
-from voxdock.engine.decode import DecodedAudio, DecodeError, decode_file
+from voxdock.engine.decode import DecodedAudio, DecodeError, SampleBuffer, decode_into
 
 CLOSE_WAIT_S = 5.0
+BLOCK_SAMPLES = 1 << 20  # 4 MB of samples (65 s of audio) per block sent
+
+
+class _Forward:
+    """The child's sink: decoded chunks checked, clipped and sent on in blocks as they come, so the
+    child never holds more than a block of the file."""
+
+    def __init__(self, replies: Connection, declared: float | None) -> None:
+        self.replies = replies
+        self.count = 0
+        self.finite = True
+        self._pending: list[np.ndarray] = []
+        self._pending_samples = 0
+        replies.send(("start", declared))
+
+    def add(self, chunk: np.ndarray) -> None:
+        self.finite = self.finite and bool(np.isfinite(chunk).all())
+        self.count += chunk.shape[0]
+        self._pending.append(np.clip(chunk, -1.0, 1.0))
+        self._pending_samples += chunk.shape[0]
+        if self._pending_samples >= BLOCK_SAMPLES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        block = np.concatenate(self._pending)
+        self._pending, self._pending_samples = [], 0
+        data = block.data.cast("B")
+        self.replies.send(("block", block.shape[0]))
+        sent = 0
+        while sent < len(data):  # raw bytes after the header: the engine reads them into place
+            sent += os.write(self.replies.fileno(), data[sent:])
 
 
 def serve(requests: Connection, replies: Connection) -> None:
-    """A child's loop: a path in, a header and the samples (or an error) out, until None or EOF."""
+    """A child's loop: a path in; ("start", declared seconds), ("block", n) + n samples' raw bytes
+    ..., then ("end", source, CPU seconds) or ("error", reason) out; until None or end of file."""
     # Nothing is configured to log here; without a handler Python's last resort would print warnings.
     logging.getLogger().addHandler(logging.NullHandler())
     while True:
@@ -50,22 +86,27 @@ def serve(requests: Connection, replies: Connection) -> None:
             return
         if path is None:
             return
-        started = time.process_time()
-        try:
-            audio = decode_file(path)
-        except DecodeError as exc:
-            replies.send(("error", str(exc)))
-            continue
-        except Exception as exc:  # anything else is still this file's failure, not the child's
-            replies.send(("error", f"decoder error: {type(exc).__name__}: {exc}"))
-            continue
-        data = np.ascontiguousarray(audio.samples).data.cast("B")
-        head = (audio.samples.shape[0], audio.source_rate, audio.source_channels, audio.codec)
-        replies.send(("ok", *head, audio.container, time.process_time() - started))
-        sent = 0
-        while sent < len(data):  # raw bytes after the header: the engine reads them into place
-            sent += os.write(replies.fileno(), data[sent:])
-        del data, audio
+        _decode_one(path, replies)
+
+
+def _decode_one(path: str, replies: Connection) -> None:
+    started = time.process_time()
+    sinks: list[_Forward] = []
+
+    def forward(declared: float | None) -> _Forward:
+        sinks.append(_Forward(replies, declared))
+        return sinks[0]
+
+    try:
+        info = decode_into(path, forward)
+        sinks[0].flush()
+    except DecodeError as exc:
+        replies.send(("error", str(exc)))
+        return
+    except Exception as exc:  # anything else is still this file's failure, not the child's
+        replies.send(("error", f"decoder error: {type(exc).__name__}: {exc}"))
+        return
+    replies.send(("end", info, time.process_time() - started))
 
 
 class _Child:
@@ -101,20 +142,35 @@ class _Child:
         """(the audio, the child's CPU seconds on it); DecodeError for the file's own problems,
         EOFError/OSError when the child died."""
         self.requests.send(path)
-        head = self.replies.recv()
-        if head[0] == "error":
-            raise DecodeError(head[1])
-        _, count, rate, channels, codec, container, cpu_s = head
-        samples = np.empty(int(count), dtype=np.float32)
-        view = samples.data.cast("B")
+        samples: SampleBuffer | None = None
+        while True:
+            message = self.replies.recv()
+            if message[0] == "start":
+                samples = SampleBuffer(message[1])
+            elif message[0] == "block":
+                assert samples is not None
+                self._read_into(samples.reserve(int(message[1])))
+            elif message[0] == "error":
+                raise DecodeError(message[1])
+            else:
+                _, info, cpu_s = message
+                break
+        if samples is None:
+            raise DecodeError("the decoder sent no audio")
+        audio = samples.array()
+        del samples
+        return DecodedAudio(audio, info.source_rate, info.source_channels, info.codec, info.container), cpu_s
+
+    def _read_into(self, place: np.ndarray) -> None:
+        """The next raw bytes on the pipe straight into `place`, the lock released while the kernel
+        copies."""
+        view = place.data.cast("B")
         got = 0
-        while got < len(view):  # straight into the array, the lock released while the kernel copies
+        while got < len(view):
             read = os.readv(self.replies.fileno(), [view[got:]])
             if read == 0:
                 raise EOFError("the decoder closed its end")
             got += read
-        del view
-        return DecodedAudio(samples, rate, channels, codec, container), float(cpu_s)
 
     def died(self) -> str:
         try:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import MEDIA
 
-from voxdock.engine.decode import SAMPLE_RATE, _Samples, decode_file
+from voxdock.engine.decode import SAMPLE_RATE, SampleBuffer, decode_file
 
 # VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's (pytest's) size at the fork.
 MEASURE = """
@@ -30,7 +30,7 @@ print(audio.samples.nbytes, high_water() - base, psutil.Process().memory_info().
 
 
 def test_samples_grow_past_a_short_declaration_and_keep_every_value() -> None:
-    samples = _Samples(expected_seconds=0.1)
+    samples = SampleBuffer(expected_seconds=0.1)
     chunks = [np.full(5000, i / 10, dtype=np.float32) for i in range(10)]
     for chunk in chunks:
         samples.add(chunk)
@@ -41,7 +41,7 @@ def test_samples_grow_past_a_short_declaration_and_keep_every_value() -> None:
 
 
 def test_an_overstated_length_keeps_only_what_decoded() -> None:
-    samples = _Samples(expected_seconds=100.0)
+    samples = SampleBuffer(expected_seconds=100.0)
     samples.add(np.ones(SAMPLE_RATE, dtype=np.float32))
     out = samples.array()
     assert out.shape == (SAMPLE_RATE,) and out.base is None  # a copy: the big buffer is let go

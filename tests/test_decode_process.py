@@ -165,3 +165,15 @@ print(audio.samples.shape[0])
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout.strip()) == decode_file(EXAMPLES / "meeting_2spk.wav").samples.shape[0]
+
+
+def test_a_child_holds_a_block_not_the_whole_file(decoders: DecoderProcesses, tmp_path: Path) -> None:
+    """Samples are sent as they are decoded: an hour of audio is 230 MB, the child's peak stays far
+    below (sent whole at the end, it was in both processes at once)."""
+    hour = _wav(tmp_path / "hour.wav", 3600.0)
+    audio, _ = decoders.decode(hour)
+    assert audio.samples.shape[0] == 3600 * 16000
+    (child,) = decoders.child_pids()
+    status = Path(f"/proc/{child}/status").read_text()
+    peak_mb = int(status.split("VmHWM:")[1].split()[0]) / 1024
+    assert peak_mb < 150, peak_mb
