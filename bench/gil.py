@@ -47,9 +47,14 @@ HOUR = 3600.0
 
 
 def py_spy() -> str | None:
-    """The py-spy executable beside this interpreter, or on PATH."""
+    """The py-spy executable: $PY_SPY, beside this interpreter, on PATH, or carried to a GPU host as
+    .gpu/py-spy (../shared/gpu/pack.sh drops the wheels' executables: bench/gpu_check.py says how)."""
     beside = Path(sys.executable).with_name("py-spy")
-    return str(beside) if beside.is_file() else shutil.which("py-spy")
+    for candidate in (os.environ.get("PY_SPY"), beside, shutil.which("py-spy")):
+        if candidate and Path(candidate).is_file():
+            return str(candidate)
+    carried = Path(__file__).resolve().parents[1] / ".gpu" / "py-spy"
+    return str(carried) if carried.is_file() else None
 
 
 def thread_group(name: str) -> str:

@@ -3,12 +3,13 @@
 A session lent a GPU has 15 minutes of device time in all (a start takes 1-2 of them): prepare
 here, then stage and run back to back (../shared/gpu/README.md):
 
-    scripts/setup                                # here, then .gpu/part0..N and .gpu/env.sh:
+    scripts/setup --test                         # here, then .gpu/part0..N and .gpu/env.sh:
     .venv/bin/pip wheel -q --no-deps -w /tmp/gpu-wheels srt==3.5.3
     PIP_FIND_LINKS=/tmp/gpu-wheels ../shared/gpu/pack.sh
+    cp .venv/bin/py-spy .gpu/                    # pack.sh drops the wheels' executables (8 MB, static)
     device run "mkdir -p /tmp/stage && cp .gpu/part* /tmp/stage/"  carry [".gpu/partK"]   K = 0..N-1
     device run "source .gpu/env.sh && python3 bench/gpu_check.py --out $OUT"
-               carry [".gpu/partN", ".gpu/env.sh"]   timeout_s 600
+               carry [".gpu/partN", ".gpu/env.sh", ".gpu/py-spy"]   timeout_s 600
 
 then copy what came back into bench/results/gpu/ (the machine's name is in gpu_check.md). srt (a test
 dependency) has only a source release on PyPI: without its wheel at hand, pack.sh's download of the
