@@ -353,6 +353,10 @@ def main() -> int:
     parser.add_argument("--throughput-args", default=None, help="arguments for bench/throughput.py")
     parser.add_argument("--throughput-timeout", type=float, default=330.0, help="seconds")
     args = parser.parse_args()
+    if args.device.startswith("cuda"):  # as the engine's loader does: no TF32 (engine/precision.py)
+        from voxdock.engine.precision import use_full_float32
+
+        use_full_float32()
     args.eval = _eval_dir(args.eval)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.throughput_args is None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from voxdock.engine.asr import AsrModel
 from voxdock.engine.models import ModelPlan
+from voxdock.engine.precision import use_full_float32
 from voxdock.engine.text_embed import TextEncoder
 from voxdock.engine.vad import run_on as run_vad_on
 from voxdock.engine.voice import VoiceEncoder
@@ -40,10 +41,23 @@ def resolve_device(setting: str) -> str:
         return "cpu"
 
 
+# On a GPU, the first of these that CTranslate2 supports on the card: float16 where it is fast (compute
+# capability 7+), else what it can do (a Pascal card refuses float16, and the engine would not start).
+CUDA_COMPUTE_TYPES = ("float16", "int8_float16", "int8_float32", "float32")
+
+
 def resolve_compute_type(setting: str, device: str) -> str:
     if setting != "auto":
         return setting
-    return "float16" if device == "cuda" else "int8"
+    if device != "cuda":
+        return "int8"
+    try:
+        import ctranslate2
+
+        supported = set(ctranslate2.get_supported_compute_types("cuda"))
+    except Exception:  # no CUDA build or no device: CTranslate2 will say so when the model loads
+        return CUDA_COMPUTE_TYPES[0]
+    return next((choice for choice in CUDA_COMPUTE_TYPES if choice in supported), "float32")
 
 
 @dataclass
@@ -84,6 +98,8 @@ def load_models(
         raise ModelNotFound("; ".join(f"{m.stage} model {m.name!r} not found: {m.note}" for m in missing))
     device = resolve_device(device_setting)
     compute_type = resolve_compute_type(compute_type_setting, device)
+    if device == "cuda":  # no TF32: the same numbers as on the CPU, whatever runs at the same time
+        use_full_float32()
     _quiet_transformers()
     cpus = os.cpu_count() or 1
 

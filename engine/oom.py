@@ -45,10 +45,24 @@ def is_out_of_memory(exc: BaseException) -> bool:
                 "cuda_error_out_of_memory",
                 "cublas_status_alloc_failed",
                 "cudnn_status_alloc_failed",
+                "cufft_alloc_failed",
+                "cublas_status_not_initialized",  # cuBLAS could not allocate its handle's workspace
                 "failed to allocate",
             )
         )
     return False
+
+
+def release_cached_memory() -> None:
+    """Hand torch's cached CUDA blocks back to the driver before a retry: torch and CTranslate2 keep
+    separate caches, and what one holds idle the other cannot use (halving a batch then never fits)."""
+    try:
+        import torch
+
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+    except Exception:  # pragma: no cover - best effort: the retry still halves the batch
+        pass
 
 
 class AdaptiveBatch:
@@ -119,6 +133,7 @@ class AdaptiveBatch:
                     raise
                 if len(chunk) == 1:
                     raise OutOfMemory(f"one item does not fit in device memory: {exc}") from exc
+                release_cached_memory()
                 self._backoff(len(chunk))
                 continue
             if len(out) != len(chunk):
@@ -141,6 +156,7 @@ class AdaptiveBatch:
                     raise
                 if size == 1:
                     raise OutOfMemory(f"does not fit in device memory at batch size 1: {exc}") from exc
+                release_cached_memory()
                 self._backoff(size)
                 continue
             self._succeeded(size)

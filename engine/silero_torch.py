@@ -27,11 +27,7 @@ thread). On CPU run it with one thread (`torch.set_num_threads(1)`), as the ONNX
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -40,6 +36,8 @@ from faster_whisper.utils import get_assets_path
 from onnx import numpy_helper
 from torch import nn
 from torch.nn import functional
+
+from voxdock.engine.precision import use_full_float32
 
 WINDOW = 512  # samples per probability at 16 kHz
 CONTEXT = 64  # samples of the previous window each window sees
@@ -116,52 +114,6 @@ class _SileroNet(nn.Module):
         return torch.sigmoid(self.decoder(functional.relu(hidden))).squeeze(-1)
 
 
-# CUDA may run float32 matmuls, cuDNN convolutions and cuDNN LSTMs in TF32 (cuDNN's defaults allow it),
-# which keeps 10 of float32's 23 mantissa bits: errors far above the ONNX model's float32 rounding, and
-# a probability that lands on the other side of a threshold moves a region, and so the transcript.
-# The switches are process-wide, so they are set to full float32 while any call runs and put back, as
-# they were, when the last one ends. Other threads' CUDA work in that time runs in full float32 too:
-# slower at worst, never less exact.
-_precision_lock = threading.Lock()
-_precision_users = 0
-_precision_saved: list[tuple[Any, str, Any]] = []
-
-
-def _tf32_switches() -> list[tuple[Any, str, Any]]:
-    """(owner, attribute, the full-float32 value) of each switch that allows TF32 on CUDA."""
-    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    conv, rnn = getattr(cudnn, "conv", None), getattr(cudnn, "rnn", None)
-    if hasattr(conv, "fp32_precision"):
-        # torch >= 2.9: the per-operation API; reading the legacy flags after a mix of both raises
-        return [
-            (matmul, "fp32_precision", "ieee"),
-            (conv, "fp32_precision", "ieee"),
-            (rnn, "fp32_precision", "ieee"),
-        ]
-    return [(matmul, "allow_tf32", False), (cudnn, "allow_tf32", False)]
-
-
-@contextmanager
-def full_float32() -> Iterator[None]:
-    """CUDA float32 work without TF32 inside the block; the process's own settings outside it."""
-    global _precision_users
-    with _precision_lock:
-        if _precision_users == 0:
-            switches = _tf32_switches()
-            _precision_saved[:] = [(owner, name, getattr(owner, name)) for owner, name, _ in switches]
-            for owner, name, value in switches:
-                setattr(owner, name, value)
-        _precision_users += 1
-    try:
-        yield
-    finally:
-        with _precision_lock:
-            _precision_users -= 1
-            if _precision_users == 0:
-                for owner, name, value in _precision_saved:
-                    setattr(owner, name, value)
-
-
 class TorchSileroVad:
     """faster-whisper's Silero VAD v6 (see the module's note) run by torch on `device`; thread-safe."""
 
@@ -173,13 +125,12 @@ class TorchSileroVad:
         block_windows: int = BLOCK_WINDOWS,
     ) -> None:
         self.device = torch.device(device)
+        if self.device.type == "cuda":  # its probabilities must match the CPU's (engine/precision.py)
+            use_full_float32()
         self.block_windows = block_windows
         net = _SileroNet()
         net.load_state_dict(_state_dict_from_onnx(path or onnx_path()))
         self._net = net.eval().to(self.device)
-
-    def _precision(self) -> AbstractContextManager[None]:
-        return full_float32() if self.device.type == "cuda" else nullcontext()
 
     def __call__(
         self, audio: np.ndarray, num_samples: int = WINDOW, context_size_samples: int = CONTEXT
@@ -199,7 +150,7 @@ class TorchSileroVad:
         # the caller's array is left as it was.
         padded = np.zeros(CONTEXT + count * WINDOW, dtype=np.float32)
         padded[CONTEXT:-CONTEXT] = audio[:-CONTEXT]
-        with torch.inference_mode(), self._precision():
+        with torch.inference_mode():
             samples = torch.from_numpy(padded).to(self.device)
             windows = samples.unfold(0, WINDOW + CONTEXT, WINDOW)
             probs = torch.empty(count, dtype=torch.float32, device=self.device)
