@@ -1,7 +1,8 @@
 """GPU telemetry from NVML (nvidia-ml-py), sampled in the background.
 
 On a machine without an NVIDIA GPU or driver, `available` is False and nothing is logged: a CPU host
-is a normal place to run, not an error.
+is a normal place to run, not an error. The devices are the ones this process's CUDA sees, numbered as
+CUDA numbers them (`visible_handles`), so device 0 here is the engine's device 0.
 """
 
 from __future__ import annotations
@@ -11,11 +12,35 @@ import logging
 import os
 import threading
 from collections import deque
+from typing import Any
 
 from voxdock.engine.metrics import GpuSnapshot
 
 log = logging.getLogger(__name__)
 HISTORY = 300  # samples kept per device (5 minutes at the default interval)
+
+
+def visible_handles(nvml: object, visible: str | None) -> list[object]:
+    """NVML handles of the devices CUDA numbers 0, 1, ... for this process. NVML counts every card of
+    the host in its own order and ignores CUDA_VISIBLE_DEVICES: on a host where the engine was given
+    the fourth card, NVML's device 0 is another job's, and its memory and load are not ours. The list
+    follows CUDA_VISIBLE_DEVICES (indices, or GPU-/MIG- UUIDs, up to the first invalid entry, as CUDA
+    reads it); unset, every card in NVML's order."""
+    n: Any = nvml
+    if visible is None:
+        return [n.nvmlDeviceGetHandleByIndex(i) for i in range(n.nvmlDeviceGetCount())]
+    handles: list[object] = []
+    for entry in (e.strip() for e in visible.split(",")):
+        try:
+            if entry.isdigit():
+                handles.append(n.nvmlDeviceGetHandleByIndex(int(entry)))
+            elif entry.startswith(("GPU-", "MIG-")):
+                handles.append(n.nvmlDeviceGetHandleByUUID(entry))
+            else:
+                break
+        except Exception:  # an entry CUDA cannot use ends its list there too
+            break
+    return handles
 
 
 class GpuMonitor:
@@ -42,8 +67,7 @@ class GpuMonitor:
             import pynvml
 
             pynvml.nvmlInit()
-            count = pynvml.nvmlDeviceGetCount()
-            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+            self._handles = visible_handles(pynvml, os.environ.get("CUDA_VISIBLE_DEVICES"))
         except Exception:  # no library, no driver, no device: all mean "no GPU" here
             return False
         self._nvml = pynvml

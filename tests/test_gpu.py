@@ -159,3 +159,29 @@ def test_an_engine_on_cpu_has_no_budget_and_measures_nothing(tmp_path: Path) -> 
         engine._set_up_vram("cuda:0")
         assert engine.vram_meter is None and engine.vram_budget_bytes is None
         assert any("none applies" in e.message for e in engine.events.recent())
+
+
+def test_nvml_devices_follow_what_cuda_sees() -> None:
+    """NVML numbers every card of the host; CUDA only those in CUDA_VISIBLE_DEVICES, in that order.
+    A stand-in for NVML's lookups on a 4-card host (this machine has none)."""
+    from voxdock.engine.gpu import visible_handles
+
+    cards = {i: f"card{i}" for i in range(4)}
+    uuids = {"GPU-aaaa": "card2", "MIG-bbbb": "card3/mig0"}
+
+    def by_uuid(uuid: str) -> str:
+        if uuid not in uuids:
+            raise RuntimeError("NVML_ERROR_NOT_FOUND")
+        return uuids[uuid]
+
+    nvml = SimpleNamespace(
+        nvmlDeviceGetCount=lambda: 4,
+        nvmlDeviceGetHandleByIndex=lambda i: cards[i],
+        nvmlDeviceGetHandleByUUID=by_uuid,
+    )
+    assert visible_handles(nvml, None) == ["card0", "card1", "card2", "card3"]
+    assert visible_handles(nvml, "3") == ["card3"]  # the engine's cuda:0 is the host's fourth card
+    assert visible_handles(nvml, "2,0") == ["card2", "card0"]
+    assert visible_handles(nvml, "GPU-aaaa,MIG-bbbb") == ["card2", "card3/mig0"]
+    assert visible_handles(nvml, "1,GPU-zzzz,0") == ["card1"]  # CUDA stops at the first bad entry
+    assert visible_handles(nvml, "") == [] and visible_handles(nvml, "-1") == []  # no GPU for CUDA
