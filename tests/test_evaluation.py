@@ -71,3 +71,23 @@ def test_mixed_conversations_take_turns_and_say_where_each_voice_is(tmp_path: Pa
     assert [t.speaker for t in back] == [t.speaker for t in turns]
     flat = [x for t in back for x in (t.start, t.end)]
     assert flat == pytest.approx([x for t in turns for x in (t.start, t.end)], abs=2e-3)
+
+
+def test_the_telephone_channel_keeps_the_voice_band_and_drops_the_rest() -> None:
+    from voxdock.evaluation import telephone_channel
+
+    rate = 16000
+    t = np.arange(2 * rate) / rate
+    voice_band = 0.3 * np.sin(2 * np.pi * 1000 * t)
+    above = 0.3 * np.sin(2 * np.pi * 5000 * t)  # a 16 kHz file carries it; a phone line does not
+    below = 0.3 * np.sin(2 * np.pi * 100 * t)
+    for tone, kept in ((voice_band, True), (above, False), (below, False)):
+        out = telephone_channel(tone.astype(np.float32))
+        assert out.shape == tone.shape and out.dtype == np.float32
+        middle = slice(rate // 2, 3 * rate // 2)  # away from the filters' edges
+        ratio = np.sqrt(np.mean(out[middle] ** 2) / np.mean(tone[middle] ** 2))
+        if kept:  # the same tone (the filter shifts its phase), at the same level
+            peak_hz = np.argmax(np.abs(np.fft.rfft(out[middle]))) * rate / out[middle].shape[0]
+            assert 0.9 < ratio < 1.1 and peak_hz == 1000
+        else:
+            assert ratio < 0.1

@@ -219,6 +219,24 @@ def mix_conversation(
     return (np.concatenate(audio) if audio else np.zeros(0, dtype=np.float32)), turns
 
 
+def telephone_channel(samples: np.ndarray) -> np.ndarray:
+    """16 kHz mono audio as a telephone line carries it, back at 16 kHz: sampled at 8 kHz, band-passed
+    to 300-3400 Hz, companded to 8-bit G.711 mu-law and expanded again. Archives hold calls; the
+    models here were trained on wideband speech (bench/diarization_eval.py --channel phone)."""
+    from scipy.signal import butter, resample_poly, sosfilt
+
+    narrow = resample_poly(np.asarray(samples, dtype=np.float64), 1, 2)
+    narrow = np.clip(sosfilt(butter(6, [300, 3400], btype="bandpass", fs=8000, output="sos"), narrow), -1, 1)
+    mu = 255.0
+    coded = np.round(np.sign(narrow) * np.log1p(mu * np.abs(narrow)) / np.log1p(mu) * 127) / 127
+    narrow = np.sign(coded) * ((1 + mu) ** np.abs(coded) - 1) / mu
+    wide = resample_poly(narrow, 2, 1)[: samples.shape[0]]
+    return np.clip(np.pad(wide, (0, samples.shape[0] - wide.shape[0])), -1, 1).astype(np.float32)
+
+
+CHANNELS = {"clean": lambda samples: samples, "phone": telephone_channel}
+
+
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int = 16000) -> Path:
     """Float samples (clipped to [-1, 1]) as a mono 16-bit WAV; returns `path`."""
     import wave
