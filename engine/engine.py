@@ -45,7 +45,7 @@ from voxdock.engine.models import ModelPlan
 from voxdock.engine.oom import AdaptiveBatch, FaultInjector
 from voxdock.engine.runtime import Stage, lower_thread_priority
 from voxdock.engine.store_watch import StoreWatch
-from voxdock.engine.vram import VramMeter, VramSnapshot, device_index, gib
+from voxdock.engine.vram import VramMeter, VramSnapshot, device_index, device_total_bytes, gib
 from voxdock.engine.work import FileWork
 from voxdock.storage import jobs, nodes
 from voxdock.storage.database import Database, is_store_unavailable
@@ -802,12 +802,14 @@ class Engine:
         if not device.startswith("cuda"):
             return  # no budget on CPU: the snapshot says so
         index = device_index(device)
-        total = self.gpu.total_bytes(index) if self.gpu.available else None
+        total = device_total_bytes(index)  # from CUDA: right for a MIG slice too
+        if total is None and self.gpu.available:
+            total = self.gpu.total_bytes(index)
         if total is None:
             self.events.emit(
                 EngineEvent(
                     "engine",
-                    "VRAM budget: NVML cannot tell the device's memory; none applies",
+                    "VRAM budget: neither CUDA nor NVML can tell the device's memory; none applies",
                     logging.WARNING,
                 )
             )

@@ -237,3 +237,16 @@ def device_index(device: str) -> int:
     """ "cuda" -> 0, "cuda:1" -> 1."""
     _, _, index = device.partition(":")
     return int(index) if index.isdigit() else 0
+
+
+def device_total_bytes(index: int) -> int | None:
+    """The memory of CUDA device `index` as CUDA gives it to this process (a MIG slice's own size, not
+    the whole card's as NVML reports for the parent GPU); None when torch holds no CUDA context."""
+    cuda = _torch_cuda()
+    if cuda is None:
+        return None
+    try:
+        return int(cuda.mem_get_info(index)[1])
+    except Exception as exc:  # a driver that cannot say: NVML's figure is used instead
+        log.debug("CUDA memory query failed for device %d: %s", index, exc)
+        return None
