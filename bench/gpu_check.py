@@ -99,6 +99,17 @@ def step_device(args: argparse.Namespace) -> dict[str, Any]:
         out["nvidia_smi"] = smi.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         out["nvidia_smi"] = "not found"
+    # The VRAM meter asks NVML for this process's memory twice per model call (engine/vram.py): how
+    # long one question takes decides whether it must be sampled instead.
+    from voxdock.engine.gpu import GpuMonitor
+
+    monitor = GpuMonitor()
+    if monitor.available:
+        t0 = time.perf_counter()
+        answers = [monitor.memory_use(0) for _ in range(50)]
+        out["nvml_memory_query_ms"] = round((time.perf_counter() - t0) / 50 * 1000, 3)
+        out["nvml_memory_query_kind"] = answers[-1][1] if answers[-1] else None
+        out["nvml_devices"] = [g.name for g in monitor.sample()]
     return out
 
 
