@@ -365,6 +365,7 @@ def run_config(
     snap = engine.snapshot()
     lock = sampler.stop(snap.totals.audio_s_done) if sampler is not None else None
     host = meter.read(stage_thread_ids([st.name for st in snap.stages]))
+    host["process_s"] += engine.decoders.cpu_s  # the decoder children's, in the decode stage's too
     state = engine.state
     engine.stop()
     db.close()

@@ -20,6 +20,7 @@ import numpy as np
 SAMPLE_RATE = 16000
 # A stream that decodes to less than this share of the length its container declares is truncated.
 TRUNCATION_RATIO = 0.9
+PREALLOCATE_MAX_S = 12 * 3600.0  # 2.8 GB of samples
 
 logging.getLogger("libav").setLevel(logging.ERROR)
 
@@ -34,7 +35,10 @@ class SampleBuffer:
     peak and left about its size behind in the C heap, in thousands of small blocks."""
 
     def __init__(self, expected_seconds: float | None) -> None:
-        expected = int((expected_seconds or 60.0) * SAMPLE_RATE * 1.01) + SAMPLE_RATE
+        # A header's length is not trusted past PREALLOCATE_MAX_S (a corrupt one can claim years): a
+        # longer file grows the array as it decodes.
+        declared = min(max(expected_seconds or 60.0, 0.0), PREALLOCATE_MAX_S)
+        expected = int(declared * SAMPLE_RATE * 1.01) + SAMPLE_RATE
         self._buffer = np.empty(expected, dtype=np.float32)
         self.count = 0
         self.finite = True

@@ -29,6 +29,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -101,30 +102,46 @@ def _decode_one(path: str, replies: Connection) -> None:
         info = decode_into(path, forward)
         sinks[0].flush()
     except DecodeError as exc:
-        replies.send(("error", str(exc)))
+        replies.send(("error", str(exc), time.process_time() - started))
         return
     except Exception as exc:  # anything else is still this file's failure, not the child's
-        replies.send(("error", f"decoder error: {type(exc).__name__}: {exc}"))
+        replies.send(("error", f"decoder error: {type(exc).__name__}: {exc}", time.process_time() - started))
         return
     replies.send(("end", info, time.process_time() - started))
+
+
+class ReportedError(DecodeError):
+    """The child's own verdict on a file: the pipe is in step, the child can take the next file."""
+
+    def __init__(self, reason: str, cpu_s: float) -> None:
+        super().__init__(reason)
+        self.cpu_s = cpu_s
+
+
+class _NotTaken(Exception):
+    """The child was gone before it took the file (it died while idle): another child may."""
 
 
 class _Child:
     def __init__(self) -> None:
         request_r, request_w = os.pipe()
         reply_r, reply_w = os.pipe()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child, closed with it
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(request_r), str(reply_w)],
+                # -P: nothing from the current folder on the child's path (an av.py there would
+                # shadow the real one); voxdock comes from where it is installed, as for the engine
+                [sys.executable, "-P", "-m", __name__, str(request_r), str(reply_w)],
                 pass_fds=(request_r, reply_w),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=self._stderr,
                 start_new_session=True,
             )
         except BaseException:
             for fd in (request_r, request_w, reply_r, reply_w):
                 os.close(fd)
+            self._stderr.close()
             raise
         os.close(request_r)
         os.close(reply_w)
@@ -139,24 +156,31 @@ class _Child:
         return self.process.poll() is None
 
     def decode(self, path: str) -> tuple[DecodedAudio, float]:
-        """(the audio, the child's CPU seconds on it); DecodeError for the file's own problems,
-        EOFError/OSError when the child died."""
-        self.requests.send(path)
+        """(the audio, the child's CPU seconds on it). ReportedError for the file's own problems
+        (the child goes on), _NotTaken when the child was already gone, EOFError/OSError when it
+        died on the way; anything else leaves the pipe out of step: the caller discards the child."""
+        try:
+            self.requests.send(path)
+        except OSError:
+            raise _NotTaken from None
         samples: SampleBuffer | None = None
         while True:
             message = self.replies.recv()
             if message[0] == "start":
                 samples = SampleBuffer(message[1])
             elif message[0] == "block":
-                assert samples is not None
+                if samples is None:
+                    raise RuntimeError("a block before the start")
                 self._read_into(samples.reserve(int(message[1])))
             elif message[0] == "error":
-                raise DecodeError(message[1])
-            else:
+                raise ReportedError(message[1], float(message[2]))
+            elif message[0] == "end":
                 _, info, cpu_s = message
                 break
+            else:
+                raise RuntimeError(f"unknown message {message[0]!r}")
         if samples is None:
-            raise DecodeError("the decoder sent no audio")
+            raise ReportedError("the decoder sent no audio", float(cpu_s))
         audio = samples.array()
         del samples
         return DecodedAudio(audio, info.source_rate, info.source_channels, info.codec, info.container), cpu_s
@@ -173,13 +197,24 @@ class _Child:
             got += read
 
     def died(self) -> str:
+        """How the child ended (killed if it has not), with the last line it wrote, if any."""
         try:
             code = self.process.wait(1.0)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
             return "stopped answering"
-        return f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        said = self._last_words()
+        return f"{how}: {said}" if said else how
+
+    def _last_words(self) -> str:
+        try:
+            self._stderr.seek(0)
+            lines = self._stderr.read().decode(errors="replace").strip().splitlines()
+        except (OSError, ValueError):
+            return ""
+        return lines[-1][:200] if lines else ""
 
     def close(self, wait: float) -> None:
         with contextlib.suppress(OSError):  # already gone
@@ -191,6 +226,7 @@ class _Child:
             self.process.wait()
         self.requests.close()
         self.replies.close()
+        self._stderr.close()
 
 
 class DecoderProcesses:
@@ -201,6 +237,7 @@ class DecoderProcesses:
         self._idle: list[_Child] = []
         self._busy: set[_Child] = set()
         self._closed = False
+        self.cpu_s = 0.0  # CPU seconds the children reported, every file together
 
     @property
     def children(self) -> int:
@@ -213,16 +250,31 @@ class DecoderProcesses:
 
     def decode(self, path: str | Path) -> tuple[DecodedAudio, float]:
         """(the decoded audio, CPU seconds the child spent on it). Raises DecodeError with a reason
-        for a file that cannot be decoded, or whose decoder died."""
-        child = self._take()
-        alive = True
-        try:
-            return child.decode(str(path))
-        except (EOFError, OSError):
-            alive = False
-            raise DecodeError(f"the decoder process died on this file ({child.died()})") from None
-        finally:
-            self._give_back(child, alive)
+        for a file that cannot be decoded, or whose decoder died. A child goes back to the pool only
+        after it has answered in full (its audio, or its reason): after anything else its pipe may
+        still hold part of this file, and the next file would read it."""
+        for attempt in (1, 2):
+            child = self._take()
+            in_step = False
+            try:
+                audio = child.decode(str(path))
+                in_step = True
+                self.cpu_s += audio[1]
+                return audio
+            except ReportedError as exc:
+                in_step = True
+                self.cpu_s += exc.cpu_s
+                raise
+            except _NotTaken:
+                if attempt == 2:
+                    raise DecodeError(f"no decoder process would start ({child.died()})") from None
+            except (EOFError, OSError):
+                raise DecodeError(f"the decoder process died on this file ({child.died()})") from None
+            except MemoryError:
+                raise DecodeError("not enough memory for this file's decoded audio") from None
+            finally:
+                self._give_back(child, in_step)
+        raise AssertionError("unreachable")
 
     def _take(self) -> _Child:
         with self._lock:
@@ -238,16 +290,13 @@ class DecoderProcesses:
             self._busy.add(child)
         return child
 
-    def _give_back(self, child: _Child, alive: bool) -> None:
+    def _give_back(self, child: _Child, in_step: bool) -> None:
         with self._lock:
             self._busy.discard(child)
-            if alive and not self._closed:
+            if in_step and not self._closed:
                 self._idle.append(child)
                 return
-        if alive:
-            child.close(CLOSE_WAIT_S)
-        else:
-            child.close(0)
+        child.close(CLOSE_WAIT_S if in_step else 0)  # out of step: killed, never reused
 
     def close(self) -> None:
         """Stop the idle children (busy ones stop when their file is done)."""

@@ -28,6 +28,7 @@ import psutil
 from voxdock import __version__
 from voxdock.engine.autotune import PERIOD_S, AutoTuner, Host
 from voxdock.engine.config import MAX_BATCH_SIZE, MAX_WORKERS, ConfigSource, EngineConfig
+from voxdock.engine.cpu import process_cpu_seconds
 from voxdock.engine.decode_process import DecoderProcesses
 from voxdock.engine.diarization import DEFAULT_FAST_PATH_THRESHOLD, Diarizer, build_diarizer
 from voxdock.engine.discovery import discover
@@ -129,6 +130,7 @@ class Engine:
         self.counters = EngineCounters()
         self.gpu = GpuMonitor()
         self.decoders = DecoderProcesses()  # children start with the first file
+        self._froze = False  # whether this engine holds the heap frozen (_freeze_heap)
         self.node_id = f"{config.node_name or socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         self.state = EngineState.CREATED
         self.error: str | None = None
@@ -310,8 +312,8 @@ class Engine:
             # full collection walked them all with the interpreter lock held: up to 0.4 s in which no
             # stage's thread ran Python (throughput bench --gil: longest wait 400 -> 44 ms, lock held
             # 3.6 -> 2.3 s per audio hour). Frozen, collections look only at what the work creates.
-            gc.collect()
-            gc.freeze()
+            _freeze_heap()
+            self._froze = True
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             with self._lock:
@@ -585,7 +587,9 @@ class Engine:
         for stage in self.stages.values():
             stage.join(timeout=10)
         self.decoders.close()
-        gc.unfreeze()  # the models may go now: let the collector see them again
+        if self._froze:
+            self._froze = False
+            _thaw_heap()  # the models may go now: let the collector see them again
         self.gpu.stop()
         try:
             if self.store.available:
@@ -874,7 +878,30 @@ class Engine:
             auto_tune=self.tuner is not None,
             pinned=sorted(self._pinned),
             vram=self._vram(),
+            # the decoder children's CPU is in the decode stage's figures: in the process's too
+            process_cpu_s=process_cpu_seconds() + self.decoders.cpu_s,
         )
+
+
+# gc.freeze is process-wide: the heap stays frozen while any engine of this process runs.
+_frozen_by = 0
+_frozen_lock = threading.Lock()
+
+
+def _freeze_heap() -> None:
+    global _frozen_by
+    with _frozen_lock:
+        _frozen_by += 1
+        gc.collect()
+        gc.freeze()
+
+
+def _thaw_heap() -> None:
+    global _frozen_by
+    with _frozen_lock:
+        _frozen_by = max(0, _frozen_by - 1)
+        if _frozen_by == 0:
+            gc.unfreeze()
 
 
 def _count_given(work: FileWork) -> str:

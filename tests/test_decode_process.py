@@ -177,3 +177,50 @@ def test_a_child_holds_a_block_not_the_whole_file(decoders: DecoderProcesses, tm
     status = Path(f"/proc/{child}/status").read_text()
     peak_mb = int(status.split("VmHWM:")[1].split()[0]) / 1024
     assert peak_mb < 150, peak_mb
+
+
+def test_a_transfer_broken_off_on_this_side_never_reaches_the_next_file(
+    decoders: DecoderProcesses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the engine's side fails while a child is still sending (memory for the samples, say), that
+    child's pipe still holds part of the file: reused, it handed each next file the one before's audio.
+    It is discarded instead."""
+    import voxdock.engine.decode_process as decode_process
+
+    failures = [MemoryError()]
+
+    class FailingOnce(decode_process.SampleBuffer):
+        def reserve(self, count: int) -> np.ndarray:
+            if failures:
+                raise failures.pop()
+            return super().reserve(count)
+
+    monkeypatch.setattr(decode_process, "SampleBuffer", FailingOnce)
+    with pytest.raises(DecodeError, match="not enough memory"):
+        decoders.decode(EXAMPLES / "meeting_2spk.wav")
+    (first,) = decoders.child_pids() or [None]
+    assert first is None  # thrown away, not back in the pool
+    audio, _ = decoders.decode(EXAMPLES / "interview_3spk.flac")
+    assert np.array_equal(audio.samples, decode_file(EXAMPLES / "interview_3spk.flac").samples)
+
+
+def test_the_folder_it_runs_from_cannot_shadow_the_decoders_modules(
+    decoders: DecoderProcesses, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "av.py").write_text("raise ImportError('a stray av.py')\n")
+    monkeypatch.chdir(tmp_path)
+    audio, _ = decoders.decode(EXAMPLES / "meeting_2spk.wav")
+    assert audio.duration_s > 1
+
+
+def test_a_decoder_that_cannot_start_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = tmp_path / "site"
+    broken.mkdir()
+    (broken / "numpy.py").write_text("raise SystemExit('numpy is broken in this environment')\n")
+    monkeypatch.setenv("PYTHONPATH", str(broken))
+    pool = DecoderProcesses()
+    try:
+        with pytest.raises(DecodeError, match="numpy is broken in this environment"):
+            pool.decode(EXAMPLES / "meeting_2spk.wav")
+    finally:
+        pool.close()
