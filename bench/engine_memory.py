@@ -40,10 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 AUDIO_MB_PER_HOUR = 3600 * 16000 * 4 / 2**20
 
 
-def rss_mb(pid: int) -> float | None:
+def status_mb(pid: int, field: str = "VmRSS") -> float | None:
+    """A memory field of /proc/PID/status (VmRSS now, VmHWM the peak) in MB; None when gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
@@ -61,14 +62,11 @@ def decoder_peaks_mb(pid: int, peaks: dict[int, float]) -> None:
         for kid in kids:
             try:
                 cmdline = Path(f"/proc/{kid}/cmdline").read_bytes()
-                status = Path(f"/proc/{kid}/status").read_text()
             except OSError:
                 continue
-            if b"voxdock.engine.decode_process" not in cmdline:
-                continue
-            for line in status.splitlines():
-                if line.startswith("VmHWM:"):
-                    peaks[kid] = max(peaks.get(kid, 0.0), int(line.split()[1]) / 1024)
+            peak = status_mb(kid, "VmHWM") if b"voxdock.engine.decode_process" in cmdline else None
+            if peak is not None:
+                peaks[kid] = max(peaks.get(kid, 0.0), peak)
 
 
 def ingest(path: Path, data_dir: Path, log: Path) -> dict[str, Any]:
@@ -85,7 +83,7 @@ def ingest(path: Path, data_dir: Path, log: Path) -> dict[str, Any]:
             pid, status, usage = os.wait4(child.pid, os.WNOHANG)
             if pid:
                 break
-            rss = rss_mb(child.pid)
+            rss = status_mb(child.pid)
             decoder_peaks_mb(child.pid, decoders)
             if rss is not None:
                 samples.append((round(time.monotonic() - start, 1), round(rss, 1)))

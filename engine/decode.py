@@ -58,10 +58,6 @@ class SampleBuffer:
         self.count = end
         return place
 
-    @property
-    def seconds(self) -> float:
-        return self.count / SAMPLE_RATE
-
     def array(self) -> np.ndarray:
         if self.count < 0.9 * self._buffer.shape[0]:  # the container overstated: keep only what is used
             return self._buffer[: self.count].copy()
