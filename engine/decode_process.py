@@ -216,6 +216,11 @@ class _Child:
             return ""
         return lines[-1][:200] if lines else ""
 
+    def kill(self) -> None:
+        """Now, mid-file or not: its decode reads end of file."""
+        with contextlib.suppress(OSError):  # already gone
+            self.process.kill()
+
     def close(self, wait: float) -> None:
         with contextlib.suppress(OSError):  # already gone
             self.requests.send(None)
@@ -297,6 +302,17 @@ class DecoderProcesses:
                 self._idle.append(child)
                 return
         child.close(CLOSE_WAIT_S if in_step else 0)  # out of step: killed, never reused
+
+    def abort(self) -> None:
+        """Stop decoding at once: busy children are killed (their decodes raise DecodeError), idle
+        ones closed, and no decode starts any more. A stop that hands files back does not wait for a
+        3-hour file's decode, or for a codec stuck on a broken one."""
+        with self._lock:
+            self._closed = True
+            busy = list(self._busy)
+        for child in busy:
+            child.kill()
+        self.close()
 
     def close(self) -> None:
         """Stop the idle children (busy ones stop when their file is done)."""

@@ -356,6 +356,7 @@ class Engine:
             store_call=lambda write: self.store.call(write, self._store_wait_over),
             on_progress=lambda work, audio_s: self.counters.file_progress(work.job.job_id, audio_s),
             decoders=self.decoders,
+            handing_back=lambda: self._aborting,
         )
         s = self.config
         workers = {
@@ -546,6 +547,12 @@ class Engine:
         # A failed engine takes no work: to the other nodes it is as good as stopped.
         return {"stopping": "stopping", "stopped": "stopped", "failed": "stopped"}.get(self.state, "running")
 
+    def _hand_back_now(self) -> None:
+        """Files in flight go back to the queue: each stage gives up its file at its next block of
+        work (ASR at its next segments, diarization at its next block of chunks), decoding at once."""
+        self._aborting = True
+        self.decoders.abort()
+
     def stop(self, mode: str = "finish", timeout: float | None = None) -> bool:
         """Stop claiming; then either let in-flight files finish ("finish") or give them back to the
         queue at the next stage boundary ("requeue"). Returns True when nothing was left in flight."""
@@ -564,7 +571,7 @@ class Engine:
             self._loader.join(timeout)
         self._claiming.clear()
         if mode == "requeue":
-            self._aborting = True
+            self._hand_back_now()
         self.events.emit(
             EngineEvent(
                 "engine",
@@ -577,7 +584,7 @@ class Engine:
             time.sleep(0.05)
         drained = self.files_in_flight() == 0
         if not drained:  # out of time: hand the rest back rather than leave them claimed
-            self._aborting = True
+            self._hand_back_now()
             with self._lock:
                 left = list(self._in_flight.values())
             for work in left:

@@ -18,7 +18,7 @@ from voxdock.engine.diarization import Diarizer, single_speaker_turns
 from voxdock.engine.fbank import fbank
 from voxdock.engine.loader import LoadedModels
 from voxdock.engine.oom import AdaptiveBatch, FaultInjector
-from voxdock.engine.runtime import FileFailed
+from voxdock.engine.runtime import FileFailed, HandedBack
 from voxdock.engine.segmenting import words_to_segments
 from voxdock.engine.speaker_assignment import SINGLE_SPEAKER, assign_speakers
 from voxdock.engine.vad import detect_speech
@@ -81,6 +81,7 @@ class StageHandlers:
         store_call: Callable[[Callable[[], int]], int] = lambda write: write(),
         on_progress: Callable[[FileWork, float], None] = lambda _work, _audio_s: None,
         decoders: DecoderProcesses | None = None,
+        handing_back: Callable[[], bool] = lambda: False,
     ) -> None:
         self.models = models
         self.embed_segments = BatchedEmbedder(models.voice, batches["voice"], faults, "voice")
@@ -95,6 +96,19 @@ class StageHandlers:
         self.store_call = store_call  # runs a write again once a lost store is back
         self.on_progress = on_progress  # how far into a file's audio its slowest stage has got
         self.decoders = decoders  # child processes to decode in; None: in this thread
+        # True once the engine hands its files back: long work stops at its next block (a 3-hour
+        # file's ASR or diarization would otherwise run on, minutes past the stop, and a model call
+        # still running in a thread when the process exits aborts it).
+        self.handing_back = handing_back
+
+    def check_stop(self) -> None:
+        """Raise HandedBack when the engine is handing its files back."""
+        if self.handing_back():
+            raise HandedBack
+
+    def progress(self, work: FileWork, audio_s: float) -> None:
+        self.check_stop()
+        self.on_progress(work, audio_s)
 
     # --- stages --------------------------------------------------------------------------------
     def decode(self, work: FileWork) -> None:
@@ -105,6 +119,8 @@ class StageHandlers:
                 audio, cpu_s = self.decoders.decode(work.path)
                 add_cpu_elsewhere(cpu_s)
         except DecodeError as exc:
+            if self.handing_back():  # the stop killed the decoder: not the file's fault
+                raise HandedBack from None
             raise FileFailed(str(exc)) from None
         work.samples = audio.samples
         work.duration_s = audio.duration_s
@@ -124,7 +140,7 @@ class StageHandlers:
                 speech,
                 batch_size=batch_size,
                 beam_size=self.tunables.asr_beam_size,
-                progress=lambda audio_s: self.on_progress(work, audio_s),
+                progress=lambda audio_s: self.progress(work, audio_s),
             )
             return words
 
@@ -140,7 +156,10 @@ class StageHandlers:
             work.speaker_count = 1
             return
         result = self.diarizer.diarize(
-            work.samples, options, fast_path_threshold=self.tunables.fast_path_threshold
+            work.samples,
+            options,
+            fast_path_threshold=self.tunables.fast_path_threshold,
+            check_stop=self.check_stop,
         )
         work.fast_path = result.fast_path
         work.fast_path_similarity = result.fast_path_similarity

@@ -62,6 +62,11 @@ class FileFailed(Exception):
     """Raised by a handler: this file fails with this reason (one line, no path)."""
 
 
+class HandedBack(Exception):
+    """Raised by a handler that gave up a file part-way because the engine is handing its files back
+    (a stop that re-queues): the file goes back to the queue, not to the failed."""
+
+
 class Stage:
     def __init__(
         self,
@@ -204,8 +209,9 @@ class Stage:
             self._fail_all(works, str(exc))
         except Exception as exc:
             failed = {id(w) for w in works}
-            if isinstance(exc, StoreGone) or is_store_unavailable(exc):
-                # Not the file's fault: the store went away (and the engine is stopping). Hand it back.
+            if isinstance(exc, HandedBack | StoreGone) or is_store_unavailable(exc):
+                # Not the file's fault: the engine is handing files back, or the store went away (and
+                # the engine is stopping). Hand it back.
                 for work in works:
                     self.ctx.requeue(work)
             else:  # a bug or a model error: the file fails, the engine goes on

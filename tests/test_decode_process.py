@@ -224,3 +224,33 @@ def test_a_decoder_that_cannot_start_says_why(tmp_path: Path, monkeypatch: pytes
             pool.decode(EXAMPLES / "meeting_2spk.wav")
     finally:
         pool.close()
+
+
+def test_abort_stops_a_decode_that_would_never_end(decoders: DecoderProcesses, tmp_path: Path) -> None:
+    """A stop that hands files back kills the busy children: a decode that would never end (here its
+    child is frozen mid-file, as a codec stuck on a broken file or a stalled network mount would be)
+    ends at once, and no decode starts after."""
+    decoders.decode(EXAMPLES / "meeting_2spk.wav")  # a child is up
+    (child,) = decoders.child_pids()
+    long = _wav(tmp_path / "long.wav", 3600.0)
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            decoders.decode(long)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    time.sleep(0.2)
+    os.kill(child, signal.SIGSTOP)
+    time.sleep(0.5)
+    assert thread.is_alive()  # waiting for a child that will never answer
+    decoders.abort()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert len(failure) == 1 and isinstance(failure[0], DecodeError)
+    assert not _alive(child) and decoders.children == 0
+    with pytest.raises(DecodeError, match="stopping"):
+        decoders.decode(EXAMPLES / "meeting_2spk.wav")

@@ -26,6 +26,7 @@ from voxdock.engine.diarization import (
     SpeakerTurn,
     join_turns,
 )
+from voxdock.engine.diarization import segmentation as segmentation_module
 from voxdock.engine.diarization.clustering import (
     MAX_SPEAKERS,
     MIN_SPEECH_S,
@@ -58,6 +59,7 @@ from voxdock.engine.diarization.segmentation import (
     chunk_audio,
     chunk_offsets,
     num_file_frames,
+    segment,
 )
 from voxdock.engine.diarization.turns import split_overlaps, subtract_spans
 from voxdock.evaluation import Turn, diarization_error_rate, mix_conversation, read_rttm
@@ -820,3 +822,41 @@ def test_units_of_real_voices_taking_turns_hold_one_voice_each(diarizer: Segment
         if max(heard) < 0.8 * max(1, sum(heard)):
             impure += seconds
     assert impure <= 0.1 * units.seconds.sum()
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.models
+def test_a_stop_heard_between_blocks_abandons_the_file_and_blocks_change_nothing(
+    diarizer: SegmentationDiarizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An engine handing its files back stops a long file's diarization at its next block of chunks;
+    cutting the chunks into blocks does not change what the model says."""
+    speech = _load(REAL / "pyannote_sample.wav")  # 30 s: 5 chunks
+    offsets = chunk_offsets(speech.shape[0])
+    whole = segment(diarizer.segmentation, speech, offsets)
+    monkeypatch.setattr(segmentation_module, "SEGMENT_BLOCK_CHUNKS", 2)
+    looks: list[int] = []
+    in_blocks = segment(diarizer.segmentation, speech, offsets, lambda: looks.append(1))
+    assert len(looks) == 3  # before each block of two chunks
+    np.testing.assert_allclose(in_blocks.probs.astype(np.float32), whole.probs.astype(np.float32), atol=2e-3)
+
+    segmented: list[int] = []
+    log_probs = diarizer.segmentation.log_probs
+
+    def counting(chunks: Sequence[np.ndarray]) -> np.ndarray:
+        segmented.append(len(chunks))
+        return log_probs(chunks)
+
+    def stop_at_second_look() -> None:
+        looks.append(1)
+        if len(looks) > 1:
+            raise _Stop
+
+    monkeypatch.setattr(diarizer.segmentation, "log_probs", counting)
+    looks.clear()
+    with pytest.raises(_Stop):
+        diarizer.diarize(speech, check_stop=stop_at_second_look)
+    assert segmented == [2]  # one block, then the stop: the other three chunks were never run

@@ -60,9 +60,11 @@ class Diarizer(Protocol):
         speakers: SpeakerOptions | None = None,
         *,
         fast_path_threshold: float | None = None,
+        check_stop: Callable[[], None] | None = None,
     ) -> DiarizationResult:
         """Who speaks when in 16 kHz mono `samples`. With `fast_path_threshold`, a file that may be
-        one voice is checked for it first and, if so, not diarized further (`result.fast_path`)."""
+        one voice is checked for it first and, if so, not diarized further (`result.fast_path`).
+        `check_stop` is called between blocks of work; what it raises abandons the file."""
         ...
 
 

@@ -27,6 +27,7 @@ chunks and speakers go to the device together.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,11 +109,15 @@ class SegmentationDiarizer:
         speakers: SpeakerOptions | None = None,
         *,
         fast_path_threshold: float | None = None,
+        check_stop: Callable[[], None] | None = None,
     ) -> DiarizationResult:
         """Who speaks when in 16 kHz mono `samples`. With `fast_path_threshold`, a file that may be a
-        monologue (no count of 2+ given) is first checked for one voice on a sample of chunks."""
+        monologue (no count of 2+ given) is first checked for one voice on a sample of chunks.
+        `check_stop` is called between blocks of chunks; what it raises abandons the file."""
         speakers = speakers or SpeakerOptions()
-        evidence = self.measure(samples, speakers, fast_path_threshold=fast_path_threshold)
+        evidence = self.measure(
+            samples, speakers, fast_path_threshold=fast_path_threshold, check_stop=check_stop
+        )
         return self.decide(evidence, speakers)
 
     def measure(
@@ -121,11 +126,12 @@ class SegmentationDiarizer:
         speakers: SpeakerOptions | None = None,
         *,
         fast_path_threshold: float | None = None,
+        check_stop: Callable[[], None] | None = None,
     ) -> Evidence:
         speakers = speakers or SpeakerOptions()
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         config = self.config
-        seg = segment(self.segmentation, samples, chunk_offsets(samples.shape[0], config.step_s))
+        seg = segment(self.segmentation, samples, chunk_offsets(samples.shape[0], config.step_s), check_stop)
         voices = voices_per_frame(seg, config.speech_threshold, config.overlap_threshold)
         dim = self.embedder.voice.dim
         if not voices.any() or speakers.known_single:  # nobody, or one speaker given: nothing to embed
@@ -154,6 +160,8 @@ class SegmentationDiarizer:
                 return Evidence(seg, voices, part, decision)
         rest = [c for c in range(len(seg.offsets)) if c not in embedded and activity[c].any()]
         for i in range(0, len(rest), config.block_chunks):
+            if check_stop is not None:
+                check_stop()
             done.append(embed_local_speakers(samples, seg, rest[i : i + config.block_chunks], self.embedder))
         return Evidence(seg, voices, LocalSpeakers.concat(done, dim), decision)
 

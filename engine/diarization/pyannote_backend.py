@@ -8,6 +8,7 @@ downloaded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +50,12 @@ class PyannoteDiarizer:
         speakers: SpeakerOptions | None = None,
         *,
         fast_path_threshold: float | None = None,
+        check_stop: Callable[[], None] | None = None,
     ) -> DiarizationResult:
-        """pyannote's own pipeline (it has no monologue fast path: `fast_path_threshold` is unused)."""
+        """pyannote's own pipeline (it has no monologue fast path: `fast_path_threshold` is unused;
+        it runs as one call, so `check_stop` is heard only before it)."""
+        if check_stop is not None:
+            check_stop()
         speakers = speakers or SpeakerOptions()
         if np.asarray(samples).size == 0:
             return DiarizationResult(turns=[])

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,9 @@ FRAME_DURATION_SAMPLES = 991  # its receptive field (61.9 ms)
 CHUNK_FRAMES = 589
 STEP_S = 5.0
 ONNX_CHUNKS_PER_CALL = 8  # on the CPU: as fast per chunk as 64, a tenth of the memory
+# Chunks segmented between two looks at whether to stop (21 minutes of audio at a 5 s step): a
+# file's chunks still share the model's batches with the other workers' (engine/batching.py).
+SEGMENT_BLOCK_CHUNKS = 256
 # Powerset class -> which of the 3 local speakers talk (pyannote's order: none, singles, pairs).
 POWERSET = np.array(
     [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], dtype=np.float32
@@ -188,11 +191,20 @@ class ChunkSegmentation:
 
 
 def segment(
-    model: SegmentationModel, samples: np.ndarray, offsets: np.ndarray | None = None
+    model: SegmentationModel,
+    samples: np.ndarray,
+    offsets: np.ndarray | None = None,
+    check_stop: Callable[[], None] | None = None,
 ) -> ChunkSegmentation:
-    """Run the model over a file's chunks (all of them unless `offsets` names some)."""
+    """Run the model over a file's chunks (all of them unless `offsets` names some), a block of
+    chunks at a time with `check_stop` called before each."""
     samples = np.asarray(samples, dtype=np.float32).reshape(-1)
     if offsets is None:
         offsets = chunk_offsets(samples.shape[0])
-    logp = model.log_probs([chunk_audio(samples, int(o)) for o in offsets])
-    return ChunkSegmentation(offsets, np.exp(logp).astype(np.float16), samples.shape[0])
+    probs = np.zeros((len(offsets), CHUNK_FRAMES, len(POWERSET)), np.float16)
+    for a in range(0, len(offsets), SEGMENT_BLOCK_CHUNKS):
+        if check_stop is not None:
+            check_stop()
+        block = offsets[a : a + SEGMENT_BLOCK_CHUNKS]
+        probs[a : a + len(block)] = np.exp(model.log_probs([chunk_audio(samples, int(o)) for o in block]))
+    return ChunkSegmentation(offsets, probs, samples.shape[0])
