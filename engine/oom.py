@@ -65,6 +65,24 @@ def release_cached_memory() -> None:
         pass
 
 
+def retry_after_release(run: Callable[[], R]) -> R:
+    """`run()`; after out-of-memory, torch's cache handed back and `run()` once more. For device work
+    that cannot be made smaller (a filterbank over a block's audio): it fails only if the card is
+    full without the cache, and then as OutOfMemory."""
+    try:
+        return run()
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+    release_cached_memory()
+    try:
+        return run()
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise OutOfMemory(f"does not fit in device memory: {exc}") from exc
+
+
 class AdaptiveBatch:
     """The batch size a stage runs with right now: the configured one, or less after out-of-memory."""
 
@@ -121,27 +139,36 @@ class AdaptiveBatch:
         """Run `run` over `items` in chunks of the current size; on out-of-memory halve and retry the
         same chunk. Returns one result per item, in order."""
         results: list[R] = []
+
+        def part(start: int, stop: int) -> None:
+            out = run(items[start:stop])
+            if len(out) != stop - start:
+                raise RuntimeError(f"batch of {stop - start} gave {len(out)} results")
+            results.extend(out)
+
+        self.spans(len(items), part)
+        return results
+
+    def spans(self, total: int, run: Callable[[int, int], None]) -> None:
+        """Call `run(start, stop)` over [0, total) in consecutive spans of the current size, in order;
+        on out-of-memory halve and retry the same span (for work that carries state from one span to
+        the next, such as a recurrent network over a file's windows: `run` keeps it only once done)."""
         position = 0
-        while position < len(items):
-            size = self._current
-            chunk = items[position : position + size]
+        while position < total:
+            stop = min(total, position + self._current)
             try:
-                with self._measure(len(chunk)):
-                    out = run(chunk)
+                with self._measure(stop - position):
+                    run(position, stop)
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
-                if len(chunk) == 1:
+                if stop - position == 1:
                     raise OutOfMemory(f"one item does not fit in device memory: {exc}") from exc
                 release_cached_memory()
-                self._backoff(len(chunk))
+                self._backoff(stop - position)
                 continue
-            if len(out) != len(chunk):
-                raise RuntimeError(f"batch of {len(chunk)} gave {len(out)} results")
-            results.extend(out)
-            position += len(chunk)
-            self._succeeded(len(chunk))
-        return results
+            self._succeeded(stop - position)
+            position = stop
 
     def call(self, run: Callable[[int], R]) -> R:
         """For a model that batches internally (the ASR pipeline): call with the current size and

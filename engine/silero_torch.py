@@ -27,6 +27,7 @@ thread). On CPU run it with one thread (`torch.set_num_threads(1)`), as the ONNX
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from onnx import numpy_helper
 from torch import nn
 from torch.nn import functional
 
+from voxdock.engine.oom import AdaptiveBatch
 from voxdock.engine.precision import use_full_float32
 
 WINDOW = 512  # samples per probability at 16 kHz
@@ -49,6 +51,8 @@ HIDDEN = 128
 ENCODER = ((BINS, 128, 1), (128, 64, 2), (64, 64, 2), (64, HIDDEN, 1))
 # Windows per front-end/encoder pass: bounds the STFT's intermediate (about 4 KiB a window) on long files.
 BLOCK_WINDOWS = 16384
+log = logging.getLogger(__name__)
+
 # ONNX stores an LSTM's gates as (input, output, forget, cell); torch as (input, forget, cell, output).
 _ONNX_TO_TORCH_GATES = [0, 2, 3, 1]
 
@@ -114,6 +118,10 @@ class _SileroNet(nn.Module):
         return torch.sigmoid(self.decoder(functional.relu(hidden))).squeeze(-1)
 
 
+def _log_backoff(failed: int, now: int) -> None:
+    log.warning("VAD out of GPU memory on %d windows at once: %d from now on", failed, now)
+
+
 class TorchSileroVad:
     """faster-whisper's Silero VAD v6 (see the module's note) run by torch on `device`; thread-safe."""
 
@@ -127,7 +135,9 @@ class TorchSileroVad:
         self.device = torch.device(device)
         if self.device.type == "cuda":  # its probabilities must match the CPU's (engine/precision.py)
             use_full_float32()
-        self.block_windows = block_windows
+        # Windows per block, halved on out-of-memory and grown back after successes (engine/oom.py);
+        # one for every thread's calls.
+        self.blocks = AdaptiveBatch(block_windows, on_backoff=_log_backoff)
         net = _SileroNet()
         net.load_state_dict(_state_dict_from_onnx(path or onnx_path()))
         self._net = net.eval().to(self.device)
@@ -150,14 +160,20 @@ class TorchSileroVad:
         # the caller's array is left as it was.
         padded = np.zeros(CONTEXT + count * WINDOW, dtype=np.float32)
         padded[CONTEXT:-CONTEXT] = audio[:-CONTEXT]
-        with torch.inference_mode():
-            samples = torch.from_numpy(padded).to(self.device)
-            windows = samples.unfold(0, WINDOW + CONTEXT, WINDOW)
-            probs = torch.empty(count, dtype=torch.float32, device=self.device)
-            state: tuple[torch.Tensor, torch.Tensor] | None = None
-            for start in range(0, count, self.block_windows):
-                stop = min(start + self.block_windows, count)
-                features = self._net.encode(windows[start:stop])
-                hidden, state = self._net.lstm(features.unsqueeze(1), state)
-                probs[start:stop] = self._net.decode(hidden.squeeze(1))
-            return probs.cpu().numpy()
+        probs = np.empty(count, dtype=np.float32)
+        state: list[tuple[torch.Tensor, torch.Tensor] | None] = [None]
+
+        def run(start: int, stop: int) -> None:
+            # Only this block's audio goes to the device (a 3-hour file whole would be 690 MB there
+            # per VAD call); the LSTM state moves on only once the block is done, so a block retried
+            # smaller after out-of-memory starts from the same state.
+            with torch.inference_mode():
+                block = torch.from_numpy(padded[start * WINDOW : stop * WINDOW + CONTEXT]).to(self.device)
+                windows = block.unfold(0, WINDOW + CONTEXT, WINDOW)
+                features = self._net.encode(windows)
+                hidden, after = self._net.lstm(features.unsqueeze(1), state[0])
+                probs[start:stop] = self._net.decode(hidden.squeeze(1)).cpu().numpy()
+            state[0] = after
+
+        self.blocks.spans(count, run)
+        return probs

@@ -62,6 +62,7 @@ from voxdock.engine.diarization.segmentation import (
     segment,
 )
 from voxdock.engine.diarization.turns import split_overlaps, subtract_spans
+from voxdock.engine.oom import OutOfMemory
 from voxdock.evaluation import Turn, diarization_error_rate, mix_conversation, read_rttm
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE  # 16.875 ms
@@ -860,3 +861,34 @@ def test_a_stop_heard_between_blocks_abandons_the_file_and_blocks_change_nothing
     with pytest.raises(_Stop):
         diarizer.diarize(speech, check_stop=stop_at_second_look)
     assert segmented == [2]  # one block, then the stop: the other three chunks were never run
+
+
+@pytest.mark.models
+def test_a_filterbank_out_of_gpu_memory_is_run_again_after_the_cache_is_handed_back(
+    diarizer: SegmentationDiarizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from voxdock.engine.diarization import embedding
+
+    speech = _load(REAL / "pyannote_sample.wav")
+    expected = diarizer.diarize(speech, SpeakerOptions(num_speakers=2))
+    fbank = embedding.fbank_tensor
+    calls: list[int] = []
+
+    def full_card_once(audio: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return fbank(audio)
+
+    monkeypatch.setattr(embedding, "fbank_tensor", full_card_once)
+    got = diarizer.diarize(speech, SpeakerOptions(num_speakers=2))
+    assert len(calls) >= 2 and got.turns == expected.turns
+
+    def full_card(audio: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+
+    monkeypatch.setattr(embedding, "fbank_tensor", full_card)
+    with pytest.raises(OutOfMemory, match="does not fit in device memory"):
+        diarizer.diarize(speech, SpeakerOptions(num_speakers=2))

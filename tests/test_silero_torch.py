@@ -125,6 +125,32 @@ def test_one_window(onnx_vad: Model, torch_vad: TorchSileroVad, monkeypatch: pyt
     assert timestamps(torch_vad, window, monkeypatch) == timestamps(onnx_vad, window, monkeypatch)
 
 
+def test_out_of_gpu_memory_halves_the_block_and_changes_no_probability(
+    speech: dict[str, np.ndarray], torch_vad: TorchSileroVad, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block of windows that does not fit is retried in halves from the same LSTM state (the stage's
+    out-of-memory backoff, engine/oom.py): every window's probability is what it was."""
+    audio = padded(speech["all, end to end"])
+    expected = probabilities(torch_vad, audio)
+    tight = TorchSileroVad("cpu", block_windows=400)
+    encode = tight._net.encode
+    sizes: list[int] = []
+    ran: list[int] = []
+
+    def encode_on_a_full_card(windows: torch.Tensor) -> torch.Tensor:
+        sizes.append(int(windows.shape[0]))
+        if windows.shape[0] > 100:  # the real error type, as CUDA raises it
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        ran.append(int(windows.shape[0]))
+        return encode(windows)
+
+    monkeypatch.setattr(tight._net, "encode", encode_on_a_full_card)
+    got = probabilities(tight, audio)
+    assert sizes[:3] == [400, 200, 100]  # halved twice, then it fits
+    assert max(ran) == 100 and sum(ran) == audio.shape[0] // WINDOW  # (it tries 200 again now and then)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 def test_rejects_what_the_onnx_model_rejects(torch_vad: TorchSileroVad) -> None:
     with pytest.raises(ValueError):
         torch_vad(np.zeros(WINDOW + 1, dtype=np.float32))

@@ -42,7 +42,7 @@ from voxdock.engine.diarization.segmentation import (
     ChunkSegmentation,
 )
 from voxdock.engine.fbank import FRAME_LENGTH, FRAME_SHIFT, fbank_tensor
-from voxdock.engine.oom import AdaptiveBatch, FaultInjector
+from voxdock.engine.oom import AdaptiveBatch, FaultInjector, retry_after_release
 from voxdock.engine.voice import VoiceEncoder
 
 MIN_CLEAN_S = 0.5
@@ -179,9 +179,13 @@ def _chunk_units(
     last = min(
         int(offsets.max()) * FRAME_SAMPLES + CHUNK_FRAMES * FRAME_SAMPLES + FRAME_LENGTH, samples.shape[0]
     )
-    audio = torch.from_numpy(np.ascontiguousarray(samples[first:last], dtype=np.float32)).to(device)
-    with torch.inference_mode():
-        feats = fbank_tensor(audio)
+
+    def features() -> Any:
+        with torch.inference_mode():
+            audio = torch.from_numpy(np.ascontiguousarray(samples[first:last], dtype=np.float32))
+            return fbank_tensor(audio.to(device))
+
+    feats = retry_after_release(features)  # CAM++'s own calls back off in the embedder's batcher
     # The file-grid frame of each filterbank frame's centre.
     centres = first + np.arange(feats.shape[0]) * FRAME_SHIFT + FRAME_LENGTH // 2
     grid = centres // FRAME_SAMPLES
