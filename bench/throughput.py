@@ -261,6 +261,12 @@ def model_key(settings: Any) -> tuple[Any, ...]:
     )
 
 
+def mean_utilization(gpus: list[Any]) -> float | None:
+    """The devices' mean utilisation; None without a device that reports one (a MIG slice does not)."""
+    busy = [g.utilization_pct for g in gpus if g.utilization_pct is not None]
+    return float(np.mean(busy)) if busy else None
+
+
 def per_hour(seconds: float | None, audio_s: float) -> float | None:
     return None if seconds is None or audio_s <= 0 else seconds / audio_s * HOUR
 
@@ -274,7 +280,7 @@ def condensed(snap: Any, t: float, host: dict[str, Any]) -> dict[str, Any]:
         "audio_done_s": round(snap.totals.audio_s_done, 1),
         "hours_per_hour_now": _round(snap.totals.hours_per_hour_now, 2),
         "process_cpu_s": _round(host["process_s"], 1),
-        "gpu_util_pct": round(float(np.mean([g.utilization_pct for g in gpus])), 1) if gpus else None,
+        "gpu_util_pct": _round(mean_utilization(gpus), 1),
         "vram_mb": round(sum(g.memory_used_mb for g in gpus)) if gpus else None,
         "stages": {
             s.name: {
@@ -342,7 +348,9 @@ def run_config(
         snap = engine.snapshot()
         t = time.perf_counter() - start
         if snap.gpus:
-            gpu_util.append(float(np.mean([g.utilization_pct for g in snap.gpus])))
+            busy = mean_utilization(snap.gpus)
+            if busy is not None:
+                gpu_util.append(busy)
             used = sum(g.memory_used_mb for g in snap.gpus)
             vram_peak = used if vram_peak is None else max(vram_peak, used)
         progress = jobs.batch_progress(db, [submission.batch_id])[0]

@@ -760,7 +760,7 @@ class Engine:
             if self._shutting_down or self.state != EngineState.RUNNING:
                 continue
             snapshot = self.snapshot()
-            utilisation = [g.utilization_pct for g in snapshot.gpus]
+            utilisation = [g.utilization_pct for g in snapshot.gpus if g.utilization_pct is not None]
             host = Host(
                 cpu_busy=psutil.cpu_percent(None) / 100.0,
                 gpu_busy=sum(utilisation) / len(utilisation) / 100.0 if utilisation else None,

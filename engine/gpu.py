@@ -91,17 +91,20 @@ class GpuMonitor:
         samples = []
         for index, handle in enumerate(self._handles):
             try:
-                util = nvml.nvmlDeviceGetUtilizationRates(handle)
                 mem = nvml.nvmlDeviceGetMemoryInfo(handle)
                 name = nvml.nvmlDeviceGetName(handle)
             except Exception as exc:  # a device that stops answering is reported once per sample
                 log.debug("NVML query failed for GPU %d: %s", index, exc)
                 continue
+            try:
+                utilization: float | None = float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+            except Exception:  # NVML_ERROR_NOT_SUPPORTED on a MIG slice: its memory is still shown
+                utilization = None
             samples.append(
                 GpuSnapshot(
                     index=index,
                     name=name.decode() if isinstance(name, bytes) else str(name),
-                    utilization_pct=float(util.gpu),
+                    utilization_pct=utilization,
                     memory_used_mb=mem.used / 2**20,
                     memory_total_mb=mem.total / 2**20,
                 )

@@ -82,7 +82,7 @@ class Totals:
 class GpuSnapshot:
     index: int
     name: str
-    utilization_pct: float
+    utilization_pct: float | None  # None: the device does not say (NVML has none for a MIG slice)
     memory_used_mb: float
     memory_total_mb: float
 

@@ -50,3 +50,13 @@ async def test_on_cpu_no_budget_is_shown_as_such(tmp_path: Path) -> None:
     base = state("running-no-gpu")
     cpu = replace(base, snapshot=replace(base.snapshot, vram=VramSnapshot("default", None, None, None)))
     assert await shown(cpu, tmp_path, "#gpu-none") == "no GPU: running on CPU, no VRAM budget"
+
+
+async def test_a_mig_slice_shows_its_vram_and_says_utilisation_is_not_reported(tmp_path: Path) -> None:
+    """NVML gives a MIG slice's memory but not its utilisation: the row stays, "n/a" where the
+    percentage would be (it used to drop the device and say "no GPU")."""
+    base = state("gpu")
+    history = {0: [replace(g, utilization_pct=None) for g in base.gpu_history[0]]}
+    mig = replace(base, snapshot=replace(base.snapshot, gpus=[history[0][-1]]), gpu_history=history)
+    assert await shown(mig, tmp_path, "#gpu-0 .gpu-label") == "GPU0 n/a"
+    assert await shown(mig, tmp_path, "#gpu-0 .gpu-mem-label") == "VRAM 31.4/71.7G budget"

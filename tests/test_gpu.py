@@ -185,3 +185,32 @@ def test_nvml_devices_follow_what_cuda_sees() -> None:
     assert visible_handles(nvml, "GPU-aaaa,MIG-bbbb") == ["card2", "card3/mig0"]
     assert visible_handles(nvml, "1,GPU-zzzz,0") == ["card1"]  # CUDA stops at the first bad entry
     assert visible_handles(nvml, "") == [] and visible_handles(nvml, "-1") == []  # no GPU for CUDA
+
+
+def test_a_mig_slice_is_sampled_without_utilisation() -> None:
+    """NVML answers a MIG slice's memory but not its utilisation (NVML_ERROR_NOT_SUPPORTED): the
+    slice is still sampled, its utilisation None; a whole card beside it is sampled as before. A
+    stand-in for NVML (this machine has no GPU)."""
+    from voxdock.formatting import utilization_label
+
+    class NotSupported(Exception):
+        pass
+
+    def utilization(handle: str) -> SimpleNamespace:
+        if handle.startswith("MIG"):
+            raise NotSupported("Not Supported")
+        return SimpleNamespace(gpu=37)
+
+    monitor = GpuMonitor()
+    monitor._nvml = SimpleNamespace(
+        nvmlDeviceGetUtilizationRates=utilization,
+        nvmlDeviceGetMemoryInfo=lambda handle: SimpleNamespace(used=2 * GIB, total=35 * GIB),
+        nvmlDeviceGetName=lambda handle: b"NVIDIA H200" if handle == "card" else b"NVIDIA H200 MIG 2g.35gb",
+    )
+    monitor._handles = ["MIG-slice", "card"]
+    mig, card = monitor.sample()
+    assert (mig.utilization_pct, mig.memory_total_mb) == (None, 35 * 1024)
+    assert mig.name == "NVIDIA H200 MIG 2g.35gb"
+    assert card.utilization_pct == 37.0
+    assert (utilization_label(mig), utilization_label(card)) == ("n/a", " 37%")
+    assert monitor.history(0) == [mig]

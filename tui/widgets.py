@@ -20,7 +20,14 @@ from voxdock.engine.events import EngineEvent
 from voxdock.engine.metrics import EngineSnapshot, GpuSnapshot
 from voxdock.engine.speakers import SpeakerOptions
 from voxdock.engine.vram import VramSnapshot
-from voxdock.formatting import estimate_eta, fmt_duration, fmt_rtf, text_bar, vram_label
+from voxdock.formatting import (
+    estimate_eta,
+    fmt_duration,
+    fmt_rtf,
+    text_bar,
+    utilization_label,
+    vram_label,
+)
 from voxdock.tui.backend import ConsoleData
 
 Cell = str | Text
@@ -213,8 +220,9 @@ class GpuRow(Horizontal):
         yield Sparkline([], classes="gpu-mem")
 
     def show(self, latest: GpuSnapshot, history: Sequence[GpuSnapshot], vram: VramSnapshot | None) -> None:
-        self.query_one(".gpu-label", Label).update(f"GPU{latest.index} {latest.utilization_pct:3.0f}%")
-        self.query_one(".gpu-util", Sparkline).data = [h.utilization_pct for h in history] or [0.0]
+        self.query_one(".gpu-label", Label).update(f"GPU{latest.index} {utilization_label(latest)}")
+        busy = [h.utilization_pct for h in history if h.utilization_pct is not None]
+        self.query_one(".gpu-util", Sparkline).data = busy or [0.0]
         self.query_one(".gpu-mem-label", Label).update(vram_label(latest, vram))
         self.query_one(".gpu-mem", Sparkline).data = [h.memory_used_mb for h in history] or [0.0]
 

@@ -85,6 +85,11 @@ def estimate_eta(files_left: int, files_done: int, audio_done_s: float, pace: fl
     return files_left * (audio_done_s / files_done) / pace
 
 
+def utilization_label(gpu: GpuSnapshot) -> str:
+    """How busy the device is ("  5%"), or "n/a" where it does not say (a MIG slice)."""
+    return "n/a" if gpu.utilization_pct is None else f"{gpu.utilization_pct:3.0f}%"
+
+
 def vram_label(gpu: GpuSnapshot, vram: VramSnapshot | None) -> str:
     """The engine's use against GPU_MEMORY_BUDGET in GiB on the device it is of ("VRAM 3.1/126.9G
     budget", "... OVER" past it), else the device's use of its memory. Short: it shares a row with

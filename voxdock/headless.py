@@ -24,7 +24,7 @@ from voxdock.engine.engine import Engine
 from voxdock.engine.events import EngineEvent
 from voxdock.engine.metrics import EngineSnapshot
 from voxdock.engine.vram import gib
-from voxdock.formatting import estimate_eta, fmt_duration, fmt_rtf, vram_label
+from voxdock.formatting import estimate_eta, fmt_duration, fmt_rtf, utilization_label, vram_label
 from voxdock.storage import jobs
 from voxdock.storage.database import is_store_unavailable
 from voxdock.storage.jobs import BatchProgress
@@ -89,7 +89,7 @@ class IngestDisplay:
         for gpu in snapshot.gpus:  # a GPU host: is the device busy, and how full is it
             lines.append(
                 Text(
-                    f"  GPU{gpu.index} {gpu.utilization_pct:3.0f}% · {vram_label(gpu, snapshot.vram)}",
+                    f"  GPU{gpu.index} {utilization_label(gpu)} · {vram_label(gpu, snapshot.vram)}",
                     style="dim",
                 )
             )
