@@ -10,7 +10,10 @@ Command (from the repository root, with the venv active; HF_HUB_OFFLINE=1):
 
 `--channel phone` passes every recording through a telephone channel first (`telephone_channel` in
 voxdock/evaluation.py: 8 kHz, 300-3400 Hz, 8-bit mu-law, back at 16 kHz), both diarizers alike: calls
-are a large part of archives, and both models were trained on wideband speech.
+are a large part of archives, and both models were trained on wideband speech. `--channel mp3`,
+`opus` or `amr` passes it through that lossy codec and back instead (`lossy_codec`: MP3 32 kbit/s and
+Opus 12 kbit/s at 16 kHz, AMR-NB 12.2 kbit/s at 8 kHz; decoded by the engine's decoder and realigned),
+as archives store much of their audio.
 
 Real speech first. Conversation sets, each scored per file and pooled by time (the error seconds of
 all files over their reference speech seconds, for DER, missed speech, false alarm and confusion,
@@ -518,9 +521,11 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2, help="timings per file (fastest kept)")
     parser.add_argument(
         "--channel",
-        choices=("clean", "phone"),
+        choices=("clean", "phone", "mp3", "opus", "amr"),
         default="clean",
-        help="phone: every recording first goes through a telephone channel (8 kHz, 300-3400 Hz, mu-law)",
+        help="phone: every recording first goes through a telephone channel (8 kHz, 300-3400 Hz, mu-law); "
+        "mp3 / opus / amr: through that codec and back (MP3 32 kbit/s, Opus 12 kbit/s, AMR-NB 12.2 kbit/s "
+        "at 8 kHz)",
     )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REAL
 
 from voxdock.evaluation import (
     Turn,
@@ -91,3 +92,31 @@ def test_the_telephone_channel_keeps_the_voice_band_and_drops_the_rest() -> None
             assert 0.9 < ratio < 1.1 and peak_hz == 1000
         else:
             assert ratio < 0.1
+
+
+@pytest.mark.parametrize("channel", ["mp3", "opus", "amr"])
+def test_a_lossy_codec_round_trip_keeps_the_speech_where_it_was(channel: str) -> None:
+    """The bench's codec channels (`--channel mp3|opus|amr`): real speech through the encoder and the
+    engine's decoder comes back as long as it went in, in step with it (the encoder's delay taken
+    out), the same voice."""
+    from voxdock.engine.decode import decode_file
+    from voxdock.evaluation import CHANNELS
+
+    speech = decode_file(REAL / "pyannote_sample.wav").samples[: 10 * 16000]
+    out = CHANNELS[channel](speech)
+    assert out.shape == speech.shape and out.dtype == np.float32
+    lags = [np.dot(speech[3200:-3200], out[3200 + lag : out.shape[0] - 3200 + lag]) for lag in range(-80, 81)]
+    assert int(np.argmax(lags)) - 80 == 0  # in step: no lag fits better
+    assert np.corrcoef(speech, out)[0, 1] > 0.85
+
+
+def test_amr_is_a_narrowband_codec() -> None:
+    """AMR-NB, a mobile call's codec, runs at 8 kHz: of white noise, nothing above 4 kHz comes back
+    (MP3 and Opus at 16 kHz keep about 40% of it there)."""
+    from voxdock.evaluation import CHANNELS
+
+    noise = (0.1 * np.random.default_rng(0).standard_normal(3 * 16000)).astype(np.float32)
+    for channel, wideband in (("amr", False), ("mp3", True)):
+        spectrum = np.abs(np.fft.rfft(CHANNELS[channel](noise))) ** 2
+        above = spectrum[4100 * 3 :].sum() / spectrum.sum()
+        assert (above > 0.2) if wideband else (above < 0.005)

@@ -234,7 +234,58 @@ def telephone_channel(samples: np.ndarray) -> np.ndarray:
     return np.clip(np.pad(wide, (0, samples.shape[0] - wide.shape[0])), -1, 1).astype(np.float32)
 
 
-CHANNELS = {"clean": lambda samples: samples, "phone": telephone_channel}
+def lossy_codec(samples: np.ndarray, codec: str, container: str, rate: int, bit_rate: int) -> np.ndarray:
+    """16 kHz mono audio encoded with `codec` at `rate` Hz and `bit_rate` bit/s as an archive would store
+    it, decoded again by the engine's own decoder, and realigned to the input (an encoder's delay of a
+    few dozen milliseconds would otherwise shift every turn)."""
+    import tempfile
+
+    import av
+
+    from voxdock.engine.decode import decode_file
+
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)
+    with tempfile.TemporaryDirectory(prefix="voxdock-codec-") as tmp:
+        path = Path(tmp) / f"audio.{container}"
+        with av.open(str(path), "w") as out:
+            stream = out.add_stream(codec, rate=rate, layout="mono")
+            stream.bit_rate = bit_rate
+            resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
+            frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
+            frame.sample_rate = 16000
+            for part in [*resampler.resample(frame), *resampler.resample(None)]:
+                for packet in stream.encode(part):
+                    out.mux(packet)
+            for packet in stream.encode(None):
+                out.mux(packet)
+        coded = decode_file(path).samples
+    lag = _lag(samples, coded, max_lag=3200)
+    coded = coded[lag:] if lag >= 0 else np.pad(coded, (-lag, 0))
+    coded = coded[: samples.shape[0]]
+    return np.pad(coded, (0, samples.shape[0] - coded.shape[0])).astype(np.float32)
+
+
+def _lag(reference: np.ndarray, delayed: np.ndarray, max_lag: int) -> int:
+    """How many samples `delayed` runs behind `reference` (up to `max_lag` either way), by the
+    cross-correlation of their first minute."""
+    from scipy.signal import correlate
+
+    a = np.asarray(reference[: 16000 * 60], dtype=np.float64)
+    b = np.asarray(delayed[: a.shape[0] + max_lag], dtype=np.float64)
+    full = correlate(b, a, mode="full", method="fft")
+    zero = a.shape[0] - 1  # index of lag 0
+    window = full[zero - max_lag : zero + max_lag + 1]
+    return int(np.argmax(window)) - max_lag
+
+
+CHANNELS = {
+    "clean": lambda samples: samples,
+    "phone": telephone_channel,
+    # What archives hold: a low-bitrate podcast/dictation MP3, a VoIP call's Opus, a mobile call's AMR.
+    "mp3": lambda samples: lossy_codec(samples, "libmp3lame", "mp3", 16000, 32_000),
+    "opus": lambda samples: lossy_codec(samples, "libopus", "ogg", 16000, 12_000),
+    "amr": lambda samples: lossy_codec(samples, "libopencore_amrnb", "amr", 8000, 12_200),
+}
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int = 16000) -> Path:
