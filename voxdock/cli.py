@@ -837,10 +837,25 @@ def nodes_cmd() -> None:
     out.print(table)
 
 
+WORKER_GRACE_S = 25.0  # inside the 30 s an orchestrator (Kubernetes) waits after SIGTERM by default
+
+
 @app.command("worker")
-def worker() -> None:
+def worker(
+    grace: Annotated[
+        float,
+        typer.Option(
+            "--grace",
+            min=0,
+            help="Seconds the files in flight may take to finish after Ctrl-C or SIGTERM; what is left "
+            "then goes back to the queue for another node (0: at once). Keep it under the time your "
+            "service manager waits before it kills the process.",
+        ),
+    ] = WORKER_GRACE_S,
+) -> None:
     """Run this host as a node of the cluster: process files of every running batch until stopped
-    (Ctrl-C or SIGTERM finishes the files in flight; a second Ctrl-C re-queues them)."""
+    (Ctrl-C or SIGTERM lets the files in flight finish for --grace seconds, then re-queues the rest;
+    a second Ctrl-C or SIGTERM re-queues them at once)."""
     from voxdock.engine.engine import Engine
 
     settings = settings_or_exit()
@@ -855,10 +870,15 @@ def worker() -> None:
             while engine.state not in ("failed", "stopped"):
                 time.sleep(1.0)
         except (KeyboardInterrupt, SystemExit):
-            out.print("finishing the files in flight (Ctrl-C again to re-queue them)…")
+            # A file left claimed by a killed process waits out its lease before another node takes
+            # it; handed back, it is taken at once.
+            out.print(
+                f"finishing the files in flight for up to {grace:g} s, then re-queuing the rest "
+                "(Ctrl-C again to re-queue them now)…"
+            )
             try:
-                engine.stop(mode="finish")
-            except KeyboardInterrupt:
+                engine.stop(mode="finish", timeout=grace)
+            except (KeyboardInterrupt, SystemExit):
                 engine.stop(mode="requeue", timeout=60)
         if engine.state == "failed":
             raise fail(f"the engine failed: {engine.error or 'unknown error'}", exit_codes.ENGINE_FAILED)
