@@ -348,9 +348,9 @@ def run_config(
         snap = engine.snapshot()
         t = time.perf_counter() - start
         if snap.gpus:
-            busy = mean_utilization(snap.gpus)
-            if busy is not None:
-                gpu_util.append(busy)
+            utilization = mean_utilization(snap.gpus)
+            if utilization is not None:
+                gpu_util.append(utilization)
             used = sum(g.memory_used_mb for g in snap.gpus)
             vram_peak = used if vram_peak is None else max(vram_peak, used)
         progress = jobs.batch_progress(db, [submission.batch_id])[0]

@@ -292,7 +292,12 @@ class DecoderProcesses:
         if child is None:
             child = _Child()
         with self._lock:
-            self._busy.add(child)
+            closed = self._closed  # an abort while the child started: it would not have been killed
+            if not closed:
+                self._busy.add(child)
+        if closed:
+            child.close(0)
+            raise DecodeError("the engine is stopping: decoding is closed")
         return child
 
     def _give_back(self, child: _Child, in_step: bool) -> None:

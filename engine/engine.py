@@ -565,10 +565,16 @@ class Engine:
                 self.state = EngineState.STOPPED
                 return True
             self.state = EngineState.STOPPING
-        if previous == EngineState.LOADING and self._loader is not None:
+        loader = self._loader
+        if loader is not None and loader is not threading.current_thread():
             # Model loading cannot be cut short; leaving it running while the process exits aborts
-            # in the native runtimes' threads. It sees the stop when done and starts nothing.
-            self._loader.join(timeout)
+            # in the native runtimes' threads, so it is waited for whatever `timeout` says (that is
+            # for the files in flight), also by a second stop that interrupted the first. Once
+            # loaded, the loader thread claims files: it is joined only when it saw the stop while
+            # loading, and so ends at once.
+            self._ready.wait()
+            if previous == EngineState.LOADING:
+                loader.join()
         self._claiming.clear()
         if mode == "requeue":
             self._hand_back_now()
@@ -587,8 +593,17 @@ class Engine:
             self._hand_back_now()
             with self._lock:
                 left = list(self._in_flight.values())
-            for work in left:
-                self.requeue(work)
+
+            # In a thread of its own: a second Ctrl-C lands in this (the main) thread, and between
+            # taking a file off the in-flight table and writing it back to the queue it would leave
+            # the file claimed until its lease runs out. Not a daemon: the process waits for it.
+            def hand_back() -> None:
+                for work in left:
+                    self.requeue(work)
+
+            handing = threading.Thread(target=hand_back, name="voxdock-hand-back")
+            handing.start()
+            handing.join()
         self._shutting_down = True
         self._wake.set()
         for stage in self.stages.values():

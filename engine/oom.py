@@ -156,6 +156,7 @@ class AdaptiveBatch:
         position = 0
         while position < total:
             stop = min(total, position + self._current)
+            fitted = True
             try:
                 with self._measure(stop - position):
                     run(position, stop)
@@ -164,6 +165,8 @@ class AdaptiveBatch:
                     raise
                 if stop - position == 1:
                     raise OutOfMemory(f"one item does not fit in device memory: {exc}") from exc
+                fitted = False
+            if not fitted:  # out of the handler: its traceback no longer holds the span's tensors
                 release_cached_memory()
                 self._backoff(stop - position)
                 continue
@@ -175,6 +178,7 @@ class AdaptiveBatch:
         halve on out-of-memory until it fits."""
         while True:
             size = self._current
+            fitted = True
             try:
                 with self._measure(size):
                     out = run(size)
@@ -183,6 +187,8 @@ class AdaptiveBatch:
                     raise
                 if size == 1:
                     raise OutOfMemory(f"does not fit in device memory at batch size 1: {exc}") from exc
+                fitted = False
+            if not fitted:  # out of the handler, as in `spans`
                 release_cached_memory()
                 self._backoff(size)
                 continue

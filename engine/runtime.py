@@ -198,6 +198,7 @@ class Stage:
         cost = HandlerCost()
         cost.start()
         failed: set[int] = set()
+        handed_back = False
         try:
             if self._handle_many is not None:
                 self._handle_many(works)
@@ -212,6 +213,7 @@ class Stage:
             if isinstance(exc, HandedBack | StoreGone) or is_store_unavailable(exc):
                 # Not the file's fault: the engine is handing files back, or the store went away (and
                 # the engine is stopping). Hand it back.
+                handed_back = True
                 for work in works:
                     self.ctx.requeue(work)
             else:  # a bug or a model error: the file fails, the engine goes on
@@ -221,10 +223,10 @@ class Stage:
             self.metrics.finished()
             cost.stop()
         busy = time.perf_counter() - start
-        self.metrics.record(
-            audio_s=sum(w.duration_s for w in works),
+        self.metrics.record(  # a file handed back part-way was not processed: its time only
+            audio_s=0.0 if handed_back else sum(w.duration_s for w in works),
             busy_s=busy,
-            items=len(works),
+            items=0 if handed_back else len(works),
             cpu_s=cost.cpu_s,
             models=cost.models,
         )

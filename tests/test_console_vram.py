@@ -3,8 +3,10 @@ CPU that no budget applies."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 from console_states import FrozenBackend, gpu_history, state, vram
 from textual.widgets import Label
@@ -14,6 +16,8 @@ from voxdock.formatting import vram_label
 from voxdock.tui.app import VoxdockConsole
 from voxdock.tui.backend import ConsoleData
 from voxdock.tui.widgets import Quiet
+
+T = TypeVar("T")
 
 
 def test_the_label_is_use_against_budget_on_the_budgets_device() -> None:
@@ -27,7 +31,8 @@ def test_the_label_is_use_against_budget_on_the_budgets_device() -> None:
     assert vram_label(gpu, None) == "VRAM 31.4G/79.6G"
 
 
-async def shown(data: ConsoleData, tmp_path: Path, selector: str) -> str:
+async def on_screen(data: ConsoleData, tmp_path: Path, look: Callable[[VoxdockConsole], T]) -> T:
+    """`look` at the console once it shows `data`."""
     app = VoxdockConsole(
         FrozenBackend(data), refresh_s=60.0, prefs_path=tmp_path / "p.json", show_clock=False
     )
@@ -37,9 +42,16 @@ async def shown(data: ConsoleData, tmp_path: Path, selector: str) -> str:
                 break
             await pilot.pause(0.05)
         await pilot.pause()
+        return look(app)
+
+
+async def shown(data: ConsoleData, tmp_path: Path, selector: str) -> str:
+    def text(app: VoxdockConsole) -> str:
         widget = app.query_one(selector)
         assert isinstance(widget, Label | Quiet)
         return str(widget.render())
+
+    return await on_screen(data, tmp_path, text)
 
 
 async def test_the_dashboard_shows_the_budget(tmp_path: Path) -> None:
@@ -60,3 +72,9 @@ async def test_a_mig_slice_shows_its_vram_and_says_utilisation_is_not_reported(t
     mig = replace(base, snapshot=replace(base.snapshot, gpus=[history[0][-1]]), gpu_history=history)
     assert await shown(mig, tmp_path, "#gpu-0 .gpu-label") == "GPU0 n/a"
     assert await shown(mig, tmp_path, "#gpu-0 .gpu-mem-label") == "VRAM 31.4/71.7G budget"
+    assert not await util_line_shown(mig, tmp_path)  # not a flat line that reads as 0% busy
+    assert await util_line_shown(base, tmp_path)
+
+
+async def util_line_shown(data: ConsoleData, tmp_path: Path) -> bool:
+    return await on_screen(data, tmp_path, lambda app: bool(app.query_one("#gpu-0 .gpu-util").display))

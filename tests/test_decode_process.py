@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from voxdock.engine import decode_process
 from voxdock.engine.decode import DecodeError, decode_file
 from voxdock.engine.decode_process import DecoderProcesses
 
@@ -152,6 +153,7 @@ def test_decoding_works_under_a_screen_that_replaced_stderr() -> None:
     console failed with "bad value(s) in fds_to_keep"). In a fresh interpreter, as the console is."""
     script = f"""
 import io, sys
+from voxdock.engine import decode_process
 from voxdock.engine.decode_process import DecoderProcesses
 class Screen(io.StringIO):
     def fileno(self): return -1
@@ -254,3 +256,35 @@ def test_abort_stops_a_decode_that_would_never_end(decoders: DecoderProcesses, t
     assert not _alive(child) and decoders.children == 0
     with pytest.raises(DecodeError, match="stopping"):
         decoders.decode(EXAMPLES / "meeting_2spk.wav")
+
+
+def test_abort_while_a_child_starts_stops_that_child_too(
+    decoders: DecoderProcesses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An abort between a decode taking its (new) child and counting it busy: the child is stopped and
+    the file not decoded (it was neither idle nor busy when the abort looked)."""
+    started = decode_process._Child.__init__
+    pids: list[int] = []
+
+    def slow_start(child: decode_process._Child) -> None:
+        started(child)
+        pids.append(child.pid)
+        time.sleep(0.5)  # the abort comes now
+
+    monkeypatch.setattr(decode_process._Child, "__init__", slow_start)
+    outcome: list[object] = []
+
+    def work() -> None:
+        try:
+            outcome.append(decoders.decode(EXAMPLES / "meeting_2spk.wav"))
+        except DecodeError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    time.sleep(0.2)
+    decoders.abort()
+    thread.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], DecodeError), outcome
+    assert "stopping" in str(outcome[0])
+    assert len(pids) == 1 and not _alive(pids[0])

@@ -60,7 +60,46 @@ def test_sigterm_hands_a_long_file_back_after_the_grace(
             worker.kill()
             worker.wait()
     assert worker.returncode == 0, output
-    assert "finishing the files in flight for up to 2 s" in output
+    assert "finishing the files in flight for up to 2 s, then re-queuing the rest" in output
     progress = jobs.batch_progress(db, [batch.id])[0]
     assert (progress.queued, progress.claimed, progress.done, progress.failed) == (1, 0, 0, 0)
     assert "Traceback" not in output and "terminate called" not in output
+
+
+def test_sigterm_while_the_models_load_waits_for_them_and_exits_cleanly(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    """Loading cannot be cut short: a stop during it waits for it, whatever --grace says, and the
+    process exits 0 (leaving while the runtimes' threads load aborted it: status -6, "terminate
+    called without an active exception")."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": empty_db_url,
+        "VOXDOCK_DATA_DIR": str(tmp_path / "data"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "voxdock", "worker", "--grace", "0"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None
+        seen = ""
+        while "working on" not in seen:  # printed as the models start loading
+            line = worker.stdout.readline()
+            assert line, seen
+            seen += line
+        time.sleep(0.5)
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == 0, seen + output
+    assert "re-queuing the files in flight" in output
+    assert "terminate called" not in output and "Traceback" not in output

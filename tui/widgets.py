@@ -221,8 +221,9 @@ class GpuRow(Horizontal):
 
     def show(self, latest: GpuSnapshot, history: Sequence[GpuSnapshot], vram: VramSnapshot | None) -> None:
         self.query_one(".gpu-label", Label).update(f"GPU{latest.index} {utilization_label(latest)}")
-        busy = [h.utilization_pct for h in history if h.utilization_pct is not None]
-        self.query_one(".gpu-util", Sparkline).data = busy or [0.0]
+        busy = self.query_one(".gpu-util", Sparkline)
+        busy.display = latest.utilization_pct is not None  # a MIG slice has none: no flat "0% busy" line
+        busy.data = [h.utilization_pct or 0.0 for h in history] or [0.0]
         self.query_one(".gpu-mem-label", Label).update(vram_label(latest, vram))
         self.query_one(".gpu-mem", Sparkline).data = [h.memory_used_mb for h in history] or [0.0]
 

@@ -23,6 +23,7 @@ from voxdock.storage.urls import scrub
 from voxdock.transcripts_cli import export, not_stored, show, stored_sources, why_empty
 
 if TYPE_CHECKING:  # imported where used, so a command loads only what it needs
+    from voxdock.engine.engine import Engine
     from voxdock.engine.loader import LoadedModels
     from voxdock.engine.models import ModelPlan
     from voxdock.headless import IngestOutcome
@@ -837,6 +838,17 @@ def nodes_cmd() -> None:
     out.print(table)
 
 
+def _hand_back(engine: Engine) -> None:
+    """Re-queue the files in flight, heard out to the end: a third signal in the middle would exit with
+    the models' threads still running (their runtimes abort the process then)."""
+    while True:
+        try:
+            engine.stop(mode="requeue", timeout=60)
+            return
+        except (KeyboardInterrupt, SystemExit):
+            continue
+
+
 WORKER_GRACE_S = 25.0  # inside the 30 s an orchestrator (Kubernetes) waits after SIGTERM by default
 
 
@@ -874,12 +886,14 @@ def worker(
             # it; handed back, it is taken at once.
             out.print(
                 f"finishing the files in flight for up to {grace:g} s, then re-queuing the rest "
-                "(Ctrl-C again to re-queue them now)…"
+                "(a second Ctrl-C or SIGTERM re-queues them now)…"
+                if grace > 0
+                else "re-queuing the files in flight…"
             )
             try:
                 engine.stop(mode="finish", timeout=grace)
             except (KeyboardInterrupt, SystemExit):
-                engine.stop(mode="requeue", timeout=60)
+                _hand_back(engine)
         if engine.state == "failed":
             raise fail(f"the engine failed: {engine.error or 'unknown error'}", exit_codes.ENGINE_FAILED)
 

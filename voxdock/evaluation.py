@@ -249,6 +249,7 @@ def lossy_codec(samples: np.ndarray, codec: str, container: str, rate: int, bit_
         path = Path(tmp) / f"audio.{container}"
         with av.open(str(path), "w") as out:
             stream = out.add_stream(codec, rate=rate, layout="mono")
+            assert isinstance(stream, av.AudioStream)
             stream.bit_rate = bit_rate
             resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
             frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
@@ -272,6 +273,8 @@ def _lag(reference: np.ndarray, delayed: np.ndarray, max_lag: int) -> int:
 
     a = np.asarray(reference[: 16000 * 60], dtype=np.float64)
     b = np.asarray(delayed[: a.shape[0] + max_lag], dtype=np.float64)
+    if a.shape[0] <= 2 * max_lag or not a.any() or not b.any():  # too short or silent to tell: in step
+        return 0
     full = correlate(b, a, mode="full", method="fft")
     zero = a.shape[0] - 1  # index of lag 0
     window = full[zero - max_lag : zero + max_lag + 1]
