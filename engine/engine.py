@@ -26,6 +26,7 @@ from typing import Any
 import psutil
 
 from voxdock import __version__
+from voxdock.engine import vad
 from voxdock.engine.autotune import PERIOD_S, AutoTuner, Host
 from voxdock.engine.config import MAX_BATCH_SIZE, MAX_WORKERS, ConfigSource, EngineConfig
 from voxdock.engine.cpu import process_cpu_seconds
@@ -307,6 +308,9 @@ class Engine:
                 if choice.note:  # e.g. pyannote asked for but unavailable: say which backend runs
                     self.events.emit(EngineEvent("engine", f"{choice.stage}: {choice.note}", logging.WARNING))
             self._set_up_vram(self.models.device)
+            vad_blocks = vad.device_blocks()  # Silero on the GPU: its back-offs shown as the stages' are
+            if vad_blocks is not None:
+                vad_blocks.report_to(self._backoff_hook("vad"), self._measure_hook("vad"))
             self._build_stages(self.models)
             # The models are half a million Python objects that live as long as the engine, and every
             # full collection walked them all with the interpreter lock held: up to 0.4 s in which no

@@ -104,6 +104,16 @@ class AdaptiveBatch:
     def configured(self) -> int:
         return self._configured
 
+    def report_to(
+        self,
+        on_backoff: Callable[[int, int], None] | None,
+        measure: Callable[[int], AbstractContextManager[object]] | None = None,
+    ) -> None:
+        """Send back-offs to `on_backoff` and wrap each call in `measure` from now on (for a batch made
+        before the engine that watches it: the VAD's, made when the models load)."""
+        self._on_backoff = on_backoff
+        self._measure = measure or (lambda _items: nullcontext())
+
     @property
     def current(self) -> int:
         return self._current

@@ -22,6 +22,7 @@ import numpy as np
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from voxdock.engine.cpu import model_call
+from voxdock.engine.oom import AdaptiveBatch
 
 SAMPLE_RATE = 16000
 MAX_CLIP_S = 30.0  # Whisper's window
@@ -69,6 +70,15 @@ def count_vad_calls() -> None:
             model.session = _CountedSession(session)
 
 
+_device_blocks: AdaptiveBatch | None = None
+
+
+def device_blocks() -> AdaptiveBatch | None:
+    """The block size the torch network runs in (halved on out-of-memory), None with the ONNX model:
+    the engine sends its back-offs to the console and its calls to the VRAM meter."""
+    return _device_blocks
+
+
 def run_on(device: str, *, torch_network: bool | None = None) -> str:
     """Run Silero on `device` from now on, in this process (every VAD call goes through
     faster-whisper's `get_vad_model`): the torch network (by default on CUDA; the tests run it on
@@ -77,16 +87,20 @@ def run_on(device: str, *, torch_network: bool | None = None) -> str:
 
     if torch_network is None:
         torch_network = torch.device(device).type == "cuda"
+    global _device_blocks
     if not torch_network:
         with _counted_lock:
             faster_whisper.vad.get_vad_model = _onnx_model
+            _device_blocks = None
         count_vad_calls()
         return "onnxruntime/cpu"
     from voxdock.engine.silero_torch import TorchSileroVad
 
-    model = _CountedModel(TorchSileroVad(device))
+    network = TorchSileroVad(device)
+    model = _CountedModel(network)
     with _counted_lock:
         faster_whisper.vad.get_vad_model = lambda: model
+        _device_blocks = network.blocks
     return f"torch/{torch.device(device).type}"
 
 

@@ -418,6 +418,44 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(
     assert read_turns(db, str(files[0].resolve()))[0].turns
 
 
+def test_the_vads_out_of_memory_is_the_engines_like_any_stages(
+    make_engine: Callable[..., Engine], db: Database, tmp_path: Path
+) -> None:
+    """Silero in torch (the engine's VAD on a CUDA host; here on the CPU) halving its block of windows
+    after out-of-memory shows in the vad stage's OOM count and the log, as the batched stages' do."""
+    import faster_whisper.vad
+    import torch
+
+    from voxdock.engine import vad
+
+    assert vad.run_on("cpu", torch_network=True) == "torch/cpu"
+    try:
+        blocks = vad.device_blocks()
+        assert blocks is not None
+        blocks.configure(400)
+        network = faster_whisper.vad.get_vad_model()._model  # the counted wrapper's TorchSileroVad
+        encode = network._net.encode
+
+        def full_card(windows: torch.Tensor) -> torch.Tensor:
+            if windows.shape[0] > 100:
+                raise torch_oom()
+            return encode(windows)
+
+        network._net.encode = full_card
+        engine = make_engine()
+        files = copy_media(tmp_path, "dialogue_2spk.wav")
+        submission = engine.submit(files)
+        engine.start()
+        progress = wait_for_batch(engine, submission.batch_id)
+        assert (progress.done, progress.failed) == (1, 0)
+        assert engine.snapshot().stage("vad").oom_backoffs >= 1
+        assert [e for e in engine.events.recent() if e.message.startswith("vad: out of GPU memory")]
+        assert stored_segments(db, files[0])
+    finally:
+        vad.run_on("cpu")
+    assert vad.device_blocks() is None
+
+
 def test_stop_requeue_gives_files_back(
     make_engine: Callable[..., Engine], db: Database, tmp_path: Path
 ) -> None:
