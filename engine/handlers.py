@@ -127,7 +127,7 @@ class StageHandlers:
 
     def vad(self, work: FileWork) -> None:
         assert work.samples is not None
-        work.speech = detect_speech(work.samples)
+        work.speech = detect_speech(work.samples, self.check_stop)
 
     def asr(self, work: FileWork) -> None:
         assert work.samples is not None
