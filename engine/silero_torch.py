@@ -41,6 +41,8 @@ from torch.nn import functional
 from voxdock.engine.oom import AdaptiveBatch
 from voxdock.engine.precision import use_full_float32
 
+log = logging.getLogger(__name__)
+
 WINDOW = 512  # samples per probability at 16 kHz
 CONTEXT = 64  # samples of the previous window each window sees
 N_FFT = 256
@@ -51,8 +53,6 @@ HIDDEN = 128
 ENCODER = ((BINS, 128, 1), (128, 64, 2), (64, 64, 2), (64, HIDDEN, 1))
 # Windows per front-end/encoder pass: bounds the STFT's intermediate (about 4 KiB a window) on long files.
 BLOCK_WINDOWS = 16384
-log = logging.getLogger(__name__)
-
 # ONNX stores an LSTM's gates as (input, output, forget, cell); torch as (input, forget, cell, output).
 _ONNX_TO_TORCH_GATES = [0, 2, 3, 1]
 

@@ -107,16 +107,7 @@ def test_a_decoder_that_dies_fails_only_its_file(decoders: DecoderProcesses, tmp
     decoders.decode(EXAMPLES / "meeting_2spk.wav")  # a child is up
     (child,) = decoders.child_pids()
     long = _wav(tmp_path / "long.wav", 3600.0)  # a second or more to decode and send: it dies on the way
-    failure: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            decoders.decode(long)
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=work)
-    thread.start()
+    thread, failure = _decode_in_background(decoders, long)
     time.sleep(0.2)
     os.kill(child, signal.SIGKILL)  # what a codec crashing on a bad file does to it
     thread.join(60)
@@ -134,6 +125,21 @@ def test_a_child_that_died_while_idle_is_replaced(decoders: DecoderProcesses) ->
     time.sleep(0.2)
     audio, _ = decoders.decode(EXAMPLES / "meeting_2spk.wav")
     assert audio.duration_s > 1 and child not in decoders.child_pids()
+
+
+def _decode_in_background(decoders: DecoderProcesses, path: Path) -> tuple[threading.Thread, list[object]]:
+    """A thread decoding `path`, started; its outcome (the audio or the exception) lands in the list."""
+    outcome: list[object] = []
+
+    def work() -> None:
+        try:
+            outcome.append(decoders.decode(path))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread, outcome
 
 
 def _alive(pid: int) -> bool:
@@ -235,16 +241,7 @@ def test_abort_stops_a_decode_that_would_never_end(decoders: DecoderProcesses, t
     decoders.decode(EXAMPLES / "meeting_2spk.wav")  # a child is up
     (child,) = decoders.child_pids()
     long = _wav(tmp_path / "long.wav", 3600.0)
-    failure: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            decoders.decode(long)
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=work)
-    thread.start()
+    thread, failure = _decode_in_background(decoders, long)
     time.sleep(0.2)
     os.kill(child, signal.SIGSTOP)
     time.sleep(0.5)
@@ -272,16 +269,7 @@ def test_abort_while_a_child_starts_stops_that_child_too(
         time.sleep(0.5)  # the abort comes now
 
     monkeypatch.setattr(decode_process._Child, "__init__", slow_start)
-    outcome: list[object] = []
-
-    def work() -> None:
-        try:
-            outcome.append(decoders.decode(EXAMPLES / "meeting_2spk.wav"))
-        except DecodeError as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=work)
-    thread.start()
+    thread, outcome = _decode_in_background(decoders, EXAMPLES / "meeting_2spk.wav")
     time.sleep(0.2)
     decoders.abort()
     thread.join(30)
