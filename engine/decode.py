@@ -1,7 +1,9 @@
 """Decode any audio or video container PyAV reads to 16 kHz mono float32, once per file.
 
 Every later stage works on the array this returns; nothing re-reads the file. Problems come back as
-DecodeError with a one-line reason an operator can act on.
+DecodeError with a one-line reason an operator can act on. Of a two-channel source the levels of
+each channel are kept too (engine/channels.py), for the diarizer to tell a recording with one party
+per channel.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Literal, Protocol
 
 import av
 import numpy as np
+
+from voxdock.engine.channels import ChannelLevels
 
 SAMPLE_RATE = 16000
 # A stream that decodes to less than this share of the length its container declares is truncated.
@@ -89,6 +93,7 @@ class DecodedAudio:
     source_channels: int
     codec: str
     container: str
+    channel_levels: np.ndarray | None = None  # (2, 10 ms frames) dBFS of a two-channel source
 
     @property
     def duration_s(self) -> float:
@@ -144,6 +149,7 @@ class SourceInfo:
     source_channels: int
     codec: str
     container: str
+    channel_levels: np.ndarray | None = None  # (2, 10 ms frames) dBFS of a two-channel source
 
 
 def decode_file(path: str | Path) -> DecodedAudio:
@@ -159,7 +165,13 @@ def decode_file(path: str | Path) -> DecodedAudio:
     kept.clear()
     _return_freed_memory()
     np.clip(samples, -1.0, 1.0, out=samples)
-    return DecodedAudio(samples, info.source_rate, info.source_channels, info.codec, info.container)
+    return audio_of(samples, info)
+
+
+def audio_of(samples: np.ndarray, info: SourceInfo) -> DecodedAudio:
+    return DecodedAudio(
+        samples, info.source_rate, info.source_channels, info.codec, info.container, info.channel_levels
+    )
 
 
 def decode_into(path: str | Path, sink_for: Callable[[float | None], SampleSink]) -> SourceInfo:
@@ -179,14 +191,25 @@ def decode_into(path: str | Path, sink_for: Callable[[float | None], SampleSink]
         rate = int(stream.rate or 0)
         channels = int(stream.channels or 0)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        # Each channel's level too, from a resampler of its own (the mono samples stay FFmpeg's mix).
+        stereo = None
+        if channels == 2:
+            stereo = av.AudioResampler(format="fltp", layout="stereo", rate=SAMPLE_RATE)
+        levels = ChannelLevels()
         declared = _declared_seconds(container, stream)
         decoded = sink_for(declared)
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
                     decoded.add(out.to_ndarray().reshape(-1))
+                if stereo is not None:
+                    for out in stereo.resample(frame):
+                        levels.add(out.to_ndarray())
             for out in resampler.resample(None):
                 decoded.add(out.to_ndarray().reshape(-1))
+            if stereo is not None:
+                for out in stereo.resample(None):
+                    levels.add(out.to_ndarray())
         except av.error.FFmpegError as exc:
             raise DecodeError(
                 f"corrupt or truncated after {decoded.count / SAMPLE_RATE:.1f} s: {_ffmpeg_reason(exc)}"
@@ -199,7 +222,7 @@ def decode_into(path: str | Path, sink_for: Callable[[float | None], SampleSink]
         raise DecodeError(f"truncated: the header says {declared:.1f} s but only {got:.1f} s decodes")
     if not decoded.finite:
         raise DecodeError("decoded audio contains NaN or infinite samples")
-    return SourceInfo(rate, channels, codec, container_name)
+    return SourceInfo(rate, channels, codec, container_name, levels.levels() if stereo is not None else None)
 
 
 def _open(file: Path) -> av.container.InputContainer:

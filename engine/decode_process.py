@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxdock.engine.decode import DecodedAudio, DecodeError, SampleBuffer, decode_into
+from voxdock.engine.decode import DecodedAudio, DecodeError, SampleBuffer, audio_of, decode_into
 
 CLOSE_WAIT_S = 5.0
 BLOCK_SAMPLES = 1 << 20  # 4 MB of samples (65 s of audio) per block sent
@@ -183,7 +183,7 @@ class _Child:
             raise ReportedError("the decoder sent no audio", float(cpu_s))
         audio = samples.array()
         del samples
-        return DecodedAudio(audio, info.source_rate, info.source_channels, info.codec, info.container), cpu_s
+        return audio_of(audio, info), cpu_s
 
     def _read_into(self, place: np.ndarray) -> None:
         """The next raw bytes on the pipe straight into `place`, the lock released while the kernel

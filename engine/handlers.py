@@ -123,6 +123,7 @@ class StageHandlers:
                 raise HandedBack from None
             raise FileFailed(str(exc)) from None
         work.samples = audio.samples
+        work.channel_levels = audio.channel_levels
         work.duration_s = audio.duration_s
 
     def vad(self, work: FileWork) -> None:
@@ -160,6 +161,7 @@ class StageHandlers:
             options,
             fast_path_threshold=self.tunables.fast_path_threshold,
             check_stop=self.check_stop,
+            channel_levels=work.channel_levels,
         )
         work.fast_path = result.fast_path
         work.fast_path_similarity = result.fast_path_similarity

@@ -44,6 +44,7 @@ class FileWork:
     claimed_at: float = field(default_factory=time.monotonic)
     stage: str = "claimed"  # the stage working on it (or last to), for progress displays
     samples: np.ndarray | None = None  # 16 kHz mono float32, shared by every stage
+    channel_levels: np.ndarray | None = None  # a two-channel source's levels (engine/channels.py)
     duration_s: float = 0.0
     speech: list[tuple[float, float]] = field(default_factory=list)  # VAD regions, seconds
     segments: list[Segment] = field(default_factory=list)
@@ -67,3 +68,4 @@ class FileWork:
     def release_audio(self) -> None:
         """Drop the decoded audio once no later stage needs it (long files are large)."""
         self.samples = None
+        self.channel_levels = None

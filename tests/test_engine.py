@@ -11,11 +11,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MEDIA, wait_for_batch
+from conftest import MEDIA, REAL, wait_for_batch
 
+from voxdock.engine.decode import decode_file
 from voxdock.engine.engine import Engine
 from voxdock.engine.oom import FaultInjector, InjectedFault, ctranslate2_oom, torch_oom
-from voxdock.evaluation import Turn, diarization_error_rate, read_rttm, turns_from_segments, word_error_rate
+from voxdock.evaluation import (
+    Turn,
+    diarization_error_rate,
+    read_rttm,
+    split_channels,
+    telephone_channel,
+    turns_from_segments,
+    word_error_rate,
+    write_wav,
+)
 from voxdock.storage import jobs
 from voxdock.storage.database import Database
 from voxdock.storage.turns import read_turns
@@ -160,6 +170,29 @@ def test_known_speaker_counts_travel_with_the_batch(
     assert {r[4] for r in stored_segments(db, four)} <= {t.speaker for t in turns}
     assert source_row(db, four)[3] is False
     assert source_row(db, mono)[3] is False  # never the fast path when two speakers are promised
+
+
+def test_a_call_stored_one_leg_per_channel_is_diarized_by_its_channels(
+    make_engine: Callable[..., Engine], db: Database, tmp_path: Path
+) -> None:
+    """A call centre's stereo recording, here the real call over a telephone line with each person on
+    a channel: the decoder keeps the channels' levels and the stored turns are the two people (mixed
+    to mono the diarizer hears one voice: DER 49.3 %; test_channels.py)."""
+    reference = read_rttm(REAL / "pyannote_sample.rttm")
+    samples = decode_file(REAL / "pyannote_sample.wav").samples
+    legs = split_channels(samples, reference, [reference[0].speaker])
+    path = write_wav(tmp_path / "call_stereo.wav", np.stack([telephone_channel(leg) for leg in legs]))
+    engine = make_engine()
+    submission = engine.submit([path])
+    engine.start()
+    progress = wait_for_batch(engine, submission.batch_id)
+    assert (progress.done, progress.failed) == (1, 0)
+    turns = read_turns(db, str(path.resolve()))[0].turns
+    scored = diarization_error_rate(
+        reference, [Turn(t.start_s, t.end_s, t.speaker) for t in turns], collar=0.25
+    )
+    assert scored.hypothesis_speakers == 2 and scored.der <= 0.15, scored
+    assert source_row(db, path)[3] is False  # diarized, not taken for a monologue
 
 
 def job_options(db: Database, batch_id: int) -> list[dict]:

@@ -291,15 +291,45 @@ CHANNELS = {
 }
 
 
+def split_channels(
+    samples: np.ndarray,
+    turns: Sequence[Turn],
+    left: Sequence[str],
+    *,
+    crosstalk_db: float = -26.0,
+    delay_ms: float = 5.0,
+    sample_rate: int = 16000,
+) -> np.ndarray:
+    """(2, n) a recording with one party per channel, as a call centre or a two-microphone interview
+    stores it, made from a mono conversation without overlap (`mix_conversation`'s): the speakers
+    named in `left` on the first channel, the others on the second, each channel also carrying the
+    other's speech `crosstalk_db` down and `delay_ms` late (a headset hearing the other person)."""
+    audio = np.asarray(samples, dtype=np.float32).reshape(-1)
+    mine = np.zeros(audio.shape[0], dtype=bool)
+    for turn in turns:
+        if turn.speaker in left:
+            mine[int(turn.start * sample_rate) : int(turn.end * sample_rate)] = True
+    first, second = np.where(mine, audio, 0.0), np.where(mine, 0.0, audio)
+    lag = int(delay_ms * sample_rate / 1000)
+    gain = 10 ** (crosstalk_db / 20)
+
+    def late(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.zeros(lag, np.float32), x[: x.shape[0] - lag]]) * gain
+
+    return np.stack([first + late(second), second + late(first)]).astype(np.float32)
+
+
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int = 16000) -> Path:
-    """Float samples (clipped to [-1, 1]) as a mono 16-bit WAV; returns `path`."""
+    """Float samples (clipped to [-1, 1]) as a 16-bit WAV, mono from (n,) and one channel per row
+    from (channels, n); returns `path`."""
     import wave
 
+    frames = np.atleast_2d(np.asarray(samples))
     with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
+        out.setnchannels(frames.shape[0])
         out.setsampwidth(2)
         out.setframerate(sample_rate)
-        out.writeframes((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+        out.writeframes((np.clip(frames.T, -1.0, 1.0) * 32767).astype("<i2").tobytes())
     return path
 
 

@@ -61,10 +61,13 @@ class Diarizer(Protocol):
         *,
         fast_path_threshold: float | None = None,
         check_stop: Callable[[], None] | None = None,
+        channel_levels: np.ndarray | None = None,
     ) -> DiarizationResult:
         """Who speaks when in 16 kHz mono `samples`. With `fast_path_threshold`, a file that may be
         one voice is checked for it first and, if so, not diarized further (`result.fast_path`).
-        `check_stop` is called between blocks of work; what it raises abandons the file."""
+        `check_stop` is called between blocks of work; what it raises abandons the file.
+        `channel_levels` are a two-channel source's (engine/channels.py), for a backend that can
+        tell a recording with one party per channel."""
         ...
 
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import pdist
 
 THRESHOLD = 0.38  # cosine distance between groups (average linkage)
 # Units of one local speaker's track (cut at its pauses, embedding.py) stay one point unless their
@@ -70,6 +71,10 @@ FORCED_SPLIT_FLOOR = 0.2
 # were cut to 20 clusters at 41.3 % DER, against 20.8 % (29 found) with room to spare
 # (bench/diarization_eval.py, set `long`).
 MAX_SPEAKERS = 50
+# Added to the cosine distance (at most 2) of two voices heard on opposite channels of a recording
+# split by channel (engine/channels.py): average linkage never joins them, whatever their voices.
+OPPOSITE_SIDES_DISTANCE = 4.0
+SIDE_AGREEMENT = 0.8  # a group of voices is on a side when this share of its sided seconds is
 
 
 @dataclass(frozen=True)
@@ -110,14 +115,39 @@ def _cut(tree: np.ndarray, n: int, k: int) -> np.ndarray:
     return np.unique(roots, return_inverse=True)[1].astype(np.int64)
 
 
+def _distances(points: np.ndarray, sides: np.ndarray | None) -> np.ndarray:
+    """Condensed cosine distances of the points, voices of opposite sides pushed apart."""
+    distances = pdist(points, metric="cosine")
+    if sides is not None:
+        distances += OPPOSITE_SIDES_DISTANCE * (pdist(sides[:, None].astype(np.float64)) > 1.5)
+    return distances
+
+
+def side_of(sides: np.ndarray, seconds: np.ndarray, groups: np.ndarray, count: int) -> np.ndarray:
+    """(count,) the side of each group of points: the side of at least `SIDE_AGREEMENT` of its sided
+    seconds, else 0."""
+    plus = np.bincount(groups, weights=seconds * (sides > 0), minlength=count)
+    minus = np.bincount(groups, weights=seconds * (sides < 0), minlength=count)
+    sided = np.maximum(plus + minus, 1e-9)
+    out = np.zeros(count, np.int8)
+    out[(plus > 0) & (plus >= SIDE_AGREEMENT * sided)] = 1
+    out[(minus > 0) & (minus >= SIDE_AGREEMENT * sided)] = -1
+    return out
+
+
 def _partition(
-    points: np.ndarray, low: int, high: int, threshold: float, min_share: float
+    points: np.ndarray,
+    low: int,
+    high: int,
+    threshold: float,
+    min_share: float,
+    sides: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(labels, ids of the large clusters) of the shaping points."""
     n = points.shape[0]
     if n == 1:
         return np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
-    tree = linkage(points, method="average", metric="cosine")
+    tree = linkage(_distances(points, sides), method="average")
     min_size = max(1, round(min_share * n))
     labels = fcluster(tree, threshold, criterion="distance") - 1
     large = _large_clusters(labels, min_size)
@@ -152,10 +182,14 @@ def pool(embeddings: np.ndarray, seconds: np.ndarray, groups: np.ndarray) -> tup
 
 
 def voices_of_tracks(
-    points: np.ndarray, tracks: np.ndarray, threshold: float = TRACK_THRESHOLD
+    points: np.ndarray,
+    tracks: np.ndarray,
+    threshold: float = TRACK_THRESHOLD,
+    sides: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(voice of each unit, whether each voice was split off a track): the units of one track are
-    one voice unless average linkage of their (normalised) embeddings puts them `threshold` apart."""
+    one voice unless average linkage of their (normalised) embeddings puts them `threshold` apart,
+    or they were heard on opposite `sides` of a recording split by channel."""
     voice = np.zeros(points.shape[0], dtype=np.int64)
     split: list[bool] = []
     order = np.argsort(tracks, kind="stable")
@@ -164,7 +198,7 @@ def voices_of_tracks(
             continue
         parts = np.zeros(group.size, dtype=np.int64)
         if group.size > 1:
-            tree = linkage(points[group], method="average", metric="cosine")
+            tree = linkage(_distances(points[group], None if sides is None else sides[group]), "average")
             parts = fcluster(tree, threshold, criterion="distance") - 1
         voice[group] = len(split) + parts
         split += [bool(parts.max() > 0)] * (int(parts.max()) + 1)
@@ -182,9 +216,12 @@ def cluster_local_speakers(
     min_speech_s: float = MIN_SPEECH_S,
     min_share: float = MIN_CLUSTER_SHARE,
     merge_similarity: float = MERGE_SIMILARITY,
+    sides: np.ndarray | None = None,
 ) -> Clusters:
     """Speakers of the units (one embedding row each, with its seconds of speech and its track; every
-    unit its own track without `tracks`), between `bounds` speakers where the embeddings allow."""
+    unit its own track without `tracks`), between `bounds` speakers where the embeddings allow. With
+    `sides` (per unit: +1 or -1 for the channel it was heard on in a recording split by channel, 0
+    when unclear), no speaker holds voices of both sides."""
     n = embeddings.shape[0]
     if n == 0:
         return Clusters(np.zeros(0, dtype=np.int64), np.zeros((0, embeddings.shape[1]), np.float32))
@@ -192,29 +229,41 @@ def cluster_local_speakers(
     if tracks is None:
         voice, split = np.arange(n), np.zeros(n, dtype=bool)
     else:
-        voice, split = voices_of_tracks(points, tracks, track_threshold)
+        voice, split = voices_of_tracks(points, tracks, track_threshold, sides)
     joined, voice_seconds = pool(points, seconds, voice)
+    voice_sides = None if sides is None else side_of(sides, seconds, voice, joined.shape[0])
     shaping = voice_seconds >= np.where(split, max(min_speech_s, SPLIT_MIN_SPEECH_S), min_speech_s)
     if not shaping.any():
         shaping = voice_seconds >= voice_seconds.max()
     low, high = max(1, bounds[0]), max(1, bounds[1])
-    labels, large = _partition(joined[shaping], low, high, threshold, min_share)
+    shaped = joined[shaping]
+    shaped_sides = None if voice_sides is None else voice_sides[shaping]
+    labels, large = _partition(shaped, low, high, threshold, min_share, shaped_sides)
     if large.size == 0:
         large = np.unique(labels)[:1]
     if large.size > high:  # the largest ones when no cut gives exactly `high`
         ids, sizes = np.unique(labels, return_counts=True)
         large = ids[np.argsort(-sizes, kind="stable")][:high]
-    shaped = joined[shaping]
-    centroids = _merge_alike([shaped[labels == c] for c in large], low, merge_similarity)
-    voice_labels, centroids = _seed_missing(joined, centroids, low)
+    members = [np.flatnonzero(labels == c) for c in large]
+    member_sides = None if shaped_sides is None else [shaped_sides[m] for m in members]
+    centroids, centroid_sides = _merge_alike(
+        [shaped[m] for m in members], low, merge_similarity, member_sides
+    )
+    voice_labels, centroids = _seed_missing(joined, centroids, low, voice_sides, centroid_sides)
     return Clusters(voice_labels[voice], centroids.astype(np.float32))
 
 
-def _seed_missing(points: np.ndarray, centroids: np.ndarray, wanted: int) -> tuple[np.ndarray, np.ndarray]:
+def _seed_missing(
+    points: np.ndarray,
+    centroids: np.ndarray,
+    wanted: int,
+    sides: np.ndarray | None = None,
+    centroid_sides: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(cluster of each point, centroids) with at least `wanted` clusters where there are points
     enough: each missing cluster is the point least like its cluster's centroid, alone (taken from a
     cluster that keeps other points), so the clusters found keep their voices."""
-    labels = assign(points, centroids)
+    labels = assign(points, centroids, sides, centroid_sides)
     while centroids.shape[0] < wanted:
         sizes = np.bincount(labels, minlength=centroids.shape[0])
         movable = np.flatnonzero(sizes[labels] > 1)
@@ -224,26 +273,58 @@ def _seed_missing(points: np.ndarray, centroids: np.ndarray, wanted: int) -> tup
         seed = int(movable[np.argmin(likeness)])
         labels[seed] = centroids.shape[0]
         centroids = np.vstack([centroids, points[seed : seed + 1]])
+        if centroid_sides is not None and sides is not None:
+            centroid_sides = np.append(centroid_sides, sides[seed])
     return labels, centroids
 
 
-def _merge_alike(members: list[np.ndarray], low: int, similarity: float = MERGE_SIMILARITY) -> np.ndarray:
-    """Normalised centroids of the clusters (their members' points), the two whose centroids are
-    most alike merged while that is at least `similarity` and more than `low` clusters are left."""
+def _merge_alike(
+    members: list[np.ndarray],
+    low: int,
+    similarity: float = MERGE_SIMILARITY,
+    member_sides: list[np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(normalised centroids, their sides or None) of the clusters (their members' points), the two
+    whose centroids are most alike merged while that is at least `similarity`, more than `low`
+    clusters are left, and they are not of opposite sides (`member_sides`: each member's side)."""
     groups = list(members)
+    sides = None if member_sides is None else [_group_side(s) for s in member_sides]
     centroids = normalise(np.stack([g.mean(axis=0) for g in groups]))
     while len(groups) > low:
         alike = centroids @ centroids.T
         np.fill_diagonal(alike, -np.inf)
+        if sides is not None:
+            side = np.array(sides)
+            alike[np.outer(side, side) < 0] = -np.inf
         a, b = np.unravel_index(int(alike.argmax()), alike.shape)
         if alike[a, b] < similarity:
             break
         groups[a] = np.concatenate([groups[a], groups[b]])
         del groups[b]
+        if sides is not None and member_sides is not None:
+            member_sides[a] = np.concatenate([member_sides[a], member_sides[b]])
+            del member_sides[b]
+            sides = [_group_side(s) for s in member_sides]
         centroids = normalise(np.stack([g.mean(axis=0) for g in groups]))
-    return centroids
+    return centroids, None if sides is None else np.array(sides, dtype=np.int8)
 
 
-def assign(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Each point to its nearest centroid."""
-    return (points @ centroids.T).argmax(axis=1)
+def _group_side(sides: np.ndarray) -> int:
+    """The side of a cluster: that of all its sided members, 0 when they are none or disagree."""
+    present = set(np.unique(sides[sides != 0]).tolist())
+    return int(present.pop()) if len(present) == 1 else 0
+
+
+def assign(
+    points: np.ndarray,
+    centroids: np.ndarray,
+    sides: np.ndarray | None = None,
+    centroid_sides: np.ndarray | None = None,
+) -> np.ndarray:
+    """Each point to its nearest centroid (not one of the opposite side, where sides are given and
+    another is left)."""
+    alike = points @ centroids.T
+    if sides is not None and centroid_sides is not None:
+        opposite = np.outer(sides, centroid_sides) < 0
+        alike = np.where(opposite & ~opposite.all(axis=1, keepdims=True), -np.inf, alike)
+    return alike.argmax(axis=1)

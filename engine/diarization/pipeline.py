@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from voxdock.engine.diarization import fastpath
-from voxdock.engine.diarization.clustering import MAX_SPEAKERS, THRESHOLD, cluster_local_speakers
+from voxdock.engine.diarization.clustering import MAX_SPEAKERS, THRESHOLD, cluster_local_speakers, side_of
 from voxdock.engine.diarization.embedding import LocalSpeakers, UnitEmbedder, embed_local_speakers
 from voxdock.engine.diarization.reconstruction import (
     OVERLAP_THRESHOLD,
@@ -54,6 +54,7 @@ from voxdock.engine.diarization.segmentation import (
     chunk_offsets,
     segment,
 )
+from voxdock.engine.diarization.sides import silence_other_side, speech_sides, unit_sides
 from voxdock.engine.diarization.turns import (
     BRIDGE_GAP_S,
     SINGLE_SPEAKER,
@@ -87,6 +88,9 @@ class Evidence:
     voices: np.ndarray  # (file frames,) 0, 1 or 2
     speakers: LocalSpeakers
     decision: fastpath.FastPathDecision | None
+    # (file frames,) int8: +1 / -1 where the first / second channel of a recording split by channel
+    # speaks (engine/channels.py), 0 where neither clearly does; None for any other recording.
+    sides: np.ndarray | None = None
 
 
 class SegmentationDiarizer:
@@ -110,13 +114,20 @@ class SegmentationDiarizer:
         *,
         fast_path_threshold: float | None = None,
         check_stop: Callable[[], None] | None = None,
+        channel_levels: np.ndarray | None = None,
     ) -> DiarizationResult:
         """Who speaks when in 16 kHz mono `samples`. With `fast_path_threshold`, a file that may be a
         monologue (no count of 2+ given) is first checked for one voice on a sample of chunks.
-        `check_stop` is called between blocks of chunks; what it raises abandons the file."""
+        `check_stop` is called between blocks of chunks; what it raises abandons the file.
+        `channel_levels`: a two-channel source's levels (engine/channels.py); where each channel
+        holds a party of its own, no speaker is given speech of both."""
         speakers = speakers or SpeakerOptions()
         evidence = self.measure(
-            samples, speakers, fast_path_threshold=fast_path_threshold, check_stop=check_stop
+            samples,
+            speakers,
+            fast_path_threshold=fast_path_threshold,
+            check_stop=check_stop,
+            channel_levels=channel_levels,
         )
         return self.decide(evidence, speakers)
 
@@ -127,6 +138,7 @@ class SegmentationDiarizer:
         *,
         fast_path_threshold: float | None = None,
         check_stop: Callable[[], None] | None = None,
+        channel_levels: np.ndarray | None = None,
     ) -> Evidence:
         speakers = speakers or SpeakerOptions()
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
@@ -136,11 +148,13 @@ class SegmentationDiarizer:
         dim = self.embedder.voice.dim
         if not voices.any() or speakers.known_single:  # nobody, or one speaker given: nothing to embed
             return Evidence(seg, voices, LocalSpeakers.empty(dim), None)
+        sides = None if channel_levels is None else speech_sides(channel_levels, voices)
         activity = seg.local_activity()
         done: list[LocalSpeakers] = []
         embedded: set[int] = set()
         decision = None
-        if fast_path_threshold is not None and speakers.may_be_monologue:
+        # Speech from both channels of a split recording is two parties: no monologue to check for.
+        if fast_path_threshold is not None and speakers.may_be_monologue and sides is None:
             alone = activity & (activity.sum(axis=-1, keepdims=True) == 1)
             alone_s = alone.sum(axis=1) * FRAME_SAMPLES / SAMPLE_RATE
             sample = fastpath.sample_chunks(alone_s)
@@ -163,7 +177,7 @@ class SegmentationDiarizer:
             if check_stop is not None:
                 check_stop()
             done.append(embed_local_speakers(samples, seg, rest[i : i + config.block_chunks], self.embedder))
-        return Evidence(seg, voices, LocalSpeakers.concat(done, dim), decision)
+        return Evidence(seg, voices, LocalSpeakers.concat(done, dim), decision, sides)
 
     def decide(self, evidence: Evidence, speakers: SpeakerOptions | None = None) -> DiarizationResult:
         """The turns the evidence gives under these speaker options."""
@@ -185,16 +199,22 @@ class SegmentationDiarizer:
                 fast_path_reason=decision.reason if monologue and decision else "",
                 fast_path_similarity=similarity,
             )
+        sides = None if evidence.sides is None else unit_sides(seg, units, evidence.sides)
         clusters = cluster_local_speakers(
             units.embeddings,
             units.seconds,
             units.track,
             bounds=speakers.bounds(config.max_speakers),
             threshold=config.threshold,
+            sides=sides,
         )
         activity = speaker_activity(
             seg, units.chunk, units.local, clusters.labels, clusters.count, (units.first, units.last)
         )
+        if evidence.sides is not None and sides is not None:
+            silence_other_side(
+                activity, evidence.sides, side_of(sides, units.seconds, clusters.labels, clusters.count)
+            )
         first, second = rank_speakers(activity, voices)
         absorb_short_runs(first, second, activity)
         # SPEAKER_00 talks most, then SPEAKER_01, ...

@@ -51,9 +51,11 @@ class PyannoteDiarizer:
         *,
         fast_path_threshold: float | None = None,
         check_stop: Callable[[], None] | None = None,
+        channel_levels: np.ndarray | None = None,
     ) -> DiarizationResult:
-        """pyannote's own pipeline (it has no monologue fast path: `fast_path_threshold` is unused;
-        it runs as one call, so `check_stop` is heard only before it)."""
+        """pyannote's own pipeline (it has no monologue fast path: `fast_path_threshold` is unused,
+        and it hears the mono mix only: `channel_levels` are unused; it runs as one call, so
+        `check_stop` is heard only before it)."""
         if check_stop is not None:
             check_stop()
         speakers = speakers or SpeakerOptions()

