@@ -245,7 +245,7 @@ class Engine:
             return
         self.counters.file_done(work.duration_s, written, bool(work.fast_path), key=work.job.job_id)
         speakers = f", {work.speaker_count} speaker(s){_count_given(work)}" if work.speaker_count else ""
-        fast = " (fast path)" if work.fast_path else ""
+        fast = " (fast path)" if work.fast_path else " (one party per channel)" if work.by_channel else ""
         self.events.emit(
             EngineEvent(
                 "done",

@@ -55,6 +55,7 @@ class FileWork:
     turns: list[SpeakerTurn] = field(default_factory=list)
     overlaps: list[SpeakerTurn] = field(default_factory=list)
     diarizer: str = ""
+    by_channel: bool = False  # one party per channel: its speakers were kept to their channels
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property

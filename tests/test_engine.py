@@ -193,6 +193,8 @@ def test_a_call_stored_one_leg_per_channel_is_diarized_by_its_channels(
     )
     assert scored.hypothesis_speakers == 2 and scored.der <= 0.15, scored
     assert source_row(db, path)[3] is False  # diarized, not taken for a monologue
+    done = [e.message for e in engine.events.recent() if e.kind == "done"]
+    assert len(done) == 1 and done[0].endswith("2 speaker(s) (one party per channel)"), done
 
 
 def job_options(db: Database, batch_id: int) -> list[dict]:

@@ -236,6 +236,7 @@ class SegmentationDiarizer:
             window_embeddings=units.embeddings,
             window_speakers=[names[label] for label in clusters.labels.tolist()],
             fast_path_similarity=similarity,
+            by_channel=sides is not None,
         )
 
 

@@ -34,6 +34,8 @@ class DiarizationResult:
     fast_path: bool = False  # decided to be one voice without diarizing the whole file
     fast_path_reason: str = ""
     fast_path_similarity: float | None = None
+    # The source held one party per channel, and its speakers were kept to their channels.
+    by_channel: bool = False
 
     @property
     def speakers(self) -> list[str]:
