@@ -27,6 +27,11 @@ A count above what the voices show is reached without cutting one voice in two: 
 `FORCED_SPLIT_FLOOR` stay together, and each missing speaker starts from the voice least like its
 cluster (`_seed_missing`), the likeliest place for a quiet speaker the clustering could not see.
 
+In a recording with one party per channel (engine/channels.py, diarization/sides.py) each unit may
+carry the side it was heard on: units of opposite sides are `OPPOSITE_SIDES_DISTANCE` further apart,
+so no track, cluster, merge or assignment joins them (a phone line makes two people's voices alike to
+CAM++: the real call, mixed to mono, came out as one speaker).
+
 The local speakers of one chunk are not forced into different clusters: the segmentation model
 sometimes gives one voice two tracks (a change of level), and forcing them apart (an assignment per
 chunk) raised DER on the AMI excerpts from 15.2 to 16.6 % and on the mixed real voices from 10.6 to

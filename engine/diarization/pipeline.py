@@ -20,6 +20,9 @@ The recipe of pyannote 3.1, with the weights that install here and calibrated on
    speaker next to it: two near-equal voices make the maximum flicker), the second one where two talk
    makes the overlap turns (`DiarizationResult.overlaps`).
 
+A two-channel source's levels (engine/channels.py) may come too: where each channel holds a party
+of its own, every unit and speaker is kept to its channel (sides.py), and the fast path is not tried.
+
 Thread-safety: no per-call state; the models are shared through their batchers, so every worker's
 chunks and speakers go to the device together.
 """
