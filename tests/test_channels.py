@@ -98,14 +98,15 @@ def test_sides_on_another_grid_take_the_side_at_each_frames_centre() -> None:
     assert sides_on_grid(sides, 5, 270).tolist() == [1, -1, 0, 1, 0]
 
 
-def _stereo_mp3(path: Path, stereo: np.ndarray) -> Path:
+def _encoded(path: Path, stereo: np.ndarray, codec: str, rate: int) -> Path:
+    """16 kHz two-channel audio stored with `codec` at `rate` Hz in the container `path` names."""
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("libmp3lame", rate=16000, layout="stereo")
+        stream = out.add_stream(codec, rate=rate, layout="stereo")
         assert isinstance(stream, av.AudioStream)
         pcm = (np.clip(stereo, -1, 1) * 32767).astype(np.int16).T.reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="stereo")
         frame.sample_rate = 16000
-        resampler = av.AudioResampler(format=stream.format.name, layout="stereo", rate=16000)
+        resampler = av.AudioResampler(format=stream.format.name, layout="stereo", rate=rate)
         for part in [*resampler.resample(frame), *resampler.resample(None)]:
             for packet in stream.encode(part):
                 out.mux(packet)
@@ -126,8 +127,11 @@ def test_the_decoder_keeps_a_two_channel_sources_levels(tmp_path: Path) -> None:
     assert speaking_sides(wav.channel_levels) is not None
     # The mono samples every stage hears are still FFmpeg's mix of both channels, (L + R) / sqrt(2).
     assert np.abs(wav.samples - stereo.sum(axis=0) / np.sqrt(2)).max() < 1e-3
-    mp3 = decode_file(_stereo_mp3(tmp_path / "call.mp3", stereo))
-    assert mp3.channel_levels is not None and speaking_sides(mp3.channel_levels) is not None
+    # As archives store calls: MP3, and a call centre's 8 kHz mu-law WAV with one leg per channel.
+    for name, codec, rate in (("call.mp3", "libmp3lame", 16000), ("call_mulaw.wav", "pcm_mulaw", 8000)):
+        coded = decode_file(_encoded(tmp_path / name, stereo, codec, rate))
+        assert coded.source_channels == 2 and coded.channel_levels is not None, name
+        assert speaking_sides(coded.channel_levels) is not None, name
     # A mono source has none; neither has one of more than two channels (a film's 5.1 is not two parties).
     assert decode_file(REAL / "jfk.wav").channel_levels is None
     surround = np.tile(samples, (6, 1)).astype(np.float32)
