@@ -15,9 +15,10 @@ wideband and through a telephone channel on each leg (`telephone_channel`), wher
 to tell apart. DER pooled by time, 0.25 s collar.
 
 Controls, which must not be taken for split recordings: the same conversations with both channels
-equal (mono stored as stereo) and panned (every voice on both channels, its own side 6 dB louder);
-and the real single-speaker recordings on one channel (the other hearing it 26 dB down), which the
-monologue fast path must still take. Writes split_channel.md and split_channel.json to --out.
+equal (mono stored as stereo), panned (every voice on both channels, its own side 6 dB louder) and
+late (the second channel the first one 200 ms late and 6 dB down: two recorders); and the real
+single-speaker recordings on one channel (the other hearing it 26 dB down), which the monologue fast
+path must still take. Writes split_channel.md and split_channel.json to --out.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from diarization_eval import (  # noqa: E402  (bench/ on the path first)
 )
 
 PAN_DB = 6.0
+LATE_S = 0.2  # the `late` control: the second channel the first one this late, 6 dB down
 
 
 def layouts(samples: np.ndarray, turns: list[Any], left: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -58,7 +60,16 @@ def layouts(samples: np.ndarray, turns: list[Any], left: tuple[str, ...]) -> dic
 
     split = split_channels(samples, turns, left)
     panned = split_channels(samples, turns, left, crosstalk_db=-PAN_DB, delay_ms=0.0)
-    return {"split": split, "equal": np.stack([samples, samples]), "panned": panned}
+    lag = int(LATE_S * 16000)
+    late = np.concatenate([np.zeros(lag, np.float32), samples[: samples.shape[0] - lag]]) * 10 ** (
+        -PAN_DB / 20
+    )
+    return {
+        "split": split,
+        "equal": np.stack([samples, samples]),
+        "panned": panned,
+        "late": np.stack([samples, late]),
+    }
 
 
 def main() -> int:
@@ -188,7 +199,7 @@ def main() -> int:
             "taken_for_split": sum(c["taken_for_split"] for c in group),
             **({"fast_path_taken": sum(c["fast_path"] for c in group)} if "fast_path" in group[0] else {}),
         }
-        for layout in ("equal", "panned", "monologue on one channel")
+        for layout in ("equal", "panned", "late", "monologue on one channel")
         for channel in ("clean", "phone")
         if (group := [c for c in controls if c["layout"] == layout and c["channel"] == channel])
     }

@@ -191,25 +191,19 @@ def decode_into(path: str | Path, sink_for: Callable[[float | None], SampleSink]
         rate = int(stream.rate or 0)
         channels = int(stream.channels or 0)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        # Each channel's level too, from a resampler of its own (the mono samples stay FFmpeg's mix).
-        stereo = None
-        if channels == 2:
-            stereo = av.AudioResampler(format="fltp", layout="stereo", rate=SAMPLE_RATE)
-        levels = ChannelLevels()
+        # Each channel's level too, at the source's own rate (converted to planar floats, not
+        # resampled); the mono samples stay FFmpeg's mix.
+        levels = _Levels() if channels == 2 else None
         declared = _declared_seconds(container, stream)
         decoded = sink_for(declared)
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
                     decoded.add(out.to_ndarray().reshape(-1))
-                if stereo is not None:
-                    for out in stereo.resample(frame):
-                        levels.add(out.to_ndarray())
+                if levels is not None:
+                    levels.add(frame)
             for out in resampler.resample(None):
                 decoded.add(out.to_ndarray().reshape(-1))
-            if stereo is not None:
-                for out in stereo.resample(None):
-                    levels.add(out.to_ndarray())
         except av.error.FFmpegError as exc:
             raise DecodeError(
                 f"corrupt or truncated after {decoded.count / SAMPLE_RATE:.1f} s: {_ffmpeg_reason(exc)}"
@@ -222,7 +216,30 @@ def decode_into(path: str | Path, sink_for: Callable[[float | None], SampleSink]
         raise DecodeError(f"truncated: the header says {declared:.1f} s but only {got:.1f} s decodes")
     if not decoded.finite:
         raise DecodeError("decoded audio contains NaN or infinite samples")
-    return SourceInfo(rate, channels, codec, container_name, levels.levels() if stereo is not None else None)
+    return SourceInfo(rate, channels, codec, container_name, levels.levels() if levels is not None else None)
+
+
+class _Levels:
+    """The channels' levels of decoded frames (`ChannelLevels` at the rate of the first frame)."""
+
+    def __init__(self) -> None:
+        self._converter: av.AudioResampler | None = None
+        self._levels: ChannelLevels | None = None
+
+    def add(self, frame: av.AudioFrame) -> None:
+        if self._converter is None:
+            self._converter = av.AudioResampler(format="fltp", layout="stereo", rate=frame.sample_rate)
+            self._levels = ChannelLevels(frame.sample_rate)
+        assert self._levels is not None
+        for out in self._converter.resample(frame):
+            self._levels.add(out.to_ndarray())
+
+    def levels(self) -> np.ndarray | None:
+        if self._converter is None or self._levels is None:
+            return None
+        for out in self._converter.resample(None):
+            self._levels.add(out.to_ndarray())
+        return self._levels.levels()
 
 
 def _open(file: Path) -> av.container.InputContainer:

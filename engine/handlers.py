@@ -174,7 +174,7 @@ class StageHandlers:
             work.speaker_count = 1 if work.turns else 0
             return
         work.by_channel = result.by_channel
-        work.diarizer = self.diarizer.name + (" (one party per channel)" if result.by_channel else "")
+        work.diarizer = self.diarizer.name
         work.segments = assign_speakers(work.segments, result.turns or None)
         work.overlaps = list(result.overlaps)
         if result.window_embeddings is not None and len(result.windows):

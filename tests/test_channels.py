@@ -12,9 +12,11 @@ import pytest
 from conftest import REAL
 
 from voxdock.engine.channels import (
+    COPY_LIKENESS,
     LEVEL_FRAME_SAMPLES,
     SILENT_DB,
     ChannelLevels,
+    copy_likeness,
     levels_of,
     sides_on_grid,
     speaking_sides,
@@ -89,6 +91,16 @@ def test_recordings_not_split_by_channel_give_no_sides() -> None:
     silent = np.zeros((2, 16000 * 10), np.float32)
     for stereo in (equal, panned, one_sided, silent):
         assert speaking_sides(levels_of(stereo)) is None
+    # One channel the other one late (two recorders, a spaced pair): a syllable starts louder on one
+    # side and ends louder on the other, but the two level envelopes are one envelope shifted.
+    for delay_s, gain_db in ((0.05, 0.0), (0.4, 0.0), (0.4, -6.0), (0.8, 0.0)):
+        lag = int(delay_s * 16000)
+        late = np.concatenate([np.zeros(lag, np.float32), samples[: samples.shape[0] - lag]])
+        copy = np.stack([samples, late * 10 ** (gain_db / 20)])
+        assert speaking_sides(levels_of(copy)) is None, (delay_s, gain_db)
+        assert copy_likeness(levels_of(copy), floor=-60.0) >= COPY_LIKENESS
+    split = levels_of(split_channels(samples, turns, ["jfk"]))
+    assert copy_likeness(split, floor=-60.0) < COPY_LIKENESS - 0.2
     assert speaking_sides(np.zeros((1, 100), np.float32)) is None  # not two channels
 
 

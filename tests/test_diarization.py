@@ -336,12 +336,13 @@ def test_voices_heard_on_opposite_channels_are_never_one_speaker() -> None:
     unclear[:4] = 0
     labels = cluster_local_speakers(emb, seconds, sides=unclear).labels
     assert _same_partition(labels[4:], sides[4:])
-    # Units of one side shorter than the clusters' floor still go to a speaker of their side.
+    # A party who only answers in pieces shorter than the clusters' floor shapes no cluster: that
+    # side still gets a speaker of its own, told a count of two or not.
     short = seconds.copy()
     short[sides < 0] = MIN_SPEECH_S / 2
-    short[1] = 5.0  # one long unit on the second side shapes its speaker
-    clusters = cluster_local_speakers(emb, short, sides=sides)
-    assert clusters.count == 2 and _same_partition(clusters.labels, sides)
+    for bounds in ((1, MAX_SPEAKERS), (2, 2)):
+        clusters = cluster_local_speakers(emb, short, sides=sides, bounds=bounds)
+        assert clusters.count == 2 and _same_partition(clusters.labels, sides)
     assert cluster_local_speakers(emb, seconds, bounds=(1, 1), sides=sides).count == 1
     # Two voices on one side are still told apart by voice.
     two, seconds2, truth = _local_speakers([[0, 1, 2]] * 10, seed=22)
@@ -364,12 +365,19 @@ def test_a_track_holding_both_sides_is_cut_into_its_sides() -> None:
 def test_activity_of_the_other_sides_speakers_is_silenced() -> None:
     activity = np.array([[0.9, 0.8], [0.7, 0.6], [0.2, 0.9], [0.0, 0.0], [0.5, 0.4]], np.float32)
     frames = np.array([-1, 1, 1, -1, 0], np.int8)  # where each channel speaks
-    silence_other_side(activity, frames, np.array([1, -1], np.int8))  # speaker 0 on the first channel
+    one_voice = np.ones(5, np.int64)
+    silence_other_side(activity, frames, np.array([1, -1], np.int8), one_voice)  # speaker 0: first channel
     np.testing.assert_allclose(activity, [[0.0, 0.8], [0.7, 0.0], [0.2, 0.0], [0.0, 0.0], [0.5, 0.4]])
     # A frame whose own side has nobody active keeps what it has.
     lonely = np.array([[0.0, 0.6]], np.float32)
-    silence_other_side(lonely, np.array([1], np.int8), np.array([1, -1], np.int8))
+    silence_other_side(lonely, np.array([1], np.int8), np.array([1, -1], np.int8), np.ones(1, np.int64))
     np.testing.assert_allclose(lonely, [[0.0, 0.6]])
+    # Where two voices are heard, the quieter side's backchannel stays with its own speaker: the
+    # second voice of the frame is the customer (0.7), not the agent's colleague at 0.
+    overlap = np.array([[0.9, 0.0, 0.7]] * 3, np.float32)
+    two = np.full(3, 2)
+    silence_other_side(overlap, np.ones(3, np.int8), np.array([1, 1, -1], np.int8), two)
+    assert rank_speakers(overlap, two)[1].tolist() == [2, 2, 2]
 
 
 def test_tracks_are_cut_at_pauses_into_units_that_cover_the_chunk() -> None:

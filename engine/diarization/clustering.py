@@ -254,8 +254,33 @@ def cluster_local_speakers(
     centroids, centroid_sides = _merge_alike(
         [shaped[m] for m in members], low, merge_similarity, member_sides
     )
+    if voice_sides is not None and centroid_sides is not None:
+        centroids, centroid_sides = _speaker_per_side(
+            joined, voice_seconds, voice_sides, centroids, centroid_sides, high
+        )
     voice_labels, centroids = _seed_missing(joined, centroids, low, voice_sides, centroid_sides)
     return Clusters(voice_labels[voice], centroids.astype(np.float32))
+
+
+def _speaker_per_side(
+    points: np.ndarray,
+    seconds: np.ndarray,
+    sides: np.ndarray,
+    centroids: np.ndarray,
+    centroid_sides: np.ndarray,
+    high: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A speaker for each side heard but left without one (room permitting), from its voices pooled:
+    a party who only answers in short pieces (split off tracks shared with the other party) shapes
+    no cluster, and would otherwise be assigned to the other side's speaker."""
+    for side in (1, -1):
+        mine = sides == side
+        if not mine.any() or (centroid_sides == side).any() or centroids.shape[0] >= high:
+            continue
+        pooled = (points[mine] * seconds[mine, None]).sum(axis=0, keepdims=True)
+        centroids = np.vstack([centroids, normalise(pooled)])
+        centroid_sides = np.append(centroid_sides, np.int8(side))
+    return centroids, centroid_sides
 
 
 def _seed_missing(

@@ -215,9 +215,8 @@ class SegmentationDiarizer:
             seg, units.chunk, units.local, clusters.labels, clusters.count, (units.first, units.last)
         )
         if evidence.sides is not None and sides is not None:
-            silence_other_side(
-                activity, evidence.sides, side_of(sides, units.seconds, clusters.labels, clusters.count)
-            )
+            speaker_sides = side_of(sides, units.seconds, clusters.labels, clusters.count)
+            silence_other_side(activity, evidence.sides, speaker_sides, voices)
         first, second = rank_speakers(activity, voices)
         absorb_short_runs(first, second, activity)
         # SPEAKER_00 talks most, then SPEAKER_01, ...

@@ -31,12 +31,15 @@ def speech_sides(levels: np.ndarray, voices: np.ndarray) -> np.ndarray | None:
     return grid.astype(np.int8)
 
 
-def silence_other_side(activity: np.ndarray, sides: np.ndarray, speaker_sides: np.ndarray) -> None:
+def silence_other_side(
+    activity: np.ndarray, sides: np.ndarray, speaker_sides: np.ndarray, voices: np.ndarray
+) -> None:
     """Where one channel of a split recording speaks, the speakers of the other channel are not
     active (in place): a local speaker's track often holds both parties of a quick exchange, and its
-    activity would otherwise give one party's words to the other. A frame that would be left with
-    nobody keeps its activity."""
-    opposite = (sides[:, None] * speaker_sides[None, :].astype(np.int8)) < 0
+    activity would otherwise give one party's words to the other. Frames where two voices are heard
+    are left alone (a quiet backchannel from the other side is still someone talking), and so is a
+    frame that would be left with nobody."""
+    opposite = (np.where(voices < 2, sides, 0)[:, None] * speaker_sides[None, :].astype(np.int8)) < 0
     keep = (opposite | (activity <= 0)).all(axis=1)
     opposite[keep] = False
     activity[opposite] = 0.0
