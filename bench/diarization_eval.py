@@ -365,10 +365,13 @@ class Counters:
 def run_ours(
     diarizer: Any, counters: Counters, samples: np.ndarray, **measure: Any
 ) -> tuple[Any, Any, OurRun]:
-    """`measure` + `decide` (what `diarize` does), timed, with the model calls made during it."""
+    """The engine's VAD, then `measure` + `decide` (what `diarize` does with the VAD's regions), timed
+    together (senko's time includes its VAD too), with the model calls made during it."""
+    from voxdock.engine.vad import detect_speech
+
     model0, model_cpu0, calls0 = counters.read()
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    evidence = diarizer.measure(samples, **measure)
+    evidence = diarizer.measure(samples, vad_speech=detect_speech(samples), **measure)
     result = diarizer.decide(evidence)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     model, model_cpu, calls = counters.read()

@@ -51,6 +51,7 @@ def measure_meetings(meetings: Path) -> Measured:
     from voxdock.engine.diarization import build_diarizer
     from voxdock.engine.models import resolve_voice
     from voxdock.engine.oom import AdaptiveBatch
+    from voxdock.engine.vad import detect_speech
     from voxdock.engine.voice import VoiceEncoder
     from voxdock.evaluation import read_rttm
 
@@ -59,7 +60,8 @@ def measure_meetings(meetings: Path) -> Measured:
     diarizer = build_diarizer(voice=voice, batch=AdaptiveBatch(64), onnx_cache=cache)
     measured = []
     for path in sorted(meetings.glob("*.wav")):
-        evidence = diarizer.measure(decode_file(path).samples)  # type: ignore[attr-defined]
+        samples = decode_file(path).samples
+        evidence = diarizer.measure(samples, vad_speech=detect_speech(samples))  # type: ignore[attr-defined]
         measured.append((path.stem, read_rttm(path.with_suffix(".rttm")), evidence))
     return measured
 

@@ -162,6 +162,7 @@ class StageHandlers:
             fast_path_threshold=self.tunables.fast_path_threshold,
             check_stop=self.check_stop,
             channel_levels=work.channel_levels,
+            vad_speech=work.speech,
         )
         work.fast_path = result.fast_path
         work.fast_path_similarity = result.fast_path_similarity

@@ -13,7 +13,7 @@ The engine uses only what this package exports: the `Diarizer` protocol and its 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -62,12 +62,14 @@ class Diarizer(Protocol):
         fast_path_threshold: float | None = None,
         check_stop: Callable[[], None] | None = None,
         channel_levels: np.ndarray | None = None,
+        vad_speech: Sequence[tuple[float, float]] | None = None,
     ) -> DiarizationResult:
         """Who speaks when in 16 kHz mono `samples`. With `fast_path_threshold`, a file that may be
         one voice is checked for it first and, if so, not diarized further (`result.fast_path`).
         `check_stop` is called between blocks of work; what it raises abandons the file.
         `channel_levels` are a two-channel source's (engine/channels.py), for a backend that can
-        tell a recording with one party per channel."""
+        tell a recording with one party per channel; `vad_speech` the engine's VAD regions
+        (seconds), for a backend that takes them as speech too."""
         ...
 
 

@@ -30,7 +30,7 @@ chunks and speakers go to the device together.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +46,7 @@ from voxdock.engine.diarization.reconstruction import (
     rank_speakers,
     speaker_activity,
     turns_of,
+    vad_frames,
     voices_per_frame,
 )
 from voxdock.engine.diarization.segmentation import (
@@ -94,6 +95,18 @@ class Evidence:
     # (file frames,) int8: +1 / -1 where the first / second channel of a recording split by channel
     # speaks (engine/channels.py), 0 where neither clearly does; None for any other recording.
     sides: np.ndarray | None = None
+    # (file frames,) bool: where the engine's VAD heard speech (reconstruction.vad_frames), speech
+    # too even where the segmentation model heard nobody; None when no VAD regions were given.
+    heard: np.ndarray | None = None
+
+    def speech(self) -> np.ndarray:
+        """(file frames,) how many voices talk: the segmentation's, at least one where the VAD heard
+        speech."""
+        return (
+            self.voices
+            if self.heard is None
+            else np.maximum(self.voices, self.heard.astype(self.voices.dtype))
+        )
 
 
 class SegmentationDiarizer:
@@ -118,12 +131,14 @@ class SegmentationDiarizer:
         fast_path_threshold: float | None = None,
         check_stop: Callable[[], None] | None = None,
         channel_levels: np.ndarray | None = None,
+        vad_speech: Sequence[tuple[float, float]] | None = None,
     ) -> DiarizationResult:
         """Who speaks when in 16 kHz mono `samples`. With `fast_path_threshold`, a file that may be a
         monologue (no count of 2+ given) is first checked for one voice on a sample of chunks.
         `check_stop` is called between blocks of chunks; what it raises abandons the file.
         `channel_levels`: a two-channel source's levels (engine/channels.py); where each channel
-        holds a party of its own, no speaker is given speech of both."""
+        holds a party of its own, no speaker is given speech of both. `vad_speech`: the engine's VAD
+        regions (seconds), speech even where the segmentation model hears nobody."""
         speakers = speakers or SpeakerOptions()
         evidence = self.measure(
             samples,
@@ -131,6 +146,7 @@ class SegmentationDiarizer:
             fast_path_threshold=fast_path_threshold,
             check_stop=check_stop,
             channel_levels=channel_levels,
+            vad_speech=vad_speech,
         )
         return self.decide(evidence, speakers)
 
@@ -142,16 +158,19 @@ class SegmentationDiarizer:
         fast_path_threshold: float | None = None,
         check_stop: Callable[[], None] | None = None,
         channel_levels: np.ndarray | None = None,
+        vad_speech: Sequence[tuple[float, float]] | None = None,
     ) -> Evidence:
         speakers = speakers or SpeakerOptions()
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         config = self.config
         seg = segment(self.segmentation, samples, chunk_offsets(samples.shape[0], config.step_s), check_stop)
         voices = voices_per_frame(seg, config.speech_threshold, config.overlap_threshold)
+        heard = None if vad_speech is None else vad_frames(vad_speech, voices.shape[0])
         dim = self.embedder.voice.dim
         if not voices.any() or speakers.known_single:  # nobody, or one speaker given: nothing to embed
-            return Evidence(seg, voices, LocalSpeakers.empty(dim), None)
-        sides = None if channel_levels is None else speech_sides(channel_levels, voices)
+            return Evidence(seg, voices, LocalSpeakers.empty(dim), None, heard=heard)
+        speech = voices if heard is None else np.maximum(voices, heard.astype(voices.dtype))
+        sides = None if channel_levels is None else speech_sides(channel_levels, speech)
         activity = seg.local_activity()
         done: list[LocalSpeakers] = []
         embedded: set[int] = set()
@@ -174,18 +193,18 @@ class SegmentationDiarizer:
                 second_voice=fastpath.second_voice_heard(alone_s),
             )
             if decision.monologue:
-                return Evidence(seg, voices, part, decision)
+                return Evidence(seg, voices, part, decision, heard=heard)
         rest = [c for c in range(len(seg.offsets)) if c not in embedded and activity[c].any()]
         for i in range(0, len(rest), config.block_chunks):
             if check_stop is not None:
                 check_stop()
             done.append(embed_local_speakers(samples, seg, rest[i : i + config.block_chunks], self.embedder))
-        return Evidence(seg, voices, LocalSpeakers.concat(done, dim), decision, sides)
+        return Evidence(seg, voices, LocalSpeakers.concat(done, dim), decision, sides, heard)
 
     def decide(self, evidence: Evidence, speakers: SpeakerOptions | None = None) -> DiarizationResult:
         """The turns the evidence gives under these speaker options."""
         speakers = speakers or SpeakerOptions()
-        seg, voices, units, decision = evidence.seg, evidence.voices, evidence.speakers, evidence.decision
+        seg, voices, units, decision = evidence.seg, evidence.speech(), evidence.speakers, evidence.decision
         config = self.config
         measured = decision is not None and not math.isnan(decision.similarity)
         similarity = decision.similarity if measured and decision is not None else None

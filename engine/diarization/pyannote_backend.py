@@ -8,7 +8,7 @@ downloaded.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,10 +52,11 @@ class PyannoteDiarizer:
         fast_path_threshold: float | None = None,
         check_stop: Callable[[], None] | None = None,
         channel_levels: np.ndarray | None = None,
+        vad_speech: Sequence[tuple[float, float]] | None = None,
     ) -> DiarizationResult:
-        """pyannote's own pipeline (it has no monologue fast path: `fast_path_threshold` is unused,
-        and it hears the mono mix only: `channel_levels` are unused; it runs as one call, so
-        `check_stop` is heard only before it)."""
+        """pyannote's own pipeline (it has no monologue fast path: `fast_path_threshold` is unused;
+        it hears the mono mix and finds speech itself: `channel_levels` and `vad_speech` are unused;
+        it runs as one call, so `check_stop` is heard only before it)."""
         if check_stop is not None:
             check_stop()
         speakers = speakers or SpeakerOptions()
