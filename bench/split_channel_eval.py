@@ -84,6 +84,7 @@ def main() -> int:
     from voxdock.engine.diarization import DEFAULT_FAST_PATH_THRESHOLD, build_diarizer
     from voxdock.engine.models import resolve_voice
     from voxdock.engine.oom import AdaptiveBatch
+    from voxdock.engine.vad import detect_speech
     from voxdock.engine.voice import VoiceEncoder
     from voxdock.evaluation import Turn, mix_conversation, read_rttm, telephone_channel, write_wav
 
@@ -99,7 +100,10 @@ def main() -> int:
         return [Turn(t.start, t.end, t.speaker) for t in result.all_turns]
 
     def diarize(samples: np.ndarray, levels: np.ndarray | None) -> tuple[Any, Any]:
-        evidence = diarizer.measure(samples, fast_path_threshold=threshold, channel_levels=levels)
+        """As the engine diarizes: with its VAD's regions, and the levels when given."""
+        evidence = diarizer.measure(
+            samples, fast_path_threshold=threshold, channel_levels=levels, vad_speech=detect_speech(samples)
+        )
         return evidence, diarizer.decide(evidence)
 
     started = time.time()
