@@ -4,7 +4,8 @@ The recipe of pyannote 3.1, with the weights that install here and calibrated on
 
 1. segmentation (segmentation.py): 10 s chunks every 5 s; per frame, who of up to three local
    speakers talks, overlap included. It is also the voice activity detection: the engine's Silero
-   regions (tuned for ASR) are not used here, because they miss quiet and overlapped speech.
+   regions (tuned for ASR) miss quiet and overlapped speech, so they only add speech where the model
+   hears nobody, less their padding (`reconstruction.vad_frames`: loud speech under noise).
 2. fast path (fastpath.py): when allowed, a sample of chunks decides whether one voice speaks
    throughout (each sampled track's units averaged: one point per local speaker); then the rest is
    skipped.
