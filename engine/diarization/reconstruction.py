@@ -46,8 +46,8 @@ MIN_RUN_FRAMES = round(MIN_RUN_S * SAMPLE_RATE / FRAME_SAMPLES)
 # that padding: the segmentation model hears nobody in some loud speech, JFK's under his recording's
 # crowd noise the most. Trimmed by 0.25 s each side and kept when 0.5 s or longer, they took the mixed
 # real voices from 8.0 to 5.4 % DER (missed speech 3.6 -> 0.8 %; through MP3 10.4 -> 8.7 %, Opus
-# 8.7 -> 6.9 %, AMR 8.2 -> 5.4 %, a telephone line 14.3 -> 11.9 %), the AMI excerpts stayed at 15.8 %
-# (missed 8.5 -> 8.3 %), the call at 3.3 %, the 7-minute file 18.1 -> 18.0 %; the espeak conversations,
+# 8.7 -> 6.9 %, AMR 8.2 -> 5.4 %, a telephone line 13.2 -> 10.8 %), the AMI excerpts stayed at 15.8 %
+# (missed 8.5 -> 8.3 %), the call at 3.3 %, the 7-minute file at 18.9 %; the espeak conversations,
 # with their clean silences, lost a point (36.0 -> 37.1 %, false alarm 1.8 -> 2.9 %). Untrimmed, the
 # padding cost the AMI excerpts 2 points of false alarm (bench/diarization_eval.py).
 VAD_TRIM_S = 0.25
