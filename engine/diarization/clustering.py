@@ -79,7 +79,7 @@ MAX_SPEAKERS = 50
 # Added to the cosine distance (at most 2) of two voices heard on opposite channels of a recording
 # split by channel (engine/channels.py): average linkage never joins them, whatever their voices.
 OPPOSITE_SIDES_DISTANCE = 4.0
-SIDE_AGREEMENT = 0.8  # a group of voices is on a side when this share of its sided seconds is
+SIDE_AGREEMENT = 0.8  # a unit or a group of voices is on a side when this share of its sided speech is
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,14 @@ def _cut(tree: np.ndarray, n: int, k: int) -> np.ndarray:
     return np.unique(roots, return_inverse=True)[1].astype(np.int64)
 
 
+def groups_by(keys: np.ndarray) -> list[np.ndarray]:
+    """Indices of `keys` grouped by equal key, groups in key order, each in index order."""
+    if keys.size == 0:
+        return []
+    order = np.argsort(keys, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(keys[order])) + 1)
+
+
 def _distances(points: np.ndarray, sides: np.ndarray | None) -> np.ndarray:
     """Condensed cosine distances of the points, voices of opposite sides pushed apart."""
     distances = pdist(points, metric="cosine")
@@ -128,16 +136,21 @@ def _distances(points: np.ndarray, sides: np.ndarray | None) -> np.ndarray:
     return distances
 
 
-def side_of(sides: np.ndarray, seconds: np.ndarray, groups: np.ndarray, count: int) -> np.ndarray:
-    """(count,) the side of each group of points: the side of at least `SIDE_AGREEMENT` of its sided
-    seconds, else 0."""
-    plus = np.bincount(groups, weights=seconds * (sides > 0), minlength=count)
-    minus = np.bincount(groups, weights=seconds * (sides < 0), minlength=count)
+def agreed_side(plus: np.ndarray, minus: np.ndarray) -> np.ndarray:
+    """int8 per entry: +1 or -1 where at least `SIDE_AGREEMENT` of the sided amount (`plus` on the
+    first side, `minus` on the second: seconds or frames) is on that side, else 0."""
     sided = np.maximum(plus + minus, 1e-9)
-    out = np.zeros(count, np.int8)
+    out = np.zeros(np.shape(plus), np.int8)
     out[(plus > 0) & (plus >= SIDE_AGREEMENT * sided)] = 1
     out[(minus > 0) & (minus >= SIDE_AGREEMENT * sided)] = -1
     return out
+
+
+def side_of(sides: np.ndarray, seconds: np.ndarray, groups: np.ndarray, count: int) -> np.ndarray:
+    """(count,) the side of each group of points, by its seconds (`agreed_side`)."""
+    plus = np.bincount(groups, weights=seconds * (sides > 0), minlength=count)
+    minus = np.bincount(groups, weights=seconds * (sides < 0), minlength=count)
+    return agreed_side(plus, minus)
 
 
 def _partition(
@@ -197,10 +210,7 @@ def voices_of_tracks(
     or they were heard on opposite `sides` of a recording split by channel."""
     voice = np.zeros(points.shape[0], dtype=np.int64)
     split: list[bool] = []
-    order = np.argsort(tracks, kind="stable")
-    for group in np.split(order, np.flatnonzero(np.diff(tracks[order])) + 1):
-        if group.size == 0:
-            continue
+    for group in groups_by(tracks):
         parts = np.zeros(group.size, dtype=np.int64)
         if group.size > 1:
             tree = linkage(_distances(points[group], None if sides is None else sides[group]), "average")

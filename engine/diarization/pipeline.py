@@ -101,13 +101,13 @@ class Evidence:
     heard: np.ndarray | None = None
 
     def speech(self) -> np.ndarray:
-        """(file frames,) how many voices talk: the segmentation's, at least one where the VAD heard
-        speech."""
-        return (
-            self.voices
-            if self.heard is None
-            else np.maximum(self.voices, self.heard.astype(self.voices.dtype))
-        )
+        return _speech(self.voices, self.heard)
+
+
+def _speech(voices: np.ndarray, heard: np.ndarray | None) -> np.ndarray:
+    """(file frames,) how many voices talk: the segmentation's, at least one where the VAD heard
+    speech."""
+    return voices if heard is None else np.maximum(voices, heard.astype(voices.dtype))
 
 
 class SegmentationDiarizer:
@@ -170,8 +170,7 @@ class SegmentationDiarizer:
         dim = self.embedder.voice.dim
         if not voices.any() or speakers.known_single:  # nobody, or one speaker given: nothing to embed
             return Evidence(seg, voices, LocalSpeakers.empty(dim), None, heard=heard)
-        speech = voices if heard is None else np.maximum(voices, heard.astype(voices.dtype))
-        sides = None if channel_levels is None else speech_sides(channel_levels, speech)
+        sides = None if channel_levels is None else speech_sides(channel_levels, _speech(voices, heard))
         activity = seg.local_activity()
         done: list[LocalSpeakers] = []
         embedded: set[int] = set()

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from voxdock.engine.diarization.clustering import groups_by
 from voxdock.engine.diarization.segmentation import (
     CHUNK_FRAMES,
     FRAME_DURATION_SAMPLES,
@@ -114,10 +115,7 @@ def speaker_activity(
     first = spans[0] if spans is not None else np.zeros_like(chunk)
     last = spans[1] if spans is not None else np.full_like(chunk, CHUNK_FRAMES)
     total = np.zeros((seg.num_frames + CHUNK_FRAMES, max(count, 1)), np.float32)
-    order = np.argsort(chunk, kind="stable")
-    for group in np.split(order, np.flatnonzero(np.diff(chunk[order])) + 1):
-        if group.size == 0:
-            continue
+    for group in groups_by(chunk):
         c = int(chunk[group[0]])
         probs = seg.local_probabilities([c])[0]  # (589, 3)
         mine = np.zeros((CHUNK_FRAMES, max(count, 1)), np.float32)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from voxdock.engine.channels import MIN_SIDE_S, sides_on_grid, speaking_sides
+from voxdock.engine.diarization.clustering import agreed_side, groups_by
 from voxdock.engine.diarization.embedding import LocalSpeakers
 from voxdock.engine.diarization.segmentation import (
     CHUNK_FRAMES,
@@ -45,29 +46,21 @@ def silence_other_side(
     activity[opposite] = 0.0
 
 
-UNIT_SIDE_AGREEMENT = 0.8  # a unit is on a side when this share of its sided frames is
-UNIT_SIDE_MIN_FRAMES = round(0.3 * SAMPLE_RATE / FRAME_SAMPLES)  # and they last this long
+UNIT_SIDE_MIN_FRAMES = round(0.3 * SAMPLE_RATE / FRAME_SAMPLES)  # a unit's sided speech, at least
 
 
 def unit_sides(seg: ChunkSegmentation, units: LocalSpeakers, sides: np.ndarray) -> np.ndarray:
-    """(units,) int8: the side each unit's speech was heard on (+1, -1), 0 where unclear."""
-    out = np.zeros(len(units), np.int8)
+    """(units,) int8: the side each unit's speech was heard on (`agreed_side` of its frames), 0 where
+    unclear or too little of it is sided."""
+    plus = np.zeros(len(units), np.int64)
+    minus = np.zeros(len(units), np.int64)
     padded = np.concatenate([sides, np.zeros(CHUNK_FRAMES, np.int8)])
-    order = np.argsort(units.chunk, kind="stable")
-    for group in np.split(order, np.flatnonzero(np.diff(units.chunk[order])) + 1):
-        if group.size == 0:
-            continue
+    for group in groups_by(units.chunk):
         chunk = int(units.chunk[group[0]])
         active = seg.local_activity([chunk])[0]
         heard = padded[int(seg.offsets[chunk]) : int(seg.offsets[chunk]) + CHUNK_FRAMES]
         for i in group.tolist():
             a, b = int(units.first[i]), int(units.last[i])
             on = heard[a:b][active[a:b, int(units.local[i])]]
-            plus, minus = int((on > 0).sum()), int((on < 0).sum())
-            if plus + minus < UNIT_SIDE_MIN_FRAMES:
-                continue
-            if plus >= UNIT_SIDE_AGREEMENT * (plus + minus):
-                out[i] = 1
-            elif minus >= UNIT_SIDE_AGREEMENT * (plus + minus):
-                out[i] = -1
-    return out
+            plus[i], minus[i] = int((on > 0).sum()), int((on < 0).sum())
+    return np.where(plus + minus >= UNIT_SIDE_MIN_FRAMES, agreed_side(plus, minus), 0).astype(np.int8)
