@@ -55,15 +55,12 @@ LATE_S = 0.2  # the `late` control: the second channel the first one this late, 
 
 
 def layouts(samples: np.ndarray, turns: list[Any], left: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The conversation as a split recording and as the two controls, each (2, n)."""
-    from voxdock.evaluation import split_channels
+    """The conversation as a split recording and as the controls (equal, panned, late), each (2, n)."""
+    from voxdock.evaluation import delayed, split_channels
 
     split = split_channels(samples, turns, left)
     panned = split_channels(samples, turns, left, crosstalk_db=-PAN_DB, delay_ms=0.0)
-    lag = int(LATE_S * 16000)
-    late = np.concatenate([np.zeros(lag, np.float32), samples[: samples.shape[0] - lag]]) * 10 ** (
-        -PAN_DB / 20
-    )
+    late = delayed(samples, LATE_S) * 10 ** (-PAN_DB / 20)
     return {
         "split": split,
         "equal": np.stack([samples, samples]),

@@ -27,6 +27,7 @@ from voxdock.engine.diarization import DEFAULT_FAST_PATH_THRESHOLD
 from voxdock.engine.diarization.pipeline import SegmentationDiarizer
 from voxdock.evaluation import (
     Turn,
+    delayed,
     diarization_error_rate,
     mix_conversation,
     read_rttm,
@@ -94,9 +95,7 @@ def test_recordings_not_split_by_channel_give_no_sides() -> None:
     # One channel the other one late (two recorders, a spaced pair): a syllable starts louder on one
     # side and ends louder on the other, but the two level envelopes are one envelope shifted.
     for delay_s, gain_db in ((0.05, 0.0), (0.4, 0.0), (0.4, -6.0), (0.8, 0.0)):
-        lag = int(delay_s * 16000)
-        late = np.concatenate([np.zeros(lag, np.float32), samples[: samples.shape[0] - lag]])
-        copy = np.stack([samples, late * 10 ** (gain_db / 20)])
+        copy = np.stack([samples, delayed(samples, delay_s) * 10 ** (gain_db / 20)])
         assert speaking_sides(levels_of(copy)) is None, (delay_s, gain_db)
         assert copy_likeness(levels_of(copy), floor=-60.0) >= COPY_LIKENESS
     split = levels_of(split_channels(samples, turns, ["jfk"]))

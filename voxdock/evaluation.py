@@ -310,13 +310,20 @@ def split_channels(
         if turn.speaker in left:
             mine[int(turn.start * sample_rate) : int(turn.end * sample_rate)] = True
     first, second = np.where(mine, audio, 0.0), np.where(mine, 0.0, audio)
-    lag = int(delay_ms * sample_rate / 1000)
     gain = 10 ** (crosstalk_db / 20)
+    late = delay_ms / 1000
 
-    def late(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.zeros(lag, np.float32), x[: x.shape[0] - lag]]) * gain
+    def heard(x: np.ndarray) -> np.ndarray:
+        return delayed(x, late, sample_rate) * gain
 
-    return np.stack([first + late(second), second + late(first)]).astype(np.float32)
+    return np.stack([first + heard(second), second + heard(first)]).astype(np.float32)
+
+
+def delayed(samples: np.ndarray, seconds: float, sample_rate: int = 16000) -> np.ndarray:
+    """`samples` `seconds` late: silence first, the same length."""
+    lag = int(seconds * sample_rate)
+    x = np.asarray(samples, dtype=np.float32)
+    return np.concatenate([np.zeros(lag, np.float32), x[: x.shape[0] - lag]])
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int = 16000) -> Path:
