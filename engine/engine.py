@@ -32,6 +32,7 @@ from voxdock.engine.config import MAX_BATCH_SIZE, MAX_WORKERS, ConfigSource, Eng
 from voxdock.engine.cpu import process_cpu_seconds
 from voxdock.engine.decode_process import DecoderProcesses
 from voxdock.engine.diarization import DEFAULT_FAST_PATH_THRESHOLD, Diarizer, build_diarizer
+from voxdock.engine.diarization_note import DIARIZED
 from voxdock.engine.discovery import discover
 from voxdock.engine.events import EngineEvent, EventHub
 from voxdock.engine.gpu import GpuMonitor
@@ -245,11 +246,13 @@ class Engine:
             return
         self.counters.file_done(work.duration_s, written, bool(work.fast_path), key=work.job.job_id)
         speakers = f", {work.speaker_count} speaker(s){_count_given(work)}" if work.speaker_count else ""
-        fast = " (fast path)" if work.fast_path else " (one party per channel)" if work.by_channel else ""
+        # How they were found, where it was not plain diarization: the fast path, by channel, given 1.
+        plain = work.diarization.partition(",")[0] in ("", DIARIZED)
+        how = "" if plain else f"; {work.diarization}"
         self.events.emit(
             EngineEvent(
                 "done",
-                f"done {work.path}: {written} segments, {work.duration_s:.1f} s{speakers}{fast}",
+                f"done {work.path}: {written} segments, {work.duration_s:.1f} s{speakers}{how}",
                 path=work.path,
                 batch_id=work.job.batch_id,
                 source_id=work.job.source_id,

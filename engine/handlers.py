@@ -15,6 +15,7 @@ from voxdock.engine.cpu import add_cpu_elsewhere
 from voxdock.engine.decode import SAMPLE_RATE, DecodeError, decode_file
 from voxdock.engine.decode_process import DecoderProcesses
 from voxdock.engine.diarization import Diarizer, single_speaker_turns
+from voxdock.engine.diarization_note import diarization_note
 from voxdock.engine.fbank import fbank
 from voxdock.engine.loader import LoadedModels
 from voxdock.engine.oom import AdaptiveBatch, FaultInjector
@@ -150,8 +151,9 @@ class StageHandlers:
     def diarize(self, work: FileWork) -> None:
         assert work.samples is not None
         options = work.speakers
+        threshold = self.tunables.fast_path_threshold
         if options.known_single:
-            work.diarizer = "none (one speaker given)"
+            work.diarization = diarization_note(None, options, threshold=threshold, has_words=True)
             work.segments = assign_speakers(work.segments, None)
             work.turns = single_speaker_turns(work.speech)
             work.speaker_count = 1
@@ -159,23 +161,24 @@ class StageHandlers:
         result = self.diarizer.diarize(
             work.samples,
             options,
-            fast_path_threshold=self.tunables.fast_path_threshold,
+            fast_path_threshold=threshold,
             check_stop=self.check_stop,
             channel_levels=work.channel_levels,
             vad_speech=work.speech,
         )
         work.fast_path = result.fast_path
         work.fast_path_similarity = result.fast_path_similarity
+        work.diarization = diarization_note(
+            result, options, threshold=threshold, has_words=bool(work.segments)
+        )
         # No turns although ASR found words (speech the diarizer did not hear): one speaker over the
         # VAD's regions. Without words either, the file is silence.
         work.turns = list(result.turns) or (single_speaker_turns(work.speech) if work.segments else [])
         if result.fast_path:
-            work.diarizer = f"{self.diarizer.name} (fast path: {result.fast_path_reason})"
             work.segments = assign_speakers(work.segments, None)
             work.speaker_count = 1 if work.turns else 0
             return
         work.by_channel = result.by_channel
-        work.diarizer = self.diarizer.name
         work.segments = assign_speakers(work.segments, result.turns or None)
         work.overlaps = list(result.overlaps)
         if result.window_embeddings is not None and len(result.windows):
@@ -233,6 +236,7 @@ class StageHandlers:
             speaker_count=work.speaker_count,
             fast_path=work.fast_path,
             node_id=self.node_id,
+            diarization=work.diarization or None,
         )
         turns = [TurnRecord(t.start, t.end, t.speaker) for t in work.turns]
         turns += [TurnRecord(t.start, t.end, t.speaker, overlapped=True) for t in work.overlaps]

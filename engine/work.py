@@ -54,7 +54,7 @@ class FileWork:
     # Who speaks when: one speaker at a time, and the second speaker where two talk at once.
     turns: list[SpeakerTurn] = field(default_factory=list)
     overlaps: list[SpeakerTurn] = field(default_factory=list)
-    diarizer: str = ""
+    diarization: str = ""  # how its speakers were found (engine/diarization_note.py)
     by_channel: bool = False  # one party per channel: its speakers were kept to their channels
     stage_seconds: dict[str, float] = field(default_factory=dict)
 

@@ -54,6 +54,7 @@ class SourceOutcome:
     speaker_count: int | None
     fast_path: bool | None
     node_id: str | None
+    diarization: str | None = None  # how its speakers were found (migration 0006)
 
 
 _COPY_SQL = (
@@ -176,13 +177,14 @@ def replace_segments(
         conn.execute(
             "UPDATE sources SET status = 'done', error = NULL, segment_count = %s, duration_s = %s,"
             " content_hash = coalesce(%s, content_hash), speaker_count = %s, fast_path = %s,"
-            " processed_by = %s, processed_at = now(), updated_at = now() WHERE id = %s",
+            " diarization = %s, processed_by = %s, processed_at = now(), updated_at = now() WHERE id = %s",
             (
                 stored_count,
                 outcome.duration_s,
                 outcome.content_hash,
                 outcome.speaker_count,
                 outcome.fast_path,
+                outcome.diarization,
                 outcome.node_id,
                 source_id,
             ),

@@ -25,9 +25,10 @@ class StoredSource:
     status: str  # sources.status: what is stored is from the last completed run unless 'done'
     segment_count: int
     duration_s: float | None
+    diarization: str | None = None  # how its speakers were found; None before migration 0006
 
 
-_COLUMNS = "id, path, status, segment_count, duration_s"
+_COLUMNS = "id, path, status, segment_count, duration_s, diarization"
 
 
 def find_sources(db: Database, path: str, *, match: PathMatch = "exact") -> list[StoredSource]:

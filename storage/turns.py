@@ -65,6 +65,7 @@ class SourceTurns:
     status: str  # sources.status: the turns are from the last completed run unless 'done'
     segment_count: int
     turns: list[TurnRecord]
+    diarization: str | None = None  # how the speakers were found (migration 0006)
 
 
 def read_turns(db: Database, path: str, *, match: PathMatch = "exact") -> list[SourceTurns]:
@@ -74,7 +75,9 @@ def read_turns(db: Database, path: str, *, match: PathMatch = "exact") -> list[S
 
 
 def turns_of_source(db: Database, source: StoredSource) -> SourceTurns:
-    return SourceTurns(source.path, source.status, source.segment_count, source_turns(db, source.id))
+    return SourceTurns(
+        source.path, source.status, source.segment_count, source_turns(db, source.id), source.diarization
+    )
 
 
 def source_turns(db: Database, source_id: int) -> list[TurnRecord]:

@@ -82,6 +82,14 @@ def test_show_and_export_what_the_engine_stored(
         ("Alice Smith" in row) == (s.speaker == "SPEAKER_00")
         for row, s in zip(rows, stored.segments, strict=True)
     )
+    # How the speakers were found: diarized here; the monologue went by the fast path, and the
+    # operator is told its similarity and the command that diarizes it anyway.
+    assert "speakers: diarized" in " ".join(shown.stdout.split()), shown.stdout
+    mono_shown = voxdock(empty_db_url, tmp_path, "show", "monologue")
+    assert mono_shown.returncode == 0, mono_shown.stderr
+    said_how = " ".join(mono_shown.stdout.split())
+    assert re.search(r"speakers: monologue fast path: one voice \(similarity 0\.9\d\d >= 0\.910\)", said_how)
+    assert f"voxdock ingest --no-skip-existing --min-speakers 2 {monologue.resolve()}" in said_how
 
     # search --speaker: only what the enrolled speaker said, shown under the name.
     said = voxdock(
@@ -129,6 +137,8 @@ def test_show_and_export_what_the_engine_stored(
     assert [[w["word"] for w in s["words"]] for s in record["segments"]] == [
         s.text.split() for s in stored.segments
     ]
+    assert record["diarization"] == "diarized"
+    assert json.loads((out / "monologue.json").read_text())["diarization"].startswith("monologue fast path")
     assert {s["label"]: s["name"] for s in record["speakers"]} == {
         "SPEAKER_00": "Alice Smith",
         "SPEAKER_01": None,

@@ -63,6 +63,15 @@ def source_row(db: Database, path: Path) -> tuple:
     return row
 
 
+def stored_diarization(db: Database, path: Path) -> str:
+    with db.connection() as conn:
+        row = conn.execute(
+            "SELECT diarization FROM sources WHERE path = %s", (str(path.resolve()),)
+        ).fetchone()
+    assert row is not None and row[0], f"{path}: no diarization stored"
+    return str(row[0])
+
+
 def copy_media(tmp_path: Path, *names: str) -> list[Path]:
     """Copies of fixtures (names relative to tests/fixtures/media) in one folder, with their
     references."""
@@ -138,6 +147,14 @@ def test_transcripts_speakers_and_vectors(
     for name in ("monologue.ogg", "monologue_video.mp4", "jfk.wav"):
         assert status[name][3] is True, name  # fast path
         assert status[name][4] == 1, name
+    # How each file's speakers were found is stored with it, and logged when not plain diarization.
+    for name in ("dialogue_2spk.wav", "pyannote_sample.wav"):
+        assert stored_diarization(db, by_name[name]) == "diarized", name
+    said = stored_diarization(db, by_name["jfk.wav"])
+    assert said.startswith("monologue fast path: one voice (similarity 0.9"), said
+    done = {e.path: e.message for e in engine.events.recent() if e.kind == "done"}
+    assert done[str(by_name["jfk.wav"])].endswith(f"1 speaker(s); {said}")
+    assert done[str(by_name["dialogue_2spk.wav"])].endswith("2 speaker(s)")
     snap = engine.snapshot()
     assert snap.totals.fast_path_skips == 3
     assert snap.totals.files_done == 7
@@ -170,6 +187,8 @@ def test_known_speaker_counts_travel_with_the_batch(
     assert {r[4] for r in stored_segments(db, four)} <= {t.speaker for t in turns}
     assert source_row(db, four)[3] is False
     assert source_row(db, mono)[3] is False  # never the fast path when two speakers are promised
+    assert stored_diarization(db, four) == "diarized, 4 speakers given"
+    assert stored_diarization(db, mono) == "diarized, at least 2 speakers given"
 
 
 def test_a_call_stored_one_leg_per_channel_is_diarized_by_its_channels(
@@ -193,8 +212,11 @@ def test_a_call_stored_one_leg_per_channel_is_diarized_by_its_channels(
     )
     assert scored.hypothesis_speakers == 2 and scored.der <= 0.15, scored
     assert source_row(db, path)[3] is False  # diarized, not taken for a monologue
+    assert stored_diarization(db, path) == "diarized by channel (one party per channel)"
     done = [e.message for e in engine.events.recent() if e.kind == "done"]
-    assert len(done) == 1 and done[0].endswith("2 speaker(s) (one party per channel)"), done
+    assert len(done) == 1 and done[0].endswith("2 speaker(s); diarized by channel (one party per channel)"), (
+        done
+    )
 
 
 def job_options(db: Database, batch_id: int) -> list[dict]:

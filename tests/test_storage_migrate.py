@@ -65,8 +65,15 @@ def test_status_reports_version_counts_and_no_password(db: Database) -> None:
     assert status.vectors == TEST_SPEC
 
 
+def undo_source_diarization(conn: psycopg.Connection) -> None:
+    """Take a store back from version 6 to version 5, as such a store was left."""
+    conn.execute("ALTER TABLE sources DROP COLUMN diarization")
+    conn.execute("DELETE FROM schema_migrations WHERE version > 5")
+
+
 def undo_voices_across_files(conn: psycopg.Connection) -> None:
     """Take a store back from version 5 to version 4, as such a store was left."""
+    undo_source_diarization(conn)
     conn.execute("DROP TABLE source_speakers")
     conn.execute("DROP TABLE voices")
     conn.execute("DROP INDEX speakers_voice_hnsw")
@@ -159,3 +166,25 @@ def test_a_version_3_store_keeps_its_segments_without_words(db: Database) -> Non
     with db.connection() as conn:
         assert conn.execute("SELECT text, words FROM segments").fetchall() == [("old", None)]
     assert replace_segments(db, source, make_segments(2, seed=1), MODELS, OUTCOME) == 2
+
+
+def test_a_version_5_store_keeps_its_sources_and_learns_how_speakers_are_found(db: Database) -> None:
+    """Sources stored before version 6 say nothing of how their speakers were found (NULL, and
+    `voxdock show` prints no such line); a file processed after the upgrade says it."""
+    from test_storage_segments import MODELS, OUTCOME, make_segments
+
+    from voxdock.storage.segments import replace_segments
+    from voxdock.storage.sources import find_sources
+
+    with db.connection() as conn:
+        undo_source_diarization(conn)
+    old, new = register_sources(db, [FileEntry("/old.wav", 1, "o"), FileEntry("/new.wav", 1, "n")])
+    with db.connection() as conn:  # a source as version 5 left it, done
+        conn.execute("UPDATE sources SET status = 'done', speaker_count = 2 WHERE id = %s", (old,))
+    assert [m.name for m in migrate(db, TEST_SPEC)] == ["source_diarization"]
+    (before,) = find_sources(db, "/old.wav")
+    assert (before.status, before.diarization) == ("done", None)
+    outcome = dataclasses.replace(OUTCOME, diarization="diarized by channel (one party per channel)")
+    assert replace_segments(db, new, make_segments(2, seed=1), MODELS, outcome) == 2
+    (after,) = find_sources(db, "/new.wav")
+    assert after.diarization == "diarized by channel (one party per channel)"

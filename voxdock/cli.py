@@ -550,6 +550,8 @@ def turns(
             title += f", {overlapped:.1f} s of overlapped speech"
         if source.status != "done":
             title += f" [yellow]({escape(source.status)}; turns from its last run)[/]"
+        if source.diarization:
+            title += f"\n[dim]speakers: {escape(source.diarization)}[/]"
         out.print(title, highlight=False, emoji=False)
         table = Table()
         for column in ("from", "to", "speaker", *(("",) if overlapped else ())):

@@ -192,6 +192,7 @@ def transcript_record(transcript: Transcript) -> dict[str, object]:
         "source": transcript.path,
         "status": transcript.source.status,
         "duration_s": transcript.source.duration_s,
+        "diarization": transcript.source.diarization,  # how the speakers were found
         "speakers": [
             {"label": label, "name": names.get(label), "speech_s": round(seconds, 3)}
             for label, seconds in sorted(speech.items())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from voxdock import exit_codes
+from voxdock.engine.diarization_note import FAST_PATH
 
 if TYPE_CHECKING:
     from voxdock.storage.database import Database
@@ -57,6 +59,18 @@ def why_empty(status: str) -> str:
     return "failed" if status == "failed" else f"not processed yet ({status})"
 
 
+def how_found(source: StoredSource) -> str | None:
+    """How the file's speakers were found, with what to run where the monologue fast path took it
+    (a conversation it took for one voice is diarized when told at least two speakers); None for files
+    stored before this was kept."""
+    if not source.diarization:
+        return None
+    if not source.diarization.startswith(FAST_PATH):
+        return f"speakers: {source.diarization}"
+    rerun = f"voxdock ingest --no-skip-existing --min-speakers 2 {shlex.quote(source.path)}"
+    return f"speakers: {source.diarization}; to diarize it anyway: {rerun}"
+
+
 def show(
     path: Annotated[str, typer.Argument(help="A processed file, or part of its stored path.")],
 ) -> None:
@@ -84,6 +98,9 @@ def show(
     title += f", {len(transcript.segments)} segments" + (f", speakers: {escape(who)}" if who else "")
     if source.status != "done":
         title += f" [yellow]({escape(source.status)}; transcript from its last run)[/]"
+    found = how_found(source)
+    if found:
+        title += f"\n[dim]{escape(found)}[/]"
     table = Table(box=None, show_header=False, pad_edge=False, expand=False)
     table.add_column("at", style="dim", no_wrap=True)
     table.add_column("speaker", style="bold", no_wrap=True)

@@ -1,0 +1,46 @@
+"""The one line that says how a file's speakers were found: logged when the file is done, stored on its
+source (migration 0006) and shown by `voxdock show` and `voxdock turns`. An operator who finds a
+two-person call stored as one speaker reads here that the monologue fast path took it, and at what
+similarity, instead of guessing."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the command line reads FAST_PATH without loading the diarizer
+    from voxdock.engine.diarization import DiarizationResult
+    from voxdock.engine.speakers import SpeakerOptions
+
+ONE_SPEAKER_GIVEN = "one speaker given"
+NO_SPEECH = "no speech"
+UNHEARD = "no speech heard by the diarizer: one speaker over the VAD's speech"
+FAST_PATH = "monologue fast path"
+BY_CHANNEL = "diarized by channel (one party per channel)"
+DIARIZED = "diarized"
+
+
+def diarization_note(
+    result: DiarizationResult | None, options: SpeakerOptions, *, threshold: float, has_words: bool
+) -> str:
+    """How the speakers of a file were found; `result` is None when nothing was diarized because the
+    operator gave one speaker."""
+    if result is None or options.known_single:
+        return ONE_SPEAKER_GIVEN
+    if result.fast_path:
+        similarity = result.fast_path_similarity
+        measured = f" (similarity {similarity:.3f} >= {threshold:.3f})" if similarity is not None else ""
+        return f"{FAST_PATH}: {result.fast_path_reason or 'one voice'}{measured}"
+    if not result.turns:
+        return UNHEARD if has_words else NO_SPEECH
+    note = BY_CHANNEL if result.by_channel else DIARIZED
+    return note + _given(options)
+
+
+def _given(options: SpeakerOptions) -> str:
+    if options.num_speakers is not None:
+        return f", {options.num_speakers} speakers given"
+    if options.min_speakers is not None or options.max_speakers is not None:
+        low = options.min_speakers or 1
+        high = "" if options.max_speakers is None else str(options.max_speakers)
+        return f", {low}-{high} speakers given" if high else f", at least {low} speakers given"
+    return ""
