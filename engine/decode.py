@@ -25,6 +25,12 @@ SAMPLE_RATE = 16000
 # A stream that decodes to less than this share of the length its container declares is truncated.
 TRUNCATION_RATIO = 0.9
 PREALLOCATE_MAX_S = 12 * 3600.0  # 2.8 GB of samples
+# A two-channel source whose channels correlate at or below this over its first `POLARITY_PROBE_S`
+# is one signal with a channel wired in opposite polarity: mixed as L + R it cancels (to silence
+# where the two are equal), so it is heard as L - R instead. Recordings of one scene by two
+# microphones correlate positively or not at all.
+OPPOSITE_POLARITY_CORRELATION = -0.5
+POLARITY_PROBE_S = 60.0
 
 logging.getLogger("libav").setLevel(logging.ERROR)
 
@@ -94,6 +100,7 @@ class DecodedAudio:
     codec: str
     container: str
     channel_levels: np.ndarray | None = None  # (2, 10 ms frames) dBFS of a two-channel source
+    opposite_polarity: bool = False  # mixed as (L - R) / sqrt 2: the channels cancel as L + R
 
     @property
     def duration_s(self) -> float:
@@ -150,6 +157,7 @@ class SourceInfo:
     codec: str
     container: str
     channel_levels: np.ndarray | None = None  # (2, 10 ms frames) dBFS of a two-channel source
+    opposite_polarity: bool = False  # mixed as (L - R) / sqrt 2: the channels cancel as L + R
 
 
 def decode_file(path: str | Path) -> DecodedAudio:
@@ -170,7 +178,13 @@ def decode_file(path: str | Path) -> DecodedAudio:
 
 def audio_of(samples: np.ndarray, info: SourceInfo) -> DecodedAudio:
     return DecodedAudio(
-        samples, info.source_rate, info.source_channels, info.codec, info.container, info.channel_levels
+        samples,
+        info.source_rate,
+        info.source_channels,
+        info.codec,
+        info.container,
+        info.channel_levels,
+        info.opposite_polarity,
     )
 
 
@@ -190,7 +204,8 @@ def decode_into(path: str | Path, sink_for: Callable[[float | None], SampleSink]
         codec = stream.codec_context.name if stream.codec_context else "?"
         rate = int(stream.rate or 0)
         channels = int(stream.channels or 0)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        opposite = channels == 2 and _opposite_polarity(Path(path))
+        mix = _DifferenceMix() if opposite else _FFmpegMix()
         # Each channel's level too, at the source's own rate (converted to planar floats, not
         # resampled); the mono samples stay FFmpeg's mix.
         levels = _Levels() if channels == 2 else None
@@ -198,12 +213,12 @@ def decode_into(path: str | Path, sink_for: Callable[[float | None], SampleSink]
         decoded = sink_for(declared)
         try:
             for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    decoded.add(out.to_ndarray().reshape(-1))
+                for chunk in mix.resample(frame):
+                    decoded.add(chunk)
                 if levels is not None:
                     levels.add(frame)
-            for out in resampler.resample(None):
-                decoded.add(out.to_ndarray().reshape(-1))
+            for chunk in mix.resample(None):
+                decoded.add(chunk)
         except av.error.FFmpegError as exc:
             raise DecodeError(
                 f"corrupt or truncated after {decoded.count / SAMPLE_RATE:.1f} s: {_ffmpeg_reason(exc)}"
@@ -216,7 +231,56 @@ def decode_into(path: str | Path, sink_for: Callable[[float | None], SampleSink]
         raise DecodeError(f"truncated: the header says {declared:.1f} s but only {got:.1f} s decodes")
     if not decoded.finite:
         raise DecodeError("decoded audio contains NaN or infinite samples")
-    return SourceInfo(rate, channels, codec, container_name, levels.levels() if levels is not None else None)
+    return SourceInfo(
+        rate, channels, codec, container_name, levels.levels() if levels is not None else None, opposite
+    )
+
+
+class _FFmpegMix:
+    """16 kHz mono chunks as FFmpeg mixes the channels: (L + R) / sqrt 2 for stereo."""
+
+    def __init__(self) -> None:
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+
+    def resample(self, frame: av.AudioFrame | None) -> list[np.ndarray]:
+        return [out.to_ndarray().reshape(-1) for out in self._resampler.resample(frame)]
+
+
+class _DifferenceMix:
+    """16 kHz mono chunks of a stereo source as (L - R) / sqrt 2, at FFmpeg's mix's scale."""
+
+    def __init__(self) -> None:
+        self._resampler = av.AudioResampler(format="fltp", layout="stereo", rate=SAMPLE_RATE)
+
+    def resample(self, frame: av.AudioFrame | None) -> list[np.ndarray]:
+        chunks = []
+        for out in self._resampler.resample(frame):
+            planes = out.to_ndarray()
+            chunks.append(((planes[0] - planes[1]) * np.float32(np.sqrt(0.5))).astype(np.float32))
+        return chunks
+
+
+def _opposite_polarity(file: Path) -> bool:
+    """Whether the two channels of `file`'s first audio stream are one signal in opposite polarity:
+    correlation at most `OPPOSITE_POLARITY_CORRELATION` over the first `POLARITY_PROBE_S` seconds
+    (read by a container of its own, so the decode proper starts from the beginning)."""
+    sums = np.zeros(3)  # LL, RR, LR
+    seen = 0.0
+    try:
+        with av.open(str(file), mode="r", metadata_errors="ignore") as probe:
+            stream = probe.streams.audio[0]
+            converter = av.AudioResampler(format="fltp", layout="stereo", rate=stream.rate or None)
+            for frame in probe.decode(stream):
+                for out in converter.resample(frame):
+                    left, right = out.to_ndarray().astype(np.float64)
+                    sums += (left @ left, right @ right, left @ right)
+                    seen += left.shape[0] / out.sample_rate
+                if seen >= POLARITY_PROBE_S:
+                    break
+    except av.error.FFmpegError:
+        return False  # the decode proper reports what is wrong with the file
+    scale = float(np.sqrt(sums[0] * sums[1]))
+    return scale > 0 and float(sums[2]) / scale <= OPPOSITE_POLARITY_CORRELATION
 
 
 class _Levels:

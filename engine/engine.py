@@ -248,7 +248,9 @@ class Engine:
         speakers = f", {work.speaker_count} speaker(s){_count_given(work)}" if work.speaker_count else ""
         # How they were found, where it was not plain diarization: the fast path, by channel, given 1.
         plain = work.diarization.partition(",")[0] in ("", DIARIZED)
-        how = "" if plain else f"; {work.diarization}"
+        how = ("" if plain else f"; {work.diarization}") + (
+            f"; {work.decode_note}" if work.decode_note else ""
+        )
         self.events.emit(
             EngineEvent(
                 "done",

@@ -31,6 +31,8 @@ from voxdock.storage.turns import TurnRecord
 
 log = logging.getLogger(__name__)
 
+OPPOSITE_POLARITY_NOTE = "its two channels are in opposite polarity: heard as left minus right"
+
 # A segment's own voice embedding uses at most this much of its middle: CAM++ cost grows with
 # length and a speaker's voice is clear well before that.
 VOICE_CLIP_MAX_S = 8.0
@@ -126,6 +128,8 @@ class StageHandlers:
         work.samples = audio.samples
         work.channel_levels = audio.channel_levels
         work.duration_s = audio.duration_s
+        if audio.opposite_polarity:
+            work.decode_note = OPPOSITE_POLARITY_NOTE
 
     def vad(self, work: FileWork) -> None:
         assert work.samples is not None

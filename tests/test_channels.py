@@ -138,6 +138,7 @@ def test_the_decoder_keeps_a_two_channel_sources_levels(tmp_path: Path) -> None:
     assert speaking_sides(wav.channel_levels) is not None
     # The mono samples every stage hears are still FFmpeg's mix of both channels, (L + R) / sqrt(2).
     assert np.abs(wav.samples - stereo.sum(axis=0) / np.sqrt(2)).max() < 1e-3
+    assert not wav.opposite_polarity  # two parties are not one signal
     # As archives store calls: MP3, and a call centre's 8 kHz mu-law WAV with one leg per channel.
     for name, codec, rate in (("call.mp3", "libmp3lame", 16000), ("call_mulaw.wav", "pcm_mulaw", 8000)):
         coded = decode_file(_encoded(tmp_path / name, stereo, codec, rate))

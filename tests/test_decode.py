@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MEDIA
+from conftest import MEDIA, REAL
 
 from voxdock.engine.decode import SAMPLE_RATE, SampleBuffer, decode_file
+from voxdock.engine.decode_process import DecoderProcesses
+from voxdock.evaluation import write_wav
 
 # VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's (pytest's) size at the fork.
 MEASURE = """
@@ -53,6 +55,32 @@ def test_fixtures_decode_to_their_length() -> None:
         seconds = w.getnframes() / w.getframerate()
     assert abs(audio.duration_s - seconds) < 0.05
     assert audio.samples.dtype == np.float32 and np.abs(audio.samples).max() <= 1.0
+
+
+def test_a_channel_in_opposite_polarity_is_heard_not_cancelled(tmp_path: Path) -> None:
+    """A stereo recording of one voice with a channel wired in opposite polarity: FFmpeg's mix,
+    (L + R) / sqrt 2, would be silence (or a thin residue), so the decoder hears it as (L - R) / sqrt 2,
+    which is the voice; in the decode child too. Ordinary stereo keeps FFmpeg's mix."""
+    voice = decode_file(REAL / "jfk.wav").samples * np.float32(0.7)
+    for name, right in (("inverted", -voice), ("inverted_quieter", -0.6 * voice)):
+        path = write_wav(tmp_path / f"{name}.wav", np.stack([voice, right]))
+        audio = decode_file(path)
+        assert audio.opposite_polarity, name
+        expected = (voice - right) / np.sqrt(2)
+        assert audio.samples.shape == voice.shape
+        assert np.abs(audio.samples - expected).max() < 2e-3, name
+        decoders = DecoderProcesses()
+        try:
+            child, _ = decoders.decode(path)
+        finally:
+            decoders.close()
+        assert child.opposite_polarity and np.array_equal(child.samples, audio.samples), name
+    # The same voice on both channels, and two different signals: FFmpeg's mix, as before.
+    echo = np.roll(voice, SAMPLE_RATE * 3)
+    for name, right in (("same", voice), ("different", echo)):
+        audio = decode_file(write_wav(tmp_path / f"{name}.wav", np.stack([voice, right])))
+        assert not audio.opposite_polarity, name
+        assert np.abs(audio.samples - (voice + right) / np.sqrt(2)).max() < 2e-3, name
 
 
 @pytest.mark.slow

@@ -219,6 +219,25 @@ def test_a_call_stored_one_leg_per_channel_is_diarized_by_its_channels(
     )
 
 
+def test_a_recording_with_a_channel_in_opposite_polarity_is_transcribed(
+    make_engine: Callable[..., Engine], db: Database, tmp_path: Path
+) -> None:
+    """One voice on two channels, one wired in opposite polarity: mixed as L + R it is silence and
+    was stored as a file with no speech. Heard as L - R (engine/decode.py) it is transcribed as the
+    mono recording is, and the operator is told."""
+    voice = decode_file(REAL / "jfk.wav").samples * np.float32(0.7)
+    path = write_wav(tmp_path / "jfk_inverted.wav", np.stack([voice, -voice]))
+    engine = make_engine()
+    submission = engine.submit([path])
+    engine.start()
+    assert wait_for_batch(engine, submission.batch_id).done == 1
+    text = " ".join(r[3] for r in stored_segments(db, path))
+    wer = word_error_rate((REAL / "jfk.txt").read_text(), text)
+    assert wer <= WER_BOUND, f"WER {wer:.1%}: {text!r}"
+    done = [e.message for e in engine.events.recent() if e.kind == "done"]
+    assert len(done) == 1 and done[0].endswith("heard as left minus right"), done
+
+
 def job_options(db: Database, batch_id: int) -> list[dict]:
     with db.connection() as conn:
         return [r[0] for r in conn.execute("SELECT options FROM jobs WHERE batch_id = %s", (batch_id,))]
