@@ -44,3 +44,15 @@ def _given(options: SpeakerOptions) -> str:
         high = "" if options.max_speakers is None else str(options.max_speakers)
         return f", {low}-{high} speakers given" if high else f", at least {low} speakers given"
     return ""
+
+
+def short_note(note: str | None) -> str:
+    """A few words for a table cell (the console's file list): how the speakers were found where it
+    was not plain diarization; "" otherwise or when unknown."""
+    if not note:
+        return ""
+    if note.startswith(FAST_PATH):
+        return "fast path"
+    if note.startswith(BY_CHANNEL):
+        return "by channel"
+    return {ONE_SPEAKER_GIVEN: "given", UNHEARD: "VAD only"}.get(note, "")

@@ -116,6 +116,7 @@ class JobRow:
     segment_count: int
     speaker_count: int | None = None  # as the diarizer found them
     speaker_names: Sequence[str] = ()  # the enrolled names its speakers were matched to
+    diarization: str | None = None  # how its speakers were found (migration 0006)
 
 
 def create_batch(
@@ -562,8 +563,8 @@ def batch_jobs(db: Database, batch_id: int, *, limit: int = 500) -> list[JobRow]
             "SELECT j.id AS job_id, j.source_id, s.path, j.state, j.attempts, j.last_error, j.claimed_by,"
             " s.duration_s, s.segment_count, s.speaker_count, coalesce(("
             "  SELECT array_agg(DISTINCT p.name ORDER BY p.name) FROM source_speakers ss"
-            "  JOIN speakers p ON p.id = ss.speaker_id WHERE ss.source_id = s.id), '{}') AS speaker_names"
-            " FROM jobs j JOIN sources s ON s.id = j.source_id WHERE j.batch_id = %s"
+            "  JOIN speakers p ON p.id = ss.speaker_id WHERE ss.source_id = s.id), '{}') AS speaker_names,"
+            " s.diarization FROM jobs j JOIN sources s ON s.id = j.source_id WHERE j.batch_id = %s"
             " ORDER BY (j.state = 'failed') DESC, j.id LIMIT %s",
             (batch_id, limit),
         ).fetchall()

@@ -84,11 +84,11 @@ def test_show_and_export_what_the_engine_stored(
     )
     # How the speakers were found: diarized here; the monologue went by the fast path, and the
     # operator is told its similarity and the command that diarizes it anyway.
-    assert "speakers: diarized" in " ".join(shown.stdout.split()), shown.stdout
+    assert "how found: diarized" in " ".join(shown.stdout.split()), shown.stdout
     mono_shown = voxdock(empty_db_url, tmp_path, "show", "monologue")
     assert mono_shown.returncode == 0, mono_shown.stderr
     said_how = " ".join(mono_shown.stdout.split())
-    assert re.search(r"speakers: monologue fast path: one voice \(similarity 0\.9\d\d >= 0\.910\)", said_how)
+    assert re.search(r"how found: monologue fast path: one voice \(similarity 0\.9\d\d >= 0\.910\)", said_how)
     assert f"voxdock ingest --no-skip-existing --min-speakers 2 {monologue.resolve()}" in said_how
 
     # search --speaker: only what the enrolled speaker said, shown under the name.

@@ -155,6 +155,8 @@ def test_transcripts_speakers_and_vectors(
     done = {e.path: e.message for e in engine.events.recent() if e.kind == "done"}
     assert done[str(by_name["jfk.wav"])].endswith(f"1 speaker(s); {said}")
     assert done[str(by_name["dialogue_2spk.wav"])].endswith("2 speaker(s)")
+    listed = {Path(row.path).name: row.diarization for row in jobs.batch_jobs(db, submission.batch_id)}
+    assert listed["jfk.wav"] == said and listed["dialogue_2spk.wav"] == "diarized"  # the console's files
     snap = engine.snapshot()
     assert snap.totals.fast_path_skips == 3
     assert snap.totals.files_done == 7

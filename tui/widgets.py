@@ -15,6 +15,7 @@ from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Label, RichLog, Sparkline, Static
 from textual.widgets.data_table import ColumnKey, RowKey
 
+from voxdock.engine.diarization_note import short_note
 from voxdock.engine.engine import JobRow
 from voxdock.engine.events import EngineEvent
 from voxdock.engine.metrics import EngineSnapshot, GpuSnapshot
@@ -334,12 +335,16 @@ class BatchTable(DataTable):
 
 
 def speakers_cell(row: JobRow) -> str:
-    """Who speaks in a stored file: its enrolled names, then how many others stay anonymous."""
+    """Who speaks in a stored file: its enrolled names, then how many others stay anonymous; and how
+    they were found where that was not plain diarization (the monologue fast path, by channel)."""
     names = list(row.speaker_names)
     others = max((row.speaker_count or 0) - len(names), 0)
     if not names:
-        return str(row.speaker_count) if row.speaker_count is not None else ""
-    return ", ".join(names) + (f" +{others}" if others else "")
+        who = str(row.speaker_count) if row.speaker_count is not None else ""
+    else:
+        who = ", ".join(names) + (f" +{others}" if others else "")
+    how = short_note(row.diarization)
+    return f"{who} ({how})" if who and how else who
 
 
 class FileTable(DataTable):

@@ -551,7 +551,7 @@ def turns(
         if source.status != "done":
             title += f" [yellow]({escape(source.status)}; turns from its last run)[/]"
         if source.diarization:
-            title += f"\n[dim]speakers: {escape(source.diarization)}[/]"
+            title += f"\n[dim]how found: {escape(source.diarization)}[/]"
         out.print(title, highlight=False, emoji=False)
         table = Table()
         for column in ("from", "to", "speaker", *(("",) if overlapped else ())):

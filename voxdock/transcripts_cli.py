@@ -66,9 +66,9 @@ def how_found(source: StoredSource) -> str | None:
     if not source.diarization:
         return None
     if not source.diarization.startswith(FAST_PATH):
-        return f"speakers: {source.diarization}"
+        return f"how found: {source.diarization}"
     rerun = f"voxdock ingest --no-skip-existing --min-speakers 2 {shlex.quote(source.path)}"
-    return f"speakers: {source.diarization}; to diarize it anyway: {rerun}"
+    return f"how found: {source.diarization}; to diarize it anyway: {rerun}"
 
 
 def show(
