@@ -207,7 +207,7 @@ def decode_into(path: str | Path, sink_for: Callable[[float | None], SampleSink]
         opposite = channels == 2 and _opposite_polarity(Path(path))
         mix = _DifferenceMix() if opposite else _FFmpegMix()
         # Each channel's level too, at the source's own rate (converted to planar floats, not
-        # resampled); the mono samples stay FFmpeg's mix.
+        # resampled); the mono samples stay FFmpeg's mix unless the channels cancel in it.
         levels = _Levels() if channels == 2 else None
         declared = _declared_seconds(container, stream)
         decoded = sink_for(declared)
@@ -264,8 +264,8 @@ def _opposite_polarity(file: Path) -> bool:
     """Whether the two channels of `file`'s first audio stream are one signal in opposite polarity:
     correlation at most `OPPOSITE_POLARITY_CORRELATION` over the first `POLARITY_PROBE_S` seconds
     (read by a container of its own, so the decode proper starts from the beginning)."""
-    sums = np.zeros(3)  # LL, RR, LR
-    seen = 0.0
+    sums = np.zeros(5)  # L, R, LL, RR, LR
+    count, seen = 0, 0.0
     try:
         with av.open(str(file), mode="r", metadata_errors="ignore") as probe:
             stream = probe.streams.audio[0]
@@ -273,14 +273,21 @@ def _opposite_polarity(file: Path) -> bool:
             for frame in probe.decode(stream):
                 for out in converter.resample(frame):
                     left, right = out.to_ndarray().astype(np.float64)
-                    sums += (left @ left, right @ right, left @ right)
+                    sums += (left.sum(), right.sum(), left @ left, right @ right, left @ right)
+                    count += left.shape[0]
                     seen += left.shape[0] / out.sample_rate
                 if seen >= POLARITY_PROBE_S:
                     break
-    except av.error.FFmpegError:
-        return False  # the decode proper reports what is wrong with the file
-    scale = float(np.sqrt(sums[0] * sums[1]))
-    return scale > 0 and float(sums[2]) / scale <= OPPOSITE_POLARITY_CORRELATION
+    except Exception:  # only advice: the decode proper reports what is wrong with the file
+        return False
+    if count == 0:
+        return False
+    # Pearson's correlation: a DC offset of opposite sign on each channel is not opposite polarity.
+    mean_l, mean_r = sums[0] / count, sums[1] / count
+    var_l, var_r = sums[2] / count - mean_l**2, sums[3] / count - mean_r**2
+    scale = float(np.sqrt(max(var_l, 0.0) * max(var_r, 0.0)))
+    covariance = float(sums[4] / count - mean_l * mean_r)
+    return scale > 0 and covariance / scale <= OPPOSITE_POLARITY_CORRELATION
 
 
 class _Levels:

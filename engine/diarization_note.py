@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # the command line reads FAST_PATH without loading the diariz
 ONE_SPEAKER_GIVEN = "one speaker given"
 NO_SPEECH = "no speech"
 UNHEARD = "no speech heard by the diarizer: one speaker over the VAD's speech"
+UNEMBEDDED = "one speaker: too little speech to tell voices apart"
 FAST_PATH = "monologue fast path"
 BY_CHANNEL = "diarized by channel (one party per channel)"
 DIARIZED = "diarized"
@@ -32,6 +33,8 @@ def diarization_note(
         return f"{FAST_PATH}: {result.fast_path_reason or 'one voice'}{measured}"
     if not result.turns:
         return UNHEARD if has_words else NO_SPEECH
+    if result.unembedded:
+        return UNEMBEDDED
     note = BY_CHANNEL if result.by_channel else DIARIZED
     return note + _given(options)
 
@@ -55,4 +58,4 @@ def short_note(note: str | None) -> str:
         return "fast path"
     if note.startswith(BY_CHANNEL):
         return "by channel"
-    return {ONE_SPEAKER_GIVEN: "given", UNHEARD: "VAD only"}.get(note, "")
+    return {ONE_SPEAKER_GIVEN: "given", UNHEARD: "VAD only", UNEMBEDDED: "too little speech"}.get(note, "")

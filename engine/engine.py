@@ -247,8 +247,9 @@ class Engine:
         self.counters.file_done(work.duration_s, written, bool(work.fast_path), key=work.job.job_id)
         speakers = f", {work.speaker_count} speaker(s){_count_given(work)}" if work.speaker_count else ""
         # How they were found, where it was not plain diarization: the fast path, by channel, given 1.
-        plain = work.diarization.partition(",")[0] in ("", DIARIZED)
-        how = ("" if plain else f"; {work.diarization}") + (
+        # The count given is said once, by `_count_given`.
+        method = work.diarization.partition(", ")[0]
+        how = ("" if method in ("", DIARIZED) else f"; {method}") + (
             f"; {work.decode_note}" if work.decode_note else ""
         )
         self.events.emit(

@@ -75,6 +75,10 @@ def test_a_channel_in_opposite_polarity_is_heard_not_cancelled(tmp_path: Path) -
         finally:
             decoders.close()
         assert child.opposite_polarity and np.array_equal(child.samples, audio.samples), name
+    # Two unrelated signals, each with a DC offset of the other sign, are not one signal inverted.
+    noise = np.random.default_rng(3).normal(0.0, 0.05, (2, voice.shape[0])).astype(np.float32)
+    offset = write_wav(tmp_path / "offset.wav", noise + np.array([[0.2], [-0.2]], dtype=np.float32))
+    assert not decode_file(offset).opposite_polarity
     # The same voice on both channels, and two different signals: FFmpeg's mix, as before.
     echo = np.roll(voice, SAMPLE_RATE * 3)
     for name, right in (("same", voice), ("different", echo)):

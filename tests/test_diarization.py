@@ -324,6 +324,14 @@ def test_a_voice_heard_only_in_short_answers_is_a_speaker() -> None:
     assert clusters.count == 3
     assert _same_partition(clusters.labels, truth)
     assert cluster_local_speakers(emb, seconds, bounds=(1, 2)).count == 2
+    # Two such people and room for one more speaker: the one heard longer gets it.
+    emb, seconds, truth = _local_speakers([[0, 1]] * 12 + [[0, 2]] * 3 + [[1, 3]] * 8, seed=8)
+    seconds[truth >= 2] = MIN_SPEECH_S * 0.8  # 2.4 s of voice 2, 6.4 s of voice 3
+    labels = cluster_local_speakers(emb, seconds, bounds=(1, 3)).labels
+    assert _same_partition(labels[truth != 2], truth[truth != 2])
+    # An all-zero embedding among the short voices (a unit of digital silence) breaks nothing.
+    emb[-1] = 0.0
+    assert cluster_local_speakers(emb, seconds).count == 4
 
 
 def test_a_tracks_units_are_one_voice_unless_their_voices_differ() -> None:
@@ -762,6 +770,8 @@ def test_silence_and_very_short_audio(diarizer: SegmentationDiarizer) -> None:
         # has frames of zero padding after its end, and its last turn ends up to 36 ms past it.
         assert all(0.0 <= t.start < t.end <= seconds + 0.04 for t in result.turns)
         assert len(diarizer.diarize(clip, SpeakerOptions(num_speakers=2)).speakers) <= 2
+        # Speech too short to embed is one speaker, and says it was not diarized by voice.
+        assert result.unembedded == (bool(result.turns) and not diarizer.measure(clip).speakers.chunk.size)
 
 
 @pytest.mark.models

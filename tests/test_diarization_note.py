@@ -28,6 +28,9 @@ def test_each_way_of_finding_speakers_reads_as_itself() -> None:
     assert note(monologue) == "monologue fast path: one voice (similarity 0.958 >= 0.910)"
     brief = DiarizationResult(turns=TURNS[:1], fast_path=True, fast_path_reason="too short to compare")
     assert note(brief) == "monologue fast path: too short to compare"
+    # Speech, but none long enough to embed: one speaker, not "diarized".
+    short = DiarizationResult(turns=TURNS[:1], unembedded=True)
+    assert note(short) == "one speaker: too little speech to tell voices apart"
     # Words without turns: the engine gives the VAD's speech to one speaker, and says so.
     assert note(DiarizationResult(turns=[])).startswith("no speech heard by the diarizer")
     assert note(DiarizationResult(turns=[]), words=False) == "no speech"

@@ -59,16 +59,16 @@ def why_empty(status: str) -> str:
     return "failed" if status == "failed" else f"not processed yet ({status})"
 
 
-def how_found(source: StoredSource) -> str | None:
+def how_found(path: str, diarization: str | None) -> str | None:
     """How the file's speakers were found, with what to run where the monologue fast path took it
     (a conversation it took for one voice is diarized when told at least two speakers); None for files
     stored before this was kept."""
-    if not source.diarization:
+    if not diarization:
         return None
-    if not source.diarization.startswith(FAST_PATH):
-        return f"how found: {source.diarization}"
-    rerun = f"voxdock ingest --no-skip-existing --min-speakers 2 {shlex.quote(source.path)}"
-    return f"how found: {source.diarization}; to diarize it anyway: {rerun}"
+    if not diarization.startswith(FAST_PATH):
+        return f"how found: {diarization}"
+    rerun = f"voxdock ingest --no-skip-existing --min-speakers 2 {shlex.quote(path)}"
+    return f"how found: {diarization}; to diarize it with at least two speakers: {rerun}"
 
 
 def show(
@@ -98,7 +98,7 @@ def show(
     title += f", {len(transcript.segments)} segments" + (f", speakers: {escape(who)}" if who else "")
     if source.status != "done":
         title += f" [yellow]({escape(source.status)}; transcript from its last run)[/]"
-    found = how_found(source)
+    found = how_found(source.path, source.diarization)
     if found:
         title += f"\n[dim]{escape(found)}[/]"
     table = Table(box=None, show_header=False, pad_edge=False, expand=False)

@@ -66,9 +66,9 @@ MIN_SPEECH_S = 1.0
 SPLIT_MIN_SPEECH_S = 2.0
 MIN_CLUSTER_SHARE = 0.0
 # Short voices (too short to shape a cluster) that fit no cluster found (cosine distance above
-# TRACK_THRESHOLD to every centroid) and agree with each other (average linkage within THRESHOLD)
-# are one more speaker once there are `OUTLIER_MIN_VOICES` of them with SPLIT_MIN_SPEECH_S of speech
-# together: a person heard only in short answers (the quiet AMI speakers; the reader + cards mixes,
+# TRACK_THRESHOLD to every centroid) and agree with each other (average linkage within the clustering
+# threshold) are one more speaker once there are `OUTLIER_MIN_VOICES` of them with SPLIT_MIN_SPEECH_S
+# of speech together: a person heard only in short answers (the quiet AMI speakers; the reader + cards mixes,
 # where one voice only answers briefly) had been handed to whichever speaker was nearest. On the
 # real sets: AMI 15.8 -> 15.0 % (missed speech 8.3 -> 8.0 %: ami_trn07 now has the second voice of
 # its overlaps), mixed real voices 5.4 -> 5.1 % (counts 17 -> 18 of 18); the call, the 7-minute
@@ -316,23 +316,31 @@ def _speaker_of_outliers(
 ) -> np.ndarray:
     """The centroids, with one more for each group of `short` voices that fit none of them (cosine
     distance above `TRACK_THRESHOLD` to every one) and agree with each other (average linkage within
-    `threshold`), `OUTLIER_MIN_VOICES` or more of them with `SPLIT_MIN_SPEECH_S` of speech together,
-    while there is room below `high`. A group that wins no voice from the others is dropped."""
-    outliers = np.flatnonzero(short & ((points @ centroids.T).max(axis=1) < 1.0 - TRACK_THRESHOLD))
+    `threshold`), `OUTLIER_MIN_VOICES` or more of them with `SPLIT_MIN_SPEECH_S` of speech together:
+    the groups with most speech first, while there is room below `high`. A group whose centroid is
+    `MERGE_SIMILARITY` alike a speaker found, or that wins no voice from the others, is dropped."""
+    fits = (points @ centroids.T).max(axis=1)
+    usable = np.linalg.norm(points, axis=1) > 0  # an all-zero embedding has no direction
+    outliers = np.flatnonzero(short & usable & (fits < 1.0 - TRACK_THRESHOLD))
     if outliers.size < OUTLIER_MIN_VOICES or centroids.shape[0] >= high:
         return centroids
     groups = fcluster(linkage(_distances(points[outliers], None), "average"), threshold, "distance")
     found = centroids.shape[0]
+    candidates: list[tuple[float, np.ndarray]] = []
     for group in groups_by(groups):
         members = outliers[group]
-        if members.size >= OUTLIER_MIN_VOICES and seconds[members].sum() >= SPLIT_MIN_SPEECH_S:
-            pooled = (points[members] * seconds[members, None]).sum(axis=0, keepdims=True)
-            centroids = np.vstack([centroids, normalise(pooled)])
+        speech = float(seconds[members].sum())
+        if members.size >= OUTLIER_MIN_VOICES and speech >= SPLIT_MIN_SPEECH_S:
+            pooled = normalise((points[members] * seconds[members, None]).sum(axis=0, keepdims=True))
+            if float((pooled @ centroids.T).max()) < MERGE_SIMILARITY:
+                candidates.append((speech, pooled))
+    candidates.sort(key=lambda c: -c[0])
+    for _, pooled in candidates[: high - found]:
+        centroids = np.vstack([centroids, pooled])
     if centroids.shape[0] == found:
         return centroids
     won = np.unique(assign(points, centroids))
-    kept = np.concatenate([np.arange(found), won[won >= found]])
-    return centroids[kept[:high]]
+    return centroids[np.concatenate([np.arange(found), won[won >= found]])]
 
 
 def _seed_missing(

@@ -220,6 +220,7 @@ class SegmentationDiarizer:
                 fast_path=monologue,
                 fast_path_reason=decision.reason if monologue and decision else "",
                 fast_path_similarity=similarity,
+                unembedded=bool(turns) and not (speakers.known_single or monologue),
             )
         sides = None if evidence.sides is None else unit_sides(seg, units, evidence.sides)
         clusters = cluster_local_speakers(

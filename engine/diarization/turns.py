@@ -36,6 +36,8 @@ class DiarizationResult:
     fast_path_similarity: float | None = None
     # The source held one party per channel, and its speakers were kept to their channels.
     by_channel: bool = False
+    # Speech, but no stretch of it long enough to embed: one speaker over all of it, voices unheard.
+    unembedded: bool = False
 
     @property
     def speakers(self) -> list[str]:
