@@ -21,12 +21,10 @@ DIARIZED = "diarized"
 
 
 def diarization_note(
-    result: DiarizationResult | None, options: SpeakerOptions, *, threshold: float, has_words: bool
+    result: DiarizationResult, options: SpeakerOptions, *, threshold: float, has_words: bool
 ) -> str:
-    """How the speakers of a file were found; `result` is None when nothing was diarized because the
-    operator gave one speaker."""
-    if result is None or options.known_single:
-        return ONE_SPEAKER_GIVEN
+    """How the diarizer's `result` found the speakers of a file (the engine says ONE_SPEAKER_GIVEN
+    itself where the operator gave one speaker and nothing was diarized)."""
     if result.fast_path:
         similarity = result.fast_path_similarity
         measured = f" (similarity {similarity:.3f} >= {threshold:.3f})" if similarity is not None else ""

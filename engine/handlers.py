@@ -15,7 +15,7 @@ from voxdock.engine.cpu import add_cpu_elsewhere
 from voxdock.engine.decode import SAMPLE_RATE, DecodeError, decode_file
 from voxdock.engine.decode_process import DecoderProcesses
 from voxdock.engine.diarization import Diarizer, single_speaker_turns
-from voxdock.engine.diarization_note import diarization_note
+from voxdock.engine.diarization_note import ONE_SPEAKER_GIVEN, diarization_note
 from voxdock.engine.fbank import fbank
 from voxdock.engine.loader import LoadedModels
 from voxdock.engine.oom import AdaptiveBatch, FaultInjector
@@ -157,7 +157,7 @@ class StageHandlers:
         options = work.speakers
         threshold = self.tunables.fast_path_threshold
         if options.known_single:
-            work.diarization = diarization_note(None, options, threshold=threshold, has_words=True)
+            work.diarization = ONE_SPEAKER_GIVEN
             work.segments = assign_speakers(work.segments, None)
             work.turns = single_speaker_turns(work.speech)
             work.speaker_count = 1
@@ -182,7 +182,6 @@ class StageHandlers:
             work.segments = assign_speakers(work.segments, None)
             work.speaker_count = 1 if work.turns else 0
             return
-        work.by_channel = result.by_channel
         work.segments = assign_speakers(work.segments, result.turns or None)
         work.overlaps = list(result.overlaps)
         if result.window_embeddings is not None and len(result.windows):

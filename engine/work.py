@@ -56,7 +56,6 @@ class FileWork:
     turns: list[SpeakerTurn] = field(default_factory=list)
     overlaps: list[SpeakerTurn] = field(default_factory=list)
     diarization: str = ""  # how its speakers were found (engine/diarization_note.py)
-    by_channel: bool = False  # one party per channel: its speakers were kept to their channels
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -69,6 +69,7 @@ def test_ingest_summary_exit_codes_and_reruns(tmp_path: Path) -> None:
     table = voxdock(data, "turns", str(inbox / "talk.mp4"), timeout=120)
     assert table.returncode == 0, table.stderr
     assert "1 speaker(s)" in table.stdout and "SPEAKER_00" in table.stdout
+    assert "how found: one speaker given" in table.stdout  # the last run was told one speaker
     rttm = voxdock(data, "turns", "talk", "--rttm", timeout=120)
     assert rttm.returncode == 0, rttm.stderr
     lines = rttm.stdout.splitlines()
