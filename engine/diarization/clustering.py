@@ -324,21 +324,16 @@ def _speaker_of_outliers(
     outliers = np.flatnonzero(short & usable & (fits < 1.0 - TRACK_THRESHOLD))
     if outliers.size < OUTLIER_MIN_VOICES or centroids.shape[0] >= high:
         return centroids
-    groups = fcluster(linkage(_distances(points[outliers], None), "average"), threshold, "distance")
+    groups = fcluster(linkage(_distances(points[outliers], None), "average"), threshold, "distance") - 1
+    pooled, speech = pool(points[outliers], seconds[outliers], groups)
+    members = np.bincount(groups, minlength=speech.shape[0])
+    new = (members >= OUTLIER_MIN_VOICES) & (speech >= SPLIT_MIN_SPEECH_S)
+    new &= (pooled @ centroids.T).max(axis=1) < MERGE_SIMILARITY
     found = centroids.shape[0]
-    candidates: list[tuple[float, np.ndarray]] = []
-    for group in groups_by(groups):
-        members = outliers[group]
-        speech = float(seconds[members].sum())
-        if members.size >= OUTLIER_MIN_VOICES and speech >= SPLIT_MIN_SPEECH_S:
-            pooled = normalise((points[members] * seconds[members, None]).sum(axis=0, keepdims=True))
-            if float((pooled @ centroids.T).max()) < MERGE_SIMILARITY:
-                candidates.append((speech, pooled))
-    candidates.sort(key=lambda c: -c[0])
-    for _, pooled in candidates[: high - found]:
-        centroids = np.vstack([centroids, pooled])
-    if centroids.shape[0] == found:
+    most_speech_first = np.flatnonzero(new)[np.argsort(-speech[new], kind="stable")]
+    if most_speech_first.size == 0:
         return centroids
+    centroids = np.vstack([centroids, pooled[most_speech_first[: high - found]]])
     won = np.unique(assign(points, centroids))
     return centroids[np.concatenate([np.arange(found), won[won >= found]])]
 
