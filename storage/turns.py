@@ -61,11 +61,8 @@ def write_turns(conn: psycopg.Connection, source_id: int, turns: Sequence[TurnRe
 
 @dataclass(frozen=True)
 class SourceTurns:
-    path: str
-    status: str  # sources.status: the turns are from the last completed run unless 'done'
-    segment_count: int
+    source: StoredSource  # its status says whether the turns are from the last completed run
     turns: list[TurnRecord]
-    diarization: str | None = None  # how the speakers were found (migration 0006)
 
 
 def read_turns(db: Database, path: str, *, match: PathMatch = "exact") -> list[SourceTurns]:
@@ -75,9 +72,7 @@ def read_turns(db: Database, path: str, *, match: PathMatch = "exact") -> list[S
 
 
 def turns_of_source(db: Database, source: StoredSource) -> SourceTurns:
-    return SourceTurns(
-        source.path, source.status, source.segment_count, source_turns(db, source.id), source.diarization
-    )
+    return SourceTurns(source, source_turns(db, source.id))
 
 
 def source_turns(db: Database, source_id: int) -> list[TurnRecord]:

@@ -168,27 +168,27 @@ def test_turns_are_stored_with_the_segments_and_replaced_with_them(db: Database)
     )
     replace_segments(db, source, make_segments(3, seed=1), MODELS, OUTCOME, TURNS)
     (found,) = read_turns(db, "/archive/a.wav")
-    assert found.status == "done"
+    assert found.source.status == "done"
     assert found.turns == sorted(TURNS, key=lambda t: t.start_s)  # in time order
     replace_segments(db, source, make_segments(3, seed=2), MODELS, OUTCOME, TURNS[:1])
     assert read_turns(db, "/archive/a.wav")[0].turns == TURNS[:1]
     assert read_turns(db, "/archive/b.wav")[0].turns == [TurnRecord(0.0, 1.0, "SPEAKER_00")]
-    assert [s.path for s in read_turns(db, "archive/", match="contains")] == [
+    assert [s.source.path for s in read_turns(db, "archive/", match="contains")] == [
         "/archive/a.wav",
         "/archive/b.wav",
     ]
     assert read_turns(db, "archive/") == []  # exact by default
     new_source(db, "/archive-old/c.wav")
-    assert [s.path for s in read_turns(db, "/archive", match="folder")] == [
+    assert [s.source.path for s in read_turns(db, "/archive", match="folder")] == [
         "/archive/a.wav",
         "/archive/b.wav",
     ]
-    assert [s.path for s in read_turns(db, "/archive/", match="folder")] == [
+    assert [s.source.path for s in read_turns(db, "/archive/", match="folder")] == [
         "/archive/a.wav",
         "/archive/b.wav",
     ]
     (fresh,) = read_turns(db, "/archive-old/c.wav")
-    assert (fresh.status, fresh.segment_count, fresh.turns) == ("new", 0, [])
+    assert (fresh.source.status, fresh.source.segment_count, fresh.turns) == ("new", 0, [])
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # imported where used, so a command loads only what it needs
     from voxdock.storage.database import Database
     from voxdock.storage.jobs import BatchProgress
     from voxdock.storage.migrate import Migration
-    from voxdock.storage.turns import SourceTurns
+    from voxdock.storage.sources import StoredSource
 
 app = typer.Typer(
     name="voxdock",
@@ -497,7 +497,7 @@ def search(
     out.print(table)
 
 
-def _why_no_turns(source: SourceTurns) -> str:
+def _why_no_turns(source: StoredSource) -> str:
     if source.status == "done" and source.segment_count:
         return f"stored before speaker turns were kept: `voxdock ingest --no-skip-existing {source.path}`"
     return why_empty(source.status)
@@ -524,28 +524,30 @@ def turns(
     if not found:
         raise fail(not_stored(path), code=exit_codes.INCOMPLETE)
     if rttm:
-        ids = export_names([source.path for source in found])
-        for source in found:
-            if not source.turns:
+        ids = export_names([item.source.path for item in found])
+        for item in found:
+            source = item.source
+            if not item.turns:
                 err.print(f"{source.path}: no turns ({_why_no_turns(source)})", highlight=False, markup=False)
             elif source.status != "done":
                 err.print(
                     f"{source.path}: {source.status}; turns from its last run", highlight=False, markup=False
                 )
-            for t in source.turns:
+            for t in item.turns:
                 sys.stdout.write(
                     f"SPEAKER {ids[source.path]} 1 {t.start_s:.3f} {t.end_s - t.start_s:.3f}"
                     f" <NA> <NA> {t.speaker} <NA> <NA>\n"
                 )
-        if not any(source.turns for source in found):
+        if not any(item.turns for item in found):
             raise typer.Exit(exit_codes.INCOMPLETE)
         return
-    for source in found:
-        if not source.turns:
+    for item in found:
+        source, source_turns = item.source, item.turns
+        if not source_turns:
             out.print(f"{source.path}: no turns ({_why_no_turns(source)})", highlight=False, markup=False)
             continue
-        overlapped = sum(t.end_s - t.start_s for t in source.turns if t.overlapped)
-        title = f"[bold]{escape(source.path)}[/]: {len({t.speaker for t in source.turns})} speaker(s)"
+        overlapped = sum(t.end_s - t.start_s for t in source_turns if t.overlapped)
+        title = f"[bold]{escape(source.path)}[/]: {len({t.speaker for t in source_turns})} speaker(s)"
         if overlapped:
             title += f", {overlapped:.1f} s of overlapped speech"
         if source.status != "done":
@@ -557,7 +559,7 @@ def turns(
         table = Table()
         for column in ("from", "to", "speaker", *(("",) if overlapped else ())):
             table.add_column(column)
-        for t in source.turns:
+        for t in source_turns:
             mark = ("overlap" if t.overlapped else "",) if overlapped else ()
             table.add_row(fmt_clock(t.start_s), fmt_clock(t.end_s), escape(t.speaker), *mark)
         out.print(table)
