@@ -3,7 +3,8 @@
 Every later stage works on the array this returns; nothing re-reads the file. Problems come back as
 DecodeError with a one-line reason an operator can act on. Of a two-channel source the levels of
 each channel are kept too (engine/channels.py), for the diarizer to tell a recording with one party
-per channel.
+per channel. A file with several audio streams is heard as engine/audio_streams.py decides: one
+version of a programme, or all the tracks of one recording summed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Literal, Protocol
 import av
 import numpy as np
 
+from voxdock.engine.audio_streams import TrackMix, streams_to_hear
 from voxdock.engine.channels import ChannelLevels
 
 SAMPLE_RATE = 16000
@@ -99,8 +101,10 @@ class DecodedAudio:
     source_channels: int
     codec: str
     container: str
-    channel_levels: np.ndarray | None = None  # (2, 10 ms frames) dBFS of a two-channel source
+    # (2, 10 ms frames) dBFS of a two-channel source, or of the two tracks of a two-track one
+    channel_levels: np.ndarray | None = None
     opposite_polarity: bool = False  # mixed as (L - R) / sqrt 2: the channels cancel as L + R
+    streams_note: str = ""  # which of several audio streams were heard (engine/audio_streams.py)
 
     @property
     def duration_s(self) -> float:
@@ -156,12 +160,15 @@ class SourceInfo:
     source_channels: int
     codec: str
     container: str
-    channel_levels: np.ndarray | None = None  # (2, 10 ms frames) dBFS of a two-channel source
+    # (2, 10 ms frames) dBFS of a two-channel source, or of the two tracks of a two-track one
+    channel_levels: np.ndarray | None = None
     opposite_polarity: bool = False  # mixed as (L - R) / sqrt 2: the channels cancel as L + R
+    streams_note: str = ""  # which of several audio streams were heard (engine/audio_streams.py)
 
 
 def decode_file(path: str | Path) -> DecodedAudio:
-    """Read `path` and return its first audio stream as 16 kHz mono float32 samples."""
+    """Read `path` and return its audio (the streams `streams_to_hear` picks) as 16 kHz mono float32
+    samples."""
     kept: list[SampleBuffer] = []
 
     def keep(declared: float | None) -> SampleBuffer:
@@ -185,44 +192,37 @@ def audio_of(samples: np.ndarray, info: SourceInfo) -> DecodedAudio:
         info.container,
         info.channel_levels,
         info.opposite_polarity,
+        info.streams_note,
     )
 
 
 def decode_into(path: str | Path, sink_for: Callable[[float | None], SampleSink]) -> SourceInfo:
-    """Decode `path`'s first audio stream into the sink `sink_for(declared seconds)` makes, chunk by
-    chunk (16 kHz mono float32, not yet clipped); DecodeError with the reason when the file cannot be
-    read, breaks off, or holds nothing usable (checked once every chunk has been given)."""
+    """Decode `path`'s audio (the streams `streams_to_hear` picks) into the sink that
+    `sink_for(declared seconds)` makes, chunk by chunk (16 kHz mono float32, not yet clipped);
+    DecodeError with the reason when the file cannot be read, breaks off, or holds nothing usable
+    (checked once every chunk has been given)."""
     container = _open(Path(path))
     with container:
         if not container.streams.audio:
             kinds = sorted({s.type for s in container.streams})
             what = f"only {', '.join(kinds)} streams" if kinds else "no streams"
             raise DecodeError(f"no audio track ({what})")
-        stream = container.streams.audio[0]
-        if stream.codec_context is not None:
-            stream.codec_context.thread_type = "AUTO"
+        choice = streams_to_hear(list(container.streams.audio))
+        for heard in choice.streams:
+            if heard.codec_context is not None:
+                heard.codec_context.thread_type = "AUTO"
+        stream = choice.streams[0]
         codec = stream.codec_context.name if stream.codec_context else "?"
         rate = int(stream.rate or 0)
         channels = int(stream.channels or 0)
-        opposite = channels == 2 and _opposite_polarity(Path(path))
-        mix = _DifferenceMix() if opposite else _FFmpegMix()
-        # Each channel's level too, at the source's own rate (converted to planar floats, not
-        # resampled); the mono samples stay FFmpeg's mix unless the channels cancel in it.
-        levels = _Levels() if channels == 2 else None
-        declared = _declared_seconds(container, stream)
+        declared = max((_declared_seconds(container, s) or 0.0 for s in choice.streams), default=0.0) or None
         decoded = sink_for(declared)
-        try:
-            for frame in container.decode(stream):
-                for chunk in mix.resample(frame):
-                    decoded.add(chunk)
-                if levels is not None:
-                    levels.add(frame)
-            for chunk in mix.resample(None):
-                decoded.add(chunk)
-        except av.error.FFmpegError as exc:
-            raise DecodeError(
-                f"corrupt or truncated after {decoded.count / SAMPLE_RATE:.1f} s: {_ffmpeg_reason(exc)}"
-            ) from None
+        if len(choice.streams) > 1:
+            levels = _decode_tracks(container, choice.streams, decoded)
+            opposite = False
+        else:
+            opposite = channels == 2 and _opposite_polarity(Path(path), stream.index)
+            levels = _decode_stream(container, stream, decoded, opposite)
         container_name = container.format.name if container.format else "?"
     got = decoded.count / SAMPLE_RATE
     if got == 0:
@@ -231,9 +231,57 @@ def decode_into(path: str | Path, sink_for: Callable[[float | None], SampleSink]
         raise DecodeError(f"truncated: the header says {declared:.1f} s but only {got:.1f} s decodes")
     if not decoded.finite:
         raise DecodeError("decoded audio contains NaN or infinite samples")
-    return SourceInfo(
-        rate, channels, codec, container_name, levels.levels() if levels is not None else None, opposite
-    )
+    return SourceInfo(rate, channels, codec, container_name, levels, opposite, choice.note)
+
+
+def _decode_stream(
+    container: av.container.InputContainer,
+    stream: av.audio.stream.AudioStream,
+    decoded: SampleSink,
+    opposite: bool,
+) -> np.ndarray | None:
+    """Decode one stream into `decoded`; (2, frames) levels of a two-channel one, else None."""
+    mix = _DifferenceMix() if opposite else _FFmpegMix()
+    # Each channel's level too, at the source's own rate (converted to planar floats, not resampled);
+    # the mono samples stay FFmpeg's mix unless the channels cancel in it.
+    levels = _Levels() if int(stream.channels or 0) == 2 else None
+    try:
+        for frame in container.decode(stream):
+            for chunk in mix.resample(frame):
+                decoded.add(chunk)
+            if levels is not None:
+                levels.add(frame)
+        for chunk in mix.resample(None):
+            decoded.add(chunk)
+    except av.error.FFmpegError as exc:
+        raise _corrupt(decoded, exc) from None
+    return levels.levels() if levels is not None else None
+
+
+def _decode_tracks(
+    container: av.container.InputContainer, streams: list[av.audio.stream.AudioStream], decoded: SampleSink
+) -> np.ndarray | None:
+    """Decode several streams, tracks of one recording, into `decoded` summed (audio_streams.py);
+    the two tracks' levels of a two-track file, else None."""
+    tracks = TrackMix(streams)
+    try:
+        for packet in container.demux(*streams):
+            index = packet.stream.index
+            for frame in packet.decode():
+                if not isinstance(frame, av.AudioFrame):
+                    continue
+                for chunk in tracks.add(index, frame):
+                    decoded.add(chunk)
+        for chunk in tracks.finish():
+            decoded.add(chunk)
+    except av.error.FFmpegError as exc:
+        raise _corrupt(decoded, exc) from None
+    return tracks.levels()
+
+
+def _corrupt(decoded: SampleSink, exc: av.error.FFmpegError) -> DecodeError:
+    where = f"{decoded.count / SAMPLE_RATE:.1f} s"
+    return DecodeError(f"corrupt or truncated after {where}: {_ffmpeg_reason(exc)}")
 
 
 class _FFmpegMix:
@@ -260,7 +308,7 @@ class _DifferenceMix:
         return chunks
 
 
-def _opposite_polarity(file: Path) -> bool:
+def _opposite_polarity(file: Path, stream_index: int) -> bool:
     """Whether the two channels of `file`'s first audio stream are one signal in opposite polarity:
     correlation at most `OPPOSITE_POLARITY_CORRELATION` over the first `POLARITY_PROBE_S` seconds
     (read by a container of its own, so the decode proper starts from the beginning)."""
@@ -268,7 +316,7 @@ def _opposite_polarity(file: Path) -> bool:
     count, seen = 0, 0.0
     try:
         with av.open(str(file), mode="r", metadata_errors="ignore") as probe:
-            stream = probe.streams.audio[0]
+            stream = next(s for s in probe.streams.audio if s.index == stream_index)
             converter = av.AudioResampler(format="fltp", layout="stereo", rate=stream.rate or None)
             for frame in probe.decode(stream):
                 for out in converter.resample(frame):

@@ -128,8 +128,8 @@ class StageHandlers:
         work.samples = audio.samples
         work.channel_levels = audio.channel_levels
         work.duration_s = audio.duration_s
-        if audio.opposite_polarity:
-            work.decode_note = OPPOSITE_POLARITY_NOTE
+        notes = [audio.streams_note, OPPOSITE_POLARITY_NOTE if audio.opposite_polarity else ""]
+        work.decode_note = "; ".join(note for note in notes if note)
 
     def vad(self, work: FileWork) -> None:
         assert work.samples is not None

@@ -24,6 +24,7 @@ from voxdock.evaluation import (
     telephone_channel,
     turns_from_segments,
     word_error_rate,
+    write_tracks,
     write_wav,
 )
 from voxdock.storage import jobs
@@ -219,6 +220,32 @@ def test_a_call_stored_one_leg_per_channel_is_diarized_by_its_channels(
     assert len(done) == 1 and done[0].endswith("2 speaker(s); diarized by channel (one party per channel)"), (
         done
     )
+
+
+def test_a_recording_with_one_party_per_track_hears_both(
+    make_engine: Callable[..., Engine], db: Database, tmp_path: Path
+) -> None:
+    """A remote interview as a streaming tool records it: the host's microphone on the first audio
+    track, the guest's on the second (the real call, one person per track). Only the first stream
+    was heard, and the guest was lost without a word; both are heard now, each track's level keeps
+    the parties apart, and the operator is told."""
+    reference = read_rttm(REAL / "pyannote_sample.rttm")
+    samples = decode_file(REAL / "pyannote_sample.wav").samples
+    legs = split_channels(samples, reference, [reference[0].speaker])
+    path = write_tracks(tmp_path / "interview_tracks.mp4", list(legs))
+    engine = make_engine()
+    submission = engine.submit([path])
+    engine.start()
+    assert wait_for_batch(engine, submission.batch_id).done == 1
+    turns = read_turns(db, str(path.resolve()))[0].turns
+    scored = diarization_error_rate(
+        reference, [Turn(t.start_s, t.end_s, t.speaker) for t in turns], collar=0.25
+    )
+    assert scored.hypothesis_speakers == 2 and scored.der <= 0.15, scored
+    assert scored.miss <= 0.05, scored  # the second track's speech is there
+    assert stored_diarization(db, path) == "diarized by channel (one party per channel)"
+    done = [e.message for e in engine.events.recent() if e.kind == "done"]
+    assert len(done) == 1 and "its 2 audio streams heard together as tracks of one recording" in done[0], done
 
 
 def test_a_recording_with_a_channel_in_opposite_polarity_is_transcribed(

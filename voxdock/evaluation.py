@@ -340,6 +340,50 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate: int = 16000) -> Path
     return path
 
 
+def write_tracks(
+    path: Path,
+    tracks: Sequence[np.ndarray],
+    *,
+    codec: str = "aac",
+    starts_s: Sequence[float] | None = None,
+    languages: Sequence[str] | None = None,
+    dispositions: Sequence[int] | None = None,
+    sample_rate: int = 16000,
+) -> Path:
+    """A container (by `path`'s suffix) with one mono audio stream per track of float samples, each
+    starting at its time by its timestamps, with its language tag and FFmpeg disposition flags
+    where given (engine/audio_streams.py); returns `path`."""
+    from fractions import Fraction
+
+    import av
+    from av.stream import Disposition
+
+    with av.open(str(path), "w") as container:
+        streams = []
+        for k in range(len(tracks)):
+            stream = container.add_stream(codec, rate=sample_rate)
+            if not isinstance(stream, av.AudioStream):
+                raise TypeError(f"{codec} did not give an audio stream")
+            stream.layout = "mono"
+            if languages:
+                stream.metadata["language"] = languages[k]
+            if dispositions:
+                stream.disposition = Disposition(dispositions[k])
+            streams.append(stream)
+        for k, (stream, track) in enumerate(zip(streams, tracks, strict=True)):
+            pcm = (np.clip(np.asarray(track), -1.0, 1.0) * 32767).astype(np.int16)
+            first = round((starts_s[k] if starts_s else 0.0) * sample_rate)
+            for i in range(0, pcm.shape[0], 1024):
+                frame = av.AudioFrame.from_ndarray(pcm[None, i : i + 1024], format="s16", layout="mono")
+                frame.sample_rate = sample_rate
+                frame.pts, frame.time_base = first + i, Fraction(1, sample_rate)
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode(None):
+                container.mux(packet)
+    return path
+
+
 def write_rttm(path: str | Path, file_id: str, turns: Sequence[Turn]) -> None:
     Path(path).write_text(
         "".join(
