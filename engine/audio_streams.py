@@ -78,8 +78,9 @@ def streams_to_hear(streams: list[av.audio.stream.AudioStream]) -> StreamChoice:
 
 
 class TrackMix:
-    """16 kHz mono chunks of several tracks summed, each track mixed to mono by FFmpeg and placed at
-    its start time; of two tracks, each one's level too (`levels`)."""
+    """16 kHz mono chunks of several tracks summed (over the square root of their number, as FFmpeg
+    mixes channels), each track mixed to mono by FFmpeg and placed at its start time; of two tracks,
+    each one's level too (`levels`)."""
 
     def __init__(self, streams: list[av.audio.stream.AudioStream]) -> None:
         self._index = {s.index: k for k, s in enumerate(streams)}
@@ -88,6 +89,9 @@ class TrackMix:
         self._pending: list[list[np.ndarray] | None] = [None] * len(streams)
         self._origin = min(_start_s(s) for s in streams)
         self._levels = ChannelLevels(SAMPLE_RATE) if len(streams) == 2 else None
+        # Summed at FFmpeg's scale for channels, (a + b) / sqrt 2 of two: two copies of one signal
+        # (a stereo and a surround version, untagged) do not clip.
+        self._scale = np.float32(1.0 / np.sqrt(len(streams)))
 
     def add(self, stream_index: int, frame: av.AudioFrame) -> list[np.ndarray]:
         """The summed chunks that `frame` of stream `stream_index` completes."""
@@ -127,7 +131,7 @@ class TrackMix:
             self._pending[k] = [joined[count:]]
         if self._levels is not None:
             self._levels.add(tracks)
-        return [tracks.sum(axis=0)]
+        return [tracks.sum(axis=0) * self._scale]
 
 
 def _start_s(stream: av.audio.stream.AudioStream) -> float:
