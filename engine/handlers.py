@@ -240,6 +240,7 @@ class StageHandlers:
             fast_path=work.fast_path,
             node_id=self.node_id,
             diarization=work.diarization or None,
+            audio_note=work.decode_note or None,
         )
         turns = [TurnRecord(t.start, t.end, t.speaker) for t in work.turns]
         turns += [TurnRecord(t.start, t.end, t.speaker, overlapped=True) for t in work.overlaps]

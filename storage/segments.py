@@ -55,6 +55,7 @@ class SourceOutcome:
     fast_path: bool | None
     node_id: str | None
     diarization: str | None = None  # how its speakers were found (migration 0006)
+    audio_note: str | None = None  # what the decoder did that a reader should know (migration 0007)
 
 
 _COPY_SQL = (
@@ -177,7 +178,8 @@ def replace_segments(
         conn.execute(
             "UPDATE sources SET status = 'done', error = NULL, segment_count = %s, duration_s = %s,"
             " content_hash = coalesce(%s, content_hash), speaker_count = %s, fast_path = %s,"
-            " diarization = %s, processed_by = %s, processed_at = now(), updated_at = now() WHERE id = %s",
+            " diarization = %s, audio_note = %s, processed_by = %s, processed_at = now(), updated_at = now()"
+            " WHERE id = %s",
             (
                 stored_count,
                 outcome.duration_s,
@@ -185,6 +187,7 @@ def replace_segments(
                 outcome.speaker_count,
                 outcome.fast_path,
                 outcome.diarization,
+                outcome.audio_note,
                 outcome.node_id,
                 source_id,
             ),

@@ -26,9 +26,12 @@ class StoredSource:
     segment_count: int
     duration_s: float | None
     diarization: str | None = None  # how its speakers were found; None before migration 0006
+    # What the decoder did that a reader should know (several audio streams, opposite polarity);
+    # None when nothing, and before migration 0007.
+    audio_note: str | None = None
 
 
-_COLUMNS = "id, path, status, segment_count, duration_s, diarization"
+_COLUMNS = "id, path, status, segment_count, duration_s, diarization, audio_note"
 
 
 def find_sources(db: Database, path: str, *, match: PathMatch = "exact") -> list[StoredSource]:

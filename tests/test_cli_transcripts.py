@@ -72,6 +72,10 @@ def test_show_and_export_what_the_engine_stored(
     names = {s.speaker: s.who for s in stored.segments}
     assert names == {"SPEAKER_00": "Alice Smith", "SPEAKER_01": "SPEAKER_01"}
 
+    # The decoder's note on a file's audio (here as it reads for a file of two tracks) goes with it.
+    audio = "its 2 audio streams heard together as tracks of one recording"
+    with db.connection() as conn:
+        conn.execute("UPDATE sources SET audio_note = %s WHERE id = %s", (audio, source.id))
     # show: one row per segment, the enrolled name where known.
     shown = voxdock(empty_db_url, tmp_path, "show", "dialogue_2spk")
     assert shown.returncode == 0, shown.stderr
@@ -85,9 +89,13 @@ def test_show_and_export_what_the_engine_stored(
     # How the speakers were found: diarized here; the monologue went by the fast path, and the
     # operator is told its similarity and the command that diarizes it anyway.
     assert "how found: diarized" in " ".join(shown.stdout.split()), shown.stdout
+    assert f"audio: {audio}" in " ".join(shown.stdout.split()), shown.stdout
+    turns = voxdock(empty_db_url, tmp_path, "turns", "dialogue_2spk")
+    assert f"audio: {audio}" in " ".join(turns.stdout.split()), turns.stdout
     mono_shown = voxdock(empty_db_url, tmp_path, "show", "monologue")
     assert mono_shown.returncode == 0, mono_shown.stderr
     said_how = " ".join(mono_shown.stdout.split())
+    assert "audio:" not in said_how
     assert re.search(r"how found: monologue fast path: one voice \(similarity 0\.9\d\d >= 0\.910\)", said_how)
     assert f"voxdock ingest --no-skip-existing --min-speakers 2 {monologue.resolve()}" in said_how
 
@@ -138,6 +146,8 @@ def test_show_and_export_what_the_engine_stored(
         s.text.split() for s in stored.segments
     ]
     assert record["diarization"] == "diarized"
+    assert record["audio"] == audio
+    assert json.loads((out / "monologue.json").read_text())["audio"] is None
     assert json.loads((out / "monologue.json").read_text())["diarization"].startswith("monologue fast path")
     assert {s["label"]: s["name"] for s in record["speakers"]} == {
         "SPEAKER_00": "Alice Smith",

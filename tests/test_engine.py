@@ -29,6 +29,7 @@ from voxdock.evaluation import (
 )
 from voxdock.storage import jobs
 from voxdock.storage.database import Database
+from voxdock.storage.sources import find_sources
 from voxdock.storage.turns import read_turns
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
@@ -244,8 +245,10 @@ def test_a_recording_with_one_party_per_track_hears_both(
     assert scored.hypothesis_speakers == 2 and scored.der <= 0.15, scored
     assert scored.miss <= 0.05, scored  # the second track's speech is there
     assert stored_diarization(db, path) == "diarized by channel (one party per channel)"
+    note = "its 2 audio streams heard together as tracks of one recording"
     done = [e.message for e in engine.events.recent() if e.kind == "done"]
-    assert len(done) == 1 and "its 2 audio streams heard together as tracks of one recording" in done[0], done
+    assert len(done) == 1 and note in done[0], done
+    assert find_sources(db, str(path.resolve()))[0].audio_note == note
 
 
 def test_a_recording_with_a_channel_in_opposite_polarity_is_transcribed(
@@ -265,6 +268,8 @@ def test_a_recording_with_a_channel_in_opposite_polarity_is_transcribed(
     assert wer <= WER_BOUND, f"WER {wer:.1%}: {text!r}"
     done = [e.message for e in engine.events.recent() if e.kind == "done"]
     assert len(done) == 1 and done[0].endswith("heard as left minus right"), done
+    stored = find_sources(db, str(path.resolve()))[0].audio_note
+    assert stored == "its two channels are in opposite polarity: heard as left minus right"
 
 
 def job_options(db: Database, batch_id: int) -> list[dict]:

@@ -65,8 +65,15 @@ def test_status_reports_version_counts_and_no_password(db: Database) -> None:
     assert status.vectors == TEST_SPEC
 
 
+def undo_source_audio_note(conn: psycopg.Connection) -> None:
+    """Take a store back from version 7 to version 6, as such a store was left."""
+    conn.execute("ALTER TABLE sources DROP COLUMN audio_note")
+    conn.execute("DELETE FROM schema_migrations WHERE version > 6")
+
+
 def undo_source_diarization(conn: psycopg.Connection) -> None:
     """Take a store back from version 6 to version 5, as such a store was left."""
+    undo_source_audio_note(conn)
     conn.execute("ALTER TABLE sources DROP COLUMN diarization")
     conn.execute("DELETE FROM schema_migrations WHERE version > 5")
 
@@ -181,10 +188,35 @@ def test_a_version_5_store_keeps_its_sources_and_learns_how_speakers_are_found(d
     old, new = register_sources(db, [FileEntry("/old.wav", 1, "o"), FileEntry("/new.wav", 1, "n")])
     with db.connection() as conn:  # a source as version 5 left it, done
         conn.execute("UPDATE sources SET status = 'done', speaker_count = 2 WHERE id = %s", (old,))
-    assert [m.name for m in migrate(db, TEST_SPEC)] == ["source_diarization"]
+    assert [m.name for m in migrate(db, TEST_SPEC)] == ["source_diarization", "source_audio_note"]
     (before,) = find_sources(db, "/old.wav")
     assert (before.status, before.diarization) == ("done", None)
     outcome = dataclasses.replace(OUTCOME, diarization="diarized by channel (one party per channel)")
     assert replace_segments(db, new, make_segments(2, seed=1), MODELS, outcome) == 2
     (after,) = find_sources(db, "/new.wav")
     assert after.diarization == "diarized by channel (one party per channel)"
+
+
+def test_a_version_6_store_keeps_its_sources_and_learns_how_their_audio_was_heard(db: Database) -> None:
+    """Sources stored before version 7 carry no note on their audio (NULL: `voxdock show` prints no
+    such line); a file processed after the upgrade keeps the decoder's."""
+    from test_storage_segments import MODELS, OUTCOME, make_segments
+
+    from voxdock.storage.segments import replace_segments
+    from voxdock.storage.sources import find_sources
+
+    with db.connection() as conn:
+        undo_source_audio_note(conn)
+    old, new = register_sources(db, [FileEntry("/old.mkv", 1, "o"), FileEntry("/new.mkv", 1, "n")])
+    with db.connection() as conn:  # a source as version 6 left it, done
+        conn.execute("UPDATE sources SET status = 'done', diarization = 'diarized' WHERE id = %s", (old,))
+    assert [m.name for m in migrate(db, TEST_SPEC)] == ["source_audio_note"]
+    (before,) = find_sources(db, "/old.mkv")
+    assert (before.status, before.diarization, before.audio_note) == ("done", "diarized", None)
+    note = "its 2 audio streams heard together as tracks of one recording"
+    outcome = dataclasses.replace(OUTCOME, audio_note=note)
+    assert replace_segments(db, new, make_segments(2, seed=1), MODELS, outcome) == 2
+    (after,) = find_sources(db, "/new.mkv")
+    assert after.audio_note == note
+    assert replace_segments(db, new, make_segments(2, seed=2), MODELS, OUTCOME) == 2
+    assert find_sources(db, "/new.mkv")[0].audio_note is None  # a run with nothing to say clears it

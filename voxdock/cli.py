@@ -20,7 +20,7 @@ from voxdock import __version__, exit_codes
 from voxdock.settings import Settings, SettingsError, load_settings
 from voxdock.speakers_cli import speakers_app
 from voxdock.storage.urls import scrub
-from voxdock.transcripts_cli import export, how_found, not_stored, show, stored_sources, why_empty
+from voxdock.transcripts_cli import export, how_found, how_heard, not_stored, show, stored_sources, why_empty
 
 if TYPE_CHECKING:  # imported where used, so a command loads only what it needs
     from voxdock.engine.engine import Engine
@@ -552,9 +552,9 @@ def turns(
             title += f", {overlapped:.1f} s of overlapped speech"
         if source.status != "done":
             title += f" [yellow]({escape(source.status)}; turns from its last run)[/]"
-        how = how_found(source.path, source.diarization)
-        if how:
-            title += f"\n[dim]{escape(how)}[/]"
+        for line in (how_found(source.path, source.diarization), how_heard(source.audio_note)):
+            if line:
+                title += f"\n[dim]{escape(line)}[/]"
         out.print(title, highlight=False, emoji=False)
         table = Table()
         for column in ("from", "to", "speaker", *(("",) if overlapped else ())):

@@ -193,6 +193,7 @@ def transcript_record(transcript: Transcript) -> dict[str, object]:
         "status": transcript.source.status,
         "duration_s": transcript.source.duration_s,
         "diarization": transcript.source.diarization,  # how the speakers were found
+        "audio": transcript.source.audio_note,  # which audio streams were heard, and how
         "speakers": [
             {"label": label, "name": names.get(label), "speech_s": round(seconds, 3)}
             for label, seconds in sorted(speech.items())

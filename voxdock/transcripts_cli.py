@@ -71,6 +71,12 @@ def how_found(path: str, diarization: str | None) -> str | None:
     return f"how found: {diarization}; to diarize it with at least two speakers: {rerun}"
 
 
+def how_heard(audio_note: str | None) -> str | None:
+    """What the decoder did with the file's audio that a reader should know (several audio streams,
+    a channel in opposite polarity); None when nothing, or for files stored before this was kept."""
+    return f"audio: {audio_note}" if audio_note else None
+
+
 def show(
     path: Annotated[str, typer.Argument(help="A processed file, or part of its stored path.")],
 ) -> None:
@@ -98,9 +104,9 @@ def show(
     title += f", {len(transcript.segments)} segments" + (f", speakers: {escape(who)}" if who else "")
     if source.status != "done":
         title += f" [yellow]({escape(source.status)}; transcript from its last run)[/]"
-    found = how_found(source.path, source.diarization)
-    if found:
-        title += f"\n[dim]{escape(found)}[/]"
+    for line in (how_found(source.path, source.diarization), how_heard(source.audio_note)):
+        if line:
+            title += f"\n[dim]{escape(line)}[/]"
     table = Table(box=None, show_header=False, pad_edge=False, expand=False)
     table.add_column("at", style="dim", no_wrap=True)
     table.add_column("speaker", style="bold", no_wrap=True)
