@@ -7,30 +7,35 @@ Most files hold one audio stream. Those with several hold one of two things:
 - tracks of one recording: a multitrack recorder's microphone per person, or a streaming tool's
   (OBS) host microphone and remote guest's desktop audio on tracks of their own. Hearing only the
   first would lose the others' speakers without a word, so the tracks are summed, each mixed to mono
-  by FFmpeg and placed at its start time. Of two tracks, each one's level is kept as a two-channel
+  by FFmpeg and placed by its timestamps. Of two tracks, each one's level is kept as a two-channel
   source's are (engine/channels.py): where each track holds a party of its own, the diarizer keeps
   them apart as it does the two legs of a call.
 
-Streams are versions when their language tags differ or one is marked as a dub, a commentary or a
-description (FFmpeg's dispositions); otherwise tracks.
+Streams are versions when their language tags differ, one is marked as a dub, a commentary or a
+description (FFmpeg's dispositions), or a title says so (rips often mark a commentary by its title
+alone); otherwise tracks.
+
+Each track is read by a container of its own, always the one furthest behind: containers interleave
+their streams loosely (a Matroska file written a stream at a time holds minutes of one before the
+next), and one demuxer for all would have to hold what runs ahead, or place it wrongly. A track that
+cannot be decoded (an unknown codec, corrupt packets) is left out from there on and the note says so;
+the file fails only when no track gives any audio.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import av
 import numpy as np
 from av.stream import Disposition
 
-from voxdock.engine.channels import ChannelLevels
+from voxdock.engine.channels import SAMPLE_RATE, ChannelLevels
 
-SAMPLE_RATE = 16000
 MAX_TRACKS = 8  # tracks summed at most (the first ones)
-# A track this far ahead of another is summed with silence for it: the other ended early (or its
-# container interleaves badly). Containers interleave their streams within a second or so; waiting
-# for a track that has ended would hold the rest of the file.
-LAG_LIMIT_S = 120.0
 VERSION_MARKS = (
     Disposition.dub
     | Disposition.comment
@@ -39,12 +44,28 @@ VERSION_MARKS = (
     | Disposition.visual_impaired
     | Disposition.descriptions
 )
+VERSION_TITLE = re.compile(r"comment|descri|dub|karaoke|narrat", re.IGNORECASE)
 UNTAGGED = {"", "und"}
+# A track's audio is placed where its timestamps say once they differ from where it has got by more
+# than this: a gap in the track is silence, not the rest moved early.
+GAP_TOLERANCE_S = 0.05
+EMIT_SAMPLES = SAMPLE_RATE  # summed audio is given on a second at a time
+
+
+@dataclass(frozen=True)
+class MixedTracks:
+    levels: np.ndarray | None  # (2, 10 ms frames) dBFS of the two tracks of a two-track file
+    left_out: str  # the tracks left out and why, "" when none
+    start_s: float  # the earliest track's first frame's time: where the summed audio starts
+
+
+class NoAudio(Exception):
+    """No track gave any audio; str() is the first track's reason."""
 
 
 @dataclass(frozen=True)
 class StreamChoice:
-    streams: list[av.audio.stream.AudioStream]  # heard; summed when more than one
+    streams: tuple[av.audio.stream.AudioStream, ...]  # heard; summed when more than one
     note: str  # what an operator should know of the choice; "" for a file with one audio stream
 
 
@@ -57,84 +78,175 @@ def _described(stream: av.audio.stream.AudioStream) -> str:
     return f"#{stream.index}" + ("" if language in UNTAGGED else f" {language}")
 
 
+def _a_version(stream: av.audio.stream.AudioStream) -> bool:
+    title = str(stream.metadata.get("title", "") or "")
+    return bool(stream.disposition & VERSION_MARKS) or bool(VERSION_TITLE.search(title))
+
+
 def streams_to_hear(streams: list[av.audio.stream.AudioStream]) -> StreamChoice:
     """The audio streams (in the container's order) to hear, and a note on the choice."""
     if len(streams) <= 1:
-        return StreamChoice(list(streams), "")
+        return StreamChoice(tuple(streams), "")
     languages = {_language(s) for s in streams} - UNTAGGED
-    if len(languages) > 1 or any(s.disposition & VERSION_MARKS for s in streams):
-        default = [s for s in streams if s.disposition & Disposition.default]
-        chosen = default[0] if default else streams[0]
+    if len(languages) > 1 or any(_a_version(s) for s in streams):
+        default = [s for s in streams if s.disposition & Disposition.default and not _a_version(s)]
+        chosen = default[0] if default else next((s for s in streams if not _a_version(s)), streams[0])
         why = "the default" if default else "the first"
         listed = ", ".join(_described(s) for s in streams)
         note = f"{len(streams)} audio streams, versions of one programme ({listed})"
-        note += f": heard {why}, #{chosen.index}"
-        return StreamChoice([chosen], note)
-    heard = list(streams[:MAX_TRACKS])
+        return StreamChoice((chosen,), note + f": heard {why}, #{chosen.index}")
     note = f"its {len(streams)} audio streams heard together as tracks of one recording"
     if len(streams) > MAX_TRACKS:
         note += f" (the first {MAX_TRACKS})"
-    return StreamChoice(heard, note)
+    return StreamChoice(tuple(streams[:MAX_TRACKS]), note)
 
 
-class TrackMix:
-    """16 kHz mono chunks of several tracks summed (over the square root of their number, as FFmpeg
-    mixes channels), each track mixed to mono by FFmpeg and placed at its start time; of two tracks,
-    each one's level too (`levels`)."""
+class Converter:
+    """PyAV's resampler to one output format, set up again when the input's format, layout or rate
+    changes mid-stream (a broadcast switching between stereo and 5.1): PyAV's takes its setup from
+    the first frame and rejects frames unlike it."""
 
-    def __init__(self, streams: list[av.audio.stream.AudioStream]) -> None:
-        self._index = {s.index: k for k, s in enumerate(streams)}
-        self._resamplers = [av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE) for _ in streams]
-        # Each track's samples not yet summed; None until its first frame says where it starts.
-        self._pending: list[list[np.ndarray] | None] = [None] * len(streams)
-        self._origin = min(_start_s(s) for s in streams)
-        self._levels = ChannelLevels(SAMPLE_RATE) if len(streams) == 2 else None
-        # Summed at FFmpeg's scale for channels, (a + b) / sqrt 2 of two: two copies of one signal
-        # (a stereo and a surround version, untagged) do not clip.
-        self._scale = np.float32(1.0 / np.sqrt(len(streams)))
+    def __init__(self, format: str, layout: str, rate: int | None) -> None:
+        self._setup = (format, layout, rate)
+        self._resampler = av.AudioResampler(format=format, layout=layout, rate=rate)
 
-    def add(self, stream_index: int, frame: av.AudioFrame) -> list[np.ndarray]:
-        """The summed chunks that `frame` of stream `stream_index` completes."""
-        k = self._index[stream_index]
-        pending = self._pending[k]
-        if pending is None:  # a track may start late: placed by its first frame's time
-            lead = 0
-            if frame.pts is not None and frame.time_base is not None:
-                lead = max(0, round((float(frame.pts * frame.time_base) - self._origin) * SAMPLE_RATE))
-            pending = self._pending[k] = [np.zeros(lead, np.float32)]
-        pending += [out.to_ndarray().reshape(-1) for out in self._resamplers[k].resample(frame)]
-        return self._ready(final=False)
-
-    def finish(self) -> list[np.ndarray]:
-        """What is left, every track flushed (the tracks that ended early summed as silence)."""
-        for k, resampler in enumerate(self._resamplers):
-            pending = self._pending[k] = self._pending[k] or []
-            pending += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
-        return self._ready(final=True)
-
-    def levels(self) -> np.ndarray | None:
-        """(2, 10 ms frames) dBFS of the two tracks; None for more tracks."""
-        return None if self._levels is None else self._levels.levels()
-
-    def _ready(self, *, final: bool) -> list[np.ndarray]:
-        held = [sum(part.shape[0] for part in parts or []) for parts in self._pending]
-        count = max(held) if final else min(held)
-        if not final and max(held) - count > LAG_LIMIT_S * SAMPLE_RATE:
-            count = max(held) - round(LAG_LIMIT_S * SAMPLE_RATE)
-        if count <= 0:
-            return []
-        tracks = np.zeros((len(self._pending), count), np.float32)
-        for k, parts in enumerate(self._pending):
-            joined = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-            taken = joined[:count]
-            tracks[k, : taken.shape[0]] = taken
-            self._pending[k] = [joined[count:]]
-        if self._levels is not None:
-            self._levels.add(tracks)
-        return [tracks.sum(axis=0) * self._scale]
+    def resample(self, frame: av.AudioFrame | None) -> list[av.AudioFrame]:
+        try:
+            return list(self._resampler.resample(frame))
+        except ValueError:  # "Frame does not match AudioResampler setup"
+            if frame is None:
+                raise
+            done = list(self._resampler.resample(None))
+            format, layout, rate = self._setup
+            self._resampler = av.AudioResampler(format=format, layout=layout, rate=rate)
+            return done + list(self._resampler.resample(frame))
 
 
-def _start_s(stream: av.audio.stream.AudioStream) -> float:
-    if stream.start_time is None or stream.time_base is None:
-        return 0.0
-    return max(0.0, float(stream.start_time * stream.time_base))
+def _chunks(path: Path, index: int) -> Iterator[tuple[float | None, np.ndarray]]:
+    """(start time in seconds or None, 16 kHz mono samples) of each decoded frame of stream `index`,
+    read by a container of its own; the resampler's rest last, with no time."""
+    with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+        stream = next(s for s in container.streams.audio if s.index == index)
+        if stream.codec_context is not None:
+            stream.codec_context.thread_type = "AUTO"
+        mono = Converter("flt", "mono", SAMPLE_RATE)
+        for frame in container.decode(stream):
+            out = [f.to_ndarray().reshape(-1) for f in mono.resample(frame)]
+            if out:
+                at = (
+                    None
+                    if frame.pts is None or frame.time_base is None
+                    else float(frame.pts * frame.time_base)
+                )
+                yield at, np.concatenate(out)
+        rest = [f.to_ndarray().reshape(-1) for f in mono.resample(None)]
+        if rest:
+            yield None, np.concatenate(rest)
+
+
+class _Track:
+    """One track's samples on the file's timeline (sample 0: the earliest track's first sample):
+    the pieces not yet summed, each at its place (a gap between them is silence, never held)."""
+
+    def __init__(
+        self, stream: av.audio.stream.AudioStream, chunks: Iterator[tuple[float | None, np.ndarray]]
+    ):
+        self.index = stream.index
+        self._chunks = chunks
+        self._pieces: list[tuple[int, np.ndarray]] = []
+        self.end = 0  # where its next sample goes
+        self.done = False
+        self.heard = False
+        self.error = ""
+        self.first: tuple[float | None, np.ndarray] | None = self._next()
+
+    @property
+    def going(self) -> bool:
+        return not self.done or self.first is not None
+
+    def _next(self) -> tuple[float | None, np.ndarray] | None:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self.done = True
+        except (av.error.FFmpegError, ValueError) as exc:  # left out from here; the others go on
+            self.done = True
+            self.error = _reason(exc)
+        return None
+
+    def read(self, origin: float) -> None:
+        """Place its next chunk: where its time says once that differs from `end` by more than
+        `GAP_TOLERANCE_S` (a gap is silence; timestamps gone back drop the overlap)."""
+        item, self.first = self.first, None
+        if item is None and not self.done:
+            item = self._next()
+        if item is None:
+            return
+        at, samples = item
+        place = self.end
+        if at is not None:
+            wanted = round((at - origin) * SAMPLE_RATE)
+            if abs(wanted - self.end) > GAP_TOLERANCE_S * SAMPLE_RATE:
+                place = wanted
+        if place < self.end:
+            samples, place = samples[self.end - place :], self.end
+        if samples.shape[0]:
+            self._pieces.append((place, samples))
+            self.end = place + samples.shape[0]
+            self.heard = True
+
+    def take(self, start: int, count: int) -> np.ndarray:
+        """Its samples from `start` for `count` (silence where it has none), forgetting them."""
+        out = np.zeros(count, np.float32)
+        kept: list[tuple[int, np.ndarray]] = []
+        for place, samples in self._pieces:
+            lo, hi = max(place, start), min(place + samples.shape[0], start + count)
+            if hi > lo:
+                out[lo - start : hi - start] = samples[lo - place : hi - place]
+            if place + samples.shape[0] > start + count:
+                cut = max(0, start + count - place)
+                kept.append((place + cut, samples[cut:]))
+        self._pieces = kept
+        return out
+
+
+def mix_tracks(
+    path: Path, streams: tuple[av.audio.stream.AudioStream, ...], emit: Callable[[np.ndarray], None]
+) -> MixedTracks:
+    """Decode the tracks of `path` (its `streams`) summed into `emit`, 16 kHz mono chunks over the
+    square root of their number (FFmpeg's scale for channels: (a + b) / sqrt 2 of two). NoAudio when
+    no track gives any."""
+    tracks = [_Track(s, _chunks(path, s.index)) for s in streams]
+    starts = [t.first[0] for t in tracks if t.first is not None and t.first[0] is not None]
+    origin = min(starts) if starts else 0.0
+    levels = ChannelLevels(SAMPLE_RATE) if len(tracks) == 2 else None
+    scale = np.float32(1.0 / np.sqrt(len(tracks)))
+    emitted = 0
+
+    def give(upto: int) -> None:
+        nonlocal emitted
+        if upto <= emitted:
+            return
+        summed = np.stack([t.take(emitted, upto - emitted) for t in tracks])
+        if levels is not None:
+            levels.add(summed)
+        emit(summed.sum(axis=0) * scale)
+        emitted = upto
+
+    while any(t.going for t in tracks):
+        min((t for t in tracks if t.going), key=lambda t: t.end).read(origin)
+        # Summed up to where every track still going has got (one that ended is silent from there).
+        ready = min((t.end for t in tracks if t.going), default=max(t.end for t in tracks))
+        while ready - emitted >= EMIT_SAMPLES:
+            give(emitted + EMIT_SAMPLES)
+    give(max(t.end for t in tracks))
+    if not any(t.heard for t in tracks):
+        raise NoAudio(next((t.error for t in tracks if t.error), "no decodable audio in any track"))
+    left_out = [f"#{t.index} left out ({t.error})" for t in tracks if t.error]
+    return MixedTracks(levels.levels() if levels is not None else None, "; ".join(left_out), origin)
+
+
+def _reason(exc: BaseException) -> str:
+    # FFmpegError's str() carries the path; keep only the reason.
+    strerror = getattr(exc, "strerror", None)
+    return str(strerror) if strerror else str(exc) or type(exc).__name__

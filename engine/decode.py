@@ -20,7 +20,7 @@ from typing import Literal, Protocol
 import av
 import numpy as np
 
-from voxdock.engine.audio_streams import TrackMix, streams_to_hear
+from voxdock.engine.audio_streams import Converter, MixedTracks, NoAudio, mix_tracks, streams_to_hear
 from voxdock.engine.channels import ChannelLevels
 
 SAMPLE_RATE = 16000
@@ -112,12 +112,17 @@ class DecodedAudio:
 
 
 def _declared_seconds(
-    container: av.container.InputContainer, stream: av.audio.stream.AudioStream
+    container: av.container.InputContainer, stream: av.audio.stream.AudioStream, start_s: float = 0.0
 ) -> float | None:
+    """How long the container says the stream is: its own duration, else the container's less where
+    the stream's audio starts (`start_s`: its first frame's time). Containers differ in what that
+    length counts from (Matroska's is its end, from 0: audio starting 5 s into a 15 s file is 10 s,
+    and was failed as truncated), so this reads it as the shorter, never asking for audio that
+    cannot be there."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
-        return container.duration / av.time_base
+        return container.duration / av.time_base - max(0.0, start_s)
     return None
 
 
@@ -215,14 +220,18 @@ def decode_into(path: str | Path, sink_for: Callable[[float | None], SampleSink]
         codec = stream.codec_context.name if stream.codec_context else "?"
         rate = int(stream.rate or 0)
         channels = int(stream.channels or 0)
-        declared = max((_declared_seconds(container, s) or 0.0 for s in choice.streams), default=0.0) or None
-        decoded = sink_for(declared)
+        decoded = sink_for(
+            max((_declared_seconds(container, s) or 0.0 for s in choice.streams), default=0.0) or None
+        )
+        note = choice.note
         if len(choice.streams) > 1:
-            levels = _decode_tracks(container, choice.streams, decoded)
-            opposite = False
+            mixed = _decode_tracks(Path(path), choice.streams, decoded)
+            note = "; ".join(part for part in (note, mixed.left_out) if part)
+            levels, opposite, start_s = mixed.levels, False, mixed.start_s
         else:
             opposite = channels == 2 and _opposite_polarity(Path(path), stream.index)
-            levels = _decode_stream(container, stream, decoded, opposite)
+            levels, start_s = _decode_stream(container, stream, decoded, opposite)
+        declared = max((_declared_seconds(container, s, start_s) or 0.0 for s in choice.streams), default=0.0)
         container_name = container.format.name if container.format else "?"
     got = decoded.count / SAMPLE_RATE
     if got == 0:
@@ -231,7 +240,7 @@ def decode_into(path: str | Path, sink_for: Callable[[float | None], SampleSink]
         raise DecodeError(f"truncated: the header says {declared:.1f} s but only {got:.1f} s decodes")
     if not decoded.finite:
         raise DecodeError("decoded audio contains NaN or infinite samples")
-    return SourceInfo(rate, channels, codec, container_name, levels, opposite, choice.note)
+    return SourceInfo(rate, channels, codec, container_name, levels, opposite, note)
 
 
 def _decode_stream(
@@ -239,14 +248,18 @@ def _decode_stream(
     stream: av.audio.stream.AudioStream,
     decoded: SampleSink,
     opposite: bool,
-) -> np.ndarray | None:
-    """Decode one stream into `decoded`; (2, frames) levels of a two-channel one, else None."""
+) -> tuple[np.ndarray | None, float]:
+    """Decode one stream into `decoded`: (2, frames) levels of a two-channel one (else None), and its
+    first frame's time."""
     mix = _DifferenceMix() if opposite else _FFmpegMix()
     # Each channel's level too, at the source's own rate (converted to planar floats, not resampled);
     # the mono samples stay FFmpeg's mix unless the channels cancel in it.
     levels = _Levels() if int(stream.channels or 0) == 2 else None
+    start_s: float | None = None
     try:
         for frame in container.decode(stream):
+            if start_s is None and frame.pts is not None and frame.time_base is not None:
+                start_s = float(frame.pts * frame.time_base)
             for chunk in mix.resample(frame):
                 decoded.add(chunk)
             if levels is not None:
@@ -255,28 +268,17 @@ def _decode_stream(
             decoded.add(chunk)
     except av.error.FFmpegError as exc:
         raise _corrupt(decoded, exc) from None
-    return levels.levels() if levels is not None else None
+    return (levels.levels() if levels is not None else None), start_s or 0.0
 
 
 def _decode_tracks(
-    container: av.container.InputContainer, streams: list[av.audio.stream.AudioStream], decoded: SampleSink
-) -> np.ndarray | None:
-    """Decode several streams, tracks of one recording, into `decoded` summed (audio_streams.py);
-    the two tracks' levels of a two-track file, else None."""
-    tracks = TrackMix(streams)
+    path: Path, streams: tuple[av.audio.stream.AudioStream, ...], decoded: SampleSink
+) -> MixedTracks:
+    """Decode several streams, tracks of one recording, into `decoded` summed (audio_streams.py)."""
     try:
-        for packet in container.demux(*streams):
-            index = packet.stream.index
-            for frame in packet.decode():
-                if not isinstance(frame, av.AudioFrame):
-                    continue
-                for chunk in tracks.add(index, frame):
-                    decoded.add(chunk)
-        for chunk in tracks.finish():
-            decoded.add(chunk)
-    except av.error.FFmpegError as exc:
-        raise _corrupt(decoded, exc) from None
-    return tracks.levels()
+        return mix_tracks(path, streams, decoded.add)
+    except NoAudio as exc:
+        raise DecodeError(f"no audio track decodes: {exc}") from None
 
 
 def _corrupt(decoded: SampleSink, exc: av.error.FFmpegError) -> DecodeError:
@@ -288,7 +290,7 @@ class _FFmpegMix:
     """16 kHz mono chunks as FFmpeg mixes the channels: (L + R) / sqrt 2 for stereo."""
 
     def __init__(self) -> None:
-        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self._resampler = Converter("flt", "mono", SAMPLE_RATE)
 
     def resample(self, frame: av.AudioFrame | None) -> list[np.ndarray]:
         return [out.to_ndarray().reshape(-1) for out in self._resampler.resample(frame)]
@@ -298,7 +300,7 @@ class _DifferenceMix:
     """16 kHz mono chunks of a stereo source as (L - R) / sqrt 2, at FFmpeg's mix's scale."""
 
     def __init__(self) -> None:
-        self._resampler = av.AudioResampler(format="fltp", layout="stereo", rate=SAMPLE_RATE)
+        self._resampler = Converter("fltp", "stereo", SAMPLE_RATE)
 
     def resample(self, frame: av.AudioFrame | None) -> list[np.ndarray]:
         chunks = []
@@ -309,8 +311,8 @@ class _DifferenceMix:
 
 
 def _opposite_polarity(file: Path, stream_index: int) -> bool:
-    """Whether the two channels of `file`'s first audio stream are one signal in opposite polarity:
-    correlation at most `OPPOSITE_POLARITY_CORRELATION` over the first `POLARITY_PROBE_S` seconds
+    """Whether the two channels of `file`'s audio stream `stream_index` are one signal in opposite
+    polarity: correlation at most `OPPOSITE_POLARITY_CORRELATION` over the first `POLARITY_PROBE_S` seconds
     (read by a container of its own, so the decode proper starts from the beginning)."""
     sums = np.zeros(5)  # L, R, LL, RR, LR
     count, seen = 0, 0.0
@@ -342,12 +344,12 @@ class _Levels:
     """The channels' levels of decoded frames (`ChannelLevels` at the rate of the first frame)."""
 
     def __init__(self) -> None:
-        self._converter: av.AudioResampler | None = None
+        self._converter: Converter | None = None
         self._levels: ChannelLevels | None = None
 
     def add(self, frame: av.AudioFrame) -> None:
         if self._converter is None:
-            self._converter = av.AudioResampler(format="fltp", layout="stereo", rate=frame.sample_rate)
+            self._converter = Converter("fltp", "stereo", frame.sample_rate)
             self._levels = ChannelLevels(frame.sample_rate)
         assert self._levels is not None
         for out in self._converter.resample(frame):

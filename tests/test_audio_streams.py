@@ -3,7 +3,6 @@ programme is (engine/audio_streams.py)."""
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -12,7 +11,6 @@ import pytest
 from av.stream import Disposition
 from conftest import REAL
 
-from voxdock.engine.audio_streams import LAG_LIMIT_S, TrackMix
 from voxdock.engine.channels import speaking_sides
 from voxdock.engine.decode import SAMPLE_RATE, decode_file
 from voxdock.engine.decode_process import DecoderProcesses
@@ -103,31 +101,117 @@ def test_one_audio_stream_says_nothing(tmp_path: Path, voices: tuple[np.ndarray,
     assert audio.streams_note == "" and audio.channel_levels is None
 
 
-def test_a_track_that_ends_early_does_not_hold_the_others_back() -> None:
-    """Summed chunks come as both tracks give samples; a track that has ended is summed as silence
-    once another is `LAG_LIMIT_S` ahead of it, so the file is not held until its end."""
+def clicks(seconds: float, every: float, amplitude: float) -> np.ndarray:
+    """5 ms bursts every `every` seconds from 0: where they land in the decoded audio says where a
+    track was placed."""
+    out = np.zeros(int(seconds * SAMPLE_RATE), np.float32)
+    for at in np.arange(0.0, seconds, every):
+        out[int(at * SAMPLE_RATE) : int(at * SAMPLE_RATE) + 80] = amplitude
+    return out
 
-    class Stream:  # TrackMix reads only a stream's index and start time
-        def __init__(self, index: int) -> None:
-            self.index, self.start_time, self.time_base = index, 0, Fraction(1, SAMPLE_RATE)
 
-    mix = TrackMix([Stream(0), Stream(1)])  # type: ignore[list-item]
+def bursts(samples: np.ndarray, level: float) -> list[float]:
+    """Times (s) where the decoded audio rises above `level`, one per burst."""
+    loud = np.flatnonzero(np.abs(samples) > level)
+    if loud.size == 0:
+        return []
+    firsts = loud[np.r_[True, np.diff(loud) > SAMPLE_RATE // 10]]
+    return [round(float(i) / SAMPLE_RATE, 2) for i in firsts]
 
-    def frame(value: float, seconds: float) -> av.AudioFrame:
-        pcm = np.full((1, int(seconds * SAMPLE_RATE)), value, np.float32)
-        out = av.AudioFrame.from_ndarray(pcm, format="flt", layout="mono")
-        out.sample_rate = SAMPLE_RATE
-        return out
 
-    given = mix.add(0, frame(0.25, 1.0))
-    assert sum(c.shape[0] for c in given) == 0  # the second track has given nothing yet
-    given = mix.add(1, frame(0.5, 0.5))
-    summed = np.concatenate(given)
-    assert abs(summed.shape[0] - SAMPLE_RATE // 2) < 64
-    assert np.allclose(summed[1000:7000], 0.75 / np.sqrt(2), atol=1e-3)  # at FFmpeg's scale for two
-    ahead = [mix.add(0, frame(0.25, 10.0)) for _ in range(int(LAG_LIMIT_S / 10) + 2)]
-    released = sum(c.shape[0] for chunks in ahead for c in chunks)
-    assert released >= 10 * SAMPLE_RATE  # past the limit: summed with silence for the second track
-    rest = np.concatenate(mix.finish())
-    total = summed.shape[0] + released + rest.shape[0]
-    assert abs(total - (1.0 + 10.0 * (int(LAG_LIMIT_S / 10) + 2)) * SAMPLE_RATE) < 256
+@pytest.mark.parametrize("interleave", [True, False])
+@pytest.mark.parametrize("host_s", [10.0, 300.0])
+def test_tracks_are_placed_by_their_timestamps_however_the_file_interleaves_them(
+    tmp_path: Path, interleave: bool, host_s: float
+) -> None:
+    """A guest whose track starts 125 s into the recording, with a pause of 5 s in it (no packets),
+    and a host whose track ends after 10 s or runs 300 s: each burst lands where its timestamps say.
+    Written a stream after another, as some tools do, one demuxer for both would run minutes ahead
+    on the host's track before the guest's first packet; nothing is held back or moved."""
+    host = clicks(host_s, 1.0, 0.3)
+    guest = [(125.0, clicks(20.0, 2.0, 0.9)), (150.0, clicks(10.0, 2.0, 0.9))]
+    path = write_tracks(
+        tmp_path / f"placed_{interleave}_{host_s:.0f}.mkv",
+        [host, guest],
+        codec="pcm_s16le",
+        interleave=interleave,
+    )
+    audio = decode_file(path)
+    assert abs(audio.duration_s - max(host_s, 160.0)) < 0.05
+    guest_level = 0.9 / np.sqrt(2) * 0.8  # the guest's bursts, at the sum's scale; the host's are below
+    expected = [125.0 + 2 * k for k in range(10)] + [150.0 + 2 * k for k in range(5)]
+    assert bursts(audio.samples, guest_level) == pytest.approx(expected, abs=0.02)
+    host_level = 0.3 / np.sqrt(2) * 0.8
+    heard = [t for t in bursts(audio.samples, host_level) if t not in expected]
+    assert heard == pytest.approx([float(k) for k in range(int(host_s)) if k not in expected], abs=0.02)
+    assert audio.streams_note == "its 2 audio streams heard together as tracks of one recording"
+
+
+def test_a_track_that_cannot_be_decoded_is_left_out_and_said(
+    tmp_path: Path, voices: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """A second track with a codec no decoder knows, or with corrupt packets: the first is heard whole
+    (as when only the first stream was read) and the note says which track was left out and why."""
+    host, guest = voices
+    flac = write_tracks(tmp_path / "flac.mkv", [host, guest], codec="flac")
+    raw = flac.read_bytes()
+    assert raw.count(b"A_FLAC") == 2
+    first = raw.index(b"A_FLAC")
+    unknown = tmp_path / "unknown.mkv"
+    unknown.write_bytes(raw[: first + 1] + raw[first + 1 :].replace(b"A_FLAC", b"A_FLAX", 1))
+    audio = decode_file(unknown)
+    n = min(host.shape[0], audio.samples.shape[0])
+    assert np.corrcoef(audio.samples[:n], host[:n])[0, 1] > 0.99
+    assert audio.streams_note.startswith("its 2 audio streams heard together as tracks of one recording; ")
+    assert "#1 left out (" in audio.streams_note
+    decoders = DecoderProcesses()
+    try:
+        child, _ = decoders.decode(unknown)
+        assert np.array_equal(child.samples, audio.samples) and child.streams_note == audio.streams_note
+    finally:
+        decoders.close()
+
+
+def test_a_stream_that_changes_its_layout_midway_is_heard_throughout(tmp_path: Path) -> None:
+    """Recordings joined end to end as raw AAC (ADTS), stereo then mono then stereo, as a broadcast
+    switches between 2.0 and 5.1: PyAV's resampler rejects a frame unlike the one it was set up by,
+    and the file failed with a bare ValueError; every part is heard now."""
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE * 2) / SAMPLE_RATE)).astype(np.float32)
+    parts = {}
+    for layout in ("stereo", "mono"):
+        part = tmp_path / f"{layout}.aac"
+        with av.open(str(part), "w", format="adts") as container:
+            stream = container.add_stream("aac", rate=SAMPLE_RATE)
+            stream.layout = layout
+            pcm = np.tile((tone * 32767).astype(np.int16), (2 if layout == "stereo" else 1, 1))
+            for i in range(0, pcm.shape[1], 1024):
+                interleaved = np.ascontiguousarray(pcm[:, i : i + 1024].T.reshape(1, -1))
+                frame = av.AudioFrame.from_ndarray(interleaved, format="s16", layout=layout)
+                frame.sample_rate = SAMPLE_RATE
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode(None):
+                container.mux(packet)
+        parts[layout] = part.read_bytes()
+    joined = tmp_path / "joined.aac"
+    joined.write_bytes(parts["stereo"] + parts["mono"] + parts["stereo"])
+    with av.open(str(joined)) as check:
+        assert {frame.layout.name for frame in check.decode(audio=0)} == {"stereo", "mono"}
+    audio = decode_file(joined)
+    assert abs(audio.duration_s - 6.0) < 0.5
+    middle = audio.samples[int(2.5 * SAMPLE_RATE) : int(3.5 * SAMPLE_RATE)]
+    assert np.sqrt(np.mean(middle**2)) > 0.1  # the mono part is there, at the tone's level
+
+
+@pytest.mark.parametrize("suffix", ["mkv", "webm"])
+def test_audio_starting_after_the_container_does_is_not_taken_for_truncated(
+    tmp_path: Path, voices: tuple[np.ndarray, np.ndarray], suffix: str
+) -> None:
+    """Matroska gives only the container's end (from 0): audio starting 5 s in was measured against
+    all of it and the file failed as `truncated: the header says 15.0 s but only 10.0 s decodes`."""
+    voice = np.repeat(voices[0], 3)  # at 48 kHz, as Opus is coded
+    path = write_tracks(
+        tmp_path / f"late.{suffix}", [voice], codec="libopus", starts_s=[5.0], sample_rate=48000
+    )
+    audio = decode_file(path)
+    assert abs(audio.duration_s - voices[0].shape[0] / SAMPLE_RATE) < 0.1

@@ -9,6 +9,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -342,17 +343,21 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate: int = 16000) -> Path
 
 def write_tracks(
     path: Path,
-    tracks: Sequence[np.ndarray],
+    tracks: Sequence[np.ndarray | Sequence[tuple[float, np.ndarray]]],
     *,
     codec: str = "aac",
     starts_s: Sequence[float] | None = None,
     languages: Sequence[str] | None = None,
     dispositions: Sequence[int] | None = None,
+    titles: Sequence[str] | None = None,
+    interleave: bool = True,
     sample_rate: int = 16000,
 ) -> Path:
     """A container (by `path`'s suffix) with one mono audio stream per track of float samples, each
-    starting at its time by its timestamps, with its language tag and FFmpeg disposition flags
-    where given (engine/audio_streams.py); returns `path`."""
+    starting at `starts_s` by its timestamps, or given as (start s, samples) pieces (a gap between
+    them: no packets, the timestamps jump), with its language tag, FFmpeg disposition flags and title
+    where given (engine/audio_streams.py). Packets are muxed in time order, or with `interleave`
+    False a stream after another (as some tools write them); returns `path`."""
     from fractions import Fraction
 
     import av
@@ -367,21 +372,31 @@ def write_tracks(
             stream.layout = "mono"
             if languages:
                 stream.metadata["language"] = languages[k]
+            if titles:
+                stream.metadata["title"] = titles[k]
             if dispositions:
                 stream.disposition = Disposition(dispositions[k])
             streams.append(stream)
+        packets: list[tuple[float, int, av.Packet]] = []
         for k, (stream, track) in enumerate(zip(streams, tracks, strict=True)):
-            pcm = (np.clip(np.asarray(track), -1.0, 1.0) * 32767).astype(np.int16)
-            first = round((starts_s[k] if starts_s else 0.0) * sample_rate)
-            for i in range(0, pcm.shape[0], 1024):
-                frame = av.AudioFrame.from_ndarray(pcm[None, i : i + 1024], format="s16", layout="mono")
-                frame.sample_rate = sample_rate
-                frame.pts, frame.time_base = first + i, Fraction(1, sample_rate)
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            for packet in stream.encode(None):
-                container.mux(packet)
+            pieces = [((starts_s[k] if starts_s else 0.0), track)] if isinstance(track, np.ndarray) else track
+            for start, samples in pieces:
+                pcm = (np.clip(np.asarray(samples), -1.0, 1.0) * 32767).astype(np.int16)
+                first = round(start * sample_rate)
+                for i in range(0, pcm.shape[0], 1024):
+                    frame = av.AudioFrame.from_ndarray(pcm[None, i : i + 1024], format="s16", layout="mono")
+                    frame.sample_rate = sample_rate
+                    frame.pts, frame.time_base = first + i, Fraction(1, sample_rate)
+                    packets += [(_packet_time(p), k, p) for p in stream.encode(frame)]
+            packets += [(_packet_time(p), k, p) for p in stream.encode(None)]
+        order = sorted(packets, key=lambda item: (item[0], item[1])) if interleave else packets
+        for _, _, packet in order:
+            container.mux(packet)
     return path
+
+
+def _packet_time(packet: Any) -> float:
+    return float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else 0.0
 
 
 def write_rttm(path: str | Path, file_id: str, turns: Sequence[Turn]) -> None:
