@@ -94,6 +94,17 @@ def test_versions_of_a_programme_hear_one_and_say_which(
     film = decode_file(commentary)
     assert np.abs(film.samples - tracks[0]).max() < 1e-3
     assert film.streams_note.startswith("2 audio streams, versions of one programme (#0, #1)")
+    # Rips often mark a commentary by its title alone, in the film's own language.
+    titled = write_tracks(
+        tmp_path / "titled.mkv",
+        tracks,
+        codec="pcm_s16le",
+        languages=["eng", "eng"],
+        titles=["Stereo", "Director's Commentary"],
+    )
+    film = decode_file(titled)
+    assert np.abs(film.samples - tracks[0]).max() < 1e-3
+    assert film.streams_note.endswith("heard the first, #0")
 
 
 def test_one_audio_stream_says_nothing(tmp_path: Path, voices: tuple[np.ndarray, np.ndarray]) -> None:
