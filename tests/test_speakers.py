@@ -234,7 +234,11 @@ def test_a_version_4_store_gets_its_files_speakers_on_upgrade(db: Database) -> N
     source = store_file(db, "/old/1.wav", {"SPEAKER_00": "ann", "SPEAKER_01": "bob"})
     with db.connection() as conn:
         undo_voices_across_files(conn)
-    assert [m.name for m in migrate(db, TEST_SPEC)] == ["voices_across_files", "source_diarization"]
+    assert [m.name for m in migrate(db, TEST_SPEC)] == [
+        "voices_across_files",
+        "source_diarization",
+        "source_audio_note",
+    ]
     stored = file_speakers(db, source)
     assert [(s.label, s.segment_count, s.speech_s, s.voice_id) for s in stored] == [
         ("SPEAKER_00", 4, 12.0, None),
