@@ -25,7 +25,7 @@ the file fails only when no track gives any audio.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,7 +122,7 @@ class Converter:
             return done + list(self._resampler.resample(frame))
 
 
-def _chunks(path: Path, index: int) -> Iterator[tuple[float | None, np.ndarray]]:
+def _chunks(path: Path, index: int) -> Generator[tuple[float | None, np.ndarray]]:
     """(start time in seconds or None, 16 kHz mono samples) of each decoded frame of stream `index`,
     read by a container of its own; the resampler's rest last, with no time."""
     with av.open(str(path), mode="r", metadata_errors="ignore") as container:
@@ -149,8 +149,8 @@ class _Track:
     the pieces not yet summed, each at its place (a gap between them is silence, never held)."""
 
     def __init__(
-        self, stream: av.audio.stream.AudioStream, chunks: Iterator[tuple[float | None, np.ndarray]]
-    ):
+        self, stream: av.audio.stream.AudioStream, chunks: Generator[tuple[float | None, np.ndarray]]
+    ) -> None:
         self.index = stream.index
         self._chunks = chunks
         self._pieces: list[tuple[int, np.ndarray]] = []
@@ -159,6 +159,9 @@ class _Track:
         self.heard = False
         self.error = ""
         self.first: tuple[float | None, np.ndarray] | None = self._next()
+
+    def close(self) -> None:
+        self._chunks.close()  # its container with it
 
     @property
     def going(self) -> bool:
@@ -216,7 +219,17 @@ def mix_tracks(
     """Decode the tracks of `path` (its `streams`) summed into `emit`, 16 kHz mono chunks over the
     square root of their number (FFmpeg's scale for channels: (a + b) / sqrt 2 of two). NoAudio when
     no track gives any."""
-    tracks = [_Track(s, _chunks(path, s.index)) for s in streams]
+    tracks: list[_Track] = []
+    try:
+        for stream in streams:
+            tracks.append(_Track(stream, _chunks(path, stream.index)))
+        return _sum(tracks, emit)
+    finally:
+        for track in tracks:
+            track.close()
+
+
+def _sum(tracks: list[_Track], emit: Callable[[np.ndarray], None]) -> MixedTracks:
     starts = [t.first[0] for t in tracks if t.first is not None and t.first[0] is not None]
     origin = min(starts) if starts else 0.0
     levels = ChannelLevels(SAMPLE_RATE) if len(tracks) == 2 else None
@@ -242,7 +255,11 @@ def mix_tracks(
     give(max(t.end for t in tracks))
     if not any(t.heard for t in tracks):
         raise NoAudio(next((t.error for t in tracks if t.error), "no decodable audio in any track"))
-    left_out = [f"#{t.index} left out ({t.error})" for t in tracks if t.error]
+    left_out = [
+        f"#{t.index} left out" + (f" after {t.end / SAMPLE_RATE:.1f} s" if t.heard else "") + f" ({t.error})"
+        for t in tracks
+        if t.error
+    ]
     return MixedTracks(levels.levels() if levels is not None else None, "; ".join(left_out), origin)
 
 
