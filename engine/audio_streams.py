@@ -56,7 +56,7 @@ EMIT_SAMPLES = SAMPLE_RATE  # summed audio is given on a second at a time
 class MixedTracks:
     levels: np.ndarray | None  # (2, 10 ms frames) dBFS of the two tracks of a two-track file
     left_out: str  # the tracks left out and why, "" when none
-    start_s: float  # the earliest track's first frame's time: where the summed audio starts
+    start_s: float  # the earliest track's first frame's time
 
 
 class NoAudio(Exception):
@@ -133,11 +133,9 @@ def _chunks(path: Path, index: int) -> Generator[tuple[float | None, np.ndarray]
         for frame in container.decode(stream):
             out = [f.to_ndarray().reshape(-1) for f in mono.resample(frame)]
             if out:
-                at = (
-                    None
-                    if frame.pts is None or frame.time_base is None
-                    else float(frame.pts * frame.time_base)
-                )
+                at = None
+                if frame.pts is not None and frame.time_base is not None:
+                    at = float(frame.pts * frame.time_base)
                 yield at, np.concatenate(out)
         rest = [f.to_ndarray().reshape(-1) for f in mono.resample(None)]
         if rest:
@@ -214,24 +212,30 @@ class _Track:
 
 
 def mix_tracks(
-    path: Path, streams: tuple[av.audio.stream.AudioStream, ...], emit: Callable[[np.ndarray], None]
+    path: Path,
+    streams: tuple[av.audio.stream.AudioStream, ...],
+    emit: Callable[[np.ndarray], None],
+    lead_in: Callable[[float], float] = lambda first_s: 0.0,
 ) -> MixedTracks:
     """Decode the tracks of `path` (its `streams`) summed into `emit`, 16 kHz mono chunks over the
-    square root of their number (FFmpeg's scale for channels: (a + b) / sqrt 2 of two). NoAudio when
-    no track gives any."""
+    square root of their number (FFmpeg's scale for channels: (a + b) / sqrt 2 of two), after
+    `lead_in(first frame's time)` seconds of silence. NoAudio when no track gives any."""
     tracks: list[_Track] = []
     try:
         for stream in streams:
             tracks.append(_Track(stream, _chunks(path, stream.index)))
-        return _sum(tracks, emit)
+        return _sum(tracks, emit, lead_in)
     finally:
         for track in tracks:
             track.close()
 
 
-def _sum(tracks: list[_Track], emit: Callable[[np.ndarray], None]) -> MixedTracks:
+def _sum(
+    tracks: list[_Track], emit: Callable[[np.ndarray], None], lead_in: Callable[[float], float]
+) -> MixedTracks:
     starts = [t.first[0] for t in tracks if t.first is not None and t.first[0] is not None]
-    origin = min(starts) if starts else 0.0
+    first = min(starts) if starts else 0.0
+    origin = first - lead_in(first)
     levels = ChannelLevels(SAMPLE_RATE) if len(tracks) == 2 else None
     scale = np.float32(1.0 / np.sqrt(len(tracks)))
     emitted = 0
@@ -260,7 +264,7 @@ def _sum(tracks: list[_Track], emit: Callable[[np.ndarray], None]) -> MixedTrack
         for t in tracks
         if t.error
     ]
-    return MixedTracks(levels.levels() if levels is not None else None, "; ".join(left_out), origin)
+    return MixedTracks(levels.levels() if levels is not None else None, "; ".join(left_out), first)
 
 
 def _reason(exc: BaseException) -> str:

@@ -33,6 +33,7 @@ PREALLOCATE_MAX_S = 12 * 3600.0  # 2.8 GB of samples
 # microphones correlate positively or not at all.
 OPPOSITE_POLARITY_CORRELATION = -0.5
 POLARITY_PROBE_S = 60.0
+LEAD_IN_MIN_S = 0.05  # a later start than this is kept as silence before the audio (`lead_in`)
 
 logging.getLogger("libav").setLevel(logging.ERROR)
 
@@ -225,7 +226,7 @@ def decode_into(path: str | Path, sink_for: Callable[[float | None], SampleSink]
         )
         note = choice.note
         if len(choice.streams) > 1:
-            mixed = _decode_tracks(Path(path), choice.streams, decoded)
+            mixed = _decode_tracks(container, Path(path), choice.streams, decoded)
             note = "; ".join(part for part in (note, mixed.left_out) if part)
             levels, opposite, start_s = mixed.levels, False, mixed.start_s
         else:
@@ -243,14 +244,31 @@ def decode_into(path: str | Path, sink_for: Callable[[float | None], SampleSink]
     return SourceInfo(rate, channels, codec, container_name, levels, opposite, note)
 
 
+def frame_time(frame: av.AudioFrame) -> float:
+    """The frame's start in seconds by its timestamp (0 without one)."""
+    if frame.pts is None or frame.time_base is None:
+        return 0.0
+    return float(frame.pts * frame.time_base)
+
+
+def lead_in(container: av.container.InputContainer, first_s: float) -> float:
+    """Seconds of silence to put before audio whose first frame is at `first_s`: how much later than
+    the container's start it begins (a video whose sound starts after its picture), so that transcript
+    times, and the subtitles made from them, are the video's. None below `LEAD_IN_MIN_S`, nor when it
+    would run past the container's declared end (a broken timestamp)."""
+    lead = first_s - (container.start_time or 0) / av.time_base
+    end = container.duration / av.time_base if container.duration is not None else 0.0
+    return lead if LEAD_IN_MIN_S <= lead < end else 0.0
+
+
 def _decode_stream(
     container: av.container.InputContainer,
     stream: av.audio.stream.AudioStream,
     decoded: SampleSink,
     opposite: bool,
 ) -> tuple[np.ndarray | None, float]:
-    """Decode one stream into `decoded`: (2, frames) levels of a two-channel one (else None), and its
-    first frame's time."""
+    """Decode one stream into `decoded`, after the silence before it (`lead_in`): (2, frames) levels
+    of a two-channel one (else None), and its first frame's time."""
     mix = _DifferenceMix() if opposite else _FFmpegMix()
     # Each channel's level too, at the source's own rate (converted to planar floats, not resampled);
     # the mono samples stay FFmpeg's mix unless the channels cancel in it.
@@ -258,8 +276,13 @@ def _decode_stream(
     start_s: float | None = None
     try:
         for frame in container.decode(stream):
-            if start_s is None and frame.pts is not None and frame.time_base is not None:
-                start_s = float(frame.pts * frame.time_base)
+            if start_s is None:
+                start_s = frame_time(frame)
+                lead = lead_in(container, start_s)
+                if lead:
+                    decoded.add(np.zeros(round(lead * SAMPLE_RATE), np.float32))
+                    if levels is not None:
+                        levels.add_silence(lead, frame.sample_rate)
             for chunk in mix.resample(frame):
                 decoded.add(chunk)
             if levels is not None:
@@ -272,11 +295,15 @@ def _decode_stream(
 
 
 def _decode_tracks(
-    path: Path, streams: tuple[av.audio.stream.AudioStream, ...], decoded: SampleSink
+    container: av.container.InputContainer,
+    path: Path,
+    streams: tuple[av.audio.stream.AudioStream, ...],
+    decoded: SampleSink,
 ) -> MixedTracks:
-    """Decode several streams, tracks of one recording, into `decoded` summed (audio_streams.py)."""
+    """Decode several streams, tracks of one recording, into `decoded` summed (audio_streams.py),
+    after the silence before the first (`lead_in`)."""
     try:
-        return mix_tracks(path, streams, decoded.add)
+        return mix_tracks(path, streams, decoded.add, lambda first_s: lead_in(container, first_s))
     except NoAudio as exc:
         raise DecodeError(f"no audio track decodes: {exc}") from None
 
@@ -348,12 +375,20 @@ class _Levels:
         self._levels: ChannelLevels | None = None
 
     def add(self, frame: av.AudioFrame) -> None:
-        if self._converter is None:
-            self._converter = Converter("fltp", "stereo", frame.sample_rate)
-            self._levels = ChannelLevels(frame.sample_rate)
-        assert self._levels is not None
+        self._start(frame.sample_rate)
+        assert self._converter is not None and self._levels is not None
         for out in self._converter.resample(frame):
             self._levels.add(out.to_ndarray())
+
+    def add_silence(self, seconds: float, rate: int) -> None:
+        self._start(rate)
+        assert self._levels is not None
+        self._levels.add(np.zeros((2, round(seconds * self._levels.rate)), np.float32))
+
+    def _start(self, rate: int) -> None:
+        if self._converter is None:
+            self._converter = Converter("fltp", "stereo", rate)
+            self._levels = ChannelLevels(rate)
 
     def levels(self) -> np.ndarray | None:
         if self._converter is None or self._levels is None:

@@ -226,3 +226,44 @@ def test_audio_starting_after_the_container_does_is_not_taken_for_truncated(
     )
     audio = decode_file(path)
     assert abs(audio.duration_s - voices[0].shape[0] / SAMPLE_RATE) < 0.1
+
+
+@pytest.mark.parametrize("tracks", [1, 2])
+def test_a_videos_sound_starting_after_its_picture_keeps_the_videos_times(
+    tmp_path: Path, tracks: int
+) -> None:
+    """Sound that starts 3 s after the picture: heard from its first frame, every transcript time (and
+    subtitle made from it) was 3 s early against the video. The silence before it is kept."""
+    from fractions import Fraction
+
+    path = tmp_path / f"late_sound_{tracks}.mkv"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=25)
+        assert isinstance(video, av.VideoStream)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio_streams = []
+        for _ in range(tracks):
+            stream = container.add_stream("pcm_s16le", rate=SAMPLE_RATE)
+            assert isinstance(stream, av.AudioStream)
+            stream.layout = "mono"
+            audio_streams.append(stream)
+        for i in range(25 * 10):
+            picture = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+            picture.pts, picture.time_base = i, Fraction(1, 25)
+            for packet in video.encode(picture):
+                container.mux(packet)
+        for packet in video.encode(None):
+            container.mux(packet)
+        pcm = (clicks(6.0, 1.0, 0.5) * 32767).astype(np.int16)
+        for stream in audio_streams:
+            for i in range(0, pcm.shape[0], 1024):
+                frame = av.AudioFrame.from_ndarray(pcm[None, i : i + 1024], format="s16", layout="mono")
+                frame.sample_rate = SAMPLE_RATE
+                frame.pts, frame.time_base = 3 * SAMPLE_RATE + i, Fraction(1, SAMPLE_RATE)
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode(None):
+                container.mux(packet)
+    audio = decode_file(path)
+    assert abs(audio.duration_s - 9.0) < 0.05
+    assert bursts(audio.samples, 0.2) == pytest.approx([3.0 + k for k in range(6)], abs=0.02)
