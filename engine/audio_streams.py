@@ -46,17 +46,21 @@ VERSION_MARKS = (
 )
 VERSION_TITLE = re.compile(r"comment|descri|dub|karaoke|narrat", re.IGNORECASE)
 UNTAGGED = {"", "und"}
-# A track's audio is placed where its timestamps say once they differ from where it has got by more
-# than this: a gap in the track is silence, not the rest moved early.
-GAP_TOLERANCE_S = 0.05
-EMIT_SAMPLES = SAMPLE_RATE  # summed audio is given on a second at a time
+# A track's next chunk is placed where its timestamp says when that is this much later than where the
+# track has got: a pause without packets stays silence, not the rest moved early. Below it, chunks
+# follow each other (a clock a little off its sample count neither opens holes nor drops audio).
+GAP_TOLERANCE_S = 0.2
+EMIT_SAMPLES = SAMPLE_RATE  # the summed audio goes to the sink a second at a time
 
 
 @dataclass(frozen=True)
 class MixedTracks:
     levels: np.ndarray | None  # (2, 10 ms frames) dBFS of the two tracks of a two-track file
-    left_out: str  # the tracks left out and why, "" when none
+    note: str  # the tracks left out and why, and those whose timestamps broke; "" when none
     start_s: float  # the earliest track's first frame's time
+    # What the file holds: the time some track has audio (the tracks' gaps not counted), with the
+    # silence kept before them (as one stream's is counted).
+    heard_s: float
 
 
 class NoAudio(Exception):
@@ -143,27 +147,26 @@ def _chunks(path: Path, index: int) -> Generator[tuple[float | None, np.ndarray]
 
 
 class _Track:
-    """One track's samples on the file's timeline (sample 0: the earliest track's first sample):
-    the pieces not yet summed, each at its place (a gap between them is silence, never held)."""
+    """One track's samples on the file's timeline (sample 0: where the summed audio starts): the
+    pieces not yet summed, each at its place (a gap between them is silence, never held)."""
 
-    def __init__(
-        self, stream: av.audio.stream.AudioStream, chunks: Generator[tuple[float | None, np.ndarray]]
-    ) -> None:
-        self.index = stream.index
+    def __init__(self, index: int, chunks: Generator[tuple[float | None, np.ndarray]]) -> None:
+        self.index = index
         self._chunks = chunks
         self._pieces: list[tuple[int, np.ndarray]] = []
         self.end = 0  # where its next sample goes
+        self.decoded = 0  # samples of audio it gave (the silence of its gaps not counted)
         self.done = False
-        self.heard = False
         self.error = ""
-        self.first: tuple[float | None, np.ndarray] | None = self._next()
+        self.timed = True  # its timestamps are followed (until they go back, or past the end)
+        self.ahead: tuple[float | None, np.ndarray] | None = self._next()  # its next chunk, read ahead
 
     def close(self) -> None:
         self._chunks.close()  # its container with it
 
     @property
     def going(self) -> bool:
-        return not self.done or self.first is not None
+        return not self.done or self.ahead is not None
 
     def _next(self) -> tuple[float | None, np.ndarray] | None:
         try:
@@ -172,38 +175,43 @@ class _Track:
             self.done = True
         except (av.error.FFmpegError, ValueError) as exc:  # left out from here; the others go on
             self.done = True
-            self.error = _reason(exc)
+            self.error = ffmpeg_reason(exc)
         return None
 
-    def read(self, origin: float) -> None:
-        """Place its next chunk: where its time says once that differs from `end` by more than
-        `GAP_TOLERANCE_S` (a gap is silence; timestamps gone back drop the overlap)."""
-        item, self.first = self.first, None
+    def read(self, origin: float, limit: int) -> None:
+        """Place its next chunk after the last one; where its time says it comes `GAP_TOLERANCE_S` or
+        more later (a pause in the track without packets: silence). Once a time goes back (files
+        joined end to end, a clock reset, corrupt packets) or past sample `limit` (the container's
+        end), the track's times are no longer followed: its chunks follow on, nothing is dropped."""
+        item, self.ahead = self.ahead, None
         if item is None and not self.done:
             item = self._next()
         if item is None:
             return
         at, samples = item
         place = self.end
-        if at is not None:
+        if at is not None and self.timed:
             wanted = round((at - origin) * SAMPLE_RATE)
-            if abs(wanted - self.end) > GAP_TOLERANCE_S * SAMPLE_RATE:
+            tolerance = GAP_TOLERANCE_S * SAMPLE_RATE
+            if wanted < self.end - tolerance or wanted >= limit:
+                self.timed = False
+            elif wanted >= self.end + tolerance:
                 place = wanted
-        if place < self.end:
-            samples, place = samples[self.end - place :], self.end
         if samples.shape[0]:
             self._pieces.append((place, samples))
             self.end = place + samples.shape[0]
-            self.heard = True
+            self.decoded += samples.shape[0]
 
-    def take(self, start: int, count: int) -> np.ndarray:
-        """Its samples from `start` for `count` (silence where it has none), forgetting them."""
+    def take(self, start: int, count: int, covered: np.ndarray) -> np.ndarray:
+        """Its samples from `start` for `count` (silence where it has none), forgetting them; marks in
+        `covered` (count,) where it had audio."""
         out = np.zeros(count, np.float32)
         kept: list[tuple[int, np.ndarray]] = []
         for place, samples in self._pieces:
             lo, hi = max(place, start), min(place + samples.shape[0], start + count)
             if hi > lo:
                 out[lo - start : hi - start] = samples[lo - place : hi - place]
+                covered[lo - start : hi - start] = True
             if place + samples.shape[0] > start + count:
                 cut = max(0, start + count - place)
                 kept.append((place + cut, samples[cut:]))
@@ -216,58 +224,70 @@ def mix_tracks(
     streams: tuple[av.audio.stream.AudioStream, ...],
     emit: Callable[[np.ndarray], None],
     lead_in: Callable[[float], float] = lambda first_s: 0.0,
+    end_s: float | None = None,
 ) -> MixedTracks:
     """Decode the tracks of `path` (its `streams`) summed into `emit`, 16 kHz mono chunks over the
     square root of their number (FFmpeg's scale for channels: (a + b) / sqrt 2 of two), after
-    `lead_in(first frame's time)` seconds of silence. NoAudio when no track gives any."""
+    `lead_in(first frame's time)` seconds of silence; `end_s`: the container's end on the same clock
+    as the frames' times (None: unknown), past which no timestamp is followed. NoAudio when no track
+    gives any."""
     tracks: list[_Track] = []
     try:
         for stream in streams:
-            tracks.append(_Track(stream, _chunks(path, stream.index)))
-        return _sum(tracks, emit, lead_in)
+            tracks.append(_Track(stream.index, _chunks(path, stream.index)))
+        return _sum(tracks, emit, lead_in, end_s)
     finally:
         for track in tracks:
             track.close()
 
 
 def _sum(
-    tracks: list[_Track], emit: Callable[[np.ndarray], None], lead_in: Callable[[float], float]
+    tracks: list[_Track],
+    emit: Callable[[np.ndarray], None],
+    lead_in: Callable[[float], float],
+    end_s: float | None,
 ) -> MixedTracks:
-    starts = [t.first[0] for t in tracks if t.first is not None and t.first[0] is not None]
+    starts = [t.ahead[0] for t in tracks if t.ahead is not None and t.ahead[0] is not None]
     first = min(starts) if starts else 0.0
     origin = first - lead_in(first)
+    limit = round((end_s - origin) * SAMPLE_RATE) if end_s is not None else 0  # no end: no gap followed
     levels = ChannelLevels(SAMPLE_RATE) if len(tracks) == 2 else None
     scale = np.float32(1.0 / np.sqrt(len(tracks)))
-    emitted = 0
+    emitted = held = 0
 
     def give(upto: int) -> None:
-        nonlocal emitted
+        nonlocal emitted, held
         if upto <= emitted:
             return
-        summed = np.stack([t.take(emitted, upto - emitted) for t in tracks])
+        covered = np.zeros(upto - emitted, dtype=bool)
+        summed = np.stack([t.take(emitted, upto - emitted, covered) for t in tracks])
+        held += int(covered.sum())
         if levels is not None:
             levels.add(summed)
         emit(summed.sum(axis=0) * scale)
         emitted = upto
 
     while any(t.going for t in tracks):
-        min((t for t in tracks if t.going), key=lambda t: t.end).read(origin)
+        min((t for t in tracks if t.going), key=lambda t: t.end).read(origin, limit)
         # Summed up to where every track still going has got (one that ended is silent from there).
         ready = min((t.end for t in tracks if t.going), default=max(t.end for t in tracks))
         while ready - emitted >= EMIT_SAMPLES:
             give(emitted + EMIT_SAMPLES)
     give(max(t.end for t in tracks))
-    if not any(t.heard for t in tracks):
+    if not any(t.decoded for t in tracks):
         raise NoAudio(next((t.error for t in tracks if t.error), "no decodable audio in any track"))
-    left_out = [
-        f"#{t.index} left out" + (f" after {t.end / SAMPLE_RATE:.1f} s" if t.heard else "") + f" ({t.error})"
+    notes = [
+        f"#{t.index} left out{f' after {t.end / SAMPLE_RATE:.1f} s' if t.decoded else ''} ({t.error})"
         for t in tracks
         if t.error
     ]
-    return MixedTracks(levels.levels() if levels is not None else None, "; ".join(left_out), first)
+    notes += [f"#{t.index}'s timestamps are broken: its audio follows on" for t in tracks if not t.timed]
+    lead = round((first - origin) * SAMPLE_RATE)  # silence kept before the first track, as one stream's
+    heard_s = (lead + held) / SAMPLE_RATE
+    return MixedTracks(levels.levels() if levels is not None else None, "; ".join(notes), first, heard_s)
 
 
-def _reason(exc: BaseException) -> str:
-    # FFmpegError's str() carries the path; keep only the reason.
+def ffmpeg_reason(exc: BaseException) -> str:
+    """The reason of a decoding error, without the path FFmpegError's str() carries."""
     strerror = getattr(exc, "strerror", None)
     return str(strerror) if strerror else str(exc) or type(exc).__name__

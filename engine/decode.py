@@ -20,7 +20,14 @@ from typing import Literal, Protocol
 import av
 import numpy as np
 
-from voxdock.engine.audio_streams import Converter, MixedTracks, NoAudio, mix_tracks, streams_to_hear
+from voxdock.engine.audio_streams import (
+    Converter,
+    MixedTracks,
+    NoAudio,
+    ffmpeg_reason,
+    mix_tracks,
+    streams_to_hear,
+)
 from voxdock.engine.channels import ChannelLevels
 
 SAMPLE_RATE = 16000
@@ -113,18 +120,24 @@ class DecodedAudio:
 
 
 def _declared_seconds(
-    container: av.container.InputContainer, stream: av.audio.stream.AudioStream, start_s: float = 0.0
+    container: av.container.InputContainer, stream: av.audio.stream.AudioStream
 ) -> float | None:
-    """How long the container says the stream is: its own duration, else the container's less where
-    the stream's audio starts (`start_s`: its first frame's time). Containers differ in what that
-    length counts from (Matroska's is its end, from 0: audio starting 5 s into a 15 s file is 10 s,
-    and was failed as truncated), so this reads it as the shorter, never asking for audio that
-    cannot be there."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
-        return container.duration / av.time_base - max(0.0, start_s)
+        return container.duration / av.time_base
     return None
+
+
+def _truncated(declared: float | None, got: float, start_s: float) -> bool:
+    """Whether `got` seconds decoded fall short of the `declared` length. Headers count that length
+    from 0 (Matroska, Ogg) or from the audio's start (MPEG-TS, whose clock starts anywhere): audio
+    starting `start_s` in is measured both ways, and is truncated only when short of both (audio
+    starting 5 s into a 15 s Matroska file is 10 s long, and was failed as truncated)."""
+    if not declared or declared <= 1.0 or got >= TRUNCATION_RATIO * declared:
+        return False
+    later = declared - start_s
+    return not (start_s > 0 and later > 0 and got >= TRUNCATION_RATIO * later)
 
 
 def _wav_shortfall(file: Path, size: int) -> tuple[int, int] | None:
@@ -214,30 +227,28 @@ def decode_into(path: str | Path, sink_for: Callable[[float | None], SampleSink]
             what = f"only {', '.join(kinds)} streams" if kinds else "no streams"
             raise DecodeError(f"no audio track ({what})")
         choice = streams_to_hear(list(container.streams.audio))
-        for heard in choice.streams:
-            if heard.codec_context is not None:
-                heard.codec_context.thread_type = "AUTO"
         stream = choice.streams[0]
         codec = stream.codec_context.name if stream.codec_context else "?"
         rate = int(stream.rate or 0)
         channels = int(stream.channels or 0)
-        decoded = sink_for(
-            max((_declared_seconds(container, s) or 0.0 for s in choice.streams), default=0.0) or None
-        )
+        declared = max((_declared_seconds(container, s) or 0.0 for s in choice.streams), default=0.0) or None
+        decoded = sink_for(declared)
         note = choice.note
         if len(choice.streams) > 1:
             mixed = _decode_tracks(container, Path(path), choice.streams, decoded)
-            note = "; ".join(part for part in (note, mixed.left_out) if part)
+            note = "; ".join(part for part in (note, mixed.note) if part)
             levels, opposite, start_s = mixed.levels, False, mixed.start_s
+            got = mixed.heard_s  # the tracks' gaps are silence the file does not hold
         else:
+            if stream.codec_context is not None:
+                stream.codec_context.thread_type = "AUTO"
             opposite = channels == 2 and _opposite_polarity(Path(path), stream.index)
             levels, start_s = _decode_stream(container, stream, decoded, opposite)
-        declared = max((_declared_seconds(container, s, start_s) or 0.0 for s in choice.streams), default=0.0)
+            got = decoded.count / SAMPLE_RATE
         container_name = container.format.name if container.format else "?"
-    got = decoded.count / SAMPLE_RATE
     if got == 0:
         raise DecodeError("the audio track holds no decodable audio (truncated or corrupt)")
-    if declared and declared > 1.0 and got < TRUNCATION_RATIO * declared:
+    if _truncated(declared, got, start_s):
         raise DecodeError(f"truncated: the header says {declared:.1f} s but only {got:.1f} s decodes")
     if not decoded.finite:
         raise DecodeError("decoded audio contains NaN or infinite samples")
@@ -254,7 +265,7 @@ def frame_time(frame: av.AudioFrame) -> float:
 def lead_in(container: av.container.InputContainer, first_s: float) -> float:
     """Seconds of silence to put before audio whose first frame is at `first_s`: how much later than
     the container's start it begins (a video whose sound starts after its picture), so that transcript
-    times, and the subtitles made from them, are the video's. None below `LEAD_IN_MIN_S`, nor when it
+    times, and the subtitles made from them, are the video's. 0 below `LEAD_IN_MIN_S`, and when it
     would run past the container's declared end (a broken timestamp)."""
     lead = first_s - (container.start_time or 0) / av.time_base
     end = container.duration / av.time_base if container.duration is not None else 0.0
@@ -289,7 +300,7 @@ def _decode_stream(
                 levels.add(frame)
         for chunk in mix.resample(None):
             decoded.add(chunk)
-    except av.error.FFmpegError as exc:
+    except (av.error.FFmpegError, ValueError) as exc:  # ValueError: PyAV's, on frames it cannot take
         raise _corrupt(decoded, exc) from None
     return (levels.levels() if levels is not None else None), start_s or 0.0
 
@@ -303,14 +314,17 @@ def _decode_tracks(
     """Decode several streams, tracks of one recording, into `decoded` summed (audio_streams.py),
     after the silence before the first (`lead_in`)."""
     try:
-        return mix_tracks(path, streams, decoded.add, lambda first_s: lead_in(container, first_s))
+        end_s = None
+        if container.duration is not None:
+            end_s = (container.start_time or 0) / av.time_base + container.duration / av.time_base
+        return mix_tracks(path, streams, decoded.add, lambda first_s: lead_in(container, first_s), end_s)
     except NoAudio as exc:
         raise DecodeError(f"no audio track decodes: {exc}") from None
 
 
-def _corrupt(decoded: SampleSink, exc: av.error.FFmpegError) -> DecodeError:
+def _corrupt(decoded: SampleSink, exc: Exception) -> DecodeError:
     where = f"{decoded.count / SAMPLE_RATE:.1f} s"
-    return DecodeError(f"corrupt or truncated after {where}: {_ffmpeg_reason(exc)}")
+    return DecodeError(f"corrupt or truncated after {where}: {ffmpeg_reason(exc)}")
 
 
 class _FFmpegMix:
@@ -431,10 +445,4 @@ def _open(file: Path) -> av.container.InputContainer:
     except av.error.InvalidDataError:
         raise DecodeError("not an audio or video file (no container format recognised)") from None
     except (av.error.FFmpegError, OSError) as exc:
-        raise DecodeError(f"cannot open as media: {_ffmpeg_reason(exc)}") from None
-
-
-def _ffmpeg_reason(exc: BaseException) -> str:
-    # FFmpegError's str() carries the path; keep only the reason.
-    strerror = getattr(exc, "strerror", None)
-    return str(strerror) if strerror else type(exc).__name__
+        raise DecodeError(f"cannot open as media: {ffmpeg_reason(exc)}") from None

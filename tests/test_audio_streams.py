@@ -12,7 +12,7 @@ from av.stream import Disposition
 from conftest import REAL
 
 from voxdock.engine.channels import speaking_sides
-from voxdock.engine.decode import SAMPLE_RATE, decode_file
+from voxdock.engine.decode import SAMPLE_RATE, DecodeError, decode_file
 from voxdock.engine.decode_process import DecoderProcesses
 from voxdock.evaluation import write_tracks
 
@@ -131,12 +131,13 @@ def bursts(samples: np.ndarray, level: float) -> list[float]:
 
 
 @pytest.mark.parametrize("interleave", [True, False])
-@pytest.mark.parametrize("host_s", [10.0, 300.0])
+@pytest.mark.parametrize("host_s", [160.0, 300.0])
 def test_tracks_are_placed_by_their_timestamps_however_the_file_interleaves_them(
     tmp_path: Path, interleave: bool, host_s: float
 ) -> None:
     """A guest whose track starts 125 s into the recording, with a pause of 5 s in it (no packets),
-    and a host whose track ends after 10 s or runs 300 s: each burst lands where its timestamps say.
+    and ends at 160 s, with the host or while the host goes on to 300 s: each burst lands where its
+    timestamps say.
     Written a stream after another, as some tools do, one demuxer for both would run minutes ahead
     on the host's track before the guest's first packet; nothing is held back or moved."""
     host = clicks(host_s, 1.0, 0.3)
@@ -267,3 +268,29 @@ def test_a_videos_sound_starting_after_its_picture_keeps_the_videos_times(
     audio = decode_file(path)
     assert abs(audio.duration_s - 9.0) < 0.05
     assert bursts(audio.samples, 0.2) == pytest.approx([3.0 + k for k in range(6)], abs=0.02)
+
+
+def test_tracks_whose_timestamps_go_back_keep_all_their_audio(tmp_path: Path) -> None:
+    """Two two-track MPEG-TS recordings joined end to end (`cat`, as capture tools split and join
+    them): the second one's timestamps start again. Followed, they put it on top of the first and
+    half of each track was lost; the audio follows on, and the note says the timestamps broke."""
+    halves = [
+        write_tracks(tmp_path / f"half{k}.ts", [clicks(10.0, 1.0, 0.5)] * 2, codec="mp2") for k in (0, 1)
+    ]
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(half.read_bytes() for half in halves))
+    audio = decode_file(joined)
+    assert abs(audio.duration_s - 20.0) < 0.2
+    heard = bursts(audio.samples, 0.4)
+    assert len(heard) == 20 and heard[10] - heard[0] == pytest.approx(10.0, abs=0.1)
+    assert "timestamps are broken: its audio follows on" in audio.streams_note
+
+
+def test_tracks_that_lose_their_middle_are_truncated_as_one_stream_is(tmp_path: Path) -> None:
+    """A file whose tracks both lack the same 8 s (packets lost in a copy) was filled with silence
+    and passed; a stream missing them fails as truncated, and so do the tracks."""
+    whole = clicks(20.0, 1.0, 0.5)
+    pieces = [(0.0, whole[: 6 * SAMPLE_RATE]), (14.0, whole[14 * SAMPLE_RATE :])]
+    path = write_tracks(tmp_path / "holed.mkv", [pieces, pieces], codec="pcm_s16le")
+    with pytest.raises(DecodeError, match=r"truncated: the header says 20\.0 s but only 12\.0 s decodes"):
+        decode_file(path)
