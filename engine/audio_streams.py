@@ -25,6 +25,7 @@ the file fails only when no track gives any audio.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,7 +251,8 @@ def _sum(
     starts = [t.ahead[0] for t in tracks if t.ahead is not None and t.ahead[0] is not None]
     first = min(starts) if starts else 0.0
     origin = first - lead_in(first)
-    limit = round((end_s - origin) * SAMPLE_RATE) if end_s is not None else 0  # no end: no gap followed
+    # Past the container's end no time is followed; where it gives none, every forward one is.
+    limit = round((end_s - origin) * SAMPLE_RATE) if end_s is not None else sys.maxsize
     levels = ChannelLevels(SAMPLE_RATE) if len(tracks) == 2 else None
     scale = np.float32(1.0 / np.sqrt(len(tracks)))
     emitted = held = 0
