@@ -59,9 +59,7 @@ class MixedTracks:
     levels: np.ndarray | None  # (2, 10 ms frames) dBFS of the two tracks of a two-track file
     note: str  # the tracks left out and why, and those whose timestamps broke; "" when none
     start_s: float  # the earliest track's first frame's time
-    # What the file holds: the time some track has audio (the tracks' gaps not counted), with the
-    # silence kept before them (as one stream's is counted).
-    heard_s: float
+    gaps_s: float  # the most silence put in one track where its timestamps jump ahead
 
 
 class NoAudio(Exception):
@@ -157,6 +155,7 @@ class _Track:
         self._pieces: list[tuple[int, np.ndarray]] = []
         self.end = 0  # where its next sample goes
         self.decoded = 0  # samples of audio it gave (the silence of its gaps not counted)
+        self.gaps = 0  # samples of silence put where its timestamps jump ahead (not its late start)
         self.done = False
         self.error = ""
         self.timed = True  # its timestamps are followed (until they go back, or past the end)
@@ -197,22 +196,21 @@ class _Track:
             if wanted < self.end - tolerance or wanted >= limit:
                 self.timed = False
             elif wanted >= self.end + tolerance:
+                self.gaps += wanted - self.end if self.decoded else 0
                 place = wanted
         if samples.shape[0]:
             self._pieces.append((place, samples))
             self.end = place + samples.shape[0]
             self.decoded += samples.shape[0]
 
-    def take(self, start: int, count: int, covered: np.ndarray) -> np.ndarray:
-        """Its samples from `start` for `count` (silence where it has none), forgetting them; marks in
-        `covered` (count,) where it had audio."""
+    def take(self, start: int, count: int) -> np.ndarray:
+        """Its samples from `start` for `count` (silence where it has none), forgetting them."""
         out = np.zeros(count, np.float32)
         kept: list[tuple[int, np.ndarray]] = []
         for place, samples in self._pieces:
             lo, hi = max(place, start), min(place + samples.shape[0], start + count)
             if hi > lo:
                 out[lo - start : hi - start] = samples[lo - place : hi - place]
-                covered[lo - start : hi - start] = True
             if place + samples.shape[0] > start + count:
                 cut = max(0, start + count - place)
                 kept.append((place + cut, samples[cut:]))
@@ -255,15 +253,13 @@ def _sum(
     limit = round((end_s - origin) * SAMPLE_RATE) if end_s is not None else sys.maxsize
     levels = ChannelLevels(SAMPLE_RATE) if len(tracks) == 2 else None
     scale = np.float32(1.0 / np.sqrt(len(tracks)))
-    emitted = held = 0
+    emitted = 0
 
     def give(upto: int) -> None:
-        nonlocal emitted, held
+        nonlocal emitted
         if upto <= emitted:
             return
-        covered = np.zeros(upto - emitted, dtype=bool)
-        summed = np.stack([t.take(emitted, upto - emitted, covered) for t in tracks])
-        held += int(covered.sum())
+        summed = np.stack([t.take(emitted, upto - emitted) for t in tracks])
         if levels is not None:
             levels.add(summed)
         emit(summed.sum(axis=0) * scale)
@@ -284,9 +280,8 @@ def _sum(
         if t.error
     ]
     notes += [f"#{t.index}'s timestamps are broken: its audio follows on" for t in tracks if not t.timed]
-    lead = round((first - origin) * SAMPLE_RATE)  # silence kept before the first track, as one stream's
-    heard_s = (lead + held) / SAMPLE_RATE
-    return MixedTracks(levels.levels() if levels is not None else None, "; ".join(notes), first, heard_s)
+    gaps_s = max(t.gaps for t in tracks) / SAMPLE_RATE
+    return MixedTracks(levels.levels() if levels is not None else None, "; ".join(notes), first, gaps_s)
 
 
 def ffmpeg_reason(exc: BaseException) -> str:

@@ -21,6 +21,7 @@ import av
 import numpy as np
 
 from voxdock.engine.audio_streams import (
+    GAP_TOLERANCE_S,
     Converter,
     MixedTracks,
     NoAudio,
@@ -41,6 +42,7 @@ PREALLOCATE_MAX_S = 12 * 3600.0  # 2.8 GB of samples
 OPPOSITE_POLARITY_CORRELATION = -0.5
 POLARITY_PROBE_S = 60.0
 LEAD_IN_MIN_S = 0.05  # a later start than this is kept as silence before the audio (`lead_in`)
+GAPS_NOTED_S = 1.0  # pauses without packets kept as silence are said in the file's note from this much
 
 logging.getLogger("libav").setLevel(logging.ERROR)
 
@@ -237,15 +239,19 @@ def decode_into(path: str | Path, sink_for: Callable[[float | None], SampleSink]
         if len(choice.streams) > 1:
             mixed = _decode_tracks(container, Path(path), choice.streams, decoded)
             note = "; ".join(part for part in (note, mixed.note) if part)
-            levels, opposite, start_s = mixed.levels, False, mixed.start_s
-            got = mixed.heard_s  # the tracks' gaps are silence the file does not hold
+            levels, opposite, start_s, gaps_s = mixed.levels, False, mixed.start_s, mixed.gaps_s
         else:
             if stream.codec_context is not None:
                 stream.codec_context.thread_type = "AUTO"
             opposite = channels == 2 and _opposite_polarity(Path(path), stream.index)
-            levels, start_s = _decode_stream(container, stream, decoded, opposite)
-            got = decoded.count / SAMPLE_RATE
+            levels, start_s, gaps_s = _decode_stream(container, stream, decoded, opposite)
+        if gaps_s >= GAPS_NOTED_S:
+            note = "; ".join(
+                part for part in (note, f"pauses without packets kept as silence ({gaps_s:.1f} s)") if part
+            )
         container_name = container.format.name if container.format else "?"
+    # A pause without packets is not a cut: only an end that is missing makes the file truncated.
+    got = decoded.count / SAMPLE_RATE
     if got == 0:
         raise DecodeError("the audio track holds no decodable audio (truncated or corrupt)")
     if _truncated(declared, got, start_s):
@@ -277,23 +283,44 @@ def _decode_stream(
     stream: av.audio.stream.AudioStream,
     decoded: SampleSink,
     opposite: bool,
-) -> tuple[np.ndarray | None, float]:
+) -> tuple[np.ndarray | None, float, float]:
     """Decode one stream into `decoded`, after the silence before it (`lead_in`): (2, frames) levels
-    of a two-channel one (else None), and its first frame's time."""
+    of a two-channel one (else None), its first frame's time, and the seconds of silence put where
+    its timestamps jump ahead `GAP_TOLERANCE_S` or more (a pause without packets: a muted participant
+    of a WebRTC recording, which was run together with what came after and, past a tenth of the file,
+    failed as truncated). Once a time goes back or past the container's end, times are no longer
+    followed (as for tracks, audio_streams.py)."""
     mix = _DifferenceMix() if opposite else _FFmpegMix()
     # Each channel's level too, at the source's own rate (converted to planar floats, not resampled);
     # the mono samples stay FFmpeg's mix unless the channels cancel in it.
     levels = _Levels() if int(stream.channels or 0) == 2 else None
     start_s: float | None = None
+    origin = 0.0
+    end_s = _container_end(container)
+    tolerance = round(GAP_TOLERANCE_S * SAMPLE_RATE)
+    timed, gaps = True, 0
+
+    def silence(samples: int, rate: int) -> None:
+        decoded.add(np.zeros(samples, np.float32))
+        if levels is not None:
+            levels.add_silence(samples / SAMPLE_RATE, rate)
+
     try:
         for frame in container.decode(stream):
             if start_s is None:
                 start_s = frame_time(frame)
                 lead = lead_in(container, start_s)
+                origin = start_s - lead
                 if lead:
-                    decoded.add(np.zeros(round(lead * SAMPLE_RATE), np.float32))
-                    if levels is not None:
-                        levels.add_silence(lead, frame.sample_rate)
+                    silence(round(lead * SAMPLE_RATE), frame.sample_rate)
+            elif timed and frame.pts is not None:
+                wanted = round((frame_time(frame) - origin) * SAMPLE_RATE)
+                past_end = end_s is not None and wanted >= (end_s - origin) * SAMPLE_RATE
+                if wanted < decoded.count - tolerance or past_end:
+                    timed = False
+                elif wanted >= decoded.count + tolerance:
+                    gaps += wanted - decoded.count
+                    silence(wanted - decoded.count, frame.sample_rate)
             for chunk in mix.resample(frame):
                 decoded.add(chunk)
             if levels is not None:
@@ -302,7 +329,14 @@ def _decode_stream(
             decoded.add(chunk)
     except (av.error.FFmpegError, ValueError) as exc:  # ValueError: PyAV's, on frames it cannot take
         raise _corrupt(decoded, exc) from None
-    return (levels.levels() if levels is not None else None), start_s or 0.0
+    return (levels.levels() if levels is not None else None), start_s or 0.0, gaps / SAMPLE_RATE
+
+
+def _container_end(container: av.container.InputContainer) -> float | None:
+    """The container's end on its streams' clock (seconds), or None when it gives no length."""
+    if container.duration is None:
+        return None
+    return ((container.start_time or 0) + container.duration) / av.time_base
 
 
 def _decode_tracks(
@@ -314,10 +348,9 @@ def _decode_tracks(
     """Decode several streams, tracks of one recording, into `decoded` summed (audio_streams.py),
     after the silence before the first (`lead_in`)."""
     try:
-        end_s = None
-        if container.duration is not None:
-            end_s = (container.start_time or 0) / av.time_base + container.duration / av.time_base
-        return mix_tracks(path, streams, decoded.add, lambda first_s: lead_in(container, first_s), end_s)
+        return mix_tracks(
+            path, streams, decoded.add, lambda first_s: lead_in(container, first_s), _container_end(container)
+        )
     except NoAudio as exc:
         raise DecodeError(f"no audio track decodes: {exc}") from None
 

@@ -156,7 +156,10 @@ def test_tracks_are_placed_by_their_timestamps_however_the_file_interleaves_them
     host_level = 0.3 / np.sqrt(2) * 0.8
     heard = [t for t in bursts(audio.samples, host_level) if t not in expected]
     assert heard == pytest.approx([float(k) for k in range(int(host_s)) if k not in expected], abs=0.02)
-    assert audio.streams_note == "its 2 audio streams heard together as tracks of one recording"
+    assert audio.streams_note == (
+        "its 2 audio streams heard together as tracks of one recording"
+        "; pauses without packets kept as silence (5.0 s)"  # the guest's
+    )
 
 
 def test_a_track_that_cannot_be_decoded_is_left_out_and_said(
@@ -286,11 +289,26 @@ def test_tracks_whose_timestamps_go_back_keep_all_their_audio(tmp_path: Path) ->
     assert "timestamps are broken: its audio follows on" in audio.streams_note
 
 
-def test_tracks_that_lose_their_middle_are_truncated_as_one_stream_is(tmp_path: Path) -> None:
-    """A file whose tracks both lack the same 8 s (packets lost in a copy) was filled with silence
-    and passed; a stream missing them fails as truncated, and so do the tracks."""
-    whole = clicks(20.0, 1.0, 0.5)
-    pieces = [(0.0, whole[: 6 * SAMPLE_RATE]), (14.0, whole[14 * SAMPLE_RATE :])]
-    path = write_tracks(tmp_path / "holed.mkv", [pieces, pieces], codec="pcm_s16le")
-    with pytest.raises(DecodeError, match=r"truncated: the header says 20\.0 s but only 12\.0 s decodes"):
-        decode_file(path)
+@pytest.mark.parametrize("tracks", [1, 2])
+def test_a_pause_without_packets_is_silence_and_a_missing_end_is_truncated(
+    tmp_path: Path, tracks: int
+) -> None:
+    """A participant muted for 10 s in a WebRTC recording sends no packets: run together with what
+    came after, the rest of the file was 10 s early, and past a tenth of its length it failed as
+    truncated. The pause is silence in place and the note says how much; a file whose end is missing
+    (a copy cut short) still fails as truncated."""
+    rate = 48000
+    # At 48 kHz, as Opus is coded; each burst half a second into its second (the encoder's look-ahead
+    # carries the first milliseconds after a jump into the frame before it).
+    burst = np.roll(np.repeat(clicks(10.0, 1.0, 0.5), 3), rate // 2)
+    pieces = [(0.0, burst), (20.0, burst)]
+    path = write_tracks(tmp_path / "muted.webm", [pieces] * tracks, codec="libopus", sample_rate=rate)
+    audio = decode_file(path)
+    assert abs(audio.duration_s - 30.0) < 0.05
+    expected = [0.5 + k for k in range(10)] + [20.5 + k for k in range(10)]
+    assert bursts(audio.samples, 0.2) == pytest.approx(expected, abs=0.03)
+    assert audio.streams_note.endswith("pauses without packets kept as silence (10.0 s)")
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    with pytest.raises(DecodeError, match=r"truncated: the header says 30\.0 s"):
+        decode_file(cut)
