@@ -47,9 +47,9 @@ VERSION_MARKS = (
 )
 VERSION_TITLE = re.compile(r"comment|descri|dub|karaoke|narrat", re.IGNORECASE)
 UNTAGGED = {"", "und"}
-# A track's next chunk is placed where its timestamp says when that is this much later than where the
-# track has got: a pause without packets stays silence, not the rest moved early. Below it, chunks
-# follow each other (a clock a little off its sample count neither opens holes nor drops audio).
+# A stream's next chunk is placed where its timestamp says when that is this much later than where the
+# stream has got (`Clock`): a pause without packets stays silence, not the rest moved early. Below it,
+# chunks follow each other (a clock a little off its sample count neither opens holes nor drops audio).
 GAP_TOLERANCE_S = 0.2
 EMIT_SAMPLES = SAMPLE_RATE  # the summed audio goes to the sink a second at a time
 
@@ -125,6 +125,42 @@ class Converter:
             return done + list(self._resampler.resample(frame))
 
 
+def frame_time(frame: av.AudioFrame) -> float | None:
+    """The frame's start in seconds by its timestamp; None without one."""
+    if frame.pts is None or frame.time_base is None:
+        return None
+    return float(frame.pts * frame.time_base)
+
+
+class Clock:
+    """Where a stream's next samples go by its timestamps: after what it has given, or where its
+    time says it comes `GAP_TOLERANCE_S` or more later (a pause without packets: silence). Once a
+    time goes back (recordings joined end to end, a clock reset, corrupt packets) or reaches sample
+    `limit` (the container's end), its times are no longer followed: its audio follows on, and
+    nothing is dropped. Times are seconds on the container's clock; sample 0 is at `origin`."""
+
+    def __init__(self, origin: float, limit: int) -> None:
+        self.origin = origin
+        self.limit = limit
+        self.timed = True
+
+    def place(self, at: float | None, end: int) -> int:
+        """The sample a chunk timed `at` (None: untimed) starts at, the stream having got to `end`."""
+        if at is None or not self.timed:
+            return end
+        wanted = round((at - self.origin) * SAMPLE_RATE)
+        tolerance = GAP_TOLERANCE_S * SAMPLE_RATE
+        if wanted < end - tolerance or wanted >= self.limit:
+            self.timed = False
+            return end
+        return wanted if wanted >= end + tolerance else end
+
+
+def end_sample(end_s: float | None, origin: float) -> int:
+    """`Clock`'s limit: the container's end (seconds, None when unknown: no limit) as a sample."""
+    return round((end_s - origin) * SAMPLE_RATE) if end_s is not None else sys.maxsize
+
+
 def _chunks(path: Path, index: int) -> Generator[tuple[float | None, np.ndarray]]:
     """(start time in seconds or None, 16 kHz mono samples) of each decoded frame of stream `index`,
     read by a container of its own; the resampler's rest last, with no time."""
@@ -136,10 +172,7 @@ def _chunks(path: Path, index: int) -> Generator[tuple[float | None, np.ndarray]
         for frame in container.decode(stream):
             out = [f.to_ndarray().reshape(-1) for f in mono.resample(frame)]
             if out:
-                at = None
-                if frame.pts is not None and frame.time_base is not None:
-                    at = float(frame.pts * frame.time_base)
-                yield at, np.concatenate(out)
+                yield frame_time(frame), np.concatenate(out)
         rest = [f.to_ndarray().reshape(-1) for f in mono.resample(None)]
         if rest:
             yield None, np.concatenate(rest)
@@ -158,7 +191,7 @@ class _Track:
         self.gaps = 0  # samples of silence put where its timestamps jump ahead (not its late start)
         self.done = False
         self.error = ""
-        self.timed = True  # its timestamps are followed (until they go back, or past the end)
+        self.clock = Clock(0.0, sys.maxsize)  # set by the mix once the tracks' start is known
         self.ahead: tuple[float | None, np.ndarray] | None = self._next()  # its next chunk, read ahead
 
     def close(self) -> None:
@@ -178,26 +211,17 @@ class _Track:
             self.error = ffmpeg_reason(exc)
         return None
 
-    def read(self, origin: float, limit: int) -> None:
-        """Place its next chunk after the last one; where its time says it comes `GAP_TOLERANCE_S` or
-        more later (a pause in the track without packets: silence). Once a time goes back (files
-        joined end to end, a clock reset, corrupt packets) or past sample `limit` (the container's
-        end), the track's times are no longer followed: its chunks follow on, nothing is dropped."""
+    def read(self) -> None:
+        """Place its next chunk where its `clock` says."""
         item, self.ahead = self.ahead, None
         if item is None and not self.done:
             item = self._next()
         if item is None:
             return
         at, samples = item
-        place = self.end
-        if at is not None and self.timed:
-            wanted = round((at - origin) * SAMPLE_RATE)
-            tolerance = GAP_TOLERANCE_S * SAMPLE_RATE
-            if wanted < self.end - tolerance or wanted >= limit:
-                self.timed = False
-            elif wanted >= self.end + tolerance:
-                self.gaps += wanted - self.end if self.decoded else 0
-                place = wanted
+        place = self.clock.place(at, self.end)
+        if self.decoded:  # not its late start
+            self.gaps += place - self.end
         if samples.shape[0]:
             self._pieces.append((place, samples))
             self.end = place + samples.shape[0]
@@ -249,8 +273,8 @@ def _sum(
     starts = [t.ahead[0] for t in tracks if t.ahead is not None and t.ahead[0] is not None]
     first = min(starts) if starts else 0.0
     origin = first - lead_in(first)
-    # Past the container's end no time is followed; where it gives none, every forward one is.
-    limit = round((end_s - origin) * SAMPLE_RATE) if end_s is not None else sys.maxsize
+    for track in tracks:
+        track.clock = Clock(origin, end_sample(end_s, origin))
     levels = ChannelLevels(SAMPLE_RATE) if len(tracks) == 2 else None
     scale = np.float32(1.0 / np.sqrt(len(tracks)))
     emitted = 0
@@ -266,7 +290,7 @@ def _sum(
         emitted = upto
 
     while any(t.going for t in tracks):
-        min((t for t in tracks if t.going), key=lambda t: t.end).read(origin, limit)
+        min((t for t in tracks if t.going), key=lambda t: t.end).read()
         # Summed up to where every track still going has got (one that ended is silent from there).
         ready = min((t.end for t in tracks if t.going), default=max(t.end for t in tracks))
         while ready - emitted >= EMIT_SAMPLES:
@@ -279,7 +303,9 @@ def _sum(
         for t in tracks
         if t.error
     ]
-    notes += [f"#{t.index}'s timestamps are broken: its audio follows on" for t in tracks if not t.timed]
+    notes += [
+        f"#{t.index}'s timestamps are broken: its audio follows on" for t in tracks if not t.clock.timed
+    ]
     gaps_s = max(t.gaps for t in tracks) / SAMPLE_RATE
     return MixedTracks(levels.levels() if levels is not None else None, "; ".join(notes), first, gaps_s)
 

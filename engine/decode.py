@@ -21,11 +21,13 @@ import av
 import numpy as np
 
 from voxdock.engine.audio_streams import (
-    GAP_TOLERANCE_S,
+    Clock,
     Converter,
     MixedTracks,
     NoAudio,
+    end_sample,
     ffmpeg_reason,
+    frame_time,
     mix_tracks,
     streams_to_hear,
 )
@@ -261,13 +263,6 @@ def decode_into(path: str | Path, sink_for: Callable[[float | None], SampleSink]
     return SourceInfo(rate, channels, codec, container_name, levels, opposite, note)
 
 
-def frame_time(frame: av.AudioFrame) -> float:
-    """The frame's start in seconds by its timestamp (0 without one)."""
-    if frame.pts is None or frame.time_base is None:
-        return 0.0
-    return float(frame.pts * frame.time_base)
-
-
 def lead_in(container: av.container.InputContainer, first_s: float) -> float:
     """Seconds of silence to put before audio whose first frame is at `first_s`: how much later than
     the container's start it begins (a video whose sound starts after its picture), so that transcript
@@ -286,19 +281,16 @@ def _decode_stream(
 ) -> tuple[np.ndarray | None, float, float]:
     """Decode one stream into `decoded`, after the silence before it (`lead_in`): (2, frames) levels
     of a two-channel one (else None), its first frame's time, and the seconds of silence put where
-    its timestamps jump ahead `GAP_TOLERANCE_S` or more (a pause without packets: a muted participant
-    of a WebRTC recording, which was run together with what came after and, past a tenth of the file,
-    failed as truncated). Once a time goes back or past the container's end, times are no longer
-    followed (as for tracks, audio_streams.py)."""
+    its timestamps jump ahead (`Clock`: a pause without packets, such as a muted participant of a
+    WebRTC recording, was run together with what came after and, past a tenth of the file, failed as
+    truncated)."""
     mix = _DifferenceMix() if opposite else _FFmpegMix()
     # Each channel's level too, at the source's own rate (converted to planar floats, not resampled);
     # the mono samples stay FFmpeg's mix unless the channels cancel in it.
     levels = _Levels() if int(stream.channels or 0) == 2 else None
     start_s: float | None = None
-    origin = 0.0
-    end_s = _container_end(container)
-    tolerance = round(GAP_TOLERANCE_S * SAMPLE_RATE)
-    timed, gaps = True, 0
+    clock: Clock | None = None
+    gaps = 0
 
     def silence(samples: int, rate: int) -> None:
         decoded.add(np.zeros(samples, np.float32))
@@ -307,20 +299,17 @@ def _decode_stream(
 
     try:
         for frame in container.decode(stream):
-            if start_s is None:
-                start_s = frame_time(frame)
+            if clock is None:
+                start_s = frame_time(frame) or 0.0
                 lead = lead_in(container, start_s)
-                origin = start_s - lead
+                clock = Clock(start_s - lead, end_sample(_container_end(container), start_s - lead))
                 if lead:
                     silence(round(lead * SAMPLE_RATE), frame.sample_rate)
-            elif timed and frame.pts is not None:
-                wanted = round((frame_time(frame) - origin) * SAMPLE_RATE)
-                past_end = end_s is not None and wanted >= (end_s - origin) * SAMPLE_RATE
-                if wanted < decoded.count - tolerance or past_end:
-                    timed = False
-                elif wanted >= decoded.count + tolerance:
-                    gaps += wanted - decoded.count
-                    silence(wanted - decoded.count, frame.sample_rate)
+            else:
+                place = clock.place(frame_time(frame), decoded.count)
+                if place > decoded.count:
+                    gaps += place - decoded.count
+                    silence(place - decoded.count, frame.sample_rate)
             for chunk in mix.resample(frame):
                 decoded.add(chunk)
             if levels is not None:
