@@ -34,6 +34,7 @@ import av
 import numpy as np
 from av.stream import Disposition
 
+from voxdock.engine.channel_mix import mix_for
 from voxdock.engine.channels import SAMPLE_RATE, ChannelLevels
 
 MAX_TRACKS = 8  # tracks summed at most (the first ones)
@@ -104,27 +105,6 @@ def streams_to_hear(streams: list[av.audio.stream.AudioStream]) -> StreamChoice:
     return StreamChoice(tuple(streams[:MAX_TRACKS]), note)
 
 
-class Converter:
-    """PyAV's resampler to one output format, set up again when the input's format, layout or rate
-    changes mid-stream (a broadcast switching between stereo and 5.1): PyAV's takes its setup from
-    the first frame and rejects frames unlike it."""
-
-    def __init__(self, format: str, layout: str, rate: int | None) -> None:
-        self._setup = (format, layout, rate)
-        self._resampler = av.AudioResampler(format=format, layout=layout, rate=rate)
-
-    def resample(self, frame: av.AudioFrame | None) -> list[av.AudioFrame]:
-        try:
-            return list(self._resampler.resample(frame))
-        except ValueError:  # "Frame does not match AudioResampler setup"
-            if frame is None:
-                raise
-            done = list(self._resampler.resample(None))
-            format, layout, rate = self._setup
-            self._resampler = av.AudioResampler(format=format, layout=layout, rate=rate)
-            return done + list(self._resampler.resample(frame))
-
-
 def frame_time(frame: av.AudioFrame) -> float | None:
     """The frame's start in seconds by its timestamp; None without one."""
     if frame.pts is None or frame.time_base is None:
@@ -168,12 +148,12 @@ def _chunks(path: Path, index: int) -> Generator[tuple[float | None, np.ndarray]
         stream = next(s for s in container.streams.audio if s.index == index)
         if stream.codec_context is not None:
             stream.codec_context.thread_type = "AUTO"
-        mono = Converter("flt", "mono", SAMPLE_RATE)
+        mono = mix_for(stream)
         for frame in container.decode(stream):
-            out = [f.to_ndarray().reshape(-1) for f in mono.resample(frame)]
+            out = mono.resample(frame)
             if out:
                 yield frame_time(frame), np.concatenate(out)
-        rest = [f.to_ndarray().reshape(-1) for f in mono.resample(None)]
+        rest = mono.resample(None)
         if rest:
             yield None, np.concatenate(rest)
 

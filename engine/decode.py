@@ -22,7 +22,6 @@ import numpy as np
 
 from voxdock.engine.audio_streams import (
     Clock,
-    Converter,
     MixedTracks,
     NoAudio,
     end_sample,
@@ -31,6 +30,7 @@ from voxdock.engine.audio_streams import (
     mix_tracks,
     streams_to_hear,
 )
+from voxdock.engine.channel_mix import Converter, mix_for
 from voxdock.engine.channels import ChannelLevels
 
 SAMPLE_RATE = 16000
@@ -284,7 +284,7 @@ def _decode_stream(
     its timestamps jump ahead (`Clock`: a pause without packets, such as a muted participant of a
     WebRTC recording, was run together with what came after and, past a tenth of the file, failed as
     truncated)."""
-    mix = _DifferenceMix() if opposite else _FFmpegMix()
+    mix = _DifferenceMix() if opposite else mix_for(stream)
     # Each channel's level too, at the source's own rate (converted to planar floats, not resampled);
     # the mono samples stay FFmpeg's mix unless the channels cancel in it.
     levels = _Levels() if int(stream.channels or 0) == 2 else None
@@ -347,16 +347,6 @@ def _decode_tracks(
 def _corrupt(decoded: SampleSink, exc: Exception) -> DecodeError:
     where = f"{decoded.count / SAMPLE_RATE:.1f} s"
     return DecodeError(f"corrupt or truncated after {where}: {ffmpeg_reason(exc)}")
-
-
-class _FFmpegMix:
-    """16 kHz mono chunks as FFmpeg mixes the channels: (L + R) / sqrt 2 for stereo."""
-
-    def __init__(self) -> None:
-        self._resampler = Converter("flt", "mono", SAMPLE_RATE)
-
-    def resample(self, frame: av.AudioFrame | None) -> list[np.ndarray]:
-        return [out.to_ndarray().reshape(-1) for out in self._resampler.resample(frame)]
 
 
 class _DifferenceMix:

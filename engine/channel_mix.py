@@ -1,0 +1,120 @@
+"""Sources of three or more channels mixed to one, no channel left out.
+
+FFmpeg's mono mix follows the source's channel layout, and a layout always has a low-frequency
+(LFE) channel from three channels up: a file that declares none (a field recorder's or a conference
+system's WAV of one microphone per channel) is taken for 2.1, 4.0, 5.1 or 7.1 by its channel count.
+So the third channel of a 3-channel WAV, or the fourth of a 6- or 8-channel one, was dropped from
+the mix, and the person on that microphone with it: no words, no turns, and no error.
+
+Here every channel is resampled to 16 kHz and mixed with weights by its name:
+- a layout that names no channel (one input per channel) is summed evenly, over the square root of
+  the count, as FFmpeg's stereo mix is;
+- a declared layout keeps FFmpeg's weights for speech (centre 1, front left and right 1/sqrt 2, the
+  rest 1/2), and an LFE channel is kept above `LFE_CUTOFF_HZ` at 1/sqrt 2: a film's LFE carries only
+  bass below that, a microphone wired to that channel carries the voice above it.
+"""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+from scipy.signal import butter, sosfilt, sosfilt_zi
+
+from voxdock.engine.channels import SAMPLE_RATE
+
+LFE_CUTOFF_HZ = 150.0
+_LFE_FILTER = butter(4, LFE_CUTOFF_HZ, btype="highpass", fs=SAMPLE_RATE, output="sos")
+_HALF_POWER = float(np.sqrt(0.5))
+# FFmpeg's weights for a mono mix of a declared layout (measured one channel at a time, 5.1 and 7.1).
+_NAMED_WEIGHTS = {"FC": 1.0, "FL": _HALF_POWER, "FR": _HALF_POWER}
+_OTHER_WEIGHT = 0.5
+
+
+class Converter:
+    """PyAV's resampler to one output format, set up again when the input's format, layout or rate
+    changes mid-stream (a broadcast switching between stereo and 5.1): PyAV's takes its setup from
+    the first frame and rejects frames unlike it."""
+
+    def __init__(self, format: str, layout: str | None, rate: int | None) -> None:
+        self._setup = (format, layout, rate)
+        self._resampler = av.AudioResampler(format=format, layout=layout, rate=rate)
+
+    def resample(self, frame: av.AudioFrame | None) -> list[av.AudioFrame]:
+        try:
+            return list(self._resampler.resample(frame))
+        except ValueError:  # "Frame does not match AudioResampler setup"
+            if frame is None:
+                raise
+            done = list(self._resampler.resample(None))
+            format, layout, rate = self._setup
+            self._resampler = av.AudioResampler(format=format, layout=layout, rate=rate)
+            return done + list(self._resampler.resample(frame))
+
+
+class MonoMix:
+    """16 kHz mono chunks as FFmpeg mixes the channels: (L + R) / sqrt 2 for stereo."""
+
+    def __init__(self) -> None:
+        self._resampler = Converter("flt", "mono", SAMPLE_RATE)
+
+    def resample(self, frame: av.AudioFrame | None) -> list[np.ndarray]:
+        return [out.to_ndarray().reshape(-1) for out in self._resampler.resample(frame)]
+
+
+def mix_for(stream: av.audio.stream.AudioStream) -> ChannelMix | MonoMix:
+    """The mix for a stream: FFmpeg's for one or two channels, `ChannelMix` for more."""
+    context = stream.codec_context  # None for a codec FFmpeg does not know
+    return ChannelMix() if context is not None and int(context.channels or 0) > 2 else MonoMix()
+
+
+def is_lfe(name: str) -> bool:
+    return name.startswith("LFE")
+
+
+def channel_weights(names: list[str]) -> np.ndarray:
+    """(channels,) float32 weight of each channel (PyAV's names; 'NONE' where the layout names none)
+    in the mono mix."""
+    if all(name == "NONE" for name in names):
+        return np.full(len(names), 1.0 / np.sqrt(max(1, len(names))), np.float32)
+    weights = [_HALF_POWER if is_lfe(name) else _NAMED_WEIGHTS.get(name, _OTHER_WEIGHT) for name in names]
+    return np.array(weights, np.float32)
+
+
+class ChannelMix:
+    """16 kHz mono chunks of decoded frames of three or more channels (see the module); the frames'
+    16 kHz channels kept too when `keep_planes` (their levels are measured from them)."""
+
+    def __init__(self, keep_planes: bool = False) -> None:
+        # Every channel at the source's layout, interleaved: PyAV 18 crashes reading 8 planar channels.
+        self._resampler = Converter("flt", None, SAMPLE_RATE)
+        self._layout = ""
+        self._weights = np.ones(1, np.float32)
+        self._lfe: list[int] = []
+        self._state: dict[int, np.ndarray] = {}
+        self.keep_planes = keep_planes
+        self.planes: list[np.ndarray] = []  # (channels, n) 16 kHz chunks, when kept; taken by the caller
+
+    def resample(self, frame: av.AudioFrame | None) -> list[np.ndarray]:
+        chunks = []
+        for out in self._resampler.resample(frame):
+            self._follow(out.layout)
+            planes = out.to_ndarray().reshape(-1, self._weights.shape[0]).T.copy()
+            if self._lfe:
+                for channel in self._lfe:
+                    planes[channel], self._state[channel] = sosfilt(
+                        _LFE_FILTER, planes[channel], zi=self._state[channel]
+                    )
+            if self.keep_planes:
+                self.planes.append(planes)
+            chunks.append((self._weights @ planes).astype(np.float32))
+        return chunks
+
+    def _follow(self, layout: av.AudioLayout) -> None:
+        """Weights and LFE filters for the frames' layout (set again when a stream changes it)."""
+        if layout.name == self._layout:
+            return
+        names = [channel.name for channel in layout.channels]
+        self._layout = layout.name
+        self._weights = channel_weights(names)
+        self._lfe = [i for i, name in enumerate(names) if is_lfe(name)]
+        self._state = {i: sosfilt_zi(_LFE_FILTER) * 0.0 for i in self._lfe}
