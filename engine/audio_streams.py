@@ -7,9 +7,9 @@ Most files hold one audio stream. Those with several hold one of two things:
 - tracks of one recording: a multitrack recorder's microphone per person, or a streaming tool's
   (OBS) host microphone and remote guest's desktop audio on tracks of their own. Hearing only the
   first would lose the others' speakers without a word, so the tracks are summed, each mixed to mono
-  by FFmpeg and placed by its timestamps. Of two tracks, each one's level is kept as a two-channel
-  source's are (engine/channels.py): where each track holds a party of its own, the diarizer keeps
-  them apart as it does the two legs of a call.
+  by FFmpeg and placed by its timestamps. Each track's level is kept as a source's channels' are
+  (engine/channels.py): where tracks hold a party of their own each, the diarizer keeps them apart
+  as it does the two legs of a call.
 
 Streams are versions when their language tags differ, one is marked as a dub, a commentary or a
 description (FFmpeg's dispositions), or a title says so (rips often mark a commentary by its title
@@ -35,7 +35,7 @@ import numpy as np
 from av.stream import Disposition
 
 from voxdock.engine.channel_mix import mix_for
-from voxdock.engine.channels import SAMPLE_RATE, ChannelLevels
+from voxdock.engine.channels import MAX_SIDES, SAMPLE_RATE, ChannelLevels
 
 MAX_TRACKS = 8  # tracks summed at most (the first ones)
 VERSION_MARKS = (
@@ -57,7 +57,7 @@ EMIT_SAMPLES = SAMPLE_RATE  # the summed audio goes to the sink a second at a ti
 
 @dataclass(frozen=True)
 class MixedTracks:
-    levels: np.ndarray | None  # (2, 10 ms frames) dBFS of the two tracks of a two-track file
+    levels: np.ndarray | None  # (tracks, 10 ms frames) dBFS of each track
     note: str  # the tracks left out and why, and those whose timestamps broke; "" when none
     start_s: float  # the earliest track's first frame's time
     gaps_s: float  # the most silence put in one track where its timestamps jump ahead
@@ -255,7 +255,7 @@ def _sum(
     origin = first - lead_in(first)
     for track in tracks:
         track.clock = Clock(origin, end_sample(end_s, origin))
-    levels = ChannelLevels(SAMPLE_RATE) if len(tracks) == 2 else None
+    levels = ChannelLevels(SAMPLE_RATE, len(tracks)) if 2 <= len(tracks) <= MAX_SIDES else None
     scale = np.float32(1.0 / np.sqrt(len(tracks)))
     emitted = 0
 

@@ -20,7 +20,7 @@ import av
 import numpy as np
 from scipy.signal import butter, sosfilt, sosfilt_zi
 
-from voxdock.engine.channels import SAMPLE_RATE
+from voxdock.engine.channels import MAX_SIDES, SAMPLE_RATE, ChannelLevels
 
 LFE_CUTOFF_HZ = 150.0
 _LFE_FILTER = butter(4, LFE_CUTOFF_HZ, btype="highpass", fs=SAMPLE_RATE, output="sos")
@@ -81,33 +81,51 @@ def channel_weights(names: list[str]) -> np.ndarray:
 
 
 class ChannelMix:
-    """16 kHz mono chunks of decoded frames of three or more channels (see the module); the frames'
-    16 kHz channels kept too when `keep_planes` (their levels are measured from them)."""
+    """16 kHz mono chunks of decoded frames of three or more channels (see the module), and each
+    channel's level (`ChannelLevels`, from its 16 kHz samples: a recording may hold a party per
+    channel) while the stream keeps its channel count and has at most `MAX_SIDES`."""
 
-    def __init__(self, keep_planes: bool = False) -> None:
+    def __init__(self) -> None:
         # Every channel at the source's layout, interleaved: PyAV 18 crashes reading 8 planar channels.
         self._resampler = Converter("flt", None, SAMPLE_RATE)
         self._layout = ""
         self._weights = np.ones(1, np.float32)
         self._lfe: list[int] = []
         self._state: dict[int, np.ndarray] = {}
-        self.keep_planes = keep_planes
-        self.planes: list[np.ndarray] = []  # (channels, n) 16 kHz chunks, when kept; taken by the caller
+        self._levels: ChannelLevels | None = None
+        self._measuring = True
 
     def resample(self, frame: av.AudioFrame | None) -> list[np.ndarray]:
         chunks = []
         for out in self._resampler.resample(frame):
             self._follow(out.layout)
             planes = out.to_ndarray().reshape(-1, self._weights.shape[0]).T.copy()
-            if self._lfe:
-                for channel in self._lfe:
-                    planes[channel], self._state[channel] = sosfilt(
-                        _LFE_FILTER, planes[channel], zi=self._state[channel]
-                    )
-            if self.keep_planes:
-                self.planes.append(planes)
+            for channel in self._lfe:
+                planes[channel], self._state[channel] = sosfilt(
+                    _LFE_FILTER, planes[channel], zi=self._state[channel]
+                )
+            self._measure(planes)
             chunks.append((self._weights @ planes).astype(np.float32))
         return chunks
+
+    def add_silence(self, samples: int) -> None:
+        """`samples` of silence put in the mono audio (a pause without packets, a lead-in)."""
+        if self._levels is not None and self._measuring:
+            self._levels.add(np.zeros((self._levels.channels, samples), np.float32))
+
+    def levels(self) -> np.ndarray | None:
+        """(channels, 10 ms frames) dBFS, or None when they were not kept."""
+        return self._levels.levels() if self._levels is not None and self._measuring else None
+
+    def _measure(self, planes: np.ndarray) -> None:
+        if not self._measuring:
+            return
+        if self._levels is None:
+            self._levels = ChannelLevels(SAMPLE_RATE, planes.shape[0])
+        # A stream whose channel count changes midway has no one channel per party throughout.
+        self._measuring = planes.shape[0] == self._levels.channels <= MAX_SIDES
+        if self._measuring:
+            self._levels.add(planes)
 
     def _follow(self, layout: av.AudioLayout) -> None:
         """Weights and LFE filters for the frames' layout (set again when a stream changes it)."""

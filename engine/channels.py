@@ -1,16 +1,19 @@
-"""Which channel of a two-channel recording each moment's speech comes from.
+"""Which channel of a recording each moment's speech comes from.
 
 Calls and interviews are often recorded with one party per channel: a call centre's stereo
-recordings, a podcast's or a remote interview's two microphones. Mixed down to mono, as every stage
-hears the audio, that separation is lost and the diarizer must tell the parties apart by their voices
-alone, which fails where voices are alike or a telephone line makes them so. So the decoder keeps
-each channel's level per 10 ms frame (`ChannelLevels`: 9 MB for three hours), and `speaking_sides`
-says, frame by frame, which channel is speaking where one clearly dominates. The diarizer never gives
-one speaker speech from both sides.
+recordings, a podcast's or a remote interview's two microphones, a field recorder's lavalier per
+person. Mixed down to mono, as every stage hears the audio, that separation is lost and the diarizer
+must tell the parties apart by their voices alone, which fails where voices are alike or a telephone
+line makes them so. So the decoder keeps each channel's level per 10 ms frame (`ChannelLevels`: 4.3
+MB a channel for three hours), and `speaking_sides` says, frame by frame, which channel is speaking
+where one clearly dominates all the others. The diarizer never gives one speaker speech from two
+sides.
 
-A recording counts as split only when each channel dominates a fair share of the loud frames: a mono
-recording stored as stereo (equal channels), a panned mix (one constant offset) or a stereo pair of
-room microphones (a few dB apart) are not split, and are diarized by voice as before.
+A recording counts as split only when two channels or more each dominate a fair share of the loud
+frames (the sides; a channel that never does, an unused input or a room microphone, is nobody's
+side): a mono recording stored as stereo (equal channels), a panned mix (one constant offset), a
+stereo pair of room microphones (a few dB apart) or a film's surround channels (the dialogue in the
+centre) are not split, and are diarized by voice as before.
 """
 
 from __future__ import annotations
@@ -38,27 +41,29 @@ SILENT_DB = -120.0
 COPY_LIKENESS = 0.9
 COPY_LAG_S = 5.0
 MEASURE_S = 5  # seconds of audio gathered before measuring (see ChannelLevels)
+MAX_SIDES = 8  # channels or tracks whose levels are kept, at most
 
 
 class ChannelLevels:
-    """Each channel's level (dBFS) per 10 ms frame of two-channel audio at `rate` Hz, added in chunks
+    """Each channel's level (dBFS) per 10 ms frame of `channels`-channel audio at `rate` Hz, added in chunks
     of any length (a frame may straddle two chunks; at a rate that is not a multiple of 100 Hz the
     frames are a sample longer or shorter, so that frame k always starts at sample k * rate / 100).
     The decoder measures at the source's own rate: a second resampler to 16 kHz cost more CPU than
     the decoding. Chunks are gathered and measured a few seconds at a time: a decoder's chunks are a
     few hundred samples, and numpy's cost per call would dominate."""
 
-    def __init__(self, rate: int = SAMPLE_RATE) -> None:
+    def __init__(self, rate: int = SAMPLE_RATE, channels: int = 2) -> None:
         self.rate = int(rate)
+        self.channels = int(channels)
         self._energy: list[np.ndarray] = []
-        self._pending: list[np.ndarray] = [np.zeros((2, 0), np.float32)]
+        self._pending: list[np.ndarray] = [np.zeros((self.channels, 0), np.float32)]
         self._pending_samples = 0
         self._start = 0  # the first pending sample's index in the whole recording
         self._frames = 0  # frames measured so far
 
     def add(self, chunk: np.ndarray) -> None:
-        """A (2, n) float chunk."""
-        chunk = np.asarray(chunk, dtype=np.float32).reshape(2, -1)
+        """A (channels, n) float chunk."""
+        chunk = np.asarray(chunk, dtype=np.float32).reshape(self.channels, -1)
         self._pending.append(chunk)
         self._pending_samples += chunk.shape[1]
         if self._pending_samples >= MEASURE_S * self.rate:
@@ -81,50 +86,58 @@ class ChannelLevels:
         self._start += used
 
     def levels(self) -> np.ndarray:
-        """(2, frames) float32 dBFS, the last partial frame included."""
+        """(channels, frames) float32 dBFS, the last partial frame included."""
         self._measure()
         parts = list(self._energy)
         rest = self._pending[0].astype(np.float64)
         if rest.shape[1]:
             parts.append(np.mean(rest**2, axis=-1, keepdims=True))
         if not parts:
-            return np.zeros((2, 0), np.float32)
+            return np.zeros((self.channels, 0), np.float32)
         energy = np.concatenate(parts, axis=1)
         return (10.0 * np.log10(np.maximum(energy, 10 ** (SILENT_DB / 10)))).astype(np.float32)
 
 
-def levels_of(stereo: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
-    """(2, frames) levels of a whole (2, n) recording at `rate` Hz."""
-    levels = ChannelLevels(rate)
-    levels.add(stereo)
+def levels_of(channels: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """(channels, frames) levels of a whole (channels, n) recording at `rate` Hz."""
+    channels = np.asarray(channels, dtype=np.float32)
+    levels = ChannelLevels(rate, channels.shape[0])
+    levels.add(channels)
     return levels.levels()
 
 
 def speaking_sides(levels: np.ndarray) -> np.ndarray | None:
-    """(frames,) int8 per 10 ms frame: +1 where the first channel dominates a loud frame, -1 where the
-    second does, 0 elsewhere; None when the recording is not split by channel (see the module)."""
+    """(frames,) int8 per 10 ms frame: the side speaking in a loud frame, channel k's side being
+    k + 1, where that channel is `DOMINANCE_DB` louder than every other and is a side (it dominates
+    a fair share of the loud frames), 0 elsewhere; None when the recording is not split by channel
+    (see the module)."""
     levels = np.asarray(levels, dtype=np.float32)
-    if levels.ndim != 2 or levels.shape[0] != 2 or levels.shape[1] == 0:
+    if levels.ndim != 2 or not 2 <= levels.shape[0] <= MAX_SIDES or levels.shape[1] == 0:
         return None
-    loudest = levels.max(axis=0)
+    ranked = np.sort(levels, axis=0)
+    loudest = ranked[-1]
     loud = (loudest > FLOOR_DBFS) & (loudest > np.percentile(loudest, 95) - LOUD_RANGE_DB)
-    balance = levels[0] - levels[1]
-    sides = np.zeros(levels.shape[1], np.int8)
-    sides[loud & (balance >= DOMINANCE_DB)] = 1
-    sides[loud & (balance <= -DOMINANCE_DB)] = -1
+    dominant = loud & (ranked[-1] - ranked[-2] >= DOMINANCE_DB)
+    sides = np.where(dominant, np.argmax(levels, axis=0) + 1, 0).astype(np.int8)
     needed = max(MIN_SIDE_SHARE * int(loud.sum()), MIN_SIDE_S * LEVEL_FRAMES_PER_S)
-    if min(int((sides == 1).sum()), int((sides == -1).sum())) < needed:
+    counts = np.bincount(sides, minlength=levels.shape[0] + 1)[1:]
+    parties = np.flatnonzero(counts >= needed)
+    if parties.size < 2:
         return None
-    if copy_likeness(levels, floor=float(loudest.max()) - LOUD_RANGE_DB) >= COPY_LIKENESS:
-        return None
+    floor = float(loudest.max()) - LOUD_RANGE_DB
+    for i, a in enumerate(parties.tolist()):
+        for b in parties[i + 1 :].tolist():
+            if copy_likeness(levels[[a, b]], floor=floor) >= COPY_LIKENESS:
+                return None
+    sides[~np.isin(sides, parties + 1)] = 0
     return sides
 
 
 def copy_likeness(levels: np.ndarray, floor: float) -> float:
-    """The highest correlation of the two channels' level envelopes (clipped at `floor` dB) at any lag
-    up to `COPY_LAG_S` either way: near 1 when one channel is the other one late (two recorders, a
-    spaced microphone pair, a delayed feed), whose syllables would otherwise start louder on one
-    side and end louder on the other."""
+    """The highest correlation of two channels' level envelopes (`levels`: (2, frames), clipped at
+    `floor` dB) at any lag up to `COPY_LAG_S` either way: near 1 when one channel is the other one
+    late (two recorders, a spaced microphone pair, a delayed feed), whose syllables would otherwise
+    start louder on one side and end louder on the other."""
     from scipy.signal import correlate
 
     a, b = (np.maximum(row.astype(np.float64), floor) for row in levels)

@@ -30,7 +30,7 @@ from voxdock.engine.audio_streams import (
     mix_tracks,
     streams_to_hear,
 )
-from voxdock.engine.channel_mix import Converter, mix_for
+from voxdock.engine.channel_mix import ChannelMix, Converter, mix_for
 from voxdock.engine.channels import ChannelLevels
 
 SAMPLE_RATE = 16000
@@ -113,7 +113,7 @@ class DecodedAudio:
     source_channels: int
     codec: str
     container: str
-    # (2, 10 ms frames) dBFS of a two-channel source, or of the two tracks of a two-track one
+    # (channels, 10 ms frames) dBFS of a source of 2-8 channels, or of the tracks of a file of 2-8
     channel_levels: np.ndarray | None = None
     opposite_polarity: bool = False  # mixed as (L - R) / sqrt 2: the channels cancel as L + R
     streams_note: str = ""  # which of several audio streams were heard (engine/audio_streams.py)
@@ -183,7 +183,7 @@ class SourceInfo:
     source_channels: int
     codec: str
     container: str
-    # (2, 10 ms frames) dBFS of a two-channel source, or of the two tracks of a two-track one
+    # (channels, 10 ms frames) dBFS of a source of 2-8 channels, or of the tracks of a file of 2-8
     channel_levels: np.ndarray | None = None
     opposite_polarity: bool = False  # mixed as (L - R) / sqrt 2: the channels cancel as L + R
     streams_note: str = ""  # which of several audio streams were heard (engine/audio_streams.py)
@@ -279,15 +279,17 @@ def _decode_stream(
     decoded: SampleSink,
     opposite: bool,
 ) -> tuple[np.ndarray | None, float, float]:
-    """Decode one stream into `decoded`, after the silence before it (`lead_in`): (2, frames) levels
-    of a two-channel one (else None), its first frame's time, and the seconds of silence put where
+    """Decode one stream into `decoded`, after the silence before it (`lead_in`): (channels, frames)
+    levels of one of 2-8 channels (else None), its first frame's time, and the seconds of silence put where
     its timestamps jump ahead (`Clock`: a pause without packets, such as a muted participant of a
     WebRTC recording, was run together with what came after and, past a tenth of the file, failed as
     truncated)."""
     mix = _DifferenceMix() if opposite else mix_for(stream)
-    # Each channel's level too, at the source's own rate (converted to planar floats, not resampled);
-    # the mono samples stay FFmpeg's mix unless the channels cancel in it.
+    # Each channel's level too: of two, at the source's own rate (converted to planar floats, not
+    # resampled; the mono samples stay FFmpeg's mix unless the channels cancel in it); of more, from
+    # the 16 kHz channels `ChannelMix` mixes.
     levels = _Levels() if int(stream.channels or 0) == 2 else None
+    many = mix if isinstance(mix, ChannelMix) else None
     start_s: float | None = None
     clock: Clock | None = None
     gaps = 0
@@ -296,6 +298,8 @@ def _decode_stream(
         decoded.add(np.zeros(samples, np.float32))
         if levels is not None:
             levels.add_silence(samples / SAMPLE_RATE, rate)
+        if many is not None:
+            many.add_silence(samples)
 
     try:
         for frame in container.decode(stream):
@@ -318,7 +322,8 @@ def _decode_stream(
             decoded.add(chunk)
     except (av.error.FFmpegError, ValueError) as exc:  # ValueError: PyAV's, on frames it cannot take
         raise _corrupt(decoded, exc) from None
-    return (levels.levels() if levels is not None else None), start_s or 0.0, gaps / SAMPLE_RATE
+    kept = levels.levels() if levels is not None else many.levels() if many is not None else None
+    return kept, start_s or 0.0, gaps / SAMPLE_RATE
 
 
 def _container_end(container: av.container.InputContainer) -> float | None:

@@ -44,7 +44,7 @@ class FileWork:
     claimed_at: float = field(default_factory=time.monotonic)
     stage: str = "claimed"  # the stage working on it (or last to), for progress displays
     samples: np.ndarray | None = None  # 16 kHz mono float32, shared by every stage
-    channel_levels: np.ndarray | None = None  # a two-channel source's levels (engine/channels.py)
+    channel_levels: np.ndarray | None = None  # a source's channel (or track) levels (engine/channels.py)
     decode_note: str = ""  # what the decoder did that an operator should know (engine/decode.py)
     duration_s: float = 0.0
     speech: list[tuple[float, float]] = field(default_factory=list)  # VAD regions, seconds

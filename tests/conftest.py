@@ -14,12 +14,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import psycopg
 import pytest
 
 from voxdock.engine.engine import Engine
 from voxdock.engine.loader import LoadedModels, load_models
 from voxdock.engine.models import ModelPlan, resolve_models
+from voxdock.evaluation import Turn, mix_conversation, read_rttm
 from voxdock.settings import Settings, load_settings
 from voxdock.storage import jobs
 from voxdock.storage.database import Database
@@ -194,3 +196,23 @@ def wait_for_batch(engine: Engine, batch_id: int, timeout: float = 300) -> jobs.
             raise AssertionError(f"engine failed: {engine.error}")
         time.sleep(0.1)
     raise AssertionError(f"batch {batch_id} not finished after {timeout} s: {progress}")
+
+
+def four_real_voices() -> tuple[np.ndarray, list[Turn]]:
+    """Four real people taking turns of 5 s (74 s): JFK, LJ and the two of pyannote's call (each
+    one's speech in the call where the other is silent), with their reference turns."""
+    from voxdock.engine.decode import decode_file
+
+    voices = {
+        "jfk": [decode_file(REAL / "jfk.wav").samples],
+        "lj": [decode_file(REAL / "sb_LJ050-0131.wav").samples],
+    }
+    call = decode_file(REAL / "pyannote_sample.wav").samples
+    turns = read_rttm(REAL / "pyannote_sample.rttm")
+    talking = {t.speaker: np.zeros(call.shape[0], bool) for t in turns}
+    for t in turns:
+        talking[t.speaker][int(t.start * 16000) : int(t.end * 16000)] = True
+    for speaker, mine in talking.items():
+        alone = mine & ~np.any([other for name, other in talking.items() if name != speaker], axis=0)
+        voices[speaker] = [call[alone]]
+    return mix_conversation(voices, 5.0, seed=311)

@@ -9,12 +9,12 @@ import av
 import numpy as np
 import pytest
 from av.stream import Disposition
-from conftest import REAL
+from conftest import REAL, four_real_voices
 
 from voxdock.engine.channels import speaking_sides
 from voxdock.engine.decode import SAMPLE_RATE, DecodeError, decode_file
 from voxdock.engine.decode_process import DecoderProcesses
-from voxdock.evaluation import write_tracks
+from voxdock.evaluation import channel_per_party, write_tracks
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +49,34 @@ def test_the_tracks_of_one_recording_are_all_heard(
     sides = speaking_sides(audio.channel_levels)
     assert sides is not None
     host_s = host.shape[0] / SAMPLE_RATE
-    assert (sides[: int(host_s * 100)] >= 0).all() and (sides[int(late * 100) :] <= 0).all()
+    assert (
+        np.isin(sides[: int(host_s * 100)], (0, 1)).all() and np.isin(sides[int(late * 100) :], (0, 2)).all()
+    )
     decoders = DecoderProcesses()
     try:
         child, _ = decoders.decode(path)
     finally:
         decoders.close()
     assert np.array_equal(child.samples, audio.samples) and child.streams_note == audio.streams_note
+
+
+def test_a_track_per_person_gives_each_track_its_party(tmp_path: Path) -> None:
+    """A podcast recorded a track per person (four real people, each microphone hearing the others
+    15 dB down): every track's level is kept, so each person's turns are on their own track's side,
+    as with two tracks."""
+    samples, turns = four_real_voices()
+    parties = [[speaker] for speaker in dict.fromkeys(t.speaker for t in turns)]
+    tracks = channel_per_party(samples, turns, parties, crosstalk_db=-15.0) * np.float32(0.5)
+    audio = decode_file(write_tracks(tmp_path / "podcast.mkv", list(tracks), codec="flac"))
+    assert audio.channel_levels is not None and audio.channel_levels.shape[0] == 4
+    sides = speaking_sides(audio.channel_levels)
+    assert sides is not None
+    middle = (np.arange(sides.shape[0]) + 0.5) / 100
+    for turn in turns:
+        inside = sides[(middle >= turn.start + 0.05) & (middle < turn.end - 0.05)]
+        heard = inside[inside != 0]
+        expected = 1 + next(k for k, party in enumerate(parties) if turn.speaker in party)
+        assert heard.size > 0 and np.mean(heard == expected) >= 0.99, turn
 
 
 def test_versions_of_a_programme_hear_one_and_say_which(

@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import REAL
+from conftest import REAL, four_real_voices
 
 from voxdock.engine.channels import (
     COPY_LIKENESS,
@@ -27,6 +27,7 @@ from voxdock.engine.diarization import DEFAULT_FAST_PATH_THRESHOLD
 from voxdock.engine.diarization.pipeline import SegmentationDiarizer
 from voxdock.evaluation import (
     Turn,
+    channel_per_party,
     delayed,
     diarization_error_rate,
     mix_conversation,
@@ -77,11 +78,42 @@ def test_a_recording_with_one_party_per_channel_gives_each_frame_its_side() -> N
     for turn in turns:
         inside = sides[(middle >= turn.start + 0.05) & (middle < turn.end - 0.05)]
         heard = inside[inside != 0]
-        expected = 1 if turn.speaker == "jfk" else -1
+        expected = 1 if turn.speaker == "jfk" else 2
         assert heard.size > 0 and np.mean(heard == expected) >= 0.99, turn
     # Over a telephone line on each leg as well.
     phone = np.stack([telephone_channel(leg) for leg in split_channels(samples, turns, ["jfk"])])
     assert speaking_sides(levels_of(phone)) is not None
+
+
+def test_a_channel_per_party_gives_each_frame_its_party_and_an_unused_channel_none() -> None:
+    """A field recorder's lavalier per person: four people on channels 1-4 of six, the last two
+    inputs unused (noise). Each channel is a side; the unused ones are nobody's."""
+    samples, turns = four_real_voices()
+    parties = [[speaker] for speaker in dict.fromkeys(t.speaker for t in turns)]
+    assert len(parties) == 4
+    channels = channel_per_party(samples, turns, parties, crosstalk_db=-15.0)
+    hiss = np.random.default_rng(3).normal(0, 10 ** (-70 / 20), (2, channels.shape[1])).astype(np.float32)
+    sides = speaking_sides(levels_of(np.concatenate([channels, hiss])))
+    assert sides is not None and set(np.unique(sides).tolist()) == {0, 1, 2, 3, 4}
+    frame_s = LEVEL_FRAME_SAMPLES / 16000
+    middle = (np.arange(sides.shape[0]) + 0.5) * frame_s
+    for turn in turns:
+        inside = sides[(middle >= turn.start + 0.05) & (middle < turn.end - 0.05)]
+        heard = inside[inside != 0]
+        expected = 1 + next(k for k, party in enumerate(parties) if turn.speaker in party)
+        assert heard.size > 0 and np.mean(heard == expected) >= 0.99, turn
+
+
+def test_surround_dialogue_in_the_centre_is_not_split() -> None:
+    """A film's 5.1: the dialogue of two people in the centre channel, ambience on the others (each
+    channel's own noise, 20 dB under the dialogue) and nothing on the LFE: one channel speaks
+    throughout, which is not a recording of a party per channel."""
+    samples, _ = _voices()
+    rng = np.random.default_rng(4)
+    ambience = rng.normal(0, 0.1 * samples.std(), (6, samples.shape[0])).astype(np.float32)
+    ambience[2] += samples
+    ambience[3] = 0.0
+    assert speaking_sides(levels_of(ambience)) is None
 
 
 def test_recordings_not_split_by_channel_give_no_sides() -> None:
@@ -104,9 +136,9 @@ def test_recordings_not_split_by_channel_give_no_sides() -> None:
 
 
 def test_sides_on_another_grid_take_the_side_at_each_frames_centre() -> None:
-    sides = np.array([1, 1, -1, -1, 0, 1], np.int8)  # 10 ms frames
+    sides = np.array([1, 1, 2, 2, 0, 1], np.int8)  # 10 ms frames
     # Centres at 8, 25, 42, 59 and 76 ms: 10 ms frames 0, 2, 4, 5 and 7 (past the end: no side).
-    assert sides_on_grid(sides, 5, 270).tolist() == [1, -1, 0, 1, 0]
+    assert sides_on_grid(sides, 5, 270).tolist() == [1, 2, 0, 1, 0]
 
 
 def _encoded(path: Path, stereo: np.ndarray, codec: str, rate: int) -> Path:
@@ -144,10 +176,12 @@ def test_the_decoder_keeps_a_two_channel_sources_levels(tmp_path: Path) -> None:
         coded = decode_file(_encoded(tmp_path / name, stereo, codec, rate))
         assert coded.source_channels == 2 and coded.channel_levels is not None, name
         assert speaking_sides(coded.channel_levels) is not None, name
-    # A mono source has none; neither has one of more than two channels (a film's 5.1 is not two parties).
+    # A mono source has none; one of six channels has six, and one voice on all six is no party per
+    # channel.
     assert decode_file(REAL / "jfk.wav").channel_levels is None
-    surround = np.tile(samples, (6, 1)).astype(np.float32)
-    assert decode_file(write_wav(tmp_path / "surround.wav", surround)).channel_levels is None
+    surround = decode_file(write_wav(tmp_path / "surround.wav", np.tile(samples, (6, 1)).astype(np.float32)))
+    assert surround.channel_levels is not None and surround.channel_levels.shape[0] == 6
+    assert speaking_sides(surround.channel_levels) is None
 
 
 def test_a_decoder_child_sends_the_levels_too(tmp_path: Path) -> None:

@@ -360,12 +360,12 @@ def test_clustering_sends_each_unit_of_a_lumped_track_to_its_own_speaker() -> No
     assert cluster_local_speakers(one, short, np.zeros(4, np.int64)).count == 1
 
 
-def test_voices_heard_on_opposite_channels_are_never_one_speaker() -> None:
-    """Two parties of a split recording whose voices CAM++ cannot tell apart (a phone line makes them
-    alike): with their sides they are two speakers, whatever the threshold; a unit of unclear side
-    goes to the nearest voice; an operator's count of one still joins them."""
+def test_voices_heard_on_different_channels_are_never_one_speaker() -> None:
+    """Parties of a split recording whose voices CAM++ cannot tell apart (a phone line makes them
+    alike): with their sides they are two speakers (three on three channels), whatever the threshold;
+    a unit of unclear side goes to the nearest voice; an operator's count of one still joins them."""
     emb, seconds, _ = _local_speakers([[0, 0]] * 12, spread=0.05, seed=21)  # one voice to CAM++
-    sides = np.tile(np.array([1, -1], np.int8), 12)
+    sides = np.tile(np.array([1, 2], np.int8), 12)
     assert cluster_local_speakers(emb, seconds).count == 1
     clusters = cluster_local_speakers(emb, seconds, sides=sides)
     assert clusters.count == 2
@@ -377,44 +377,47 @@ def test_voices_heard_on_opposite_channels_are_never_one_speaker() -> None:
     # A party who only answers in pieces shorter than the clusters' floor shapes no cluster: that
     # side still gets a speaker of its own, told a count of two or not.
     short = seconds.copy()
-    short[sides < 0] = MIN_SPEECH_S / 2
+    short[sides == 2] = MIN_SPEECH_S / 2
     for bounds in ((1, MAX_SPEAKERS), (2, 2)):
         clusters = cluster_local_speakers(emb, short, sides=sides, bounds=bounds)
         assert clusters.count == 2 and _same_partition(clusters.labels, sides)
     assert cluster_local_speakers(emb, seconds, bounds=(1, 1), sides=sides).count == 1
+    three_sides = np.tile(np.array([1, 2, 3], np.int8), 8)
+    clusters = cluster_local_speakers(emb, seconds, sides=three_sides)
+    assert clusters.count == 3 and _same_partition(clusters.labels, three_sides)
     # Two voices on one side are still told apart by voice.
     two, seconds2, truth = _local_speakers([[0, 1, 2]] * 10, seed=22)
-    on_left = np.where(truth < 2, 1, -1).astype(np.int8)
+    on_left = np.where(truth < 2, 1, 2).astype(np.int8)
     clusters = cluster_local_speakers(two, seconds2, sides=on_left)
     assert clusters.count == 3 and _same_partition(clusters.labels, truth)
 
 
 def test_a_track_holding_both_sides_is_cut_into_its_sides() -> None:
     """The segmentation model gives both parties of a quick exchange one track: the units of
-    opposite sides are voices of their own even when CAM++ hears them alike."""
+    different sides are voices of their own even when CAM++ hears them alike."""
     emb, _, _ = _local_speakers([[0, 0, 0, 0]], spread=0.05, seed=23)
     points = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     tracks = np.zeros(4, np.int64)
     assert voices_of_tracks(points, tracks)[0].tolist() == [0, 0, 0, 0]
-    voice, split = voices_of_tracks(points, tracks, sides=np.array([1, -1, 1, 0], np.int8))
+    voice, split = voices_of_tracks(points, tracks, sides=np.array([1, 2, 1, 0], np.int8))
     assert voice[0] == voice[2] != voice[1] and split.all()
 
 
 def test_activity_of_the_other_sides_speakers_is_silenced() -> None:
     activity = np.array([[0.9, 0.8], [0.7, 0.6], [0.2, 0.9], [0.0, 0.0], [0.5, 0.4]], np.float32)
-    frames = np.array([-1, 1, 1, -1, 0], np.int8)  # where each channel speaks
+    frames = np.array([2, 1, 1, 2, 0], np.int8)  # where each channel speaks
     one_voice = np.ones(5, np.int64)
-    silence_other_side(activity, frames, np.array([1, -1], np.int8), one_voice)  # speaker 0: first channel
+    silence_other_side(activity, frames, np.array([1, 2], np.int8), one_voice)  # speaker 0: first channel
     np.testing.assert_allclose(activity, [[0.0, 0.8], [0.7, 0.0], [0.2, 0.0], [0.0, 0.0], [0.5, 0.4]])
     # A frame whose own side has nobody active keeps what it has.
     lonely = np.array([[0.0, 0.6]], np.float32)
-    silence_other_side(lonely, np.array([1], np.int8), np.array([1, -1], np.int8), np.ones(1, np.int64))
+    silence_other_side(lonely, np.array([1], np.int8), np.array([1, 2], np.int8), np.ones(1, np.int64))
     np.testing.assert_allclose(lonely, [[0.0, 0.6]])
     # Where two voices are heard, the quieter side's backchannel stays with its own speaker: the
     # second voice of the frame is the customer (0.7), not the agent's colleague at 0.
     overlap = np.array([[0.9, 0.0, 0.7]] * 3, np.float32)
     two = np.full(3, 2)
-    silence_other_side(overlap, np.ones(3, np.int8), np.array([1, 1, -1], np.int8), two)
+    silence_other_side(overlap, np.ones(3, np.int8), np.array([1, 1, 2], np.int8), two)
     assert rank_speakers(overlap, two)[1].tolist() == [2, 2, 2]
 
 

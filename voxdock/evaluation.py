@@ -303,21 +303,37 @@ def split_channels(
 ) -> np.ndarray:
     """(2, n) a recording with one party per channel, as a call centre or a two-microphone interview
     stores it, made from a mono conversation without overlap (`mix_conversation`'s): the speakers
-    named in `left` on the first channel, the others on the second, each channel also carrying the
-    other's speech `crosstalk_db` down and `delay_ms` late (a headset hearing the other person)."""
+    named in `left` on the first channel, the others on the second (`channel_per_party`)."""
+    others = sorted({t.speaker for t in turns} - set(left))
+    return channel_per_party(
+        samples, turns, [left, others], crosstalk_db=crosstalk_db, delay_ms=delay_ms, sample_rate=sample_rate
+    )
+
+
+def channel_per_party(
+    samples: np.ndarray,
+    turns: Sequence[Turn],
+    parties: Sequence[Sequence[str]],
+    *,
+    crosstalk_db: float = -26.0,
+    delay_ms: float = 5.0,
+    sample_rate: int = 16000,
+) -> np.ndarray:
+    """(channels, n) a recording with a channel per party (a field recorder's lavalier per person),
+    made from a mono conversation without overlap: channel k carries the turns of the speakers in
+    `parties[k]`, and everyone else's speech `crosstalk_db` down and `delay_ms` late (a microphone
+    hearing the others)."""
     audio = np.asarray(samples, dtype=np.float32).reshape(-1)
-    mine = np.zeros(audio.shape[0], dtype=bool)
-    for turn in turns:
-        if turn.speaker in left:
-            mine[int(turn.start * sample_rate) : int(turn.end * sample_rate)] = True
-    first, second = np.where(mine, audio, 0.0), np.where(mine, 0.0, audio)
     gain = 10 ** (crosstalk_db / 20)
-    late = delay_ms / 1000
-
-    def heard(x: np.ndarray) -> np.ndarray:
-        return delayed(x, late, sample_rate) * gain
-
-    return np.stack([first + heard(second), second + heard(first)]).astype(np.float32)
+    channels = []
+    for party in parties:
+        mine = np.zeros(audio.shape[0], dtype=bool)
+        for turn in turns:
+            if turn.speaker in party:
+                mine[int(turn.start * sample_rate) : int(turn.end * sample_rate)] = True
+        own = np.where(mine, audio, 0.0)
+        channels.append(own + delayed(audio - own, delay_ms / 1000, sample_rate) * gain)
+    return np.stack(channels).astype(np.float32)
 
 
 def delayed(samples: np.ndarray, seconds: float, sample_rate: int = 16000) -> np.ndarray:

@@ -67,7 +67,7 @@ class Diarizer(Protocol):
         """Who speaks when in 16 kHz mono `samples`. With `fast_path_threshold`, a file that may be
         one voice is checked for it first and, if so, not diarized further (`result.fast_path`).
         `check_stop` is called between blocks of work; what it raises abandons the file.
-        `channel_levels` are a two-channel source's (engine/channels.py), for a backend that can
+        `channel_levels` are a source's channels' (or tracks') (engine/channels.py), for a backend that can
         tell a recording with one party per channel; `vad_speech` the engine's VAD regions
         (seconds), for a backend that takes them as speech too."""
         ...

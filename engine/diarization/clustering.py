@@ -30,7 +30,7 @@ A count above what the voices show is reached without cutting one voice in two: 
 cluster (`_seed_missing`), the likeliest place for a quiet speaker the clustering could not see.
 
 In a recording with one party per channel (engine/channels.py, diarization/sides.py) each unit may
-carry the side it was heard on: units of opposite sides are `OPPOSITE_SIDES_DISTANCE` further apart,
+carry the side it was heard on: units of different sides are `OPPOSITE_SIDES_DISTANCE` further apart,
 so no track, cluster, merge or assignment joins them (a phone line makes two people's voices alike to
 CAM++: the real call, mixed to mono, came out as one speaker).
 
@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.spatial.distance import pdist
+from scipy.spatial.distance import pdist, squareform
 
 THRESHOLD = 0.38  # cosine distance between groups (average linkage)
 # Units of one local speaker's track (cut at its pauses, embedding.py) stay one point unless their
@@ -87,7 +87,7 @@ FORCED_SPLIT_FLOOR = 0.2
 # were cut to 20 clusters at 41.3 % DER, against 20.8 % (29 found) with room to spare
 # (bench/diarization_eval.py, set `long`).
 MAX_SPEAKERS = 50
-# Added to the cosine distance (at most 2) of two voices heard on opposite channels of a recording
+# Added to the cosine distance (at most 2) of two voices heard on different channels of a recording
 # split by channel (engine/channels.py): average linkage never joins them, whatever their voices.
 OPPOSITE_SIDES_DISTANCE = 4.0
 SIDE_AGREEMENT = 0.8  # a unit or a group of voices is on a side when this share of its sided speech is
@@ -139,29 +139,39 @@ def groups_by(keys: np.ndarray) -> list[np.ndarray]:
     return np.split(order, np.flatnonzero(np.diff(keys[order])) + 1)
 
 
+def opposite(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Where sides `a` and `b` (broadcast together; channel k's side is k + 1, 0 unclear) are two
+    different sides."""
+    return (a != b) & (a != 0) & (b != 0)
+
+
 def _distances(points: np.ndarray, sides: np.ndarray | None) -> np.ndarray:
-    """Condensed cosine distances of the points, voices of opposite sides pushed apart."""
+    """Condensed cosine distances of the points, voices of different sides pushed apart."""
     distances = pdist(points, metric="cosine")
     if sides is not None:
-        distances += OPPOSITE_SIDES_DISTANCE * (pdist(sides[:, None].astype(np.float64)) > 1.5)
+        apart = opposite(sides[:, None], sides[None, :])
+        distances += OPPOSITE_SIDES_DISTANCE * squareform(apart, checks=False)
     return distances
 
 
-def agreed_side(plus: np.ndarray, minus: np.ndarray) -> np.ndarray:
-    """int8 per entry: +1 or -1 where at least `SIDE_AGREEMENT` of the sided amount (`plus` on the
-    first side, `minus` on the second: seconds or frames) is on that side, else 0."""
-    sided = np.maximum(plus + minus, 1e-9)
-    out = np.zeros(np.shape(plus), np.int8)
-    out[(plus > 0) & (plus >= SIDE_AGREEMENT * sided)] = 1
-    out[(minus > 0) & (minus >= SIDE_AGREEMENT * sided)] = -1
-    return out
+def agreed_side(amounts: np.ndarray) -> np.ndarray:
+    """int8 per row of `amounts` (seconds or frames on side 1, 2, ... in its columns): the side that
+    holds at least `SIDE_AGREEMENT` of the row's sided amount, else 0."""
+    amounts = np.asarray(amounts, dtype=np.float64).reshape(np.shape(amounts)[0], -1)
+    if amounts.shape[1] == 0:
+        return np.zeros(amounts.shape[0], np.int8)
+    best = amounts.argmax(axis=1)
+    most = amounts[np.arange(amounts.shape[0]), best]
+    agreed = (most > 0) & (most >= SIDE_AGREEMENT * np.maximum(amounts.sum(axis=1), 1e-9))
+    return np.where(agreed, best + 1, 0).astype(np.int8)
 
 
 def side_of(sides: np.ndarray, seconds: np.ndarray, groups: np.ndarray, count: int) -> np.ndarray:
     """(count,) the side of each group of points, by its seconds (`agreed_side`)."""
-    plus = np.bincount(groups, weights=seconds * (sides > 0), minlength=count)
-    minus = np.bincount(groups, weights=seconds * (sides < 0), minlength=count)
-    return agreed_side(plus, minus)
+    amounts = np.zeros((count, int(sides.max(initial=0))))
+    sided = sides > 0
+    np.add.at(amounts, (groups[sided], sides[sided].astype(np.int64) - 1), seconds[sided])
+    return agreed_side(amounts)
 
 
 def _partition(
@@ -218,7 +228,7 @@ def voices_of_tracks(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(voice of each unit, whether each voice was split off a track): the units of one track are
     one voice unless average linkage of their (normalised) embeddings puts them `threshold` apart,
-    or they were heard on opposite `sides` of a recording split by channel."""
+    or they were heard on different `sides` of a recording split by channel."""
     voice = np.zeros(points.shape[0], dtype=np.int64)
     split: list[bool] = []
     for group in groups_by(tracks):
@@ -246,8 +256,8 @@ def cluster_local_speakers(
 ) -> Clusters:
     """Speakers of the units (one embedding row each, with its seconds of speech and its track; every
     unit its own track without `tracks`), between `bounds` speakers where the embeddings allow. With
-    `sides` (per unit: +1 or -1 for the channel it was heard on in a recording split by channel, 0
-    when unclear), no speaker holds voices of both sides."""
+    `sides` (per unit: the side it was heard on in a recording split by channel, channel k's being
+    k + 1, 0 when unclear), no speaker holds voices of two sides."""
     n = embeddings.shape[0]
     if n == 0:
         return Clusters(np.zeros(0, dtype=np.int64), np.zeros((0, embeddings.shape[1]), np.float32))
@@ -296,7 +306,7 @@ def _speaker_per_side(
     """A speaker for each side heard but left without one (room permitting), from its voices pooled:
     a party who only answers in short pieces (split off tracks shared with the other party) shapes
     no cluster, and would otherwise be assigned to the other side's speaker."""
-    for side in (1, -1):
+    for side in np.unique(sides[sides != 0]).tolist():
         mine = sides == side
         if not mine.any() or (centroid_sides == side).any() or centroids.shape[0] >= high:
             continue
@@ -371,7 +381,7 @@ def _merge_alike(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(normalised centroids, their sides or None) of the clusters (their members' points), the two
     whose centroids are most alike merged while that is at least `similarity`, more than `low`
-    clusters are left, and they are not of opposite sides (`member_sides`: each member's side)."""
+    clusters are left, and they are not of different sides (`member_sides`: each member's side)."""
     groups = list(members)
     sides = None if member_sides is None else [_group_side(s) for s in member_sides]
     centroids = normalise(np.stack([g.mean(axis=0) for g in groups]))
@@ -380,7 +390,7 @@ def _merge_alike(
         np.fill_diagonal(alike, -np.inf)
         if sides is not None:
             side = np.array(sides)
-            alike[np.outer(side, side) < 0] = -np.inf
+            alike[opposite(side[:, None], side[None, :])] = -np.inf
         a, b = np.unravel_index(int(alike.argmax()), alike.shape)
         if alike[a, b] < similarity:
             break
@@ -406,10 +416,10 @@ def assign(
     sides: np.ndarray | None = None,
     centroid_sides: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Each point to its nearest centroid (not one of the opposite side, where sides are given and
+    """Each point to its nearest centroid (not one of another side, where sides are given and
     another is left)."""
     alike = points @ centroids.T
     if sides is not None and centroid_sides is not None:
-        opposite = np.outer(sides, centroid_sides) < 0
-        alike = np.where(opposite & ~opposite.all(axis=1, keepdims=True), -np.inf, alike)
+        other = opposite(sides[:, None], centroid_sides[None, :])
+        alike = np.where(other & ~other.all(axis=1, keepdims=True), -np.inf, alike)
     return alike.argmax(axis=1)

@@ -21,7 +21,7 @@ The recipe of pyannote 3.1, with the weights that install here and calibrated on
    speaker next to it: two near-equal voices make the maximum flicker), the second one where two talk
    makes the overlap turns (`DiarizationResult.overlaps`).
 
-A two-channel source's levels (engine/channels.py) may come too: where each channel holds a party
+A source's channel levels (engine/channels.py) may come too: where each channel holds a party
 of its own, every unit and speaker is kept to its channel (sides.py), and the fast path is not tried.
 
 Thread-safety: no per-call state; the models are shared through their batchers, so every worker's
@@ -93,8 +93,8 @@ class Evidence:
     voices: np.ndarray  # (file frames,) 0, 1 or 2
     speakers: LocalSpeakers
     decision: fastpath.FastPathDecision | None
-    # (file frames,) int8: +1 / -1 where the first / second channel of a recording split by channel
-    # speaks (engine/channels.py), 0 where neither clearly does; None for any other recording.
+    # (file frames,) int8: k + 1 where channel k of a recording split by channel speaks
+    # (engine/channels.py), 0 where none clearly does; None for any other recording.
     sides: np.ndarray | None = None
     # (file frames,) bool: where the engine's VAD heard speech (reconstruction.vad_frames), speech
     # too even where the segmentation model heard nobody; None when no VAD regions were given.
@@ -137,8 +137,8 @@ class SegmentationDiarizer:
         """Who speaks when in 16 kHz mono `samples`. With `fast_path_threshold`, a file that may be a
         monologue (no count of 2+ given) is first checked for one voice on a sample of chunks.
         `check_stop` is called between blocks of chunks; what it raises abandons the file.
-        `channel_levels`: a two-channel source's levels (engine/channels.py); where each channel
-        holds a party of its own, no speaker is given speech of both. `vad_speech`: the engine's VAD
+        `channel_levels`: a source's channel levels (engine/channels.py); where channels hold a party
+        of their own each, no speaker is given speech of two. `vad_speech`: the engine's VAD
         regions (seconds), speech even where the segmentation model hears nobody."""
         speakers = speakers or SpeakerOptions()
         evidence = self.measure(
@@ -175,7 +175,7 @@ class SegmentationDiarizer:
         done: list[LocalSpeakers] = []
         embedded: set[int] = set()
         decision = None
-        # Speech from both channels of a split recording is two parties: no monologue to check for.
+        # Speech from two channels or more of a split recording is several parties: no monologue to check for.
         if fast_path_threshold is not None and speakers.may_be_monologue and sides is None:
             alone = activity & (activity.sum(axis=-1, keepdims=True) == 1)
             alone_s = alone.sum(axis=1) * FRAME_SAMPLES / SAMPLE_RATE
