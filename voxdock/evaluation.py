@@ -303,11 +303,26 @@ def split_channels(
 ) -> np.ndarray:
     """(2, n) a recording with one party per channel, as a call centre or a two-microphone interview
     stores it, made from a mono conversation without overlap (`mix_conversation`'s): the speakers
-    named in `left` on the first channel, the others on the second (`channel_per_party`)."""
-    others = sorted({t.speaker for t in turns} - set(left))
-    return channel_per_party(
-        samples, turns, [left, others], crosstalk_db=crosstalk_db, delay_ms=delay_ms, sample_rate=sample_rate
-    )
+    named in `left` on the first channel, everything else (the others, and the sound between turns)
+    on the second, each channel also carrying the other's `crosstalk_db` down and `delay_ms` late (a
+    headset hearing the other person)."""
+    audio = np.asarray(samples, dtype=np.float32).reshape(-1)
+    first = np.where(_turns_mask(turns, left, audio.shape[0], sample_rate), audio, 0.0)
+    second = audio - first
+    gain = 10 ** (crosstalk_db / 20)
+    late = delay_ms / 1000
+    return np.stack(
+        [first + delayed(second, late, sample_rate) * gain, second + delayed(first, late, sample_rate) * gain]
+    ).astype(np.float32)
+
+
+def _turns_mask(turns: Sequence[Turn], speakers: Sequence[str], n: int, sample_rate: int) -> np.ndarray:
+    """(n,) bool: the samples of the turns of `speakers`."""
+    mine = np.zeros(n, dtype=bool)
+    for turn in turns:
+        if turn.speaker in speakers:
+            mine[int(turn.start * sample_rate) : int(turn.end * sample_rate)] = True
+    return mine
 
 
 def channel_per_party(
@@ -327,11 +342,7 @@ def channel_per_party(
     gain = 10 ** (crosstalk_db / 20)
     channels = []
     for party in parties:
-        mine = np.zeros(audio.shape[0], dtype=bool)
-        for turn in turns:
-            if turn.speaker in party:
-                mine[int(turn.start * sample_rate) : int(turn.end * sample_rate)] = True
-        own = np.where(mine, audio, 0.0)
+        own = np.where(_turns_mask(turns, party, audio.shape[0], sample_rate), audio, 0.0)
         channels.append(own + delayed(audio - own, delay_ms / 1000, sample_rate) * gain)
     return np.stack(channels).astype(np.float32)
 
