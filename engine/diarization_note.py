@@ -33,8 +33,18 @@ def diarization_note(
         return UNHEARD if has_words else NO_SPEECH
     if result.unembedded:
         return UNEMBEDDED
-    note = BY_CHANNEL if result.by_channel else DIARIZED
+    note = BY_CHANNEL + _without_party(result) if result.by_channel else DIARIZED
     return note + _given(options)
+
+
+def _without_party(result: DiarizationResult) -> str:
+    """'; no party on channels 5 and 6 of 6' where some channels held nobody (an unused input, or a
+    microphone that failed: its person is heard only on the others' microphones)."""
+    quiet = [str(k) for k in result.channels_without_party]
+    if not quiet:
+        return ""
+    which = quiet[0] if len(quiet) == 1 else f"{', '.join(quiet[:-1])} and {quiet[-1]}"
+    return f"; no party on channel{'s' if len(quiet) > 1 else ''} {which} of {result.channel_count}"
 
 
 def _given(options: SpeakerOptions) -> str:

@@ -21,6 +21,13 @@ def test_each_way_of_finding_speakers_reads_as_itself() -> None:
     assert (
         note(DiarizationResult(turns=TURNS, by_channel=True)) == "diarized by channel (one party per channel)"
     )
+    # Channels that held nobody are named: an unused input, or a microphone that failed.
+    lavaliers = DiarizationResult(
+        turns=TURNS, by_channel=True, channel_count=6, channels_without_party=(5, 6)
+    )
+    assert note(lavaliers) == "diarized by channel (one party per channel); no party on channels 5 and 6 of 6"
+    one = DiarizationResult(turns=TURNS, by_channel=True, channel_count=4, channels_without_party=(3,))
+    assert note(one, SpeakerOptions(num_speakers=3)).endswith("no party on channel 3 of 4, 3 speakers given")
     monologue = DiarizationResult(
         turns=TURNS[:1], fast_path=True, fast_path_reason="one voice", fast_path_similarity=0.9583
     )

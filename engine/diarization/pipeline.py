@@ -99,6 +99,7 @@ class Evidence:
     # (file frames,) bool: where the engine's VAD heard speech (reconstruction.vad_frames), speech
     # too even where the segmentation model heard nobody; None when no VAD regions were given.
     heard: np.ndarray | None = None
+    channel_count: int = 0  # the channels (or tracks) whose levels gave `sides`
 
     def speech(self) -> np.ndarray:
         return _speech(self.voices, self.heard)
@@ -199,7 +200,8 @@ class SegmentationDiarizer:
             if check_stop is not None:
                 check_stop()
             done.append(embed_local_speakers(samples, seg, rest[i : i + config.block_chunks], self.embedder))
-        return Evidence(seg, voices, LocalSpeakers.concat(done, dim), decision, sides, heard)
+        channel_count = 0 if sides is None or channel_levels is None else int(channel_levels.shape[0])
+        return Evidence(seg, voices, LocalSpeakers.concat(done, dim), decision, sides, heard, channel_count)
 
     def decide(self, evidence: Evidence, speakers: SpeakerOptions | None = None) -> DiarizationResult:
         """The turns the evidence gives under these speaker options."""
@@ -259,7 +261,16 @@ class SegmentationDiarizer:
             window_speakers=[names[label] for label in clusters.labels.tolist()],
             fast_path_similarity=similarity,
             by_channel=sides is not None,
+            channel_count=evidence.channel_count if sides is not None else 0,
+            channels_without_party=_without_party(evidence) if sides is not None else (),
         )
+
+
+def _without_party(evidence: Evidence) -> tuple[int, ...]:
+    """The channels (numbered from 1) of a recording split by channel that are no party's side."""
+    assert evidence.sides is not None
+    parties = set(np.unique(evidence.sides).tolist())
+    return tuple(k for k in range(1, evidence.channel_count + 1) if k not in parties)
 
 
 def _within(turns: list[SpeakerTurn], num_samples: int) -> list[SpeakerTurn]:

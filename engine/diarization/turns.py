@@ -36,6 +36,10 @@ class DiarizationResult:
     fast_path_similarity: float | None = None
     # The source held one party per channel, and its speakers were kept to their channels.
     by_channel: bool = False
+    # Of such a source: how many channels (or tracks) it has, and those (numbered from 1) that held no
+    # party: unused inputs, or a microphone that failed.
+    channel_count: int = 0
+    channels_without_party: tuple[int, ...] = ()
     # Speech, but no stretch of it long enough to embed: one speaker over all of it, voices unheard.
     unembedded: bool = False
 
