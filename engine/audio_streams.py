@@ -7,7 +7,7 @@ Most files hold one audio stream. Those with several hold one of two things:
 - tracks of one recording: a multitrack recorder's microphone per person, or a streaming tool's
   (OBS) host microphone and remote guest's desktop audio on tracks of their own. Hearing only the
   first would lose the others' speakers without a word, so the tracks are summed, each mixed to mono
-  by FFmpeg and placed by its timestamps. Each track's level is kept as a source's channels' are
+  (engine/channel_mix.py) and placed by its timestamps. Each track's level is kept as a source's channels' are
   (engine/channels.py): where tracks hold a party of their own each, the diarizer keeps them apart
   as it does the two legs of a call.
 

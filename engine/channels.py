@@ -48,12 +48,13 @@ MAX_SIDES = 8  # channels or tracks whose levels are kept, at most
 
 
 class ChannelLevels:
-    """Each channel's level (dBFS) per 10 ms frame of `channels`-channel audio at `rate` Hz, added in chunks
-    of any length (a frame may straddle two chunks; at a rate that is not a multiple of 100 Hz the
-    frames are a sample longer or shorter, so that frame k always starts at sample k * rate / 100).
-    The decoder measures at the source's own rate: a second resampler to 16 kHz cost more CPU than
-    the decoding. Chunks are gathered and measured a few seconds at a time: a decoder's chunks are a
-    few hundred samples, and numpy's cost per call would dominate."""
+    """Each channel's level (dBFS) per 10 ms frame of `channels`-channel audio at `rate` Hz, added in
+    chunks of any length (a frame may straddle two chunks; at a rate that is not a multiple of 100 Hz
+    the frames are a sample longer or shorter, so that frame k always starts at sample k * rate /
+    100). The decoder measures two channels at the source's own rate (a second resampler to 16 kHz
+    cost more CPU than the decoding), more from the 16 kHz channels it mixes (engine/channel_mix.py).
+    Chunks are gathered and measured a few seconds at a time: a decoder's chunks are a few hundred
+    samples, and numpy's cost per call would dominate."""
 
     def __init__(self, rate: int = SAMPLE_RATE, channels: int = 2) -> None:
         self.rate = int(rate)
