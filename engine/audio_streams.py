@@ -6,10 +6,10 @@ Most files hold one audio stream. Those with several hold one of two things:
   would talk over each other; the default stream (else the first) is heard, and the note says which.
 - tracks of one recording: a multitrack recorder's microphone per person, or a streaming tool's
   (OBS) host microphone and remote guest's desktop audio on tracks of their own. Hearing only the
-  first would lose the others' speakers without a word, so the tracks are summed, each mixed to mono
-  (engine/channel_mix.py) and placed by its timestamps. Each track's level is kept as a source's channels' are
-  (engine/channels.py): where tracks hold a party of their own each, the diarizer keeps them apart
-  as it does the two legs of a call.
+  first would lose the others' speakers without a word, so the tracks are mixed (each to mono, then
+  together by `AutoMix`, as microphones are: engine/channel_mix.py), each placed by its timestamps.
+  Each track's level is kept as a source's channels' are (engine/channels.py): where tracks hold a
+  party of their own each, the diarizer keeps them apart as it does the two legs of a call.
 
 Streams are versions when their language tags differ, one is marked as a dub, a commentary or a
 description (FFmpeg's dispositions), or a title says so (rips often mark a commentary by its title
@@ -34,7 +34,7 @@ import av
 import numpy as np
 from av.stream import Disposition
 
-from voxdock.engine.channel_mix import mix_for
+from voxdock.engine.channel_mix import AutoMix, mix_for
 from voxdock.engine.channels import MAX_SIDES, SAMPLE_RATE, ChannelLevels
 
 MAX_TRACKS = 8  # tracks summed at most (the first ones)
@@ -229,9 +229,8 @@ def mix_tracks(
     lead_in: Callable[[float], float] = lambda first_s: 0.0,
     end_s: float | None = None,
 ) -> MixedTracks:
-    """Decode the tracks of `path` (its `streams`) summed into `emit`, 16 kHz mono chunks over the
-    square root of their number (FFmpeg's scale for channels: (a + b) / sqrt 2 of two), after
-    `lead_in(first frame's time)` seconds of silence; `end_s`: the container's end on the same clock
+    """Decode the tracks of `path` (its `streams`) mixed into `emit` (`AutoMix`), 16 kHz mono chunks,
+    after `lead_in(first frame's time)` seconds of silence; `end_s`: the container's end on the same clock
     as the frames' times (None: unknown), past which no timestamp is followed. NoAudio when no track
     gives any."""
     tracks: list[_Track] = []
@@ -256,17 +255,17 @@ def _sum(
     for track in tracks:
         track.clock = Clock(origin, end_sample(end_s, origin))
     levels = ChannelLevels(SAMPLE_RATE, len(tracks)) if 2 <= len(tracks) <= MAX_SIDES else None
-    scale = np.float32(1.0 / np.sqrt(len(tracks)))
+    automix = AutoMix(len(tracks))
     emitted = 0
 
     def give(upto: int) -> None:
         nonlocal emitted
         if upto <= emitted:
             return
-        summed = np.stack([t.take(emitted, upto - emitted) for t in tracks])
+        stacked = np.stack([t.take(emitted, upto - emitted) for t in tracks])
         if levels is not None:
-            levels.add(summed)
-        emit(summed.sum(axis=0) * scale)
+            levels.add(stacked)
+        emit(automix.mix(stacked))
         emitted = upto
 
     while any(t.going for t in tracks):

@@ -35,17 +35,42 @@ def _level_ratio(heard: np.ndarray, voice: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("channels", [3, 4, 6, 8])
-def test_every_channel_of_a_file_naming_no_layout_is_heard_evenly(
+def test_every_channel_of_a_file_naming_no_layout_is_heard(
     tmp_path: Path, voice: np.ndarray, channels: int
 ) -> None:
     """A field recorder's WAV with one microphone per channel names no layout; a voice on any one
-    channel is heard at 1/sqrt(channels), as FFmpeg hears either channel of a stereo file at 1/sqrt 2
-    (it heard the third of three channels and the fourth of six or eight not at all)."""
+    channel is heard at its own level (FFmpeg heard the third of three channels and the fourth of six
+    or eight not at all, and the others 1.5 to 6 dB down)."""
     for channel in range(channels):
         path = tmp_path / f"mics{channels}_{channel}.wav"
         sf.write(path, _on_channel(voice, channels, channel), SAMPLE_RATE, subtype="PCM_16")
         heard = decode_file(path).samples
-        assert _level_ratio(heard, voice) == pytest.approx(1 / np.sqrt(channels), rel=0.02), channel
+        assert _level_ratio(heard, voice) == pytest.approx(1.0, rel=0.02), channel
+
+
+def test_microphones_that_do_not_talk_are_turned_down(tmp_path: Path, voice: np.ndarray) -> None:
+    """Four microphones with their own noise 30 dB under the voice, one person talking on the third:
+    automixed, the other three microphones' noise is turned down while the person talks (an even sum
+    kept it: 6 dB less signal to noise), and where nobody talks the four are heard as an even sum
+    hears them."""
+    rng = np.random.default_rng(5)
+    pause = np.zeros(SAMPLE_RATE, np.float32)
+    talk = np.concatenate([pause, voice])
+    noise = rng.normal(0.0, 10 ** (-30 / 20) * voice.std(), (talk.shape[0], 4)).astype(np.float32)
+    mics = noise.copy()
+    mics[:, 2] += talk
+    path = tmp_path / "mics4_noisy.wav"
+    sf.write(path, mics, SAMPLE_RATE, subtype="FLOAT")
+    heard = decode_file(path).samples[: talk.shape[0]]
+    loud = np.abs(talk) > 0.5 * voice.std()  # where the voice is well above the noise
+
+    def snr_db(mixed: np.ndarray, signal: np.ndarray) -> float:
+        return float(10 * np.log10(np.sum(signal[loud] ** 2) / np.sum((mixed - signal)[loud] ** 2)))
+
+    even = mics.sum(axis=1) / 2.0
+    assert snr_db(heard, talk) >= snr_db(even, talk / 2.0) + 4.5
+    quiet = slice(SAMPLE_RATE // 10, SAMPLE_RATE - SAMPLE_RATE // 10)
+    assert heard[quiet].std() == pytest.approx(even[quiet].std(), rel=0.1)
 
 
 def test_a_declared_layout_keeps_ffmpegs_weights_and_a_voice_on_its_lfe_channel(
