@@ -107,8 +107,8 @@ def is_lfe(name: str) -> bool:
 
 
 def channel_weights(names: list[str]) -> np.ndarray:
-    """(channels,) float32 weight of each channel (PyAV's names; 'NONE' where the layout names none)
-    in the mono mix."""
+    """(channels,) float32 weight of each channel of a declared layout (PyAV's names) in the mono mix;
+    even ones where the layout names none ('NONE'), whose channels `AutoMix` mixes instead."""
     if all(name == "NONE" for name in names):
         return np.full(len(names), 1.0 / np.sqrt(max(1, len(names))), np.float32)
     weights = [_HALF_POWER if is_lfe(name) else _NAMED_WEIGHTS.get(name, _OTHER_WEIGHT) for name in names]
