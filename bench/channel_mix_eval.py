@@ -7,12 +7,13 @@ Command (from the repository root):
 The mixed real voices of bench/diarization_eval.py with three and four voices (`mixed_specs`) are
 laid out a channel per person (`channel_per_party`, a field recorder's lavaliers: each hearing the
 others `--crosstalk` dB down and 5 ms late), with two inputs unused, each channel with noise of its
-own (a preamplifier's and the room's, `--noise` dBFS), and written as a six-channel WAV that names no
-layout. Each is transcribed by tiny.en (beam 1, English) three ways: the clean mono conversation (the
-reference: there is no hand transcript of these cuts, so this measures what the mix loses), the
-channels summed evenly over sqrt 6 (how they were mixed before), and the engine's decoder's mix
-(`AutoMix`, engine/channel_mix.py). Word differences to the reference are pooled over the files.
-Writes channel_mix.md and channel_mix.json to --out.
+own (a preamplifier's and the room's), in one condition a sixth channel of steady room noise (a
+camera's scratch microphone), and written as a six-channel WAV that names no layout. Each is
+transcribed by tiny.en (beam 1, English): the clean mono conversation (the reference: there is no
+hand transcript of these cuts, so this measures what the mix loses), the channels summed evenly over
+sqrt 6 (how they were mixed before), by power share alone (`power_share`: the automixer without its
+noise floors) and by the engine's decoder (`AutoMix`, engine/automix.py). Word differences to the
+reference are pooled over the files. Writes channel_mix.md and channel_mix.json to --out.
 """
 
 from __future__ import annotations
@@ -36,7 +37,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from diarization_eval import mixed_specs, pct, real_voice_recordings, table  # noqa: E402
 
 UNUSED_CHANNELS = 2
-CONDITIONS = [(-26.0, -60.0), (-15.0, -60.0), (-15.0, -45.0)]  # (crosstalk dB, noise dBFS)
+# (crosstalk dB, noise on every channel dBFS, steady room noise on the last channel dBFS or None)
+CONDITIONS = [(-26.0, -60.0, None), (-15.0, -60.0, None), (-15.0, -45.0, None), (-15.0, -60.0, -40.0)]
+
+
+def power_share(channels: np.ndarray, time_constant_s: float = 0.05) -> np.ndarray:
+    """Each channel's gain the square root of its share of the channels' smoothed power: the
+    automixer without noise floors."""
+    from scipy.signal import lfilter
+
+    decay = np.exp(-1.0 / (time_constant_s * 16000))
+    power = lfilter([1.0 - decay], [1.0, -decay], channels.astype(np.float64) ** 2, axis=1)
+    gains = np.sqrt(power / np.maximum(power.sum(axis=0), 1e-12))
+    return (gains * channels).sum(axis=0)
 
 
 def main() -> int:
@@ -72,11 +85,13 @@ def main() -> int:
             continue
         samples, turns = mix_conversation({v: recordings[v] for v in combo}, turn_s, seed)
         reference = words(samples)
-        for crosstalk_db, noise_db in CONDITIONS:
+        for crosstalk_db, noise_db, scratch_db in CONDITIONS:
             lavaliers = channel_per_party(samples, turns, [[v] for v in combo], crosstalk_db=crosstalk_db)
             unused = np.zeros((UNUSED_CHANNELS, samples.size))
             channels = np.concatenate([lavaliers * np.float32(0.7), unused])
             channels = channels + rng.normal(0.0, 10 ** (noise_db / 20), channels.shape)
+            if scratch_db is not None:
+                channels[-1] += rng.normal(0.0, 10 ** (scratch_db / 20), samples.size)
             channels = channels.astype(np.float32)
             even = channels.sum(axis=0) / np.sqrt(channels.shape[0])
             automixed = decode_file(write_wav(tmp / f"{name}.wav", channels)).samples
@@ -84,28 +99,34 @@ def main() -> int:
                 "file": name,
                 "crosstalk_db": crosstalk_db,
                 "noise_dbfs": noise_db,
+                "scratch_dbfs": scratch_db,
                 "reference_words": len(reference.split()),
                 "even_errors": errors(reference, words(even)),
+                "power_share_errors": errors(reference, words(power_share(channels))),
                 "automix_errors": errors(reference, words(automixed)),
             }
             rows.append(row)
             print(
-                f"{name:30s} crosstalk {crosstalk_db:5.0f} noise {noise_db:5.0f}: "
+                f"{name:30s} crosstalk {crosstalk_db:5.0f} noise {noise_db:5.0f} scratch {scratch_db}: "
                 f"even {pct(row['even_errors'] / row['reference_words'])} "
+                f"share {pct(row['power_share_errors'] / row['reference_words'])} "
                 f"automix {pct(row['automix_errors'] / row['reference_words'])}",
                 flush=True,
             )
     summary = []
-    for crosstalk_db, noise_db in CONDITIONS:
-        group = [r for r in rows if (r["crosstalk_db"], r["noise_dbfs"]) == (crosstalk_db, noise_db)]
+    for crosstalk_db, noise_db, scratch_db in CONDITIONS:
+        condition = (crosstalk_db, noise_db, scratch_db)
+        group = [r for r in rows if (r["crosstalk_db"], r["noise_dbfs"], r["scratch_dbfs"]) == condition]
         total = sum(r["reference_words"] for r in group)
         summary.append(
             {
                 "crosstalk_db": crosstalk_db,
                 "noise_dbfs": noise_db,
+                "scratch_dbfs": scratch_db,
                 "files": len(group),
                 "reference_words": total,
                 "even": sum(r["even_errors"] for r in group) / total,
+                "power_share": sum(r["power_share_errors"] for r in group) / total,
                 "automix": sum(r["automix_errors"] for r in group) / total,
             }
         )
@@ -133,19 +154,21 @@ def markdown(report: dict[str, Any]) -> str:
         "The 3- and 4-voice real conversations of `bench/diarization_eval.py`, a lavalier per person in a "
         f"six-channel WAV naming no layout ({UNUSED_CHANNELS} inputs unused), each channel with noise of "
         "its own. tiny.en's words on each mix against its words on the clean conversation (pooled over the "
-        "files): `even` sums the channels over sqrt 6, as they were mixed before; `automix` is the "
-        "engine's decoder (`AutoMix`).",
+        "files): `even` sums the channels over sqrt 6, as they were mixed before; `power share` is the "
+        "automixer without its noise floors; `automix` is the engine's decoder (`AutoMix`).",
         "",
     ]
     lines += table(
-        ["crosstalk", "noise", "files", "words", "even sum", "automix"],
+        ["crosstalk", "noise", "scratch microphone", "files", "words", "even sum", "power share", "automix"],
         [
             [
                 f"{s['crosstalk_db']:.0f} dB",
                 f"{s['noise_dbfs']:.0f} dBFS",
+                "-" if s["scratch_dbfs"] is None else f"{s['scratch_dbfs']:.0f} dBFS",
                 str(s["files"]),
                 str(s["reference_words"]),
                 pct(s["even"]),
+                pct(s["power_share"]),
                 pct(s["automix"]),
             ]
             for s in report["summary"]

@@ -7,7 +7,7 @@ Most files hold one audio stream. Those with several hold one of two things:
 - tracks of one recording: a multitrack recorder's microphone per person, or a streaming tool's
   (OBS) host microphone and remote guest's desktop audio on tracks of their own. Hearing only the
   first would lose the others' speakers without a word, so the tracks are mixed (each to mono, then
-  together by `AutoMix`, as microphones are: engine/channel_mix.py), each placed by its timestamps.
+  together as microphones are: engine/automix.py), each placed by its timestamps.
   Each track's level is kept as a source's channels' are (engine/channels.py): where tracks hold a
   party of their own each, the diarizer keeps them apart as it does the two legs of a call.
 
@@ -34,7 +34,8 @@ import av
 import numpy as np
 from av.stream import Disposition
 
-from voxdock.engine.channel_mix import AutoMix, mix_for
+from voxdock.engine.automix import AutoMix
+from voxdock.engine.channel_mix import mix_for
 from voxdock.engine.channels import MAX_SIDES, SAMPLE_RATE, ChannelLevels
 
 MAX_TRACKS = 8  # tracks summed at most (the first ones)

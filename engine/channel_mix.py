@@ -7,14 +7,10 @@ So the third channel of a 3-channel WAV, or the fourth of a 6- or 8-channel one,
 the mix, and the person on that microphone with it: no words, no turns, and no error.
 
 Here every channel is resampled to 16 kHz and mixed:
-- a layout that names no channel (one input per channel: a microphone each) by `AutoMix`, as a
-  broadcast automixer mixes microphones: whoever talks is heard at their own microphone's level and
-  the others' microphones, their noise and the talker's late crosstalk with them, are turned down.
-  Summed evenly, every microphone's noise and crosstalk came with every word: on nine real
-  conversations of three and four people, a lavalier each in a six-channel WAV (noise at -60 dBFS
-  on each channel), tiny.en's words differed from its words on the clean conversation by 11.6 %
-  summed and 5.7 % automixed with crosstalk 26 dB down, 9.3 and 6.9 % with it 15 dB down, and 18.5
-  and 15.3 % with noise at -45 dBFS (bench/channel_mix_eval.py);
+- a layout that names no channel (one input per channel: a microphone each) as a broadcast
+  automixer mixes microphones (engine/automix.py): whoever talks is heard at their own microphone's
+  level, and the others' microphones, their noise and the talker's late crosstalk with them, are
+  turned down;
 - a declared layout (a film's 5.1, whose music must not win over its dialogue) is mixed with weights
   by channel name: it keeps FFmpeg's weights for speech (centre 1, front left and right 1/sqrt 2, the
   rest 1/2), and an LFE channel is kept above `LFE_CUTOFF_HZ` at 1/sqrt 2: a film's LFE carries only
@@ -23,12 +19,11 @@ Here every channel is resampled to 16 kHz and mixed:
 
 from __future__ import annotations
 
-import math
-
 import av
 import numpy as np
-from scipy.signal import butter, lfilter, sosfilt, sosfilt_zi
+from scipy.signal import butter, sosfilt, sosfilt_zi
 
+from voxdock.engine.automix import AutoMix
 from voxdock.engine.channels import MAX_SIDES, SAMPLE_RATE, ChannelLevels
 
 LFE_CUTOFF_HZ = 150.0
@@ -37,10 +32,6 @@ _HALF_POWER = float(np.sqrt(0.5))
 # FFmpeg's weights for a mono mix of a declared layout (measured one channel at a time, 5.1 and 7.1).
 _NAMED_WEIGHTS = {"FC": 1.0, "FL": _HALF_POWER, "FR": _HALF_POWER}
 _OTHER_WEIGHT = 0.5
-# The automixer's power follows each channel with this time constant: a syllable's onset takes its
-# microphone up within a few milliseconds of it; words differed as little at 5 to 50 ms, more at 200.
-AUTOMIX_TIME_CONSTANT_S = 0.05
-SILENCE_POWER = 1e-12  # -120 dBFS: below it, all channels together, nothing to share
 
 
 class Converter:
@@ -78,28 +69,6 @@ def mix_for(stream: av.audio.stream.AudioStream) -> ChannelMix | MonoMix:
     """The mix for a stream: FFmpeg's for one or two channels, `ChannelMix` for more."""
     context = stream.codec_context  # None for a codec FFmpeg does not know
     return ChannelMix() if context is not None and int(context.channels or 0) > 2 else MonoMix()
-
-
-class AutoMix:
-    """Channels (microphones, or tracks of one recording) mixed to one by gain sharing, as Dugan's
-    automixer does: each channel's gain is the square root of its share of the channels' power,
-    smoothed over `AUTOMIX_TIME_CONSTANT_S`. One talker is heard at their microphone's level, the
-    others turned down by how much quieter they are; several at once are each heard by their share.
-    The gains' squares sum to 1, so channels alike (room noise, one sound on all of them) are heard
-    at 1/sqrt(n) each, as an even sum hears them."""
-
-    def __init__(self, channels: int) -> None:
-        decay = math.exp(-1.0 / (AUTOMIX_TIME_CONSTANT_S * SAMPLE_RATE))
-        self._b = np.array([1.0 - decay])
-        self._a = np.array([1.0, -decay])
-        self._state = np.zeros((channels, 1))
-
-    def mix(self, planes: np.ndarray) -> np.ndarray:
-        """(n,) float32 of (channels, n) samples that follow those given before."""
-        samples = np.asarray(planes, dtype=np.float64)
-        power, self._state = lfilter(self._b, self._a, samples**2, axis=1, zi=self._state)
-        gains = np.sqrt(power / np.maximum(power.sum(axis=0), SILENCE_POWER))
-        return (gains * samples).sum(axis=0).astype(np.float32)
 
 
 def is_lfe(name: str) -> bool:
