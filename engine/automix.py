@@ -36,7 +36,7 @@ TIME_CONSTANT_S = 0.05
 # onsets of a talker's syllables came through 1.6 dB noisier (tests/test_channel_mix.py's four
 # microphones: 33.3 dB against 34.5 dB signal to noise).
 FRAME = SAMPLE_RATE // 200
-FLOOR_RISE_DB_S = 5.0
+FLOOR_RISE_DB_S = 5.0  # a floor follows a channel's power down at once, up this fast
 # The power the smoothing gives is too low at first (it starts from nothing): floors start after
 # this many samples, and the gains are even before them.
 WARM_UP = round(3 * TIME_CONSTANT_S * SAMPLE_RATE / FRAME) * FRAME
@@ -61,6 +61,7 @@ class AutoMix:
         self._seen = 0  # samples mixed so far
 
     def mix(self, planes: np.ndarray) -> np.ndarray:
+        """(n,) float32: the (channels, n) samples that follow those given before, mixed."""
         samples = np.asarray(planes, dtype=np.float64)
         n = samples.shape[1]
         power, self._power_state = lfilter(self._b, self._a, samples**2, axis=1, zi=self._power_state)
