@@ -17,6 +17,7 @@ from voxdock.engine.decode import decode_file
 from voxdock.engine.engine import Engine
 from voxdock.engine.oom import FaultInjector, InjectedFault, ctranslate2_oom, torch_oom
 from voxdock.evaluation import (
+    DerResult,
     Turn,
     channel_per_party,
     diarization_error_rate,
@@ -73,6 +74,21 @@ def stored_diarization(db: Database, path: Path) -> str:
         ).fetchone()
     assert row is not None and row[0], f"{path}: no diarization stored"
     return str(row[0])
+
+
+def ingest_and_score(
+    make_engine: Callable[..., Engine], db: Database, path: Path, reference: list[Turn]
+) -> tuple[Engine, DerResult]:
+    """`path` ingested alone by a new engine, done and not failed, and its stored turns scored
+    against `reference` (0.25 s collar)."""
+    engine = make_engine()
+    submission = engine.submit([path])
+    engine.start()
+    progress = wait_for_batch(engine, submission.batch_id)
+    assert (progress.done, progress.failed) == (1, 0)
+    turns = read_turns(db, str(path.resolve()))[0].turns
+    hypothesis = [Turn(t.start_s, t.end_s, t.speaker) for t in turns]
+    return engine, diarization_error_rate(reference, hypothesis, collar=0.25)
 
 
 def copy_media(tmp_path: Path, *names: str) -> list[Path]:
@@ -206,15 +222,7 @@ def test_a_call_stored_one_leg_per_channel_is_diarized_by_its_channels(
     samples = decode_file(REAL / "pyannote_sample.wav").samples
     legs = split_channels(samples, reference, [reference[0].speaker])
     path = write_wav(tmp_path / "call_stereo.wav", np.stack([telephone_channel(leg) for leg in legs]))
-    engine = make_engine()
-    submission = engine.submit([path])
-    engine.start()
-    progress = wait_for_batch(engine, submission.batch_id)
-    assert (progress.done, progress.failed) == (1, 0)
-    turns = read_turns(db, str(path.resolve()))[0].turns
-    scored = diarization_error_rate(
-        reference, [Turn(t.start_s, t.end_s, t.speaker) for t in turns], collar=0.25
-    )
+    engine, scored = ingest_and_score(make_engine, db, path, reference)
     assert scored.hypothesis_speakers == 2 and scored.der <= 0.15, scored
     assert source_row(db, path)[3] is False  # diarized, not taken for a monologue
     assert stored_diarization(db, path) == "diarized by channel (one party per channel)"
@@ -235,14 +243,7 @@ def test_a_recording_with_one_party_per_track_hears_both(
     samples = decode_file(REAL / "pyannote_sample.wav").samples
     legs = split_channels(samples, reference, [reference[0].speaker])
     path = write_tracks(tmp_path / "interview_tracks.mp4", list(legs))
-    engine = make_engine()
-    submission = engine.submit([path])
-    engine.start()
-    assert wait_for_batch(engine, submission.batch_id).done == 1
-    turns = read_turns(db, str(path.resolve()))[0].turns
-    scored = diarization_error_rate(
-        reference, [Turn(t.start_s, t.end_s, t.speaker) for t in turns], collar=0.25
-    )
+    engine, scored = ingest_and_score(make_engine, db, path, reference)
     assert scored.hypothesis_speakers == 2 and scored.der <= 0.15, scored
     assert scored.miss <= 0.05, scored  # the second track's speech is there
     assert stored_diarization(db, path) == "diarized by channel (one party per channel)"
@@ -265,14 +266,7 @@ def test_a_field_recording_with_a_microphone_per_person_hears_and_tells_all_four
     lavaliers = channel_per_party(samples, reference, parties, crosstalk_db=-15.0) * np.float32(0.7)
     unused = np.zeros((2, lavaliers.shape[1]), np.float32)
     path = write_wav(tmp_path / "field_recorder.wav", np.concatenate([lavaliers, unused]))
-    engine = make_engine()
-    submission = engine.submit([path])
-    engine.start()
-    assert wait_for_batch(engine, submission.batch_id).done == 1
-    turns = read_turns(db, str(path.resolve()))[0].turns
-    scored = diarization_error_rate(
-        reference, [Turn(t.start_s, t.end_s, t.speaker) for t in turns], collar=0.25
-    )
+    _, scored = ingest_and_score(make_engine, db, path, reference)
     assert scored.hypothesis_speakers == 4 and scored.der <= 0.12, scored
     assert scored.miss <= 0.05, scored  # the fourth channel's person is there
     unused = "diarized by channel (one party per channel); no party on channels 5 and 6 of 6"
