@@ -19,9 +19,11 @@ Here every channel is resampled to 16 kHz and mixed:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import av
 import numpy as np
-from scipy.signal import butter, sosfilt, sosfilt_zi
+from scipy.signal import butter, sosfilt
 
 from voxdock.engine.automix import AutoMix
 from voxdock.engine.channels import MAX_SIDES, SAMPLE_RATE, ChannelLevels
@@ -76,10 +78,7 @@ def is_lfe(name: str) -> bool:
 
 
 def channel_weights(names: list[str]) -> np.ndarray:
-    """(channels,) float32 weight of each channel of a declared layout (PyAV's names) in the mono mix;
-    even ones where the layout names none ('NONE'), whose channels `AutoMix` mixes instead."""
-    if all(name == "NONE" for name in names):
-        return np.full(len(names), 1.0 / np.sqrt(max(1, len(names))), np.float32)
+    """(channels,) float32 weight of each channel of a declared layout (PyAV's names) in the mono mix."""
     weights = [_HALF_POWER if is_lfe(name) else _NAMED_WEIGHTS.get(name, _OTHER_WEIGHT) for name in names]
     return np.array(weights, np.float32)
 
@@ -93,8 +92,8 @@ class ChannelMix:
         # Every channel at the source's layout, interleaved: PyAV 18 crashes reading 8 planar channels.
         self._resampler = Converter("flt", None, SAMPLE_RATE)
         self._layout = ""
-        self._weights = np.ones(1, np.float32)
-        self._automix: AutoMix | None = None  # of a layout that names no channel
+        self._channels = 1
+        self._mix: Callable[[np.ndarray], np.ndarray] = lambda planes: planes[0]  # set by _follow
         self._lfe: list[int] = []
         self._state: dict[int, np.ndarray] = {}
         self._levels: ChannelLevels | None = None
@@ -104,14 +103,13 @@ class ChannelMix:
         chunks = []
         for out in self._resampler.resample(frame):
             self._follow(out.layout)
-            planes = out.to_ndarray().reshape(-1, self._weights.shape[0]).T.copy()
+            planes = out.to_ndarray().reshape(-1, self._channels).T.copy()
             for channel in self._lfe:
                 planes[channel], self._state[channel] = sosfilt(
                     _LFE_FILTER, planes[channel], zi=self._state[channel]
                 )
             self._measure(planes)
-            mono = self._automix.mix(planes) if self._automix is not None else self._weights @ planes
-            chunks.append(mono.astype(np.float32, copy=False))
+            chunks.append(self._mix(planes).astype(np.float32, copy=False))
         return chunks
 
     def add_silence(self, samples: int) -> None:
@@ -134,12 +132,17 @@ class ChannelMix:
             self._levels.add(planes)
 
     def _follow(self, layout: av.AudioLayout) -> None:
-        """Weights and LFE filters for the frames' layout (set again when a stream changes it)."""
+        """The mix and LFE filters for the frames' layout (set again when a stream changes it): an
+        automixer where the layout names no channel ('NONE'), weights by name otherwise."""
         if layout.name == self._layout:
             return
         names = [channel.name for channel in layout.channels]
         self._layout = layout.name
-        self._weights = channel_weights(names)
-        self._automix = AutoMix(len(names)) if all(name == "NONE" for name in names) else None
+        self._channels = len(names)
+        if all(name == "NONE" for name in names):
+            self._mix = AutoMix(len(names)).mix
+        else:
+            weights = channel_weights(names)
+            self._mix = lambda planes: weights @ planes
         self._lfe = [i for i, name in enumerate(names) if is_lfe(name)]
-        self._state = {i: sosfilt_zi(_LFE_FILTER) * 0.0 for i in self._lfe}
+        self._state = {i: np.zeros((_LFE_FILTER.shape[0], 2)) for i in self._lfe}
