@@ -33,8 +33,9 @@ from voxdock.engine.diarization.pipeline import SegmentationDiarizer
 
 def test_the_default_threshold_is_the_calibrated_one() -> None:
     assert DEFAULT_FAST_PATH_THRESHOLD == DEFAULT_THRESHOLD
-    # Between the real conversations' scores (up to 0.785) and the monologues' (0.93 and up).
-    assert 0.8 < DEFAULT_FAST_PATH_THRESHOLD < 0.93
+    # Above the real conversations' scores, 0.935 over a telephone line included, and below the real
+    # monologues' (0.98 and up).
+    assert 0.935 < DEFAULT_FAST_PATH_THRESHOLD < 0.98
 
 
 def _alone(*rows: tuple[float, float, float]) -> np.ndarray:
@@ -145,7 +146,7 @@ def _load(path):  # type: ignore[no-untyped-def]
 
 
 # Measured (ONNX Runtime on CPU) when the tests were written: the lowest similarity of a sampled
-# local speaker to the sample's mean voice, against the default threshold (0.91).
+# local speaker to the sample's mean voice, against the default threshold (0.95).
 CONVERSATIONS = {
     "real/pyannote_sample.wav": 0.785,
     "real/ami_trn03.wav": 0.423,
@@ -175,6 +176,19 @@ def test_conversations_are_never_skipped(diarizer: SegmentationDiarizer, name: s
 
 
 @pytest.mark.models
+def test_a_real_conversation_over_a_telephone_line_is_not_skipped(diarizer: SegmentationDiarizer) -> None:
+    """Over a telephone line (8 kHz, 300-3400 Hz, mu-law) CAM++ hears voices as more alike: this AMI
+    excerpt's two speakers (one of them with 1.2 s of 30 s) scored 0.935, a monologue at the old 0.91."""
+    from voxdock.evaluation import telephone_channel
+
+    samples = telephone_channel(_load(REAL / "ami_trn03.wav"))
+    result = diarizer.diarize(samples, fast_path_threshold=DEFAULT_FAST_PATH_THRESHOLD)
+    assert not result.fast_path
+    assert result.fast_path_similarity is not None
+    assert 0.91 < result.fast_path_similarity < DEFAULT_FAST_PATH_THRESHOLD
+
+
+@pytest.mark.models
 @pytest.mark.parametrize("name", list(MONOLOGUES))
 def test_monologues_take_the_fast_path(diarizer: SegmentationDiarizer, name: str) -> None:
     reason, _measured = MONOLOGUES[name]
@@ -183,7 +197,7 @@ def test_monologues_take_the_fast_path(diarizer: SegmentationDiarizer, name: str
     assert result.fast_path and result.fast_path_reason == reason
     if reason == ONE_VOICE:
         assert result.fast_path_similarity is not None
-        assert result.fast_path_similarity >= DEFAULT_FAST_PATH_THRESHOLD + 0.05
+        assert result.fast_path_similarity >= DEFAULT_FAST_PATH_THRESHOLD + 0.02  # with a margin
     assert result.speakers == [SINGLE_SPEAKER] and not result.overlaps
     speech = sum(t.end - t.start for t in result.turns)
     assert 0.5 * samples.shape[0] / 16000 < speech <= samples.shape[0] / 16000 + 0.05
