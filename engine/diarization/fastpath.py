@@ -35,14 +35,13 @@ SECOND_VOICE_CHUNKS = 4
 # and espeak monologues reached 0.2 s at most, and 7 of the 9 AMI conversations passed 1 s.
 SECOND_VOICE_S = 0.5
 MIN_SPEECH_S = 1.0  # a sampled speaker with less speech is not compared
-# Above every real conversation's score measured, through a telephone line or a codec too, and below
-# every real monologue's (bench/diarization_eval.py, each --channel): conversations score up to 0.879
-# wideband (real voices mixed; AMI excerpts up to 0.798) but up to 0.935 over a telephone line, where
-# CAM++ hears voices as more alike (0.91 skipped two AMI excerpts there, ami_trn00 at 0.919 with three
-# speakers); real monologues score from 0.982 (MP3). Not the midpoint (0.958): espeak monologues score
-# less alike than real ones (from 0.944 wideband), and at 0.95 the fast path still takes 37 of the 40
-# monologues of the bench. Skipping a conversation loses its speakers; diarizing a monologue costs only
-# time.
+# Above every real conversation's score measured, through a telephone line or a codec too
+# (bench/diarization_eval.py, each --channel): up to 0.879 wideband (real voices mixed; AMI excerpts up
+# to 0.798) but up to 0.935 over a telephone line, where CAM++ hears voices as more alike (0.91 skipped
+# two AMI excerpts there, ami_trn00 at 0.919 with three speakers). The bench's one real monologue long
+# enough to compare (jfk) scores from 0.982 (MP3); espeak monologues from 0.926 (AMR), and at 0.95 the
+# fast path still takes 37 of the bench's 40 monologues wideband. A monologue below the threshold is
+# diarized: skipping a conversation loses its speakers, diarizing a monologue costs only time.
 DEFAULT_THRESHOLD = 0.95
 
 ONE_VOICE = "one voice"
