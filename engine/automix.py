@@ -9,7 +9,7 @@ nobody talks, all are heard alike, as an even sum hears them (the gains' squares
 
 Power is followed per sample (`TIME_CONSTANT_S`), noise floors and gains every 5 ms: a frame's
 gain is reached by a ramp over the frame after it (so the mix is the same however the audio is
-chunked). a channel's floor follows its power down at once and up by `FLOOR_RISE_DB_S`
+chunked). A channel's floor follows its power down at once and up by `FLOOR_RISE_DB_S`
 (so a channel of constant noise, a scratch microphone or a hum, stays at its floor and wins no
 share), and only power `FLOOR_MARGIN_DB` above it counts.
 
@@ -33,7 +33,7 @@ from voxdock.engine.channels import SAMPLE_RATE
 # differed as little at 5 to 50 ms, more at 200 ms.
 TIME_CONSTANT_S = 0.05
 # Noise floors and gains every 5 ms: a frame's gain is reached a frame late, and at 10 ms the
-# onsets of a talker's syllables came through 1.6 dB noisier (tests/test_channel_mix.py's four
+# onsets of a talker's syllables came through 1.2 dB noisier (tests/test_channel_mix.py's four
 # microphones: 33.3 dB against 34.5 dB signal to noise).
 FRAME = SAMPLE_RATE // 200
 FLOOR_RISE_DB_S = 5.0  # a floor follows a channel's power down at once, up this fast
