@@ -25,6 +25,7 @@ from voxdock.engine.diarization import (
     SpeakerOptions,
     SpeakerTurn,
     join_turns,
+    refinement,
 )
 from voxdock.engine.diarization import segmentation as segmentation_module
 from voxdock.engine.diarization.clustering import (
@@ -33,7 +34,7 @@ from voxdock.engine.diarization.clustering import (
     cluster_local_speakers,
     voices_of_tracks,
 )
-from voxdock.engine.diarization.embedding import track_runs, unit_spans
+from voxdock.engine.diarization.embedding import LocalSpeakers, Pieces, piece_runs, track_runs, unit_spans
 from voxdock.engine.diarization.pipeline import SegmentationDiarizer
 from voxdock.engine.diarization.reconstruction import (
     MIN_RUN_FRAMES,
@@ -432,6 +433,81 @@ def test_tracks_are_cut_at_pauses_into_units_that_cover_the_chunk() -> None:
     # Each unit stands for the chunk frames nearest to it: cut midway between runs.
     assert unit_spans([(10, 200), (300, 400), (500, 550)]) == [(0, 250), (250, 450), (450, CHUNK_FRAMES)]
     assert unit_spans([(10, 200)]) == [(0, CHUNK_FRAMES)]
+    # Pieces of a unit cover its span only.
+    assert unit_spans([(20, 80), (90, 150)], 5, 170) == [(5, 85), (85, 170)]
+
+
+def test_a_long_run_is_cut_into_equal_pieces_no_longer_than_the_limit() -> None:
+    assert piece_runs(10, 100, 118) == [(10, 100)]  # short enough: itself
+    pieces = piece_runs(0, 300, 118)
+    assert len(pieces) == 3 and all(b - a <= 118 for a, b in pieces)
+    assert pieces[0][0] == 0 and pieces[-1][1] == 300  # they cover the run, end to end
+    assert all(b == c for (_, b), (c, _) in itertools.pairwise(pieces))
+    assert max(b - a for a, b in pieces) - min(b - a for a, b in pieces) <= 1
+
+
+def _units_with_pieces(piece_embeddings: np.ndarray, piece_seconds: Sequence[float]) -> LocalSpeakers:
+    """Two units of chunk 0 (tracks 0 and 1, whole chunk each); unit 0 in pieces over [0, 200),
+    [200, 400), [400, 589)."""
+    dim = piece_embeddings.shape[1]
+    count = piece_embeddings.shape[0]
+    edges = np.linspace(0, CHUNK_FRAMES, count + 1).round().astype(np.int64)
+    return LocalSpeakers(
+        chunk=np.array([0, 0]),
+        local=np.array([0, 1]),
+        seconds=np.array([6.0, 4.0]),
+        embeddings=np.zeros((2, dim), np.float32),
+        first=np.array([0, 0]),
+        last=np.array([CHUNK_FRAMES, CHUNK_FRAMES]),
+        pieces=Pieces(
+            unit=np.zeros(count, np.int64),
+            seconds=np.asarray(piece_seconds, np.float64),
+            embeddings=piece_embeddings.astype(np.float32),
+            first=edges[:-1],
+            last=edges[1:],
+        ),
+    )
+
+
+def test_a_piece_that_clearly_sounds_like_another_speaker_is_credited_to_them() -> None:
+    centroids = np.eye(3)[:2]  # speakers 0 and 1
+    like_0, like_1 = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    barely_1 = np.array([0.68, 0.73, 0.0])  # nearer speaker 1 by less than the margin
+    units = _units_with_pieces(np.stack([like_0, like_1, barely_1]), [2.0, 2.0, 2.0])
+    labels = np.array([0, 1])  # unit 0 clustered with speaker 0
+    assert refinement.piece_labels(units, labels, centroids).tolist() == [0, 1, 0]
+    credited = refinement.credits(units, labels, centroids)
+    # Unit 1 (no pieces) as it was; unit 0 replaced by its pieces, the middle one to speaker 1.
+    rows = sorted(
+        zip(credited.local.tolist(), credited.first.tolist(), credited.labels.tolist(), strict=True)
+    )
+    assert rows == [(0, 0, 0), (0, 196, 1), (0, 393, 0), (1, 0, 1)]
+    seg = _segmentation([_classes((4, CHUNK_FRAMES))], [0])  # tracks 0 and 1 both talk throughout
+    activity = speaker_activity(seg, credited.chunk, credited.local, credited.labels, 2, credited.spans)
+    np.testing.assert_allclose(activity[100], [1.0, 1.0])
+    np.testing.assert_allclose(activity[300], [0.0, 1.0])  # the moved piece: unit 0's frames to speaker 1
+    # A piece with too little speech stays with its unit.
+    short = _units_with_pieces(np.stack([like_0, like_1, like_0]), [2.0, 0.5, 2.0])
+    assert refinement.piece_labels(short, labels, centroids).tolist() == [0, 0, 0]
+    # Nor does a piece go to a speaker of the other side of a recording split by channel.
+    sides = np.array([1, 2], np.int8)
+    assert refinement.piece_labels(units, labels, centroids, sides, np.array([1, 2], np.int8)).tolist() == [
+        0,
+        0,
+        0,
+    ]
+    assert refinement.piece_labels(units, labels, centroids, sides, np.array([1, 0], np.int8)).tolist() == [
+        0,
+        1,
+        0,
+    ]
+
+
+def test_without_pieces_the_credits_are_the_units() -> None:
+    units = _units_with_pieces(np.zeros((0, 3)), [])
+    credited = refinement.credits(units, np.array([1, 0]), np.eye(3)[:2])
+    assert credited.labels.tolist() == [1, 0]
+    assert credited.first.tolist() == [0, 0] and credited.last.tolist() == [CHUNK_FRAMES, CHUNK_FRAMES]
 
 
 # ---- reconstruction ------------------------------------------------------------------------------
@@ -914,6 +990,40 @@ def test_two_real_voices_taking_turns_are_two_speakers(diarizer: SegmentationDia
             assert len(result.speakers) == 2 and not result.fast_path
             hypothesis = [Turn(t.start, t.end, t.speaker) for t in result.all_turns]
             assert diarization_error_rate(reference, hypothesis, collar=0.25).der <= bound, speech is not None
+
+
+def _reader_answered_by_cards() -> tuple[np.ndarray, list[Turn]]:
+    """The LibriVox reader and the card reader (real recordings of one person each) in turns of 5 s
+    with 0.2-0.8 s pauses: bench/diarization_eval.py's mix5s_reader+cards (seed 308). The cards are
+    1-3.5 s each, so the card reader answers in short pieces."""
+    voices = {
+        "reader": [_load(REAL / f"ps_librivox_0{n}.wav") for n in (870, 880, 890, 920, 930)],
+        "cards": [_load(REAL / f"ps_cards_00{n}.wav") for n in range(1, 6)],
+    }
+    return mix_conversation(voices, 5.0, seed=308)
+
+
+@pytest.mark.models
+def test_a_voice_answering_inside_anothers_track_gets_its_own_frames(
+    diarizer: SegmentationDiarizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The segmentation model keeps some of the card reader's short answers on the reader's track
+    with no pause to cut at, so whole units hold both voices. Their pieces (refinement.py) give the
+    answers back: DER 4.2 % measured, 16.6 % with each unit credited whole."""
+    samples, reference = _reader_answered_by_cards()
+    evidence = diarizer.measure(samples, vad_speech=detect_speech(samples))
+    assert len(evidence.speakers.pieces) > 0
+
+    def der(result: DiarizationResult) -> float:
+        hypothesis = [Turn(t.start, t.end, t.speaker) for t in result.all_turns]
+        return diarization_error_rate(reference, hypothesis, collar=0.25).der
+
+    refined = diarizer.decide(evidence)
+    assert len(refined.speakers) == 2
+    monkeypatch.setattr(refinement, "PIECE_MARGIN", np.inf)  # no piece ever moves
+    whole = diarizer.decide(evidence)
+    assert der(refined) <= 0.08
+    assert der(refined) <= der(whole) - 0.05
 
 
 @pytest.mark.models

@@ -10,14 +10,23 @@ embedded whole. Cutting at pauses matters because the model often gives two voic
 track: on the mixed real voices the share of embedded speech in units less than 80% one speaker fell
 from 21% (whole tracks) to 9%, on espeak conversations from 50% to 12% (the AMI excerpts, with
 overlap and backchannels inside turns, stay at about half). The clustering joins a track's units
-again where their voices agree (clustering.py). Giving CAM++ only the speaker's own frames matters
+again where their voices agree (clustering.py).
+
+A unit can still hold two voices: the model gives one track to two people who answer each other
+after a pause shorter than `RUN_GAP_S`, and then the whole unit goes to one of them. So a unit longer
+than `PIECE_S` is also embedded in pieces of at most that length, which the clustering does not see
+(a whole unit's embedding separates voices better than its pieces' averaged: with the pieces pooled
+the real call came out as one speaker) but which may each go to another speaker afterwards
+(refinement.py). Giving CAM++ only the speaker's own frames matters
 on real meetings too: embedding the whole chunk and pooling the speaker's frames out of it
 (pyannote's way with WeSpeaker) lets the other voices in through CAM++'s context-aware masking, and
 it separated the AMI excerpts' speakers less well (equal-error rate 0.28 vs 0.26 on pairs of local
 speakers).
 
 Cost: a chunk's speakers together cover about the chunk's speech, so with chunks every 5 s each
-second of speech is embedded about twice, whatever the units. Lengths are cut down to a multiple of
+second of speech is embedded about twice, whatever the units, and once or twice more in pieces
+(from 63 % of the embedded speech of the espeak conversations to 86 % of the AMI excerpts' lies in
+units longer than `PIECE_S`). Lengths are cut down to a multiple of
 `LENGTH_GRID` frames (centred), because CAM++ pools over every frame it gets and so cannot pad:
 equal lengths share a model call, and across files in flight most calls are full. The filterbank is
 computed by torch on the model's device, for one block of chunks at a time, so memory does not grow
@@ -53,6 +62,32 @@ LENGTH_GRID = 50
 # sits between them (see the module docstring).
 RUN_GAP_S = 0.25
 RUN_GAP_FRAMES = round(RUN_GAP_S * SAMPLE_RATE / FRAME_SAMPLES)
+# A unit longer than this is also embedded in pieces of at most this length (the module docstring).
+# 2 s against 3 and 5 on the real sets (bench/diarization_eval.py): the mixed real voices 5.1 ->
+# 2.9 % DER (3.4, 4.2), the 7-minute file 18.9 -> 17.8 % (18.9, 18.7), the AMI excerpts and the call
+# as they were (a piece shorter than 2 s carries too little of a voice to move).
+PIECE_S = 2.0
+PIECE_FRAMES = round(PIECE_S * SAMPLE_RATE / FRAME_SAMPLES)
+
+
+@dataclass
+class Pieces:
+    """The pieces of the units longer than `PIECE_S`, one row each: a piece stands for the chunk
+    frames [first, last) of its unit's track, and the pieces of a unit cover exactly its frames."""
+
+    unit: np.ndarray  # (m,) the unit (row of `LocalSpeakers`) the piece is part of
+    seconds: np.ndarray  # (m,) speech embedded, in seconds
+    embeddings: np.ndarray  # (m, dim) CAM++ embeddings
+    first: np.ndarray  # (m,) first chunk frame the piece stands for
+    last: np.ndarray  # (m,) one past its last
+
+    @classmethod
+    def empty(cls, dim: int) -> Pieces:
+        none = np.zeros(0, dtype=np.int64)
+        return cls(none, np.zeros(0), np.zeros((0, dim), np.float32), none.copy(), none.copy())
+
+    def __len__(self) -> int:
+        return int(self.unit.shape[0])
 
 
 @dataclass
@@ -66,11 +101,20 @@ class LocalSpeakers:
     embeddings: np.ndarray  # (n, dim) CAM++ embeddings
     first: np.ndarray  # (n,) first chunk frame the unit stands for
     last: np.ndarray  # (n,) one past its last
+    pieces: Pieces  # of the units longer than PIECE_S
 
     @classmethod
     def empty(cls, dim: int) -> LocalSpeakers:
         none = np.zeros(0, dtype=np.int64)
-        return cls(none, none.copy(), np.zeros(0), np.zeros((0, dim), np.float32), none.copy(), none.copy())
+        return cls(
+            none,
+            none.copy(),
+            np.zeros(0),
+            np.zeros((0, dim), np.float32),
+            none.copy(),
+            none.copy(),
+            Pieces.empty(dim),
+        )
 
     def __len__(self) -> int:
         return int(self.chunk.shape[0])
@@ -79,6 +123,14 @@ class LocalSpeakers:
     def concat(parts: Sequence[LocalSpeakers], dim: int) -> LocalSpeakers:
         if not parts:
             return LocalSpeakers.empty(dim)
+        starts = np.cumsum([0, *(len(p) for p in parts[:-1])])  # each part's first unit, once joined
+        pieces = Pieces(
+            np.concatenate([p.pieces.unit + start for p, start in zip(parts, starts.tolist(), strict=True)]),
+            np.concatenate([p.pieces.seconds for p in parts]),
+            np.concatenate([p.pieces.embeddings for p in parts]),
+            np.concatenate([p.pieces.first for p in parts]),
+            np.concatenate([p.pieces.last for p in parts]),
+        )
         return LocalSpeakers(
             np.concatenate([p.chunk for p in parts]),
             np.concatenate([p.local for p in parts]),
@@ -86,6 +138,7 @@ class LocalSpeakers:
             np.concatenate([p.embeddings for p in parts]),
             np.concatenate([p.first for p in parts]),
             np.concatenate([p.last for p in parts]),
+            pieces,
         )
 
     @property
@@ -160,18 +213,51 @@ def track_runs(track: np.ndarray, gap: int = RUN_GAP_FRAMES) -> list[tuple[int, 
     return [(int(run[0]), int(run[-1]) + 1) for run in np.split(index, cuts)]
 
 
-def unit_spans(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The chunk frames each run stands for: the whole chunk, cut midway between neighbouring runs
-    (frames of the track in a run too short to embed go with the nearest embedded one)."""
+def unit_spans(runs: list[tuple[int, int]], start: int = 0, end: int = CHUNK_FRAMES) -> list[tuple[int, int]]:
+    """The chunk frames each run stands for: [start, end) (the whole chunk by default), cut midway
+    between neighbouring runs (frames of the track in a run too short to embed go with the nearest
+    embedded one)."""
     cuts = [(b + a) // 2 for (_, b), (a, _) in itertools.pairwise(runs)]
-    return list(zip([0, *cuts], [*cuts, CHUNK_FRAMES], strict=True))
+    return list(zip([start, *cuts], [*cuts, end], strict=True))
 
 
-def _chunk_units(
-    samples: np.ndarray, seg: ChunkSegmentation, chunks: list[int], device: Any
-) -> tuple[list[tuple[int, int, int, int, int]], list[Any]]:
-    """(chunk, local speaker, frames, first, last) and the mean-normalised features of each unit of
-    `chunks`, neighbours whose audio one filterbank covers."""
+def piece_runs(first: int, last: int, frames: int = PIECE_FRAMES) -> list[tuple[int, int]]:
+    """[first, last) cut into equal runs of at most `frames` (itself when that short)."""
+    count = max(1, -(-(last - first) // frames))
+    edges = np.linspace(first, last, count + 1).round().astype(np.int64).tolist()
+    return list(itertools.pairwise(edges))
+
+
+def _embeddable(
+    lo: int, local: np.ndarray, active: np.ndarray, alone: np.ndarray, runs: list[tuple[int, int]]
+) -> list[tuple[np.ndarray, tuple[int, int]]]:
+    """(filterbank frames, run) of the `runs` of a local speaker's track long enough to embed: the
+    frames of the run where the speaker talks (`active`), alone where that is `MIN_CLEAN_S` or more.
+    `local`: the chunk frame of each of the chunk's filterbank frames, the first of which is `lo`."""
+    found = []
+    for a, b in runs:
+        inside = (local >= a) & (local < b)
+        mine, clean = active & inside, alone & inside
+        index = _crop_to_grid(lo + np.flatnonzero(clean if clean.sum() >= MIN_CLEAN_S * 100 else mine))
+        if index.shape[0] >= MIN_UNIT_FRAMES:
+            found.append((index, (a, b)))
+    return found
+
+
+@dataclass
+class _Embeddable:
+    """What one call of `_chunk_units` found to embed: unit rows (chunk, local speaker, frames, first,
+    last), piece rows (unit row, frames, first, last) and the features of each, in row order."""
+
+    rows: list[tuple[int, int, int, int, int]]
+    inputs: list[Any]
+    piece_rows: list[tuple[int, int, int, int]]
+    piece_inputs: list[Any]
+
+
+def _chunk_units(samples: np.ndarray, seg: ChunkSegmentation, chunks: list[int], device: Any) -> _Embeddable:
+    """The units and pieces of `chunks`, neighbours whose audio one filterbank covers, with their
+    mean-normalised features."""
     import torch
 
     offsets = seg.offsets[chunks]
@@ -190,13 +276,12 @@ def _chunk_units(
     centres = first + np.arange(feats.shape[0]) * FRAME_SHIFT + FRAME_LENGTH // 2
     grid = centres // FRAME_SAMPLES
     activity = seg.local_activity(chunks)  # (chunks, 589, 3)
-    min_clean = int(MIN_CLEAN_S * 100)
-    rows: list[tuple[int, int, int, int, int]] = []
-    inputs: list[Any] = []
+    out = _Embeddable([], [], [], [])
 
-    def unit_index(lo: int, active: np.ndarray, alone: np.ndarray) -> np.ndarray:
-        mask = alone if alone.sum() >= min_clean else active
-        return _crop_to_grid(lo + np.flatnonzero(mask))
+    def gather(index: np.ndarray) -> Any:
+        with torch.inference_mode():
+            unit = feats[torch.from_numpy(index).to(feats.device)]
+            return unit - unit.mean(dim=0, keepdim=True)
 
     for row, chunk in enumerate(chunks):
         offset = int(seg.offsets[chunk])
@@ -205,24 +290,23 @@ def _chunk_units(
         active = activity[row][local]  # (fbank frames of the chunk, 3)
         alone = active & (active.sum(axis=1, keepdims=True) == 1)
         for speaker in range(active.shape[1]):
-            found: list[tuple[np.ndarray, tuple[int, int]]] = []
-            for a, b in track_runs(activity[row][:, speaker]):
-                inside = (local >= a) & (local < b)
-                index = unit_index(lo, active[:, speaker] & inside, alone[:, speaker] & inside)
-                if index.shape[0] >= MIN_UNIT_FRAMES:
-                    found.append((index, (a, b)))
+            frames = (lo, local, active[:, speaker], alone[:, speaker])
+            found = _embeddable(*frames, track_runs(activity[row][:, speaker]))
             if not found:  # no run long enough alone: the whole track, as one unit
-                index = unit_index(lo, active[:, speaker], alone[:, speaker])
-                if index.shape[0] < MIN_UNIT_FRAMES:
+                found = _embeddable(*frames, [(0, CHUNK_FRAMES)])
+            if not found:
+                continue
+            for (index, run), (a, b) in zip(found, unit_spans([run for _, run in found]), strict=True):
+                unit = len(out.rows)
+                out.inputs.append(gather(index))
+                out.rows.append((chunk, speaker, index.shape[0], a, b))
+                pieces = _embeddable(*frames, piece_runs(*run))
+                if len(pieces) < 2:
                     continue
-                found = [(index, (0, CHUNK_FRAMES))]
-            for (index, _), (a, b) in zip(found, unit_spans([run for _, run in found]), strict=True):
-                with torch.inference_mode():
-                    unit = feats[torch.from_numpy(index).to(feats.device)]
-                    unit = unit - unit.mean(dim=0, keepdim=True)
-                inputs.append(unit)
-                rows.append((chunk, speaker, index.shape[0], a, b))
-    return rows, inputs
+                for (piece, _), (c, d) in zip(pieces, unit_spans([r for _, r in pieces], a, b), strict=True):
+                    out.piece_inputs.append(gather(piece))
+                    out.piece_rows.append((unit, piece.shape[0], c, d))
+    return out
 
 
 def embed_local_speakers(
@@ -232,17 +316,27 @@ def embed_local_speakers(
     embedder: UnitEmbedder,
 ) -> LocalSpeakers:
     """Embed the local speakers of the given chunks (a block: its runs of neighbouring chunks each
-    get one filterbank, and all its speakers go to the model together)."""
+    get one filterbank, and all its units and pieces go to the model together)."""
     dim = embedder.voice.dim
     chunks = sorted(int(c) for c in chunks)
-    rows: list[tuple[int, int, int, int, int]] = []
-    inputs: list[Any] = []
+    found = _Embeddable([], [], [], [])
     for run in neighbour_runs(seg.offsets[chunks]):
-        run_rows, run_inputs = _chunk_units(samples, seg, [chunks[i] for i in run], embedder.device)
-        rows += run_rows
-        inputs += run_inputs
-    if not rows:
+        part = _chunk_units(samples, seg, [chunks[i] for i in run], embedder.device)
+        found.piece_rows += [(unit + len(found.rows), n, a, b) for unit, n, a, b in part.piece_rows]
+        found.rows += part.rows
+        found.inputs += part.inputs
+        found.piece_inputs += part.piece_inputs
+    if not found.rows:
         return LocalSpeakers.empty(dim)
-    embeddings = embedder.embed(inputs)
-    table = np.asarray(rows, dtype=np.int64)
-    return LocalSpeakers(table[:, 0], table[:, 1], table[:, 2] / 100.0, embeddings, table[:, 3], table[:, 4])
+    embeddings = embedder.embed(found.inputs + found.piece_inputs)
+    units = np.asarray(found.rows, dtype=np.int64)
+    pieces = np.asarray(found.piece_rows, dtype=np.int64).reshape(-1, 4)
+    return LocalSpeakers(
+        units[:, 0],
+        units[:, 1],
+        units[:, 2] / 100.0,
+        embeddings[: len(found.rows)],
+        units[:, 3],
+        units[:, 4],
+        Pieces(pieces[:, 0], pieces[:, 1] / 100.0, embeddings[len(found.rows) :], pieces[:, 2], pieces[:, 3]),
+    )

@@ -10,11 +10,14 @@ The recipe of pyannote 3.1, with the weights that install here and calibrated on
    throughout (each sampled track's units averaged: one point per local speaker); then the rest is
    skipped.
 3. embeddings (embedding.py): CAM++ over each local speaker's own frames, its track cut at pauses
-   into units, a block of chunks at a time (memory stays flat however long the file).
+   into units, long units also in pieces, a block of chunks at a time (memory stays flat however
+   long the file).
 4. clustering (clustering.py): a track's units joined again where their voices agree, then
    agglomerative (average linkage, cosine distance, calibrated threshold); an operator's count or
    bounds cut the dendrogram instead.
-5. reconstruction (reconstruction.py): per frame, the clusters' averaged activity (each unit credits
+5. refinement (refinement.py): a piece of a unit that clearly sounds like another speaker is
+   credited to that speaker (one track often holds two people answering each other quickly).
+6. reconstruction (reconstruction.py): per frame, the clusters' averaged activity (each unit credits
    the part of its chunk it stands for) and the number of voices give who talks, two at once where
    the model hears overlap. Turns follow: the most active
    speaker of each frame makes the turns words are attributed by (a run of it under 0.2 s goes to the
@@ -50,6 +53,7 @@ from voxdock.engine.diarization.reconstruction import (
     vad_frames,
     voices_per_frame,
 )
+from voxdock.engine.diarization.refinement import credits
 from voxdock.engine.diarization.segmentation import (
     FRAME_SAMPLES,
     SAMPLE_RATE,
@@ -233,11 +237,14 @@ class SegmentationDiarizer:
             threshold=config.threshold,
             sides=sides,
         )
-        activity = speaker_activity(
-            seg, units.chunk, units.local, clusters.labels, clusters.count, (units.first, units.last)
-        )
-        if evidence.sides is not None and sides is not None:
+        speaker_sides = None
+        if sides is not None:
             speaker_sides = side_of(sides, units.seconds, clusters.labels, clusters.count)
+        credited = credits(units, clusters.labels, clusters.centroids, sides, speaker_sides)
+        activity = speaker_activity(
+            seg, credited.chunk, credited.local, credited.labels, clusters.count, credited.spans
+        )
+        if evidence.sides is not None and speaker_sides is not None:
             silence_other_side(activity, evidence.sides, speaker_sides, voices)
         first, second = rank_speakers(activity, voices)
         absorb_short_runs(first, second, activity)
