@@ -66,6 +66,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -334,6 +335,55 @@ def pooled(rows: list[dict[str, Any]], key: str, part: str = "der") -> float:
     return sum(r[key][part] * r[key]["ref_s"] for r in rows) / speech
 
 
+def senko_unusable(warm: Path) -> str | None:
+    """Why senko cannot run on this machine, or None when it can: its filterbank is a native library
+    built for newer CPUs than some hosts have (SIGILL on an AMD EPYC without AVX-512), which would
+    kill this process, so it is tried on 5 s of speech in a child process first."""
+    probe = (
+        "import senko, sys; from voxdock.engine.decode import decode_file; "
+        "s = decode_file(sys.argv[1]).samples[: 16000 * 5]; "
+        "senko.Diarizer(device='cpu', warmup=False, quiet=True).diarize_samples(s, 16000)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, str(warm)], capture_output=True, text=True)
+    if done.returncode == 0:
+        return None
+    if done.returncode < 0:
+        return f"senko died with {signal.Signals(-done.returncode).name} on this CPU"
+    last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+    return f"senko failed (exit status {done.returncode}: {last})"
+
+
+def not_run(ref: list[Any]) -> dict[str, Any]:
+    """A `score` for a diarizer that did not run: its figures NaN ("n/a" in the report), its count
+    None."""
+    from voxdock.evaluation import diarization_error_rate
+
+    r = diarization_error_rate(ref, [], collar=0.0)
+    nan = math.nan
+    return {
+        "der": nan,
+        "miss": nan,
+        "false_alarm": nan,
+        "confusion": nan,
+        "ref_s": r.reference_speech_s,
+        "true": r.reference_speakers,
+        "found": None,
+    }
+
+
+def count_of(found: int | None) -> str:
+    return "n/a" if found is None else str(found)
+
+
+def right_of(right: int | None, files: int) -> str:
+    """'right/files', or n/a for a diarizer that did not run."""
+    return "n/a" if right is None else f"{right}/{files}"
+
+
+def ratio(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.2f}x"
+
+
 # --- timing ---------------------------------------------------------------------------------------
 
 
@@ -438,7 +488,7 @@ def conv_line(r: dict[str, Any]) -> list[str]:
         pct(r["ours_exclusive"]["der"]),
         pct(r["count_given"]["der"]),
         num(r["rtf"], 4),
-        str(s["found"]),
+        count_of(s["found"]),
         pct(s["der"]),
         pct(sn["der"]),
         num(r["senko_rtf"], 4),
@@ -469,7 +519,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "senko_pooled_der_no_collar": pooled(rows, "senko_no_collar"),
             "senko_pooled_miss": pooled(rows, "senko", "miss"),
             "senko_mean_der": float(np.mean([r["senko"]["der"] for r in rows])),
-            "senko_count_right": sum(r["senko"]["true"] == r["senko"]["found"] for r in rows),
+            "senko_count_right": None
+            if any(r["senko"]["found"] is None for r in rows)
+            else sum(r["senko"]["true"] == r["senko"]["found"] for r in rows),
             "ours_s": ours_s,
             "senko_s": senko_s,
             "rtf": ours_s / audio if audio else math.nan,
@@ -595,7 +647,10 @@ def main() -> int:
     voice = VoiceEncoder(resolve_voice(ROOT / "pretrained_models").require(), "cpu", onnx_cache=cache)
     diarizer = build_diarizer(voice=voice, batch=AdaptiveBatch(64), onnx_cache=cache)
     counters = Counters([diarizer.segmentation.batcher, diarizer.embedder.batcher])
-    theirs = senko.Diarizer(device="cpu", warmup=False, quiet=True)
+    senko_reason = senko_unusable(MEDIA / "dialogue_2spk.wav")
+    if senko_reason:
+        print(f"senko alone: not run ({senko_reason})", flush=True)
+    theirs = None if senko_reason else senko.Diarizer(device="cpu", warmup=False, quiet=True)
     threshold = DEFAULT_FAST_PATH_THRESHOLD
     config = diarizer.config
     settings = {
@@ -621,7 +676,8 @@ def main() -> int:
     warm = decode_file(MEDIA / "dialogue_2spk.wav").samples[: 16000 * 20]
     run_ours(diarizer, counters, warm)
     run_ours(diarizer, counters, warm, fast_path_threshold=threshold)
-    theirs.diarize_samples(warm, 16000)
+    if theirs is not None:
+        theirs.diarize_samples(warm, 16000)
 
     def turns(items: Any) -> list[Any]:
         return [Turn(t.start, t.end, t.speaker) for t in items]
@@ -663,6 +719,9 @@ def main() -> int:
             evidence, result, run = run_ours(diarizer, counters, samples)
             if best is None or run.wall_s < best.wall_s:
                 best = run
+            if theirs is None:
+                senko_s = math.nan
+                continue
             t = time.perf_counter()
             senko_out = theirs.diarize_samples(samples, 16000)
             senko_s = min(senko_s, time.perf_counter() - t)
@@ -670,9 +729,13 @@ def main() -> int:
         hyp = turns(result.all_turns)
         true = len({t.speaker for t in ref})
         told = diarizer.decide(evidence, SpeakerOptions(num_speakers=true))  # as `ingest --speakers N`
-        senko_hyp = [
-            Turn(s["start"], s["end"], s["speaker"]) for s in (senko_out or {}).get("merged_segments", [])
-        ]
+        senko_hyp = (
+            []
+            if theirs is None
+            else [
+                Turn(s["start"], s["end"], s["speaker"]) for s in (senko_out or {}).get("merged_segments", [])
+            ]
+        )
         row = {
             "set": group,
             "file": path.stem,
@@ -683,8 +746,8 @@ def main() -> int:
             "count_given": score(ref, turns(told.all_turns), COLLAR_S),
             "count_given_no_collar": score(ref, turns(told.all_turns), 0.0),
             "overlap_s": round(sum(t.end - t.start for t in result.overlaps), 2),
-            "senko": score(ref, senko_hyp, COLLAR_S),
-            "senko_no_collar": score(ref, senko_hyp, 0.0),
+            "senko": not_run(ref) if theirs is None else score(ref, senko_hyp, COLLAR_S),
+            "senko_no_collar": not_run(ref) if theirs is None else score(ref, senko_hyp, 0.0),
             "ours_s": best.wall_s,
             "senko_s": senko_s,
             "rtf": best.wall_s / duration,
@@ -703,7 +766,7 @@ def main() -> int:
             f"{group:11s} {path.stem:22s} {c['true']:3d} {c['found']:4d} {pct(c['der']):>6s} "
             f"{pct(row['ours_no_collar']['der']):>6s} {pct(c['miss']):>6s} {pct(c['false_alarm']):>6s} "
             f"{pct(c['confusion']):>6s} {pct(row['count_given']['der']):>6s} {num(row['rtf'], 4):>6s} | "
-            f"{s['found']:5d} {pct(s['der']):>6s} {pct(row['senko_no_collar']['der']):>6s} "
+            f"{count_of(s['found']):>5s} {pct(s['der']):>6s} {pct(row['senko_no_collar']['der']):>6s} "
             f"{num(row['senko_rtf'], 4):>6s} | {'SKIPPED' if fp['skipped'] else 'diarized'} "
             f"({fp['reason']}, {num(fp['similarity'])})",
             flush=True,
@@ -812,8 +875,8 @@ def main() -> int:
             ),
             (
                 "diarization time <= senko's (same files, same run)",
-                f"{overall['time_ratio']:.2f}x",
-                overall["time_ratio"] <= 1.0,
+                f"not measured: {senko_reason}" if senko_reason else ratio(overall["time_ratio"]),
+                None if senko_reason else overall["time_ratio"] <= 1.0,
             ),
         ]
     summary = {
@@ -825,7 +888,8 @@ def main() -> int:
         "repeat": args.repeat,
         "generation_s": round(gen_s, 1),
         "settings": settings,
-        "aims": [{"aim": a, "measured": v, "met": bool(ok)} for a, v, ok in aims],
+        "aims": [{"aim": a, "measured": v, "met": None if ok is None else bool(ok)} for a, v, ok in aims],
+        "senko_not_run": senko_reason,
         "sets_summary": set_summaries,
         "overall": overall,
         "fast_path": fast_summary,
@@ -837,7 +901,7 @@ def main() -> int:
             f"{SET_TITLES[s]:20s} files {m['files']:3d}  pooled DER {pct(m['pooled_der'])} "
             f"(no collar {pct(m['pooled_der_no_collar'])}) miss {pct(m['pooled_miss'])} "
             f"FA {pct(m['pooled_false_alarm'])} conf {pct(m['pooled_confusion'])}  counts {m['count_right']}/"
-            f"{m['files']}  senko DER {pct(m['senko_pooled_der'])}  time ratio {m['time_ratio']:.2f}  "
+            f"{m['files']}  senko DER {pct(m['senko_pooled_der'])}  time ratio {ratio(m['time_ratio'])}  "
             f"host CPU {m['host_cpu_s_per_audio_h']:.1f} s/h"
         )
 
@@ -874,6 +938,8 @@ def markdown(
         f"Times: fastest of {summary['repeat']} runs, ours and senko alone alternating on the same samples.",
         "",
     ]
+    if summary.get("senko_not_run"):
+        lines += [f"**senko alone was not run**: {summary['senko_not_run']}; its columns are n/a.", ""]
     if by_set.get("meetings"):
         m = sums["meetings"]
         lines += [
@@ -885,8 +951,8 @@ def markdown(
             f"{pct(m['pooled_miss'])}, false alarm {pct(m['pooled_false_alarm'])}, confusion "
             f"{pct(m['pooled_confusion'])}; count given {pct(m['pooled_der_count_given'])}; counts right "
             f"{m['count_right']}/{m['files']}; senko alone {pct(m['senko_pooled_der'])} "
-            f"(no collar {pct(m['senko_pooled_der_no_collar'])}), counts right {m['senko_count_right']}/"
-            f"{m['files']}.",
+            f"(no collar {pct(m['senko_pooled_der_no_collar'])}), counts right "
+            f"{right_of(m['senko_count_right'], m['files'])}.",
             "",
         ]
     header = [
@@ -935,10 +1001,10 @@ def markdown(
                 f"{m['count_right']}/{m['files']}",
                 pct(m["senko_pooled_der"]),
                 pct(m["senko_pooled_der_no_collar"]),
-                f"{m['senko_count_right']}/{m['files']}",
+                right_of(m["senko_count_right"], m["files"]),
                 num(m["rtf"], 4),
                 num(m["senko_rtf"], 4),
-                f"{m['time_ratio']:.2f}x",
+                ratio(m["time_ratio"]),
             ]
         )
     lines += ["## Summary (pooled by time)", "", *table(header, rows), ""]
@@ -947,7 +1013,10 @@ def markdown(
         "",
         *table(
             ["aim", "measured", "met"],
-            [[a["aim"], a["measured"], "yes" if a["met"] else "**no**"] for a in summary["aims"]],
+            [
+                [a["aim"], a["measured"], "n/a" if a["met"] is None else ("yes" if a["met"] else "**no**")]
+                for a in summary["aims"]
+            ],
         ),
         "",
     ]

@@ -8,13 +8,14 @@ than its unit's (by `PIECE_MARGIN` of cosine similarity, with `PIECE_MIN_SPEECH_
 credited to that speaker instead. No speaker is made or dropped here, so the counts stay what the
 clustering found; only who gets which frames changes.
 
-Measured on the real sets (bench/diarization_eval.py), each file scored the same or better: the mixed
-real voices 5.1 -> 2.9 % DER (the reader answered by the card reader, whose 1-3 s cards the model
-kept on the reader's track: 16.6-23.3 % -> 4.2-8.8 %), the 7-minute file 18.9 -> 17.8 %, the AMI
+Measured on the real sets (bench/diarization_eval.py), every real file scored the same or better:
+the mixed real voices 5.1 -> 2.9 % DER (the reader answered by the card reader, whose 1-3 s cards the model
+kept on the reader's track: 16.6-23.3 % -> 4.2-8.8 %), the 7-minute file 18.9 -> 17.5 %, the AMI
 excerpts 15.0 -> 14.9 %, the call 3.3 % as it was; espeak fixed 21.7 -> 20.9 % (interview_3spk
-8.4 -> 1.4 %) and generated 37.1 -> 37.0 %. Margins 0.05-0.15 and 0.5-1.5 s of speech gave the
-same within 0.4 points; with no margin the 7-minute file, 28 speakers, lost 0.8 points (the more
-centroids, the likelier a noisy piece lands nearer another).
+8.4 -> 1.4 %) and generated 37.1 -> 37.0 %. Over a telephone line hardly a piece moved: voices there
+are too alike to CAM++ for a piece to be clearly nearer another speaker. Margins of 0.05-0.15 and
+0.5-1.5 s of speech gave the same within 0.4 points; with no margin the 7-minute file (28 speakers)
+lost 0.8 points: the more centroids, the likelier a noisy piece lands nearer another.
 """
 
 from __future__ import annotations
