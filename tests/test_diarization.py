@@ -763,8 +763,8 @@ REAL_CONVERSATIONS = {
 }
 COUNT_RIGHT = ("pyannote_sample", "ami_trn03")
 # Told the reference's count where fewer voices are heard: (measured DER, bound). ami_trn05 measured
-# 49.1 % while the count cut the dendrogram (its main voice in two), 28.5 % with the split floor; its
-# fourth speaker gets no turn (three found: 2 without the count).
+# 49.1 % while the count cut the dendrogram (its main voice in two), 28.5 % with the split floor (2
+# found without the count, more told 4, and no voice cut in two to make them).
 TOLD_THE_TRUE_COUNT = {"ami_trn05": (0.285, 0.35)}
 
 

@@ -80,7 +80,8 @@ OUTLIER_MIN_VOICES = 2
 # dendrogram cut at the count (each meeting's main speaker cut in two: ami_trn05 49.1 % against
 # 4.2 % without the count) and 21.1 % with this floor; the call, the mixed real voices and the long
 # file unchanged (bench/diarization_eval.py, `DER count given`). A seeded speaker too brief to win a
-# frame gets no turn, so a file may come out with fewer speakers than told (ami_trn05 told 4: 3).
+# frame gets no turn, so a file may come out with fewer speakers than told (ami_trn05 told 4 had 3
+# until a piece of a unit went to its fourth: refinement.py).
 FORCED_SPLIT_FLOOR = 0.2
 # A guard against clustering gone wrong, not an expected count: a long recording can hold many
 # people. At 20, ten AMI excerpts, a call and five read voices in one 7-minute file (28 speakers)
