@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -205,9 +206,9 @@ def test_known_speaker_counts_travel_with_the_batch(
         assert (progress.done, progress.failed) == (1, 0)
     turns = read_turns(db, str(four.resolve()))[0].turns
     assert len({t.speaker for t in turns}) == 4  # 2 without the count
-    # The operator sees that the file came out with fewer speakers than given (those with words: 2).
+    # All four own segments, so the log line needs no note of the count given (`_count_given` below).
     done = [e.message for e in engine.events.recent() if e.kind == "done" and e.path == str(four)]
-    assert len(done) == 1 and done[0].endswith(" speaker(s) (4 given)"), done
+    assert len(done) == 1 and done[0].endswith(" 4 speaker(s)"), done
     assert {r[4] for r in stored_segments(db, four)} <= {t.speaker for t in turns}
     assert source_row(db, four)[3] is False
     assert source_row(db, mono)[3] is False  # never the fast path when two speakers are promised
@@ -713,3 +714,21 @@ def test_two_engines_share_one_store_and_split_the_work(
     assert len(per_source) == 6 and all(ok for _, ok in per_source)
     nodes = {n.id for n in first.cluster_nodes()}
     assert {first.node_id, second.node_id} <= nodes
+
+
+def test_the_log_line_says_when_a_file_has_other_speakers_than_given() -> None:
+    """A voice too brief to tell apart gets no turn and none is cut in two to make up a count, so a
+    file may come out with fewer speakers than the operator gave: its `done` line says so."""
+    from types import SimpleNamespace
+
+    from voxdock.engine.engine import _count_given
+    from voxdock.engine.speakers import SpeakerOptions
+
+    def note(options: SpeakerOptions, found: int) -> str:
+        return _count_given(cast(Any, SimpleNamespace(speakers=options, speaker_count=found)))
+
+    assert note(SpeakerOptions(num_speakers=4), 3) == " (4 given)"
+    assert note(SpeakerOptions(num_speakers=4), 4) == ""
+    assert note(SpeakerOptions(min_speakers=2), 1) == " (at least 2 given)"
+    assert note(SpeakerOptions(min_speakers=2), 3) == ""
+    assert note(SpeakerOptions(), 5) == ""
