@@ -301,7 +301,10 @@ def _chunk_units(samples: np.ndarray, seg: ChunkSegmentation, chunks: list[int],
                 unit = len(out.rows)
                 out.inputs.append(gather(index))
                 out.rows.append((chunk, speaker, index.shape[0], a, b))
-                pieces = _embeddable(*frames, piece_runs(*run))
+                runs = piece_runs(*run)
+                if len(runs) < 2:  # short enough: no pieces (its one run would be the unit again)
+                    continue
+                pieces = _embeddable(*frames, runs)
                 if len(pieces) < 2:
                     continue
                 for (piece, _), (c, d) in zip(pieces, unit_spans([r for _, r in pieces], a, b), strict=True):
