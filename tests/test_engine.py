@@ -697,7 +697,9 @@ def test_two_engines_share_one_store_and_split_the_work(
         target = tmp_path / f"part{i}.ogg"
         target.write_bytes((MEDIA / "monologue.ogg").read_bytes() + bytes([i]))
         files.append(target)
-    first, second = make_engine(asr_workers=1), make_engine(asr_workers=1)
+    # Each engine holds one file's decoded audio (1.4 MB) at a time: otherwise the engine that starts
+    # first can claim all six short files before the other polls, which happened on a loaded machine.
+    first, second = (make_engine(asr_workers=1, in_flight_audio_gb=0.002) for _ in range(2))
     submission = first.submit(files)
     first.start()
     second.start()
