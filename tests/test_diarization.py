@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -501,6 +502,19 @@ def test_a_piece_that_clearly_sounds_like_another_speaker_is_credited_to_them() 
         1,
         0,
     ]
+
+
+def test_a_piece_goes_only_to_a_speaker_heard_nearby() -> None:
+    """With many speakers in a long file, a noisy piece can be clearly nearer someone heard far away:
+    it moves only to a speaker with a unit within `PIECE_NEIGHBOUR_CHUNKS` chunks of its own."""
+    centroids = np.eye(3)[:2]
+    like_0, like_1 = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    near = _units_with_pieces(np.stack([like_0, like_1, like_0]), [2.0, 2.0, 2.0])
+    labels = np.array([0, 1])
+    reach = refinement.PIECE_NEIGHBOUR_CHUNKS
+    for chunk, moved in ((0, 1), (reach, 1), (reach + 1, 0), (40, 0)):
+        units = replace(near, chunk=np.array([0, chunk]))  # speaker 1's one unit, `chunk` chunks away
+        assert refinement.piece_labels(units, labels, centroids).tolist() == [0, moved, 0], chunk
 
 
 def test_without_pieces_the_credits_are_the_units() -> None:

@@ -5,19 +5,24 @@ that track (embedding.py) then holds both: the clustering sees it as one voice, 
 credits all of its frames to one speaker. Units longer than `embedding.PIECE_S` are also embedded in
 pieces; once the speakers are known, a piece that is clearly more like another speaker's centroid
 than its unit's (by `PIECE_MARGIN` of cosine similarity, with `PIECE_MIN_SPEECH_S` of speech) is
-credited to that speaker instead. No cluster is made or dropped here, but one that won no frame with
-its units credited whole may win a piece's: ami_trn05 told its four speakers now gets a turn for the
-fourth (seeded from one voice; three before), and one split recording with a channel per person
-gained a fourth speaker it does not have (bench/split_channel_eval.py, mix5s_cards+lj+harvard).
+credited to that speaker instead, if that speaker is heard nearby (`PIECE_NEIGHBOUR_CHUNKS`). No
+cluster is made or dropped here, but one that won no frame with its units credited whole may win a
+piece's: ami_trn05 told its four speakers gets a turn for the fourth (seeded from one voice; three
+before), and one split recording with a channel per person gained a fourth speaker it does not have
+(bench/split_channel_eval.py, mix5s_cards+lj+harvard, measured at margin 0.1 with no neighbourhood).
 
-Measured on the real sets (bench/diarization_eval.py), every real file scored the same or better:
-the mixed real voices 5.1 -> 2.9 % DER (the reader answered by the card reader, whose 1-3 s cards the model
-kept on the reader's track: 16.6-23.3 % -> 4.2-8.8 %), the 7-minute file 18.9 -> 17.5 %, the AMI
-excerpts 15.0 -> 14.9 %, the call 3.3 % as it was; espeak fixed 21.7 -> 20.9 % (interview_3spk
-8.4 -> 1.4 %) and generated 37.1 -> 37.0 %. Over a telephone line hardly a piece moved: voices there
-are too alike to CAM++ for a piece to be clearly nearer another speaker. Margins of 0.05-0.15 and
-0.5-1.5 s of speech gave the same within 0.4 points; with no margin the 7-minute file (28 speakers)
-lost 0.8 points: the more centroids, the likelier a noisy piece lands nearer another.
+Measured on the real sets (same evidence, bench/diarization_eval.py; without pieces -> margin 0.1
+anywhere -> margin 0.25 nearby): the mixed real voices 5.1 -> 2.9 -> 3.1 % DER (the reader answered
+by the card reader, whose 1-3 s cards the model kept on the reader's track: 16.6-23.3 % -> 4.2-8.8 %
+-> 4.2-11.5 %), the 7-minute file 18.9 -> 17.5 -> 17.7 %, the AMI excerpts 15.0 -> 14.9 -> 14.9 %,
+the call 3.3 % throughout. The diarizer memory bench's recordings (28 people, shuffled, at random
+gains: bench/diarization_memory.py, 10 and 30 minutes) showed what the first rule cost: 18.7 / 17.6 %
+without pieces, 22.0 / 19.0 % at margin 0.1 anywhere (confusion 8.3 -> 10.4 % pooled: with 28
+centroids a noisy piece often lands clearly nearer someone heard minutes away), 18.6 / 17.3 % now.
+Nearby alone (margin 0.1) gave 20.6 / 18.9 %; margin 0.25 alone 20.0 / 17.3 %; neighbourhoods of 0
+and 1 chunk lost the mixed voices' gain (5.0 and 3.5 %). espeak fixed 21.7 -> 20.9 -> 21.0 %,
+generated 37.1 -> 37.0 -> 37.1 %. Over a telephone line hardly a piece moved at margin 0.1 already:
+voices there are too alike to CAM++ for a piece to be clearly nearer another speaker.
 """
 
 from __future__ import annotations
@@ -29,8 +34,12 @@ import numpy as np
 from voxdock.engine.diarization.clustering import normalise, opposite
 from voxdock.engine.diarization.embedding import LocalSpeakers
 
-PIECE_MARGIN = 0.1
+PIECE_MARGIN = 0.25
 PIECE_MIN_SPEECH_S = 1.0
+# A piece goes only to a speaker with a unit within this many chunks of its own (about 10 s each way
+# at a 5 s step): a quick answer comes from someone taking part there. With many speakers, a noisy
+# piece otherwise found a clearly nearer centroid of someone heard far away.
+PIECE_NEIGHBOUR_CHUNKS = 2
 
 
 @dataclass(frozen=True)
@@ -66,10 +75,20 @@ def piece_labels(
     alike = normalise(np.asarray(pieces.embeddings, dtype=np.float64)) @ centroids.T.astype(np.float64)
     if unit_sides is not None and speaker_sides is not None:
         alike[opposite(unit_sides[pieces.unit][:, None], speaker_sides[None, :])] = -np.inf
+    alike[~_heard_nearby(units.chunk, labels, centroids.shape[0])[units.chunk[pieces.unit]]] = -np.inf
     best = alike.argmax(axis=1)
     rows = np.arange(len(pieces))
     clearly = alike[rows, best] - alike[rows, own] > PIECE_MARGIN
     return np.where(clearly & (pieces.seconds >= PIECE_MIN_SPEECH_S), best, own)
+
+
+def _heard_nearby(chunks: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """(chunks, count) whether each speaker has a unit within `PIECE_NEIGHBOUR_CHUNKS` of each chunk."""
+    reach = PIECE_NEIGHBOUR_CHUNKS
+    heard = np.zeros((int(chunks.max(initial=0)) + 1 + 2 * reach, count), dtype=bool)
+    for shift in range(2 * reach + 1):
+        heard[chunks + shift, labels] = True
+    return heard[reach:]
 
 
 def credits(
