@@ -656,10 +656,14 @@ def markdown(report: dict[str, Any]) -> str:
         "leftover`: RSS before the call less the models' RSS and the audio array (the decoder's freed "
         "per-frame blocks stay in the heap).",
         "",
-        "Per step (longest run): wall s, host CPU s (outside model calls), RSS peak above the step's start:",
-        "",
-        *steps_table(report["runs"][-1]),
     ]
+    if report["runs"]:  # none when only sparse lengths were asked for (--lengths "")
+        lines += [
+            "Per step (longest run): wall s, host CPU s (outside model calls), RSS peak above the "
+            "step's start:",
+            "",
+            *steps_table(report["runs"][-1]),
+        ]
     if report.get("sparse_runs"):
         sparse = report["sparse_runs"]
         lines += [
