@@ -26,7 +26,7 @@ speakers).
 Cost: a chunk's speakers together cover about the chunk's speech, so with chunks every 5 s each
 second of speech is embedded about twice, whatever the units, and once or twice more in pieces
 (from 63 % of the embedded speech of the espeak conversations to 86 % of the AMI excerpts' lies in
-units longer than `PIECE_S`): on the real sets the diarizer takes 1.44x the time on a 2-core CPU
+units longer than `PIECE_S`): on the real sets the diarizer takes 1.40x the time on a 2-core CPU
 (bench/diarization_pieces.py). Lengths are cut down to a multiple of
 `LENGTH_GRID` frames (centred), because CAM++ pools over every frame it gets and so cannot pad:
 equal lengths share a model call, and across files in flight most calls are full. The filterbank is
