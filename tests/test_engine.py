@@ -206,10 +206,14 @@ def test_known_speaker_counts_travel_with_the_batch(
         assert (progress.done, progress.failed) == (1, 0)
     turns = read_turns(db, str(four.resolve()))[0].turns
     assert len({t.speaker for t in turns}) == 4  # 2 without the count
-    # All four own segments, so the log line needs no note of the count given (`_count_given` below).
+    # The log line counts the speakers who own words. The fourth's turn is brief and its words may fall
+    # in a neighbour's segment (they did on an Intel Xeon, and in CI, once pieces kept to speakers heard
+    # nearby); the line then says the count given (`_count_given` below). It must agree with the store.
+    owners = {r[4] for r in stored_segments(db, four)}
+    assert owners <= {t.speaker for t in turns} and len(owners) >= 3
+    note = "" if len(owners) == 4 else " (4 given)"
     done = [e.message for e in engine.events.recent() if e.kind == "done" and e.path == str(four)]
-    assert len(done) == 1 and done[0].endswith(" 4 speaker(s)"), done
-    assert {r[4] for r in stored_segments(db, four)} <= {t.speaker for t in turns}
+    assert len(done) == 1 and done[0].endswith(f" {len(owners)} speaker(s){note}"), done
     assert source_row(db, four)[3] is False
     assert source_row(db, mono)[3] is False  # never the fast path when two speakers are promised
     assert stored_diarization(db, four) == "diarized, 4 speakers given"
