@@ -86,19 +86,34 @@ def export_campplus(model: Any, weights: Path, cache_dir: Path) -> Path:
     )
 
 
+SPIN_ENTRY = "session.intra_op.allow_spinning"
+
+
 class OnnxModel:
     """Runs an exported model with one input; `run` is safe to call from several threads (ONNX
     Runtime sessions are)."""
 
-    def __init__(self, path: Path, threads: int, input_name: str) -> None:
+    def __init__(self, path: Path, threads: int, input_name: str, *, spin: bool = True) -> None:
+        """`spin`: whether the session's threads keep spinning after a call, waiting for the next one
+        (ONNX Runtime's default; see `SegmentationModel` for where that costs more than it saves)."""
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = max(1, threads)
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        if not spin:
+            options.add_session_config_entry(SPIN_ENTRY, "0")
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = input_name
+
+    @property
+    def spins(self) -> bool:
+        """Whether the session's threads spin between calls (ONNX Runtime's default)."""
+        try:
+            return self.session.get_session_options().get_session_config_entry(SPIN_ENTRY) != "0"
+        except RuntimeError:  # the entry was never set
+            return True
 
     def run(self, batch: np.ndarray, max_items: int | None = None) -> np.ndarray:
         """The model on `batch`, at most `max_items` rows per session call: on the CPU a bigger call

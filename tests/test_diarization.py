@@ -953,6 +953,17 @@ def test_the_torch_path_matches_onnx_runtime(
 
 
 @pytest.mark.models
+def test_the_segmentation_threads_do_not_spin_between_calls(diarizer: SegmentationDiarizer) -> None:
+    """Spinning, they would take the cores CAM++ and Whisper need right then (the engine bench:
+    engine/diarization/segmentation.py); CAM++'s many small calls keep ONNX Runtime's default."""
+    segmentation = diarizer.segmentation._onnx
+    campplus = diarizer.embedder.voice._onnx
+    assert segmentation is not None and campplus is not None  # both on ONNX Runtime here
+    assert not segmentation.spins
+    assert campplus.spins
+
+
+@pytest.mark.models
 @pytest.mark.parametrize("gain", [0.05, 0.5, 4.0])
 def test_the_recording_level_does_not_change_who_speaks(diarizer: SegmentationDiarizer, gain: float) -> None:
     """A call recorded 26 dB quieter or 12 dB louder (clipped) keeps its two speakers."""

@@ -131,7 +131,13 @@ class SegmentationModel:
                     output_name="logits",
                     dynamic_axes={0: "batch", 2: "samples"},
                 )
-                self._onnx = OnnxModel(path, os.cpu_count() or 1, "waveform")
+                # Its threads do not spin between calls: they would take the cores that CAM++, Whisper
+                # and the other workers need right then. bench/engine_bench.py on a 2-core Xeon, three
+                # runs against two: the diarize stage busy 43-47 s instead of 75-85 s, the engine
+                # 51-56 s instead of 89-104 s, the sequential baseline 56-60 s instead of 80-84 s.
+                # CAM++ keeps spinning: its calls are many and small, and without it the engine was
+                # 69-76 s and the baseline 122-145 s.
+                self._onnx = OnnxModel(path, os.cpu_count() or 1, "waveform", spin=False)
                 self.runtime = "onnxruntime/cpu"
             except Exception as exc:  # an export the runtime refuses: PyTorch is slower but right
                 log.warning("segmentation model not exported to ONNX (%s); running it in PyTorch", exc)
