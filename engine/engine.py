@@ -480,12 +480,18 @@ class Engine:
                 self._wake.clear()
                 continue
             try:
+                with self._lock:
+                    holding = list(self._in_flight)
+                # Files still in flight here are never claimed again, even when their leases ran out
+                # during a store outage: a second copy would overwrite the first's entry in flight
+                # and leave its source marked as processing.
                 job = jobs.claim_next(
                     self.db,
                     self.node_id,
                     lease_seconds=self.config.job_lease_seconds,
                     max_attempts=self.config.job_max_attempts,
                     only_batches=self._only_batches,
+                    holding=holding,
                 )
             except Exception as exc:
                 if is_store_unavailable(exc):

@@ -227,6 +227,7 @@ WHERE b.state = 'running'
   AND (j.state = 'queued' OR (j.state = 'claimed' AND j.lease_expires_at < now()))
   AND j.attempts < %(max_attempts)s
   AND (%(batches)s::bigint[] IS NULL OR j.batch_id = ANY(%(batches)s::bigint[]))
+  AND NOT (j.id = ANY(%(holding)s::bigint[]))
   AND NOT EXISTS (
       SELECT 1 FROM jobs o JOIN sources os ON os.id = o.source_id
       WHERE o.id <> j.id AND o.state = 'claimed' AND o.lease_expires_at >= now()
@@ -265,15 +266,20 @@ def claim_next(
     lease_seconds: float,
     max_attempts: int,
     only_batches: Sequence[int] | None = None,
+    holding: Iterable[int] = (),
 ) -> ClaimedJob | None:
     """Claim the oldest claimable file of a running batch (of `only_batches`, if given) that no other
     engine is working on, or None. Jobs whose content another batch stored since they were queued
-    are marked skipped on the way, with the reason."""
+    are marked skipped on the way, with the reason.
+
+    `holding` names the jobs the caller is still working on: their leases may have run out while the
+    store was down, but taking one again would start a second copy of the file beside the first."""
     params: dict[str, Any] = {
         "node": node_id,
         "lease": float(lease_seconds),
         "max_attempts": max_attempts,
         "batches": list(only_batches) if only_batches is not None else None,
+        "holding": list(holding),
     }
     with db.connection() as conn, conn.transaction():
         while True:

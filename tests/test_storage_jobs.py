@@ -191,6 +191,21 @@ def test_expired_lease_is_claimable_again_and_renewal_keeps_it(db: Database) -> 
     assert claim_next(db, "other", lease_seconds=60, max_attempts=3) is None  # the renewed one stays held
 
 
+def test_a_node_does_not_claim_again_a_job_it_still_holds(db: Database) -> None:
+    # A store outage outlasts the lease: when the store is back, the node that still works on the file
+    # must not take it again (two copies in flight, the source left marked as processing).
+    queue_batch(db, 2)
+    nodes(db, "n")
+    held = claim_next(db, "n", lease_seconds=0.05, max_attempts=3)
+    assert held is not None
+    time.sleep(0.1)
+    other = claim_next(db, "n", lease_seconds=60, max_attempts=3, holding=[held.job_id])
+    assert other is not None and other.job_id != held.job_id
+    assert claim_next(db, "n", lease_seconds=60, max_attempts=3, holding=[held.job_id, other.job_id]) is None
+    again = claim_next(db, "n", lease_seconds=60, max_attempts=3, holding=[other.job_id])
+    assert again is not None and again.job_id == held.job_id and again.attempts == 2
+
+
 def test_job_abandoned_too_often_fails_with_a_reason(db: Database) -> None:
     queue_batch(db, 1)
     nodes(db, "n")
