@@ -230,7 +230,8 @@ WHERE b.state = 'running'
   AND NOT (j.id = ANY(%(holding)s::bigint[]))
   AND NOT EXISTS (
       SELECT 1 FROM jobs o JOIN sources os ON os.id = o.source_id
-      WHERE o.id <> j.id AND o.state = 'claimed' AND o.lease_expires_at >= now()
+      WHERE o.id <> j.id AND o.state = 'claimed'
+        AND (o.lease_expires_at >= now() OR o.id = ANY(%(holding)s::bigint[]))
         AND (o.source_id = j.source_id
              OR (s.content_hash IS NOT NULL AND os.content_hash = s.content_hash)))
 ORDER BY j.id
@@ -273,7 +274,8 @@ def claim_next(
     are marked skipped on the way, with the reason.
 
     `holding` names the jobs the caller is still working on: their leases may have run out while the
-    store was down, but taking one again would start a second copy of the file beside the first."""
+    store was down, but they are still live claims. Taking one again, or another batch's job for the
+    same file, would start a second copy of the file beside the first."""
     params: dict[str, Any] = {
         "node": node_id,
         "lease": float(lease_seconds),

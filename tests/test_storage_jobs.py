@@ -206,6 +206,23 @@ def test_a_node_does_not_claim_again_a_job_it_still_holds(db: Database) -> None:
     assert again is not None and again.job_id == held.job_id and again.attempts == 2
 
 
+def test_a_held_job_whose_lease_ran_out_still_keeps_its_file_from_other_batches(db: Database) -> None:
+    # The same file queued by two batches: while the node still works on the first batch's job (its
+    # lease run out during a store outage), it must not take the second batch's job for that file.
+    first = queue_batch(db, 1, "first")
+    nodes(db, "n", "m")
+    held = claim_next(db, "n", lease_seconds=0.05, max_attempts=3)
+    assert held is not None and held.batch_id == first
+    second = create_batch(db, "second")
+    (source,) = register_sources(db, files(1))
+    assert enqueue(db, second, [source], skip_existing=False).queued == 1
+    time.sleep(0.1)
+    assert claim_next(db, "n", lease_seconds=60, max_attempts=3, holding=[held.job_id]) is None
+    # Another node sees only an expired lease: the file is free for it, as leases mean.
+    taken = claim_next(db, "m", lease_seconds=60, max_attempts=3)
+    assert taken is not None and taken.source_id == held.source_id
+
+
 def test_job_abandoned_too_often_fails_with_a_reason(db: Database) -> None:
     queue_batch(db, 1)
     nodes(db, "n")
