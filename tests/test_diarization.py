@@ -35,7 +35,17 @@ from voxdock.engine.diarization.clustering import (
     cluster_local_speakers,
     voices_of_tracks,
 )
-from voxdock.engine.diarization.embedding import LocalSpeakers, Pieces, piece_runs, track_runs, unit_spans
+from voxdock.engine.diarization.embedding import (
+    MIN_UNIT_FRAMES,
+    PIECE_ALONE_BELOW,
+    LocalSpeakers,
+    Pieces,
+    piece_runs,
+    track_runs,
+    unit_pieces,
+    unit_spans,
+    unlike_their_unit,
+)
 from voxdock.engine.diarization.pipeline import SegmentationDiarizer
 from voxdock.engine.diarization.reconstruction import (
     MIN_RUN_FRAMES,
@@ -447,6 +457,31 @@ def test_a_long_run_is_cut_into_equal_pieces_no_longer_than_the_limit() -> None:
     assert max(b - a for a, b in pieces) - min(b - a for a, b in pieces) <= 1
 
 
+def test_a_units_pieces_are_its_own_frames_cut_by_the_piece_runs() -> None:
+    # A unit whose run covers chunk frames [0, 300): its 500 filterbank frames (chunk frame of each).
+    local = np.arange(500) * 300 // 500
+    positions, spans = unit_pieces(local, (0, 300), (0, CHUNK_FRAMES))
+    assert len(positions) == len(piece_runs(0, 300)) == 3
+    np.testing.assert_array_equal(np.concatenate(positions), np.arange(500))  # each frame once, in order
+    assert spans[0][0] == 0 and spans[-1][1] == CHUNK_FRAMES  # together they stand for the unit's span
+    assert all(b == c for (_, b), (c, _) in itertools.pairwise(spans))
+    # A piece with too few of the unit's frames is no piece; the others share its span.
+    sparse = np.concatenate([local[local < 200], np.full(MIN_UNIT_FRAMES - 1, 250)])
+    positions, spans = unit_pieces(sparse, (0, 300), (0, CHUNK_FRAMES))
+    assert len(positions) == 2 and spans[0][0] == 0 and spans[-1][1] == CHUNK_FRAMES
+    # One piece left is the unit itself: no pieces.
+    assert unit_pieces(local[local < 100], (0, 300), (0, CHUNK_FRAMES)) == ([], [])
+
+
+def test_pieces_unlike_their_unit_are_embedded_alone() -> None:
+    unit = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    alike = PIECE_ALONE_BELOW + 0.05
+    near = [alike, np.sqrt(1 - alike**2)]
+    pieces = np.array([near, [0.0, 1.0], [0.0, 0.0], [1.0, 0.0]])
+    # Alike enough: from the unit's pass; unlike, or an embedding that says nothing: alone.
+    assert unlike_their_unit(pieces, unit).tolist() == [False, True, True, True]
+
+
 def _units_with_pieces(piece_embeddings: np.ndarray, piece_seconds: Sequence[float]) -> LocalSpeakers:
     """Two units of chunk 0 (tracks 0 and 1, whole chunk each); unit 0 in pieces over [0, 200),
     [200, 400), [400, 589)."""
@@ -466,6 +501,7 @@ def _units_with_pieces(piece_embeddings: np.ndarray, piece_seconds: Sequence[flo
             embeddings=piece_embeddings.astype(np.float32),
             first=edges[:-1],
             last=edges[1:],
+            alone=np.ones(count, bool),
         ),
     )
 
@@ -1037,7 +1073,9 @@ def test_a_voice_answering_inside_anothers_track_gets_its_own_frames(
     answers back: DER 4.2 % measured, 16.6 % with each unit credited whole."""
     samples, reference = _reader_answered_by_cards()
     evidence = diarizer.measure(samples, vad_speech=detect_speech(samples))
-    assert len(evidence.speakers.pieces) > 0
+    pieces = evidence.speakers.pieces
+    # Most pieces come from their unit's own CAM++ pass; those unlike their unit are embedded alone.
+    assert 0 < int(pieces.alone.sum()) < len(pieces) // 2
 
     def der(result: DiarizationResult) -> float:
         hypothesis = [Turn(t.start, t.end, t.speaker) for t in result.all_turns]

@@ -17,17 +17,27 @@ after a pause shorter than `RUN_GAP_S`, and then the whole unit goes to one of t
 than `PIECE_S` is also embedded in pieces of at most that length, which the clustering does not see
 (a whole unit's embedding separates voices better than its pieces' averaged: with the pieces pooled
 the real call came out as one speaker) but which may each go to another speaker afterwards
-(refinement.py). Giving CAM++ only the speaker's own frames matters
+(refinement.py). A piece's embedding first comes from its unit's own CAM++ pass, its frame-level
+features pooled over the piece's frames (`VoiceEncoder.embed_with_pieces`: no model call). CAM++'s
+context-aware masking sees the whole unit there, which draws a piece of another voice towards the
+unit's (a card reader's 1.2 s answer inside a reader's unit came out no nearer the card reader than
+the reader: tests/test_voice.py), so on its own that lost much of the pieces' gain (the mixed real
+voices 4.5 % DER against 3.1 % with every piece embedded alone). But such a piece is still less like
+its unit than the others: a piece whose embedding from the pass is less like its unit's than
+`PIECE_ALONE_BELOW` is embedded again, alone. On the real sets and the memory bench's recordings
+(2026-12-03), below 0.85 were 20 % of the pieces and 30 of the 32 that moved when every piece was
+embedded alone (the other two at 0.86 and 0.87). Giving CAM++ only the speaker's own frames matters
 on real meetings too: embedding the whole chunk and pooling the speaker's frames out of it
 (pyannote's way with WeSpeaker) lets the other voices in through CAM++'s context-aware masking, and
 it separated the AMI excerpts' speakers less well (equal-error rate 0.28 vs 0.26 on pairs of local
 speakers).
 
 Cost: a chunk's speakers together cover about the chunk's speech, so with chunks every 5 s each
-second of speech is embedded about twice, whatever the units, and once or twice more in pieces
-(from 63 % of the embedded speech of the espeak conversations to 86 % of the AMI excerpts' lies in
-units longer than `PIECE_S`): on the real sets the diarizer takes 1.40x the time on a 2-core CPU
-(bench/diarization_pieces.py). Lengths are cut down to a multiple of
+second of speech is embedded about twice, whatever the units. Pieces embedded alone add a fifth to a
+third of that again (from 63 % of the embedded speech of the espeak conversations to 86 % of the AMI
+excerpts' lies in units longer than `PIECE_S`; every piece alone added 70 % on the real sets): on the
+real sets the diarizer takes 1.14x the time it takes without pieces on a 2-core CPU, against 1.40x
+with every piece embedded alone (bench/diarization_pieces.py). Lengths are cut down to a multiple of
 `LENGTH_GRID` frames (centred), because CAM++ pools over every frame it gets and so cannot pad:
 equal lengths share a model call, and across files in flight most calls are full. The filterbank is
 computed by torch on the model's device, for one block of chunks at a time, so memory does not grow
@@ -69,6 +79,9 @@ RUN_GAP_FRAMES = round(RUN_GAP_S * SAMPLE_RATE / FRAME_SAMPLES)
 # (18.9, 18.7), the AMI excerpts 15.0 -> 14.9 % (14.9, 15.2), the call 3.3 % (3.3, 3.3).
 PIECE_S = 2.0
 PIECE_FRAMES = round(PIECE_S * SAMPLE_RATE / FRAME_SAMPLES)
+# A piece is embedded from its unit's own pass (no model call) and, where that embedding is less like
+# the unit's than this, once more alone (see the module docstring).
+PIECE_ALONE_BELOW = 0.85
 
 
 @dataclass
@@ -81,11 +94,14 @@ class Pieces:
     embeddings: np.ndarray  # (m, dim) CAM++ embeddings
     first: np.ndarray  # (m,) first chunk frame the piece stands for
     last: np.ndarray  # (m,) one past its last
+    alone: np.ndarray  # (m,) bool: embedded alone (else from its unit's pass: `PIECE_ALONE_BELOW`)
 
     @classmethod
     def empty(cls, dim: int) -> Pieces:
         none = np.zeros(0, dtype=np.int64)
-        return cls(none, np.zeros(0), np.zeros((0, dim), np.float32), none.copy(), none.copy())
+        return cls(
+            none, np.zeros(0), np.zeros((0, dim), np.float32), none.copy(), none.copy(), np.zeros(0, bool)
+        )
 
     def __len__(self) -> int:
         return int(self.unit.shape[0])
@@ -131,6 +147,7 @@ class LocalSpeakers:
             np.concatenate([p.pieces.embeddings for p in parts]),
             np.concatenate([p.pieces.first for p in parts]),
             np.concatenate([p.pieces.last for p in parts]),
+            np.concatenate([p.pieces.alone for p in parts]),
         )
         return LocalSpeakers(
             np.concatenate([p.chunk for p in parts]),
@@ -153,17 +170,26 @@ class LocalSpeakers:
         return pool(self.embeddings, self.seconds, inverse.reshape(-1))
 
 
+@dataclass(frozen=True)
+class UnitFeatures:
+    """A unit's mean-normalised (frames, 80) features (on the model's device), and its pieces: each
+    the positions of its frames in them."""
+
+    features: Any
+    pieces: tuple[np.ndarray, ...] = ()
+
+
 class UnitEmbedder:
-    """CAM++ for feature arrays of equal length, shared by every diarize worker (one `SharedBatcher`:
-    units of all files in flight go in the same calls)."""
+    """CAM++ for units' features, shared by every diarize worker (one `SharedBatcher`: units of equal
+    length of all files in flight go in the same calls)."""
 
     def __init__(
         self, voice: VoiceEncoder, batch: AdaptiveBatch, faults: FaultInjector | None = None
     ) -> None:
         self.voice = voice
         self._faults = faults
-        self._batcher: SharedBatcher[Any, np.ndarray] = SharedBatcher(
-            self._run, batch, group=lambda feats: int(feats.shape[0])
+        self._batcher: SharedBatcher[UnitFeatures, np.ndarray] = SharedBatcher(
+            self._run, batch, group=lambda unit: int(unit.features.shape[0])
         )
 
     @property
@@ -171,18 +197,20 @@ class UnitEmbedder:
         return self.voice.device
 
     @property
-    def batcher(self) -> SharedBatcher[Any, np.ndarray]:
+    def batcher(self) -> SharedBatcher[UnitFeatures, np.ndarray]:
         return self._batcher
 
-    def _run(self, feats: Sequence[Any]) -> list[np.ndarray]:
+    def _run(self, units: Sequence[UnitFeatures]) -> list[np.ndarray]:
         if self._faults is not None:
-            self._faults.check("diarize", len(feats))
-        return list(self.voice.embed_equal_length(feats))
+            self._faults.check("diarize", len(units))
+        feats = [unit.features for unit in units]
+        if not any(unit.pieces for unit in units):
+            return [row[None] for row in self.voice.embed_equal_length(feats)]
+        return self.voice.embed_with_pieces(feats, [unit.pieces for unit in units])
 
-    def embed(self, feats: Sequence[Any]) -> np.ndarray:
-        """(n, dim) embeddings of (frames, 80) feature tensors (mean-normalised, on the device)."""
-        out = self._batcher.map(list(feats))
-        return np.stack(out) if out else np.zeros((0, self.voice.dim), np.float32)
+    def embed(self, units: Sequence[UnitFeatures]) -> list[np.ndarray]:
+        """Per unit a (1 + its pieces, dim) array: its embedding, then its pieces'."""
+        return self._batcher.map(list(units))
 
 
 def _crop_to_grid(index: np.ndarray) -> np.ndarray:
@@ -245,15 +273,31 @@ def _embeddable(
     return found
 
 
+def unit_pieces(
+    index_local: np.ndarray, run: tuple[int, int], span: tuple[int, int]
+) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+    """A unit's pieces, if it is long enough to have two or more: (each piece's positions in the unit's
+    frames, the chunk frames each stands for). `index_local`: the chunk frame of each of the unit's
+    frames; `run`: the frames its track's run covers, cut by `piece_runs`; `span`: the frames the unit
+    stands for, shared among its pieces. A piece needs `MIN_UNIT_FRAMES` of the unit's frames."""
+    found = []
+    for a, b in piece_runs(*run):
+        positions = np.flatnonzero((index_local >= a) & (index_local < b))
+        if positions.shape[0] >= MIN_UNIT_FRAMES:
+            found.append((positions, (a, b)))
+    if len(found) < 2:
+        return [], []
+    return [positions for positions, _ in found], unit_spans([r for _, r in found], *span)
+
+
 @dataclass
 class _Embeddable:
     """What one call of `_chunk_units` found to embed: unit rows (chunk, local speaker, frames, first,
-    last), piece rows (unit row, frames, first, last) and the features of each, in row order."""
+    last) with their features and pieces, and piece rows (unit row, frames, first, last), in order."""
 
     rows: list[tuple[int, int, int, int, int]]
-    inputs: list[Any]
+    inputs: list[UnitFeatures]
     piece_rows: list[tuple[int, int, int, int]]
-    piece_inputs: list[Any]
 
 
 def _chunk_units(samples: np.ndarray, seg: ChunkSegmentation, chunks: list[int], device: Any) -> _Embeddable:
@@ -277,7 +321,7 @@ def _chunk_units(samples: np.ndarray, seg: ChunkSegmentation, chunks: list[int],
     centres = first + np.arange(feats.shape[0]) * FRAME_SHIFT + FRAME_LENGTH // 2
     grid = centres // FRAME_SAMPLES
     activity = seg.local_activity(chunks)  # (chunks, 589, 3)
-    out = _Embeddable([], [], [], [])
+    out = _Embeddable([], [], [])
 
     def gather(index: np.ndarray) -> Any:
         with torch.inference_mode():
@@ -299,17 +343,10 @@ def _chunk_units(samples: np.ndarray, seg: ChunkSegmentation, chunks: list[int],
                 continue
             for (index, run), (a, b) in zip(found, unit_spans([run for _, run in found]), strict=True):
                 unit = len(out.rows)
-                out.inputs.append(gather(index))
+                pieces, spans = unit_pieces(local[index - lo], run, (a, b))
+                out.inputs.append(UnitFeatures(gather(index), tuple(pieces)))
                 out.rows.append((chunk, speaker, index.shape[0], a, b))
-                runs = piece_runs(*run)
-                if len(runs) < 2:  # short enough: no pieces (its one run would be the unit again)
-                    continue
-                pieces = _embeddable(*frames, runs)
-                if len(pieces) < 2:
-                    continue
-                for (piece, _), (c, d) in zip(pieces, unit_spans([r for _, r in pieces], a, b), strict=True):
-                    out.piece_inputs.append(gather(piece))
-                    out.piece_rows.append((unit, piece.shape[0], c, d))
+                out.piece_rows += [(unit, p.shape[0], c, d) for p, (c, d) in zip(pieces, spans, strict=True)]
     return out
 
 
@@ -323,24 +360,50 @@ def embed_local_speakers(
     get one filterbank, and all its units and pieces go to the model together)."""
     dim = embedder.voice.dim
     chunks = sorted(int(c) for c in chunks)
-    found = _Embeddable([], [], [], [])
+    found = _Embeddable([], [], [])
     for run in neighbour_runs(seg.offsets[chunks]):
         part = _chunk_units(samples, seg, [chunks[i] for i in run], embedder.device)
         found.piece_rows += [(unit + len(found.rows), n, a, b) for unit, n, a, b in part.piece_rows]
         found.rows += part.rows
         found.inputs += part.inputs
-        found.piece_inputs += part.piece_inputs
     if not found.rows:
         return LocalSpeakers.empty(dim)
-    embeddings = embedder.embed(found.inputs + found.piece_inputs)
+    embedded = embedder.embed(found.inputs)  # per unit: its embedding, then its pieces' in order
     units = np.asarray(found.rows, dtype=np.int64)
     pieces = np.asarray(found.piece_rows, dtype=np.int64).reshape(-1, 4)
+    unit_embeddings = np.stack([e[0] for e in embedded])
+    piece_embeddings = np.concatenate([e[1:] for e in embedded]).reshape(-1, dim)
+    alone = unlike_their_unit(piece_embeddings, unit_embeddings[pieces[:, 0]])
+    again = np.flatnonzero(alone)
+    if again.size:
+        positions = [p for unit in found.inputs for p in unit.pieces]  # in piece row order
+        own = [piece_alone(found.inputs[pieces[k, 0]], positions[k]) for k in again.tolist()]
+        piece_embeddings[again] = np.stack([e[0] for e in embedder.embed(own)])
     return LocalSpeakers(
         units[:, 0],
         units[:, 1],
         units[:, 2] / 100.0,
-        embeddings[: len(found.rows)],
+        unit_embeddings,
         units[:, 3],
         units[:, 4],
-        Pieces(pieces[:, 0], pieces[:, 1] / 100.0, embeddings[len(found.rows) :], pieces[:, 2], pieces[:, 3]),
+        Pieces(pieces[:, 0], pieces[:, 1] / 100.0, piece_embeddings, pieces[:, 2], pieces[:, 3], alone),
     )
+
+
+def unlike_their_unit(pieces: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """(m,) whether each piece's embedding from its unit's pass (row by row with its unit's) is less
+    like its unit's than `PIECE_ALONE_BELOW`, or says nothing (all zero)."""
+    norms = np.linalg.norm(pieces, axis=1) * np.linalg.norm(units, axis=1)
+    alike = np.einsum("ij,ij->i", pieces, units) / np.where(norms > 0, norms, 1.0)
+    return (norms <= 0) | (alike < PIECE_ALONE_BELOW)
+
+
+def piece_alone(unit: UnitFeatures, positions: np.ndarray) -> UnitFeatures:
+    """A piece's own features to embed alone: its unit's frames at `positions` (the middle of them, cut
+    to `LENGTH_GRID`), mean-normalised over the piece."""
+    import torch
+
+    with torch.inference_mode():
+        index = torch.from_numpy(_crop_to_grid(positions)).to(unit.features.device)
+        frames = unit.features[index]
+        return UnitFeatures(frames - frames.mean(dim=0, keepdim=True))

@@ -128,7 +128,7 @@ class SegmentationModel:
                     onnx_cache,
                     stem="segmentation3",
                     input_name="waveform",
-                    output_name="logits",
+                    output_names=("logits",),
                     dynamic_axes={0: "batch", 2: "samples"},
                 )
                 # Its threads do not spin between calls: they would take the cores that CAM++, Whisper
