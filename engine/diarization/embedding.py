@@ -33,11 +33,11 @@ it separated the AMI excerpts' speakers less well (equal-error rate 0.28 vs 0.26
 speakers).
 
 Cost: a chunk's speakers together cover about the chunk's speech, so with chunks every 5 s each
-second of speech is embedded about twice, whatever the units. Pieces embedded alone add a fifth to a
-third of that again (from 63 % of the embedded speech of the espeak conversations to 86 % of the AMI
-excerpts' lies in units longer than `PIECE_S`; every piece alone added 70 % on the real sets): on the
-real sets the diarizer takes 1.14x the time it takes without pieces on a 2-core CPU, against 1.40x
-with every piece embedded alone (bench/diarization_pieces.py). Lengths are cut down to a multiple of
+second of speech is embedded about twice, whatever the units. From 63 % of the embedded speech of
+the espeak conversations to 86 % of the AMI excerpts' lies in units longer than `PIECE_S`, and every
+piece embedded alone added 70 % to the units' CAM++ work on the real sets; with only the pieces unlike
+their unit alone (124 of 822 there), the diarizer takes 1.08-1.14x the time it takes without pieces on
+a 2-core CPU, against 1.40x (bench/diarization_pieces.py). Lengths are cut down to a multiple of
 `LENGTH_GRID` frames (centred), because CAM++ pools over every frame it gets and so cannot pad:
 equal lengths share a model call, and across files in flight most calls are full. The filterbank is
 computed by torch on the model's device, for one block of chunks at a time, so memory does not grow

@@ -28,7 +28,7 @@ voices there are too alike to CAM++ for a piece to be clearly nearer another spe
 Those figures are with every piece embedded alone. Since most pieces' embeddings come from their
 unit's own CAM++ pass, only those unlike their unit embedded alone (embedding.py), the real sets give
 the AMI excerpts 15.0 %, the call 3.3 %, the mixed real voices 3.2 % and the 7-minute file 17.4 %
-(18.9 % without pieces), at 1.14x the diarizer's time without pieces instead of 1.40x
+(18.9 % without pieces), at 1.08-1.14x the diarizer's time without pieces instead of 1.40x
 (`python bench/diarization_pieces.py`).
 """
 
