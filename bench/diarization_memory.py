@@ -325,6 +325,11 @@ class Meter:
         if tracemalloc.is_tracing():
             tracemalloc.reset_peak()
 
+    def restart(self) -> None:
+        """Measure a fresh call: the kernel's mark reset and the overall peak so far forgotten."""
+        self.reset()
+        self.peak_mb = 0.0
+
     def finish(self) -> float:
         self._fold()
         return self.peak_mb
@@ -507,8 +512,7 @@ def diarize_again(
     meter's step wrappers reset the kernel's high-water mark at every step, so the peak is the
     meter's, which folds each step's in."""
     start = rss_mb()
-    meter.reset()
-    meter.peak_mb = 0.0
+    meter.restart()
     wall = time.perf_counter()
     diarizer.diarize(samples, fast_path_threshold=fast_path)
     return {
