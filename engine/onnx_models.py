@@ -146,12 +146,19 @@ class OnnxModel:
         is no faster per item, and ONNX Runtime keeps the memory of the biggest call it made for the
         rest of the process (segmentation-3.0: +1.7 GB at 64 chunks, +0.19 GB at 8;
         bench/results/diarization_memory.md)."""
+        return self.run_outputs(batch, [self.output_name], max_items)[0]
+
+    def run_outputs(self, batch: np.ndarray, names: Sequence[str], max_items: int | None) -> list[np.ndarray]:
+        """The named outputs of the model on `batch` (float32), at most `max_items` rows per call."""
         step = batch.shape[0] if not max_items else max(1, max_items)
-        parts = [
-            np.asarray(self.session.run([self.output_name], {self.input_name: rows})[0], dtype=np.float32)
-            for rows in (batch[i : i + step] for i in range(0, batch.shape[0], step))
+        calls = [
+            self.session.run(list(names), {self.input_name: batch[i : i + step]})
+            for i in range(0, batch.shape[0], step)
         ]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return [
+            np.asarray(parts[0] if len(parts) == 1 else np.concatenate(parts), dtype=np.float32)
+            for parts in zip(*calls, strict=True)
+        ]
 
 
 class OnnxCampplus(OnnxModel):
@@ -166,12 +173,5 @@ class OnnxCampplus(OnnxModel):
     ) -> tuple[np.ndarray, np.ndarray]:
         """((batch, 192) embeddings, (batch, channels, time) frame-level features), at most `max_items`
         rows per session call."""
-        step = batch.shape[0] if not max_items else max(1, max_items)
-        parts = [
-            self.session.run(["embedding", "frames"], {self.input_name: batch[i : i + step]})
-            for i in range(0, batch.shape[0], step)
-        ]
-        return (
-            np.concatenate([np.asarray(p[0], dtype=np.float32) for p in parts]),
-            np.concatenate([np.asarray(p[1], dtype=np.float32) for p in parts]),
-        )
+        embeddings, frames = self.run_outputs(batch, ("embedding", "frames"), max_items)
+        return embeddings, frames

@@ -73,10 +73,7 @@ class VoiceEncoder:
         torch = self._torch
         if not len(features):
             return np.zeros((0, EMBEDDING_DIM), np.float32)
-        if isinstance(features[0], np.ndarray):
-            batch = torch.from_numpy(np.stack([np.asarray(f, dtype=np.float32) for f in features]))
-        else:
-            batch = torch.stack(list(features))
+        batch = self._stack(features)
         with model_call(MODEL_CALL):
             if self._onnx is not None and batch.shape[1] >= ONNX_MIN_FRAMES:
                 embedded_onnx = self._onnx.run(
@@ -99,10 +96,7 @@ class VoiceEncoder:
         torch = self._torch
         if not len(features):
             return []
-        if isinstance(features[0], np.ndarray):
-            batch = torch.from_numpy(np.stack([np.asarray(f, dtype=np.float32) for f in features]))
-        else:
-            batch = torch.stack(list(features))
+        batch = self._stack(features)
         with model_call(MODEL_CALL), torch.inference_mode():
             frames: Any = None
             if self._onnx is not None and batch.shape[1] >= ONNX_MIN_FRAMES:
@@ -129,6 +123,12 @@ class VoiceEncoder:
             out.append(np.concatenate([embedded[i : i + 1], embedded_pieces[at : at + len(item)]]))
             at += len(item)
         return out
+
+    def _stack(self, features: Sequence[Any]) -> Any:
+        """One (n, frames, 80) tensor of equal-length features: numpy arrays, or tensors on the device."""
+        if isinstance(features[0], np.ndarray):
+            return self._torch.from_numpy(np.stack([np.asarray(f, dtype=np.float32) for f in features]))
+        return self._torch.stack(list(features))
 
     def _piece_frames(self, positions: np.ndarray, frames: Any) -> Any:
         """The indices in `frames` (batch, channels, time) standing for these feature frame positions."""
