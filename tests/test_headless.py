@@ -176,3 +176,18 @@ def test_on_a_gpu_host_the_display_and_summary_show_the_device_and_the_vram_budg
     ):
         text.print(table)
     assert "VRAM" not in text.export_text() and "GPU0" not in text.export_text()
+
+
+def test_the_stage_table_shows_every_figure_whole_on_an_80_column_terminal() -> None:
+    # An hour of audio, the voice stage's RTF in scientific notation: the widest figures a run gives.
+    stages = [
+        replace(s, rtf_run=1.68e-05 if s.name == "voice" else 0.00765, audio_s=3690.5, busy_s=1225.2)
+        for s in snapshot(oom=True).stages
+    ]
+    outcome = headless.IngestOutcome(progress(0, 2), [], replace(snapshot(), stages=stages), 500.0, False)
+    text = Console(file=io.StringIO(), width=80, record=True)
+    text.print(headless.summary_tables(outcome)[0])
+    shown = text.export_text()
+    assert "…" not in shown, shown
+    assert "1.68e-05" in shown and "0.00765" in shown and "1:01:30" in shown and "1225.2 s" in shown, shown
+    assert all(len(line) <= 80 for line in shown.splitlines())
