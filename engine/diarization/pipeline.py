@@ -14,7 +14,8 @@ The recipe of pyannote 3.1, with the weights that install here and calibrated on
    long the file).
 4. clustering (clustering.py): a track's units joined again where their voices agree, then
    agglomerative (average linkage, cosine distance, calibrated threshold); an operator's count or
-   bounds cut the dendrogram instead.
+   bounds cut the dendrogram instead. A cluster whose units split in two the same way however they
+   are sampled holds two voices too alike for the threshold, and is split (alike_voices.py).
 5. refinement (refinement.py): a piece of a unit that clearly sounds like another speaker is
    credited to that speaker (one track often holds two people answering each other quickly).
 6. reconstruction (reconstruction.py): per frame, the clusters' averaged activity (each unit credits
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from voxdock.engine.diarization import fastpath
+from voxdock.engine.diarization.alike_voices import split_alike_voices
 from voxdock.engine.diarization.clustering import MAX_SPEAKERS, THRESHOLD, cluster_local_speakers, side_of
 from voxdock.engine.diarization.embedding import LocalSpeakers, UnitEmbedder, embed_local_speakers
 from voxdock.engine.diarization.reconstruction import (
@@ -229,14 +231,17 @@ class SegmentationDiarizer:
                 unembedded=bool(turns) and not (speakers.known_single or monologue),
             )
         sides = None if evidence.sides is None else unit_sides(seg, units, evidence.sides)
+        bounds = speakers.bounds(config.max_speakers)
         clusters = cluster_local_speakers(
             units.embeddings,
             units.seconds,
             units.track,
-            bounds=speakers.bounds(config.max_speakers),
+            bounds=bounds,
             threshold=config.threshold,
             sides=sides,
         )
+        if sides is None:  # a recording split by channel keeps its speakers to their sides instead
+            clusters = split_alike_voices(units.embeddings, units.seconds, clusters, bounds[1])
         speaker_sides = None
         if sides is not None:
             speaker_sides = side_of(sides, units.seconds, clusters.labels, clusters.count)

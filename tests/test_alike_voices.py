@@ -1,0 +1,132 @@
+"""Two voices too alike for the clustering threshold are split where their units split stably
+(engine/diarization/alike_voices.py); one real voice is not.
+
+The alike pair is the evaluation generator's closest (tests/fixtures/media/alike_voices_2spk.flac, made
+by tests/fixtures/make_fixtures.py); the real voice is the pocketsphinx-testdata reader (five LibriVox
+recordings, tests/fixtures/media/real). Embeddings are CAM++'s, of windows of the reference turns, so
+that each is one voice whatever the segmentation model would make of the file.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import MEDIA, REAL
+
+from voxdock.engine.decode import decode_file
+from voxdock.engine.diarization.alike_voices import (
+    MIN_SIMILARITY,
+    MIN_UNITS,
+    adjusted_rand_index,
+    split_alike_voices,
+)
+from voxdock.engine.diarization.clustering import Clusters, cluster_local_speakers, normalise
+from voxdock.engine.diarization.pipeline import SegmentationDiarizer
+from voxdock.engine.fbank import fbank
+
+RATE = 16000
+
+
+def windows(
+    samples: np.ndarray, spans: list[tuple[float, float, str]], length: float
+) -> list[tuple[np.ndarray, str]]:
+    """Consecutive windows of `length` seconds inside each (start, end, speaker) span, the last one
+    kept when it has at least a second."""
+    out = []
+    for start, end, speaker in spans:
+        at = start
+        while end - at >= min(1.0, length):
+            out.append((samples[int(at * RATE) : int(min(end, at + length) * RATE)], speaker))
+            at += length
+    return out
+
+
+def embed(
+    diarizer: SegmentationDiarizer, parts: list[tuple[np.ndarray, str]]
+) -> tuple[np.ndarray, np.ndarray]:
+    embeddings = diarizer.embedder.voice.embed_features([fbank(samples) for samples, _ in parts])
+    return embeddings, np.array([samples.shape[0] / RATE for samples, _ in parts])
+
+
+@pytest.mark.models
+def test_two_alike_voices_heard_as_one_are_split_into_theirs(diarizer: SegmentationDiarizer) -> None:
+    samples = decode_file(MEDIA / "alike_voices_2spk.flac").samples
+    turns = json.loads((MEDIA / "alike_voices_2spk.json").read_text())["turns"]
+    parts = windows(samples, [(t["start"], t["end"], t["speaker"]) for t in turns], 2.0)
+    embeddings, seconds = embed(diarizer, parts)
+    truth = np.array([speaker == turns[0]["speaker"] for _, speaker in parts], dtype=np.int64)
+    clusters = cluster_local_speakers(embeddings, seconds)
+    assert clusters.count == 1  # what the threshold makes of them
+    split = split_alike_voices(embeddings, seconds, clusters, high=50)
+    assert split.count == 2
+    assert adjusted_rand_index(truth, split.labels) > 0.8, split.labels
+    assert split_alike_voices(embeddings, seconds, clusters, high=1).count == 1  # a bound is kept
+
+
+@pytest.mark.models
+def test_one_real_voice_is_not_split(diarizer: SegmentationDiarizer) -> None:
+    parts = []
+    for path in sorted(REAL.glob("ps_librivox_*.wav")):
+        samples = decode_file(path).samples
+        parts += windows(samples, [(0.0, samples.shape[0] / RATE, "reader")], 1.0)
+    embeddings, seconds = embed(diarizer, parts)
+    assert (seconds >= 1.0).sum() >= MIN_UNITS  # enough units for the test to be made
+    clusters = cluster_local_speakers(embeddings, seconds)
+    assert clusters.count == 1
+    assert split_alike_voices(embeddings, seconds, clusters, high=50).count == 1
+
+
+def two_voices(alike: float, per_voice: int = 20, spread: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of two tight voices whose centres are `alike` (cosine), `per_voice` units each."""
+    rng = np.random.default_rng(3)
+    first = normalise(rng.normal(size=(1, 192)))[0]
+    other = normalise(rng.normal(size=(1, 192)))[0]
+    other = normalise((other - (other @ first) * first)[None])[0]
+    second = alike * first + np.sqrt(1 - alike**2) * other
+    centres = np.repeat(np.stack([first, second]), per_voice, axis=0)
+    return centres + spread * rng.normal(size=centres.shape) / np.sqrt(192), np.repeat([0, 1], per_voice)
+
+
+def one_cluster(embeddings: np.ndarray) -> Clusters:
+    return Clusters(
+        np.zeros(len(embeddings), dtype=np.int64), normalise(embeddings.mean(axis=0, keepdims=True))
+    )
+
+
+def test_a_stable_split_into_near_twins_is_two_speakers() -> None:
+    embeddings, truth = two_voices(alike=0.92)
+    split = split_alike_voices(embeddings, np.full(len(truth), 2.0), one_cluster(embeddings), high=50)
+    assert split.count == 2 and adjusted_rand_index(truth, split.labels) == 1.0
+
+
+def test_halves_less_alike_than_near_twins_stay_one_speaker() -> None:
+    # One person recorded in two places splits just as stably, into halves about 0.77 alike: that is
+    # left to clustering.MERGE_SIMILARITY, which joins them on purpose.
+    embeddings, truth = two_voices(alike=MIN_SIMILARITY - 0.08)
+    seconds = np.full(len(truth), 2.0)
+    assert split_alike_voices(embeddings, seconds, one_cluster(embeddings), high=50).count == 1
+
+
+def test_too_few_or_too_short_units_are_not_tested() -> None:
+    embeddings, truth = two_voices(alike=0.92, per_voice=MIN_UNITS // 2 - 1)
+    assert (
+        split_alike_voices(embeddings, np.full(len(truth), 2.0), one_cluster(embeddings), high=50).count == 1
+    )
+    embeddings, truth = two_voices(alike=0.92)
+    assert (
+        split_alike_voices(embeddings, np.full(len(truth), 0.5), one_cluster(embeddings), high=50).count == 1
+    )
+
+
+def test_the_rand_index_says_how_alike_two_splits_are() -> None:
+    split = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    assert adjusted_rand_index(split, split) == 1.0
+    assert adjusted_rand_index(split, 1 - split) == 1.0  # the names of the groups do not matter
+    assert adjusted_rand_index(split, np.zeros_like(split)) == 0.0  # one group says nothing
+    unrelated = np.array([0, 0, 1, 1, 0, 0, 1, 1])  # each group of one split half of each of the other
+    assert adjusted_rand_index(split, unrelated) < 0.1
+    one_moved = split.copy()
+    one_moved[0] = 1
+    assert 0.2 < adjusted_rand_index(split, one_moved) < 1.0
