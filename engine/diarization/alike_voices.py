@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from voxdock.engine.diarization.clustering import Clusters, normalise
+from voxdock.engine.diarization.clustering import MIN_SPEECH_S, Clusters, normalise
 
-MIN_UNITS = 16  # units of MIN_SPEECH_S: below this a half is too small to split reliably
-MIN_SPEECH_S = 1.0
+# Units of clustering.MIN_SPEECH_S (those that shape clusters): below this a half is too small to split
+# reliably.
+MIN_UNITS = 16
 MIN_STABILITY = 0.5
 MIN_SIMILARITY = 0.85
 HALVINGS = 10  # 20 split the same 14 of the 38 clusters tested on the evidence, at twice the cost
@@ -137,7 +138,8 @@ def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
         return float((counts * (counts - 1.0) / 2.0).sum())
 
     rows, columns = pairs(table.sum(axis=1)), pairs(table.sum(axis=0))
-    expected = rows * columns / max(pairs(np.array([float(a.shape[0])])), 1.0)
+    total = a.shape[0] * (a.shape[0] - 1) / 2.0
+    expected = rows * columns / max(total, 1.0)
     ceiling = (rows + columns) / 2.0
     if ceiling == expected:
         return 0.0
