@@ -23,7 +23,7 @@ from voxdock.engine.diarization.alike_voices import (
     split_alike_voices,
 )
 from voxdock.engine.diarization.clustering import Clusters, cluster_local_speakers, normalise
-from voxdock.engine.diarization.pipeline import SegmentationDiarizer
+from voxdock.engine.diarization.pipeline import SegmentationDiarizer, speakers_of_units
 from voxdock.engine.fbank import fbank
 
 RATE = 16000
@@ -99,6 +99,16 @@ def test_a_stable_split_into_near_twins_is_two_speakers() -> None:
     embeddings, truth = two_voices(alike=0.92)
     split = split_alike_voices(embeddings, np.full(len(truth), 2.0), one_cluster(embeddings), high=50)
     assert split.count == 2 and adjusted_rand_index(truth, split.labels) == 1.0
+
+
+def test_near_twins_told_their_count_are_split_not_seeded() -> None:
+    # Told 2, the clustering's forced cut and seeding used to fill the count with one unit, leaving no
+    # room under the bound for the split (espeak conversations told their count: 34.7 % DER).
+    embeddings, truth = two_voices(alike=0.92)
+    seconds, tracks = np.full(len(truth), 2.0), np.arange(len(truth))
+    for bounds in ((2, 2), (2, 5)):
+        told = speakers_of_units(embeddings, seconds, tracks, bounds=bounds)
+        assert told.count == 2 and adjusted_rand_index(truth, told.labels) == 1.0, bounds
 
 
 def test_halves_less_alike_than_near_twins_stay_one_speaker() -> None:
