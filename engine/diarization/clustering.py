@@ -84,7 +84,7 @@ OUTLIER_MIN_VOICES = 2
 # this close to its cluster's centroid: ami_trn05 told 4 had its main speaker's 6.5 s unit (0.09-0.22
 # from that speaker's other units) seeded as its fourth (28.5 % DER against 4.2 % without the count);
 # now it has 3 speakers (6.1 %), the AMI excerpts told their counts 17.8 % (20.8 %), the other real
-# files unchanged. It costs espeak conversations of the near-twin pair that alike_voices.py cannot
+# files unchanged. It costs espeak conversations of the near-twin pair that voice_splits.py cannot
 # split: ten files now have a speaker fewer than told (nine told 2 have 1), where a seeded unit had
 # been the other voice's (9 worse by 1-14 points, 1 better by 6; generated told their counts 15.0 ->
 # 15.1 %, calibration 17.9 -> 18.2 %). A seeded speaker too brief

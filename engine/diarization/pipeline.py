@@ -14,8 +14,8 @@ The recipe of pyannote 3.1, with the weights that install here and calibrated on
    long the file).
 4. clustering (clustering.py): a track's units joined again where their voices agree, then
    agglomerative (average linkage, cosine distance, calibrated threshold). A cluster whose units split
-   in two the same way however they are sampled holds two voices too alike for the threshold, and is
-   split (alike_voices.py). An operator's count, where that does not reach it, cuts the dendrogram
+   in two the same way however they are sampled, into near twins or into two people, holds two voices
+   and is split (voice_splits.py). An operator's count, where that does not reach it, cuts the dendrogram
    instead, never into voices at least 0.8 alike (`speakers_of_units`).
 5. refinement (refinement.py): a piece of a unit that clearly sounds like another speaker is
    credited to that speaker (one track often holds two people answering each other quickly).
@@ -42,7 +42,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from voxdock.engine.diarization import fastpath
-from voxdock.engine.diarization.alike_voices import split_alike_voices
 from voxdock.engine.diarization.clustering import (
     MAX_SPEAKERS,
     THRESHOLD,
@@ -80,6 +79,7 @@ from voxdock.engine.diarization.turns import (
     SpeakerTurn,
     speaker_name,
 )
+from voxdock.engine.diarization.voice_splits import split_two_voices
 from voxdock.engine.speakers import SpeakerOptions
 
 NAME = "segmentation-3.0+campplus"
@@ -292,18 +292,18 @@ def speakers_of_units(
     threshold: float = THRESHOLD,
     sides: np.ndarray | None = None,
 ) -> Clusters:
-    """The units' speakers within `bounds` (clustering.py); a cluster holding two alike voices is
-    split (alike_voices.py), except in a recording split by channel, whose speakers keep to their
-    sides. Given a fewest count, the units are first clustered as if none were: where splitting alike
-    voices reaches the count, that is the answer, not the forced cut and seeded speakers, which left
-    no room under the bound for the split (espeak conversations told their count: 34.7 % DER, 17.1 %
-    without it; bench/diarization_eval.py)."""
+    """The units' speakers within `bounds` (clustering.py); a cluster holding two voices is split
+    (voice_splits.py), except in a recording split by channel, whose speakers keep to their sides.
+    Given a fewest count, the units are first clustered as if none were: where splitting clusters of
+    two voices reaches the count, that is the answer, not the forced cut and seeded speakers, which
+    left no room under the bound for the split (espeak conversations told their count: 34.7 % DER,
+    17.1 % without it; bench/diarization_eval.py)."""
 
     def clustered(low: int) -> Clusters:
         found = cluster_local_speakers(
             embeddings, seconds, tracks, bounds=(low, bounds[1]), threshold=threshold, sides=sides
         )
-        return found if sides is not None else split_alike_voices(embeddings, seconds, found, bounds[1])
+        return found if sides is not None else split_two_voices(embeddings, seconds, found, bounds[1])
 
     if bounds[0] > 1 and sides is None:
         unbounded = clustered(1)
