@@ -11,7 +11,9 @@ Two kinds of evidence, both from what the diarizer computes first anyway:
 2. Voice embeddings of the local speakers of at most `SAMPLE_CHUNKS` chunks spread over the file's
    speech and of at most `SECOND_VOICE_CHUNKS` of those where the model heard a second voice (the
    expensive part, which the fast path saves on the other chunks). The file is one voice when every
-   sampled speaker's embedding is at least `threshold` (cosine) like the sample's mean voice.
+   sampled speaker's embedding is at least `threshold` (cosine) like the sample's mean voice, and
+   the sample's units do not split stably into two voices (voice_splits.py): the espeak generator's
+   closest pair scores 0.95-0.98 there, as espeak monologues do (0.94-0.98).
    Skipping a conversation loses its speakers for good, while diarizing a monologue only costs time,
    so the default threshold sits above every conversation's score measured
    (bench/diarization_eval.py, real meetings first).
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from voxdock.engine.diarization.clustering import normalise
+from voxdock.engine.diarization.voice_splits import holds_two_voices
 
 SAMPLE_CHUNKS = 8
 SECOND_VOICE_CHUNKS = 4
@@ -47,6 +50,7 @@ DEFAULT_THRESHOLD = 0.95
 ONE_VOICE = "one voice"
 TOO_SHORT = "too short to compare"
 DISSIMILAR = "voices differ"
+TWO_ALIKE = "two alike voices"
 
 
 @dataclass(frozen=True)
@@ -79,19 +83,28 @@ def second_voice_heard(alone_seconds: np.ndarray) -> bool:
 
 
 def one_voice(
-    embeddings: np.ndarray, seconds: np.ndarray, threshold: float, *, heard_at_once: bool, second_voice: bool
+    embeddings: np.ndarray,
+    seconds: np.ndarray,
+    threshold: float,
+    *,
+    heard_at_once: bool,
+    second_voice: bool,
+    units: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> FastPathDecision:
     """Whether sampled local speakers (rows) are one voice. With fewer than two to compare, only when
     `heard_at_once` (the whole file is one chunk) and the segmentation model, which tells voices
     apart inside a chunk, heard no `second_voice` there; otherwise the file is diarized (it has little
     speech, so that costs little). Four speakers in a 30 s AMI excerpt with 5 s of quiet speech gave
-    one usable local speaker: a file of several chunks is not judged on so little."""
+    one usable local speaker: a file of several chunks is not judged on so little. The sampled
+    `units` (embeddings, seconds), where given, must not hold two voices either."""
     usable = seconds >= MIN_SPEECH_S
     if usable.sum() < 2:
         return FastPathDecision(heard_at_once and not second_voice, TOO_SHORT, math.nan, threshold)
     points = normalise(np.asarray(embeddings[usable], dtype=np.float64))
     mean = normalise(points.mean(axis=0, keepdims=True))[0]
     lowest = float((points @ mean).min())
+    if lowest >= threshold and units is not None and holds_two_voices(*units):
+        return FastPathDecision(False, TWO_ALIKE, lowest, threshold)
     if lowest >= threshold:
         return FastPathDecision(True, ONE_VOICE, lowest, threshold)
     return FastPathDecision(False, DISSIMILAR, lowest, threshold)

@@ -205,6 +205,7 @@ class SegmentationDiarizer:
                 fast_path_threshold,
                 heard_at_once=bool(heard_at_once),
                 second_voice=fastpath.second_voice_heard(alone_s),
+                units=(part.embeddings, part.seconds),
             )
             if decision.monologue:
                 return Evidence(seg, voices, part, decision, heard=heard)

@@ -87,6 +87,12 @@ def split_two_voices(embeddings: np.ndarray, seconds: np.ndarray, clusters: Clus
     return Clusters(labels, np.stack(centroids).astype(np.float32))
 
 
+def holds_two_voices(embeddings: np.ndarray, seconds: np.ndarray) -> bool:
+    """Whether these units (one embedding row each, with its seconds of speech) hold two voices by the
+    module's rule."""
+    return _two_voices(normalise(np.asarray(embeddings, dtype=np.float64)), seconds) is not None
+
+
 def _two_voices(points: np.ndarray, seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(half of each point, the two halves' normalised centroids) when the points hold two voices,
     else None."""
