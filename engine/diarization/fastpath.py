@@ -43,8 +43,10 @@ MIN_SPEECH_S = 1.0  # a sampled speaker with less speech is not compared
 # to 0.798) but up to 0.935 over a telephone line, where CAM++ hears voices as more alike (0.91 skipped
 # two AMI excerpts there, ami_trn00 at 0.919 with three speakers). The bench's one real monologue long
 # enough to compare (jfk) scores from 0.982 (MP3); espeak monologues from 0.926 (AMR), and at 0.95 the
-# fast path still takes 37 of the bench's 40 monologues wideband. A monologue below the threshold is
-# diarized: skipping a conversation loses its speakers, diarizing a monologue costs only time.
+# fast path still takes 36 of the bench's 40 monologues wideband (37 before the sample's units were
+# checked for two voices; that check diarizes 4 of the 12 espeak conversations it skipped). A
+# monologue below the threshold is diarized: skipping a conversation loses its speakers, diarizing a
+# monologue costs only time.
 DEFAULT_THRESHOLD = 0.95
 
 ONE_VOICE = "one voice"
