@@ -35,7 +35,8 @@ pair's conversations came out as 4 speakers and a 4-voice one as 5). Splits stop
 On the units of the real and espeak sets (bench/diarization_eval.py with its calibration seeds,
 without the fast path), clusters of `MIN_UNITS` or more: of the espeak clusters with halves under
 0.75 alike, 10 split, all holding 2-3 voices, and none of the 3 holding one; of those with near-twin
-halves, 55 of 87 holding two voices split and none of 35 holding one; of the real ones (the 7-minute
+halves, 55 of 87 holding two voices split and none of 35 holding one, but 3 of the 48 espeak
+monologues diarized in full (without the fast path) split in two; of the real ones (the 7-minute
 file, the memory bench's 10- and 30-minute recordings, the monologues above; the AMI excerpts, the
 call and the mixed real voices have none so large) only the Russian prompts: halves 0.77-0.79 alike
 where stable (1.0 each), and where more alike unstable.
