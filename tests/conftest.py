@@ -216,3 +216,23 @@ def four_real_voices() -> tuple[np.ndarray, list[Turn]]:
         alone = mine & ~np.any([other for name, other in talking.items() if name != speaker], axis=0)
         voices[speaker] = [call[alone]]
     return mix_conversation(voices, 5.0, seed=311)
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two labellings group the same items together, whatever the groups are called."""
+    pairs = {(int(x), int(y)) for x, y in zip(a, b, strict=True)}
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+def two_voices(alike: float, per_voice: int = 20, spread: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings, true voice) of two tight voices whose centres are `alike` (cosine), `per_voice`
+    units each."""
+    from voxdock.engine.diarization.clustering import normalise
+
+    rng = np.random.default_rng(3)
+    first = normalise(rng.normal(size=(1, 192)))[0]
+    other = normalise(rng.normal(size=(1, 192)))[0]
+    other = normalise((other - (other @ first) * first)[None])[0]
+    second = alike * first + np.sqrt(1 - alike**2) * other
+    centres = np.repeat(np.stack([first, second]), per_voice, axis=0)
+    return centres + spread * rng.normal(size=centres.shape) / np.sqrt(192), np.repeat([0, 1], per_voice)

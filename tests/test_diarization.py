@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MEDIA, REAL, make_diarizer
+from conftest import MEDIA, REAL, make_diarizer, same_partition
 
 from voxdock.engine.diarization import (
     DEFAULT_FAST_PATH_THRESHOLD,
@@ -204,11 +204,6 @@ def _local_speakers(
     return emb.astype(np.float32), np.full(voices.size, seconds), voices
 
 
-def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
-    pairs = {(int(x), int(y)) for x, y in zip(a, b, strict=True)}
-    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
-
-
 def _conversation(k: int, chunks: int = 24) -> list[list[int]]:
     """Two voices per chunk, turning over the k speakers."""
     return [[c % k, (c + 1) % k] for c in range(chunks)]
@@ -219,7 +214,7 @@ def test_clustering_finds_separated_speakers(k: int) -> None:
     emb, seconds, truth = _local_speakers(_conversation(k), seed=k)
     clusters = cluster_local_speakers(emb, seconds)
     assert clusters.count == k
-    assert _same_partition(clusters.labels, truth)
+    assert same_partition(clusters.labels, truth)
     assert clusters.centroids.shape == (k, 192)
     np.testing.assert_allclose(np.linalg.norm(clusters.centroids, axis=1), 1.0, atol=1e-5)
 
@@ -231,7 +226,7 @@ def test_a_long_recording_with_many_people_keeps_them_apart() -> None:
     clusters = cluster_local_speakers(emb, seconds)
     assert MAX_SPEAKERS >= 30
     assert clusters.count == 30
-    assert _same_partition(clusters.labels, truth)
+    assert same_partition(clusters.labels, truth)
 
 
 def test_one_voice_recorded_two_ways_is_one_speaker() -> None:
@@ -253,7 +248,7 @@ def test_one_voice_recorded_two_ways_is_one_speaker() -> None:
     assert apart.count == 3  # the rooms alone, as average linkage leaves them
     clusters = cluster_local_speakers(emb, seconds)
     assert clusters.count == 2
-    assert _same_partition(clusters.labels, truth)
+    assert same_partition(clusters.labels, truth)
     assert cluster_local_speakers(emb, seconds, bounds=(3, 3)).count == 3
 
 
@@ -296,7 +291,7 @@ def test_a_count_above_the_natural_one_is_reached_where_a_voice_can_carry_it() -
     near = np.stack([_near(emb[truth == 0], 0.7, 1), _near(emb[truth == 1], 0.7, 2)])
     emb, seconds = np.vstack([emb, near]), np.append(seconds, [3.0, 3.0])
     five = cluster_local_speakers(emb, seconds, bounds=(5, 5))
-    assert five.count == 5 and _same_partition(five.labels, np.append(truth, [3, 4]))
+    assert five.count == 5 and same_partition(five.labels, np.append(truth, [3, 4]))
     assert cluster_local_speakers(emb, seconds, bounds=(4, 20)).count == 4
 
 
@@ -308,7 +303,7 @@ def test_a_count_above_the_voices_does_not_cut_a_voice_in_two() -> None:
     seconds[truth == 1] = MIN_SPEECH_S / 2
     clusters = cluster_local_speakers(emb, seconds, bounds=(2, 2))
     assert clusters.count == 2
-    assert _same_partition(clusters.labels, truth)
+    assert same_partition(clusters.labels, truth)
     # With no voice apart at all (every unit at least 0.8 alike its centroid) no unit is made a
     # speaker: ami_trn05 told 4 had its main speaker's longest unit seeded as its fourth (28.5 % DER,
     # 6.1 % with 3 speakers).
@@ -325,7 +320,7 @@ def test_short_local_speakers_do_not_form_clusters() -> None:
     short[truth == 2] = MIN_SPEECH_S / 2  # 1.5 s in three snippets
     clusters = cluster_local_speakers(emb, short)
     assert clusters.count == 2
-    assert _same_partition(clusters.labels[truth < 2], truth[truth < 2])
+    assert same_partition(clusters.labels[truth < 2], truth[truth < 2])
     assert cluster_local_speakers(emb, seconds).count == 3
     one = np.flatnonzero(truth == 2)[0]
     long_snippet = short.copy()
@@ -352,13 +347,13 @@ def test_a_voice_heard_only_in_short_answers_is_a_speaker() -> None:
     seconds[truth == 2] = MIN_SPEECH_S / 2  # 2 s in four answers
     clusters = cluster_local_speakers(emb, seconds)
     assert clusters.count == 3
-    assert _same_partition(clusters.labels, truth)
+    assert same_partition(clusters.labels, truth)
     assert cluster_local_speakers(emb, seconds, bounds=(1, 2)).count == 2
     # Two such people and room for one more speaker: the one heard longer gets it.
     emb, seconds, truth = _local_speakers([[0, 1]] * 12 + [[0, 2]] * 3 + [[1, 3]] * 8, seed=8)
     seconds[truth >= 2] = MIN_SPEECH_S * 0.8  # 2.4 s of voice 2, 6.4 s of voice 3
     labels = cluster_local_speakers(emb, seconds, bounds=(1, 3)).labels
-    assert _same_partition(labels[truth != 2], truth[truth != 2])
+    assert same_partition(labels[truth != 2], truth[truth != 2])
     # An all-zero embedding among the short voices (a unit of digital silence) breaks nothing.
     emb[-1] = 0.0
     assert cluster_local_speakers(emb, seconds).count == 4
@@ -371,7 +366,7 @@ def test_a_tracks_units_are_one_voice_unless_their_voices_differ() -> None:
     points = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     tracks = np.array([5, 5, 5, 5, 8, 8, 8])  # track 5 holds voices 0 and 1, track 8 voice 2 alone
     voice, split = voices_of_tracks(points, tracks)
-    assert _same_partition(voice, truth)
+    assert same_partition(voice, truth)
     assert split[voice].tolist() == [True] * 4 + [False] * 3  # track 5's two voices were split off it
     alone, none_split = voices_of_tracks(points, np.arange(7))  # every unit its own track
     assert alone.tolist() == list(range(7)) and not none_split.any()
@@ -383,7 +378,7 @@ def test_clustering_sends_each_unit_of_a_lumped_track_to_its_own_speaker() -> No
     tracks = np.concatenate([np.arange(20), [99, 99, 99]])
     clusters = cluster_local_speakers(emb, seconds, tracks)
     assert clusters.count == 2
-    assert _same_partition(clusters.labels, truth)
+    assert same_partition(clusters.labels, truth)
     # A track of one voice cut in short units: they shape the clusters together, as one point.
     one, _, _ = _local_speakers([[0, 0, 0, 0]], seed=4, spread=0.3)
     short = np.full(4, MIN_SPEECH_S / 2)
@@ -399,27 +394,27 @@ def test_voices_heard_on_different_channels_are_never_one_speaker() -> None:
     assert cluster_local_speakers(emb, seconds).count == 1
     clusters = cluster_local_speakers(emb, seconds, sides=sides)
     assert clusters.count == 2
-    assert _same_partition(clusters.labels, sides)
+    assert same_partition(clusters.labels, sides)
     unclear = sides.copy()
     unclear[:4] = 0
     labels = cluster_local_speakers(emb, seconds, sides=unclear).labels
-    assert _same_partition(labels[4:], sides[4:])
+    assert same_partition(labels[4:], sides[4:])
     # A party who only answers in pieces shorter than the clusters' floor shapes no cluster: that
     # side still gets a speaker of its own, told a count of two or not.
     short = seconds.copy()
     short[sides == 2] = MIN_SPEECH_S / 2
     for bounds in ((1, MAX_SPEAKERS), (2, 2)):
         clusters = cluster_local_speakers(emb, short, sides=sides, bounds=bounds)
-        assert clusters.count == 2 and _same_partition(clusters.labels, sides)
+        assert clusters.count == 2 and same_partition(clusters.labels, sides)
     assert cluster_local_speakers(emb, seconds, bounds=(1, 1), sides=sides).count == 1
     three_sides = np.tile(np.array([1, 2, 3], np.int8), 8)
     clusters = cluster_local_speakers(emb, seconds, sides=three_sides)
-    assert clusters.count == 3 and _same_partition(clusters.labels, three_sides)
+    assert clusters.count == 3 and same_partition(clusters.labels, three_sides)
     # Two voices on one side are still told apart by voice.
     two, seconds2, truth = _local_speakers([[0, 1, 2]] * 10, seed=22)
     on_left = np.where(truth < 2, 1, 2).astype(np.int8)
     clusters = cluster_local_speakers(two, seconds2, sides=on_left)
-    assert clusters.count == 3 and _same_partition(clusters.labels, truth)
+    assert clusters.count == 3 and same_partition(clusters.labels, truth)
 
 
 def test_a_track_holding_both_sides_is_cut_into_its_sides() -> None:

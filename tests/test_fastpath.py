@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import MEDIA, REAL
+from conftest import MEDIA, REAL, two_voices
 
 from voxdock.engine.diarization import (
     DEFAULT_FAST_PATH_THRESHOLD,
@@ -115,14 +115,8 @@ def test_one_voice_is_taken_and_two_are_not() -> None:
 def test_a_sample_whose_units_hold_two_alike_voices_is_not_a_monologue() -> None:
     # Two near twins, 0.92 alike (the espeak generator's closest pair scores 0.95-0.98 on its sampled
     # tracks, as espeak monologues do): their 40 units split stably in two.
-    rng = np.random.default_rng(3)
-    first = rng.standard_normal(192)
-    first /= np.linalg.norm(first)
-    other = rng.standard_normal(192)
-    other -= (other @ first) * first
-    second = 0.92 * first + np.sqrt(1 - 0.92**2) * other / np.linalg.norm(other)
-    units = np.repeat(np.stack([first, second]), 20, axis=0) + 0.05 * rng.standard_normal((40, 192)) / 14
-    tracks = np.stack([first + second, first + second])  # each sampled track holds both: alike
+    units, _ = two_voices(alike=0.92)
+    tracks = np.repeat(units.mean(axis=0, keepdims=True), 2, axis=0)  # each sampled track holds both
     seconds = np.full(2, 30.0)
     plain = one_voice(tracks, seconds, 0.88, heard_at_once=False, second_voice=False)
     assert plain.monologue
@@ -131,7 +125,7 @@ def test_a_sample_whose_units_hold_two_alike_voices_is_not_a_monologue() -> None
     )
     assert not told.monologue and told.reason == TWO_ALIKE and told.similarity == plain.similarity
     # One voice's units, as many, do not split: still a monologue.
-    one = np.repeat(first[None], 40, axis=0) + 0.05 * rng.standard_normal((40, 192)) / 14
+    one, _ = two_voices(alike=1.0)
     kept = one_voice(
         tracks, seconds, 0.88, heard_at_once=False, second_voice=False, units=(one, np.full(40, 2.0))
     )

@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import MEDIA, REAL
+from conftest import MEDIA, REAL, same_partition, two_voices
 
 from voxdock.engine.decode import decode_file
 from voxdock.engine.diarization.clustering import Clusters, cluster_local_speakers, normalise
@@ -79,17 +79,6 @@ def test_one_real_voice_is_not_split(diarizer: SegmentationDiarizer) -> None:
     assert split_two_voices(embeddings, seconds, clusters, high=50).count == 1
 
 
-def two_voices(alike: float, per_voice: int = 20, spread: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings of two tight voices whose centres are `alike` (cosine), `per_voice` units each."""
-    rng = np.random.default_rng(3)
-    first = normalise(rng.normal(size=(1, 192)))[0]
-    other = normalise(rng.normal(size=(1, 192)))[0]
-    other = normalise((other - (other @ first) * first)[None])[0]
-    second = alike * first + np.sqrt(1 - alike**2) * other
-    centres = np.repeat(np.stack([first, second]), per_voice, axis=0)
-    return centres + spread * rng.normal(size=centres.shape) / np.sqrt(192), np.repeat([0, 1], per_voice)
-
-
 def one_cluster(embeddings: np.ndarray) -> Clusters:
     return Clusters(
         np.zeros(len(embeddings), dtype=np.int64), normalise(embeddings.mean(axis=0, keepdims=True))
@@ -120,13 +109,8 @@ def test_three_voices_two_of_them_near_twins_are_three_speakers() -> None:
     embeddings = centres + 0.05 * rng.normal(size=centres.shape) / np.sqrt(192)
     truth, seconds = np.repeat([0, 1, 2], 20), np.full(60, 2.0)
     split = split_two_voices(embeddings, seconds, one_cluster(embeddings), high=50)
-    assert split.count == 3 and _same_groups(truth, split.labels), split.labels
+    assert split.count == 3 and same_partition(truth, split.labels), split.labels
     assert split_two_voices(embeddings, seconds, one_cluster(embeddings), high=2).count == 2
-
-
-def _same_groups(a: np.ndarray, b: np.ndarray) -> bool:
-    pairs = set(zip(a.tolist(), b.tolist(), strict=True))
-    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
 
 
 def test_near_twins_told_their_count_are_split_not_seeded() -> None:

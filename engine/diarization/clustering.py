@@ -87,8 +87,8 @@ OUTLIER_MIN_VOICES = 2
 # files unchanged. It costs espeak conversations of the near-twin pair that voice_splits.py cannot
 # split: ten files now have a speaker fewer than told (nine told 2 have 1), where a seeded unit had
 # been the other voice's (9 worse by 1-14 points, 1 better by 6; generated told their counts 15.0 ->
-# 15.1 %, calibration 17.9 -> 18.2 %). A seeded speaker too brief
-# to win a frame gets no turn either, so a file may come out with fewer speakers than told.
+# 15.1 %, calibration 17.9 -> 18.2 %). A seeded speaker too brief to win a frame gets no turn
+# either, so a file may come out with fewer speakers than told.
 FORCED_SPLIT_FLOOR = 0.2
 # A guard against clustering gone wrong, not an expected count: a long recording can hold many
 # people. At 20, ten AMI excerpts, a call and five read voices in one 7-minute file (28 speakers)

@@ -131,8 +131,8 @@ def two_means(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(group of each point, the two normalised centres) of spherical 2-means on normalised points:
     the tightest of `starts` runs, each seeded k-means++ style (the second centre drawn far from the
-    first). Written out rather than scikit-learn's KMeans: this is called 200 times per cluster
-    tested, where KMeans' per-call checks took twice the time of the work (bench host CPU on the
+    first). Written out rather than scikit-learn's KMeans: this is called twice per halving (80 times
+    per cluster tested), where KMeans' per-call checks took twice the time of the work (bench host CPU on the
     espeak sets 43 s per audio hour, against an aim of 40)."""
     n = points.shape[0]
     best: tuple[float, np.ndarray, np.ndarray] | None = None
