@@ -41,6 +41,7 @@ from voxdock.engine.diarization.embedding import (
     PIECE_ALONE_BELOW,
     LocalSpeakers,
     Pieces,
+    embed_local_speakers,
     piece_runs,
     track_runs,
     unit_pieces,
@@ -80,6 +81,7 @@ from voxdock.engine.diarization.segmentation import (
 )
 from voxdock.engine.diarization.sides import silence_other_side
 from voxdock.engine.diarization.turns import split_overlaps, subtract_spans
+from voxdock.engine.fbank import FRAME_SHIFT
 from voxdock.engine.oom import OutOfMemory
 from voxdock.engine.vad import detect_speech
 from voxdock.evaluation import Turn, diarization_error_rate, mix_conversation, read_rttm
@@ -1196,3 +1198,34 @@ def test_a_filterbank_out_of_gpu_memory_is_run_again_after_the_cache_is_handed_b
     monkeypatch.setattr(embedding, "fbank_tensor", full_card)
     with pytest.raises(OutOfMemory, match="does not fit in device memory"):
         diarizer.diarize(speech, SpeakerOptions(num_speakers=2))
+
+
+@pytest.mark.models
+def test_a_unit_embeds_the_same_in_any_block(diarizer: SegmentationDiarizer) -> None:
+    """A chunk's units get the same filterbank frames, so the same embeddings, whether its chunk is
+    embedded alone, with its neighbours, or after the fast path's sample: blocks change nothing."""
+    speech = _load(REAL / "pyannote_sample.wav")  # 30 s: 5 chunks, starting off the 10 ms grid
+    seg = segment(diarizer.segmentation, speech, chunk_offsets(speech.shape[0]))
+    chunks = list(range(len(seg.offsets)))
+    # Each chunk alone would start its filterbank at another phase of the 10 ms grid.
+    assert len({int(o) * FRAME_SAMPLES % FRAME_SHIFT for o in seg.offsets}) > 1
+    dim = diarizer.embedder.voice.dim
+    together = embed_local_speakers(speech, seg, chunks, diarizer.embedder)
+    alone = LocalSpeakers.concat(
+        [embed_local_speakers(speech, seg, [c], diarizer.embedder) for c in chunks], dim
+    )
+    later = LocalSpeakers.concat(
+        [embed_local_speakers(speech, seg, block, diarizer.embedder) for block in ([2, 3], [0, 1], [4])], dim
+    )
+    assert len(together) >= len(chunks)
+
+    def by_unit(units: LocalSpeakers) -> dict[tuple[int, int, int, int], np.ndarray]:
+        keys = zip(*(v.tolist() for v in (units.chunk, units.local, units.first, units.last)), strict=True)
+        return {key: normalise(e[None])[0] for key, e in zip(keys, units.embeddings, strict=True)}
+
+    want = by_unit(together)
+    for other in (alone, later):
+        got = by_unit(other)
+        assert got.keys() == want.keys()
+        alike = [float(want[k] @ got[k]) for k in want]
+        assert min(alike) > 0.9999, alike

@@ -306,7 +306,9 @@ def _chunk_units(samples: np.ndarray, seg: ChunkSegmentation, chunks: list[int],
     import torch
 
     offsets = seg.offsets[chunks]
-    first = int(offsets.min()) * FRAME_SAMPLES
+    # On the file's 10 ms filterbank grid, from the first frame centred in the first chunk: a unit gets
+    # the same frames whatever block it is embedded in.
+    first = max(int(offsets.min()) * FRAME_SAMPLES - FRAME_LENGTH // 2, 0) // FRAME_SHIFT * FRAME_SHIFT
     last = min(
         int(offsets.max()) * FRAME_SAMPLES + CHUNK_FRAMES * FRAME_SAMPLES + FRAME_LENGTH, samples.shape[0]
     )
