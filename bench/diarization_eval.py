@@ -209,11 +209,16 @@ def generate(specs: list[Spec], folder: Path) -> list[Path]:
     for spec in specs:
         prefix = folder / spec.name
         if not prefix.with_suffix(".wav").exists():
-            subprocess.run(
+            missing = [tool for tool in ("espeak-ng", "sox") if shutil.which(tool) is None]
+            if missing:
+                raise SystemExit(f"{spec.name}: the espeak sets need {' and '.join(missing)} (apt-get)")
+            made = subprocess.run(
                 [sys.executable, str(MAKE_DIALOGUE), *spec.args, "--out", str(prefix)],
-                check=True,
                 capture_output=True,
+                text=True,
             )
+            if made.returncode != 0:
+                raise SystemExit(f"{spec.name}: {MAKE_DIALOGUE.name} failed: {made.stderr.strip()[-500:]}")
         out.append(prefix.with_suffix(".wav"))
     return out
 
