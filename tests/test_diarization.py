@@ -55,8 +55,10 @@ from voxdock.engine.diarization.reconstruction import (
     VAD_MIN_S,
     VAD_TRIM_S,
     absorb_short_runs,
+    bridge_frames,
     bridge_labels,
     bridge_mask,
+    fill_unclaimed,
     frames_to_turns,
     label_turns,
     rank_speakers,
@@ -732,6 +734,69 @@ def test_rank_speakers_names_each_frames_first_and_second_voice() -> None:
     assert second.tolist() == [2, -1, -1, 1, 1]  # a second one only where two talk, never the first
     alone, none = rank_speakers(np.ones((3, 1)), np.array([2, 1, 0]))
     assert alone.tolist() == [0, 0, -1] and none.tolist() == [-1, -1, -1]  # one speaker: no overlap
+
+
+def test_a_second_voice_no_speaker_claims_goes_to_the_speaker_heard_nearest() -> None:
+    """Where the model hears two voices but only the first speaker's units cover the frame, the
+    second is the other speaker heard nearest in time: not whichever is numbered 0, nor the file's
+    biggest talker far away."""
+    activity = np.zeros((12, 3), np.float32)
+    activity[0:3, 2] = 0.3
+    activity[3:6, 1] = 0.5
+    activity[8:12, 0] = 0.9  # talks most, but later
+    voices = np.array([2, 2, 1, 2, 2, 0, 0, 0, 1, 1, 2, 2])
+    first, second = rank_speakers(activity, voices)
+    assert first.tolist() == [2, 2, 2, 1, 1, -1, -1, -1, 0, 0, 0, 0]
+    assert second.tolist() == [1, 1, -1, 2, 2, -1, -1, -1, -1, -1, 1, 1]
+    # A second voice claimed by some speaker's units is that speaker, however far the others.
+    activity[10:12, 2] = 0.1
+    assert rank_speakers(activity, voices)[1][10:].tolist() == [2, 2]
+
+
+def test_speech_no_speaker_covers_goes_to_who_talks_around_it() -> None:
+    """Frames heard as speech (the VAD alone, or units too short to embed) with no speaker's activity
+    take the nearest covered frame's activity; in a recording split by channel, only of speakers of
+    the frame's own side."""
+    activity = np.zeros((10, 2), np.float32)
+    activity[0:3, 1] = 0.8  # speaker 1 early
+    activity[8:10, 0] = 0.6  # speaker 0 late
+    voices = np.array([1, 1, 1, 1, 1, 0, 1, 1, 1, 1])
+    filled = activity.copy()
+    fill_unclaimed(filled, voices)
+    first, _ = rank_speakers(filled, voices)
+    assert first.tolist() == [1, 1, 1, 1, 1, -1, 0, 0, 0, 0]  # frame 4 nearer 2 than 8; silence stays
+    np.testing.assert_array_equal(filled[[0, 1, 2, 8, 9]], activity[[0, 1, 2, 8, 9]])  # covered: as they were
+    # Split by channel: frames 3-7 heard on speaker 0's side go to speaker 0 however near speaker 1 is.
+    sides = np.array([2, 2, 2, 1, 1, 0, 1, 1, 1, 1], np.int8)
+    sided = activity.copy()
+    fill_unclaimed(sided, voices, sides, np.array([1, 2], np.int8))
+    assert rank_speakers(sided, voices)[0].tolist() == [1, 1, 1, 0, 0, -1, 0, 0, 0, 0]
+    # Nobody covered anywhere: nothing to take from.
+    empty = np.zeros((4, 2), np.float32)
+    fill_unclaimed(empty, np.ones(4, np.int64))
+    assert not empty.any()
+
+
+def test_both_turn_builders_bridge_the_same_pauses() -> None:
+    """The fast path's turns (frames_to_turns) and the diarized ones (turns_of) join a speaker's
+    pauses alike: a pause of one frame fewer than the bridge joins, of the bridge's frames does not."""
+    gap = bridge_frames(1.0)
+    for pause in (gap - 1, gap, gap + 1):
+        labels = np.array([0] * 100 + [-1] * pause + [0] * 100)
+        diarized, _ = turns_of(labels, np.full(labels.size, -1), ["A"], bridge_gap=1.0)
+        fast = frames_to_turns((labels >= 0)[:, None], ["A"], bridge_gap=1.0)
+        assert [(t.start, t.end) for t in diarized] == pytest.approx([(t.start, t.end) for t in fast])
+        assert len(fast) == (1 if pause < gap else 2), pause
+
+
+def test_samples_with_nan_are_refused_before_any_model_runs() -> None:
+    """One NaN would spread into every embedding of its block and fail the clustering far away."""
+    diarizer = SegmentationDiarizer(None, None)  # type: ignore[arg-type]  # refused before either is used
+    for bad in (np.nan, np.inf):
+        samples = np.zeros(16000, np.float32)
+        samples[123] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            diarizer.measure(samples)
 
 
 def test_rank_speakers_over_hours_of_frames_agrees_with_a_frame_by_frame_ranking() -> None:

@@ -56,6 +56,7 @@ from voxdock.engine.diarization.reconstruction import (
     OVERLAP_THRESHOLD,
     SPEECH_THRESHOLD,
     absorb_short_runs,
+    fill_unclaimed,
     frames_to_turns,
     rank_speakers,
     speaker_activity,
@@ -179,6 +180,10 @@ class SegmentationDiarizer:
     ) -> Evidence:
         speakers = speakers or SpeakerOptions()
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        # One NaN would reach every embedding of its block and fail the clustering far from here (the
+        # engine's decoder refuses such audio; this is for other callers). A sum needs no copy.
+        if not math.isfinite(float(samples.sum(dtype=np.float64))):
+            raise ValueError("diarize: the samples hold NaN or infinite values")
         config = self.config
         seg = segment(self.segmentation, samples, chunk_offsets(samples.shape[0], config.step_s), check_stop)
         voices = voices_per_frame(seg, config.speech_threshold, config.overlap_threshold)
@@ -258,6 +263,7 @@ class SegmentationDiarizer:
         activity = speaker_activity(
             seg, credited.chunk, credited.local, credited.labels, clusters.count, credited.spans
         )
+        fill_unclaimed(activity, voices, evidence.sides, speaker_sides)
         if evidence.sides is not None and speaker_sides is not None:
             silence_other_side(activity, evidence.sides, speaker_sides, voices)
         first, second = rank_speakers(activity, voices)
