@@ -14,10 +14,10 @@ The recipe of pyannote 3.1, with the weights that install here and calibrated on
    long the file).
 4. clustering (clustering.py): a track's units joined again where their voices agree, then
    agglomerative (average linkage, cosine distance, calibrated threshold). A cluster whose units split
-   in two the same way however they are sampled, into near twins or into two people, holds two voices
-   and is split (voice_splits.py). An operator's count, where that does not reach it, cuts the dendrogram
-   instead, never into voices at least 0.8 alike nor into speakers the clustering would merge
-   (`speakers_of_units`).
+   in two the same way however they are sampled, into two people, or into near twins heard in the same
+   chunks as two people in conversation are, holds two voices and is split (voice_splits.py). An
+   operator's count, where that does not reach it, cuts the dendrogram instead, never into voices at
+   least 0.8 alike nor into speakers the clustering would merge (`speakers_of_units`).
 5. refinement (refinement.py): a piece of a unit that clearly sounds like another speaker is
    credited to that speaker (one track often holds two people answering each other quickly).
 6. reconstruction (reconstruction.py): per frame, the clusters' averaged activity (each unit credits
@@ -255,6 +255,7 @@ class SegmentationDiarizer:
             threshold=config.threshold,
             sides=sides,
             most=config.max_speakers,
+            chunks=units.chunk,
         )
         speaker_sides = None
         if sides is not None:
@@ -302,6 +303,7 @@ def speakers_of_units(
     threshold: float = THRESHOLD,
     sides: np.ndarray | None = None,
     most: int = MAX_SPEAKERS,
+    chunks: np.ndarray | None = None,
 ) -> Clusters:
     """The units' speakers within `bounds` (clustering.py); a cluster holding two voices is split
     (voice_splits.py), except in a recording split by channel, whose speakers keep to their sides.
@@ -319,7 +321,7 @@ def speakers_of_units(
         found = cluster_local_speakers(
             embeddings, seconds, tracks, bounds=(low, high), threshold=threshold, sides=sides
         )
-        return found if sides is not None else split_two_voices(embeddings, seconds, found, high)
+        return found if sides is not None else split_two_voices(embeddings, seconds, found, high, chunks)
 
     if bounds != (1, most) and sides is None:
         unbounded = clustered(1, most)

@@ -54,6 +54,9 @@ MIN_UNITS = 16
 MIN_STABILITY = 0.5
 MIN_STABILITY_APART = 0.9
 MIN_SIMILARITY = 0.85
+# Near twins are two people only where their halves are heard in the same chunks, as two people in
+# conversation are (`heard_together`; see the module's docstring).
+MIN_HEARD_TOGETHER = 0.3
 # The median over 10 halvings moved by up to +-0.3 from one random draw to the next (a real 10-minute
 # monologue: 0.07-0.71 over 20 draws, 0.50 with the fixed seed, split into 2 speakers); over 40 it
 # settles (0.47 there, and within 0.05 of the mean of 20 draws of 10 on the espeak pairs measured).
@@ -62,9 +65,16 @@ MAX_TESTED = 200  # units a test looks at (a random sample of a larger cluster):
 _SEED = 0  # fixed: the same file gives the same speakers every time
 
 
-def split_two_voices(embeddings: np.ndarray, seconds: np.ndarray, clusters: Clusters, high: int) -> Clusters:
+def split_two_voices(
+    embeddings: np.ndarray,
+    seconds: np.ndarray,
+    clusters: Clusters,
+    high: int,
+    chunks: np.ndarray | None = None,
+) -> Clusters:
     """`clusters` with each cluster that holds two voices split in two (see the module's docstring),
-    at most `high` clusters in all."""
+    at most `high` clusters in all. `chunks` (per unit, the chunk it was heard in): near twins are
+    split only where their halves are heard in the same chunks (`heard_together`)."""
     if len(clusters.labels) < MIN_UNITS:
         return clusters
     points = normalise(np.asarray(embeddings, dtype=np.float64))
@@ -78,6 +88,9 @@ def split_two_voices(embeddings: np.ndarray, seconds: np.ndarray, clusters: Clus
         if halves is None:
             continue
         parts, pair = halves
+        twins = float(pair[0] @ pair[1]) >= MIN_SIMILARITY
+        if twins and chunks is not None and heard_together(chunks[members], parts) < MIN_HEARD_TOGETHER:
+            continue
         labels[members[parts == 1]] = len(centroids)
         centroids[cluster] = pair[0]
         centroids.append(pair[1])
@@ -86,6 +99,13 @@ def split_two_voices(embeddings: np.ndarray, seconds: np.ndarray, clusters: Clus
     if len(centroids) == clusters.count:
         return clusters
     return Clusters(labels, np.stack(centroids).astype(np.float32))
+
+
+def heard_together(chunks: np.ndarray, parts: np.ndarray) -> float:
+    """Of the chunks the smaller half of a split is heard in, the share where the other half is heard
+    too: about 1 for two people in conversation, near 0 for one voice split by when it was recorded."""
+    first, second = set(chunks[parts == 0].tolist()), set(chunks[parts == 1].tolist())
+    return len(first & second) / max(min(len(first), len(second)), 1)
 
 
 def holds_two_voices(embeddings: np.ndarray, seconds: np.ndarray) -> bool:
