@@ -152,7 +152,8 @@ def fill_unclaimed(
         if side > 0 and speaker_sides is not None and (speaker_sides == side).any():
             allowed = speaker_sides == side
         columns = np.flatnonzero(allowed)
-        covered = np.flatnonzero(activity[:, columns].max(axis=1) > 0)
+        own = activity if allowed.all() else activity[:, columns]  # no copy of hours of frames
+        covered = np.flatnonzero(own.max(axis=1) > 0)
         if covered.size == 0:
             continue
         frames = np.flatnonzero(missing & (frame_sides == side))
