@@ -736,21 +736,20 @@ def test_rank_speakers_names_each_frames_first_and_second_voice() -> None:
     assert alone.tolist() == [0, 0, -1] and none.tolist() == [-1, -1, -1]  # one speaker: no overlap
 
 
-def test_a_second_voice_no_speaker_claims_goes_to_the_speaker_heard_nearest() -> None:
-    """Where the model hears two voices but only the first speaker's units cover the frame, the
-    second is the other speaker heard nearest in time: not whichever is numbered 0, nor the file's
-    biggest talker far away."""
+def test_a_second_voice_no_speaker_claims_goes_to_who_talks_most_besides_the_first() -> None:
+    """Where the model hears two voices but only the first speaker's units cover the frame, the second
+    is the file's biggest talker other than the first, not whichever speaker is numbered 0."""
     activity = np.zeros((12, 3), np.float32)
     activity[0:3, 2] = 0.3
     activity[3:6, 1] = 0.5
-    activity[8:12, 0] = 0.9  # talks most, but later
+    activity[8:12, 1] = 0.9  # speaker 1 talks most; speaker 0 never
     voices = np.array([2, 2, 1, 2, 2, 0, 0, 0, 1, 1, 2, 2])
     first, second = rank_speakers(activity, voices)
-    assert first.tolist() == [2, 2, 2, 1, 1, -1, -1, -1, 0, 0, 0, 0]
-    assert second.tolist() == [1, 1, -1, 2, 2, -1, -1, -1, -1, -1, 1, 1]
-    # A second voice claimed by some speaker's units is that speaker, however far the others.
-    activity[10:12, 2] = 0.1
-    assert rank_speakers(activity, voices)[1][10:].tolist() == [2, 2]
+    assert first.tolist() == [2, 2, 2, 1, 1, -1, -1, -1, 1, 1, 1, 1]
+    assert second.tolist() == [1, 1, -1, 2, 2, -1, -1, -1, -1, -1, 2, 2]  # never 0, who says nothing
+    # A second voice claimed by some speaker's units is that speaker.
+    activity[10:12, 0] = 0.1
+    assert rank_speakers(activity, voices)[1][10:].tolist() == [0, 0]
 
 
 def test_speech_no_speaker_covers_goes_to_who_talks_around_it() -> None:
