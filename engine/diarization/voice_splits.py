@@ -88,13 +88,14 @@ def split_two_voices(
         if halves is None:
             continue
         parts, pair = halves
-        twins = float(pair[0] @ pair[1]) >= MIN_SIMILARITY
+        alike = float(pair[0] @ pair[1])
+        twins = alike >= MIN_SIMILARITY
         if twins and chunks is not None and heard_together(chunks[members], parts) < MIN_HEARD_TOGETHER:
             continue
         labels[members[parts == 1]] = len(centroids)
         centroids[cluster] = pair[0]
         centroids.append(pair[1])
-        if float(pair[0] @ pair[1]) < MERGE_SIMILARITY:  # two people apart: either may hold near twins
+        if alike < MERGE_SIMILARITY:  # two people apart: either may hold near twins
             untested += [cluster, len(centroids) - 1]
     if len(centroids) == clusters.count:
         return clusters
